@@ -1,0 +1,1 @@
+"""Deployment: settings, the local stack of real servers, and the container images."""

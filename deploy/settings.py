@@ -1,0 +1,36 @@
+"""Where the servers are: one place for addresses and paths, overridable by environment variables.
+
+Defaults are loopback addresses on uncommon ports, so a local stack never collides with, or exposes,
+a developer's own Kafka or InfluxDB.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str
+    influx_url: str
+    influx_database: str
+    state_dir: Path
+
+    @property
+    def kafka_host_port(self) -> tuple[str, int]:
+        host, _, port = self.kafka_bootstrap.split(",")[0].rpartition(":")
+        return host, int(port)
+
+
+def load_settings() -> Settings:
+    """Settings from AROMATRACK_* environment variables, with loopback defaults."""
+    return Settings(
+        kafka_bootstrap=os.environ.get("AROMATRACK_KAFKA", "127.0.0.1:39092"),
+        influx_url=os.environ.get("AROMATRACK_INFLUX_URL", "http://127.0.0.1:38086"),
+        influx_database=os.environ.get("AROMATRACK_INFLUX_DB", "aromatrack"),
+        state_dir=Path(os.environ.get("AROMATRACK_STATE_DIR", PROJECT_ROOT / ".state")),
+    )

@@ -1,0 +1,1 @@
+"""Topic and storage contracts: event shapes (versioned), Kafka topics, InfluxDB series."""

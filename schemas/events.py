@@ -1,0 +1,334 @@
+"""Event contract v1: the one definition of every event shape (see shared/EVENTS.md).
+
+Every event is a flat JSON object: the envelope (type, athlete_id, time, event_id) and the payload
+fields side by side. The same models validate Kafka messages, HTTP bodies and JSON-lines files, and
+are exported as JSON Schema (`aromatrack schemas export`) for producers in other languages.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+ANALYTES = (
+    "estradiol",
+    "testosterone_total",
+    "testosterone_free",
+    "shbg",
+    "hs_crp",
+    "lh",
+    "fsh",
+    "hematocrit",
+    "hdl",
+    "ldl",
+)
+Analyte = Literal[
+    "estradiol",
+    "testosterone_total",
+    "testosterone_free",
+    "shbg",
+    "hs_crp",
+    "lh",
+    "fsh",
+    "hematocrit",
+    "hdl",
+    "ldl",
+]
+
+# Units accepted per analyte: part of the contract, so producers can check before sending.
+# The conversion factors live in the domain core (aromatrack.domain.labs).
+ANALYTE_UNITS: dict[str, tuple[str, ...]] = {
+    "estradiol": ("pg/mL", "pmol/L"),
+    "testosterone_total": ("ng/dL", "nmol/L"),
+    "testosterone_free": ("pg/mL", "pmol/L", "ng/dL", "nmol/L"),
+    "shbg": ("nmol/L",),
+    "hs_crp": ("mg/L", "mg/dL"),
+    "lh": ("IU/L", "mIU/mL"),
+    "fsh": ("IU/L", "mIU/mL"),
+    "hematocrit": ("%", "L/L"),
+    "hdl": ("mg/dL", "mmol/L"),
+    "ldl": ("mg/dL", "mmol/L"),
+}
+
+Drug = Literal["testosterone_cypionate", "anastrozole", "gonadorelin", "clomiphene", "tamoxifen"]
+Phase = Literal["trt", "post_trt_recovery", "none"]
+SymptomName = Literal[
+    "joint_pain",
+    "fatigue",
+    "low_libido",
+    "erectile_dysfunction",
+    "brain_fog",
+    "low_mood",
+    "water_retention",
+    "nipple_sensitivity",
+    "mood_swings",
+]
+Score = Annotated[float, Field(ge=0, le=10)]
+
+
+class EventBase(BaseModel):
+    """The envelope shared by every input event. Extra fields are kept, as the contract allows."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    athlete_id: Annotated[str, Field(min_length=1, max_length=128)]
+    time: AwareDatetime
+    event_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class AthleteProfile(EventBase):
+    type: Literal["athlete.profile"] = "athlete.profile"
+    sex: Literal["male", "female"]
+    birth_year: Annotated[int, Field(ge=1900, le=2100)]
+    hr_rest_bpm: Annotated[float, Field(ge=25, le=120)]
+    hr_max_bpm: Annotated[float, Field(ge=100, le=240)]
+    ftp_w: Annotated[float, Field(gt=0, le=700)] | None = None
+    coach_id: str | None = None
+    clinician_id: str | None = None
+
+    @model_validator(mode="after")
+    def _rest_below_max(self) -> "AthleteProfile":
+        if self.hr_rest_bpm >= self.hr_max_bpm:
+            raise ValueError(
+                f"hr_rest_bpm ({self.hr_rest_bpm:g}) must be below hr_max_bpm ({self.hr_max_bpm:g})"
+            )
+        return self
+
+
+class ScaleReading(EventBase):
+    """One smart-scale weigh-in. Bounds reject physically impossible values, not merely unusual ones."""
+
+    type: Literal["scale.reading"] = "scale.reading"
+    weight_kg: Annotated[float, Field(ge=25, le=350)]
+    body_fat_pct: Annotated[float, Field(ge=2, le=75)]
+    muscle_mass_kg: Annotated[float, Field(gt=0, le=200)] | None = None
+    lean_mass_kg: Annotated[float, Field(gt=0, le=250)] | None = None
+    bone_mass_kg: Annotated[float, Field(gt=0, le=15)] | None = None
+    hydration_pct: Annotated[float, Field(ge=20, le=85)] | None = None
+    visceral_fat_rating: Annotated[float, Field(ge=1, le=60)] | None = None
+    device: str | None = None
+
+    @model_validator(mode="after")
+    def _masses_fit_in_weight(self) -> "ScaleReading":
+        for name in ("muscle_mass_kg", "lean_mass_kg", "bone_mass_kg"):
+            value = getattr(self, name)
+            if value is not None and value > self.weight_kg:
+                raise ValueError(f"{name} ({value:g}) cannot exceed weight_kg ({self.weight_kg:g})")
+        return self
+
+
+class WorkoutFit(EventBase):
+    """A FIT file. On Kafka the bytes travel in `fit_b64`; JSON-lines files may give a `path` instead."""
+
+    type: Literal["workout.fit"] = "workout.fit"
+    fit_b64: str | None = None
+    path: str | None = None
+    filename: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "WorkoutFit":
+        if (self.fit_b64 is None) == (self.path is None):
+            raise ValueError("exactly one of fit_b64 or path must be given")
+        if self.fit_b64 is not None:
+            try:
+                base64.b64decode(self.fit_b64, validate=True)
+            except ValueError as exc:
+                raise ValueError(f"fit_b64 is not valid base64: {exc}") from None
+        return self
+
+    def fit_bytes(self) -> bytes:
+        """The file's bytes, read from `fit_b64` or from `path`."""
+        if self.fit_b64 is not None:
+            return base64.b64decode(self.fit_b64)
+        with open(self.path, "rb") as handle:  # type: ignore[arg-type]
+            return handle.read()
+
+
+class WorkoutSummary(EventBase):
+    type: Literal["workout.summary"] = "workout.summary"
+    sport: Annotated[str, Field(min_length=1, max_length=64)]
+    sub_sport: str | None = None
+    duration_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)]
+    avg_hr_bpm: Annotated[float, Field(ge=20, le=250)] | None = None
+    max_hr_bpm: Annotated[float, Field(ge=20, le=250)] | None = None
+    avg_power_w: Annotated[float, Field(ge=0, le=3000)] | None = None
+    distance_m: Annotated[float, Field(ge=0, le=2_000_000)] | None = None
+    rpe: Annotated[float, Field(ge=1, le=10)] | None = None
+
+
+class LabResult(EventBase):
+    """One analyte from one blood draw; `time` is the draw time. Censored results keep their comparator."""
+
+    type: Literal["lab.result"] = "lab.result"
+    analyte: Analyte
+    value: Annotated[float, Field(ge=0)]
+    unit: str
+    comparator: Literal["<", ">"] | None = None
+    method: Literal["lc_msms", "immunoassay"] | None = None
+    reference_low: Annotated[float, Field(ge=0)] | None = None
+    reference_high: Annotated[float, Field(ge=0)] | None = None
+    loinc: str | None = None
+
+    @model_validator(mode="after")
+    def _known_unit_and_range(self) -> "LabResult":
+        accepted = ANALYTE_UNITS[self.analyte]
+        if self.unit not in accepted:
+            raise ValueError(
+                f"unknown unit {self.unit!r} for {self.analyte}; accepted: {', '.join(accepted)}"
+            )
+        if (
+            self.reference_low is not None
+            and self.reference_high is not None
+            and self.reference_low > self.reference_high
+        ):
+            raise ValueError("reference_low is above reference_high")
+        return self
+
+
+class DoseChange(EventBase):
+    type: Literal["dose.change"] = "dose.change"
+    drug: Drug
+    dose_mg: Annotated[float, Field(ge=0, le=2000)]
+    times_per_week: Annotated[float, Field(ge=0, le=21)]
+
+
+class ProtocolPhase(EventBase):
+    type: Literal["protocol.phase"] = "protocol.phase"
+    phase: Phase
+
+
+class SymptomLog(EventBase):
+    type: Literal["symptom.log"] = "symptom.log"
+    energy: Score | None = None
+    mood: Score | None = None
+    libido: Score | None = None
+    joint_comfort: Score | None = None
+    symptoms: list[SymptomName] = Field(default_factory=list)
+
+
+Event = Annotated[
+    Union[
+        AthleteProfile,
+        ScaleReading,
+        WorkoutFit,
+        WorkoutSummary,
+        LabResult,
+        DoseChange,
+        ProtocolPhase,
+        SymptomLog,
+    ],
+    Field(discriminator="type"),
+]
+EVENT_MODELS: dict[str, type[EventBase]] = {
+    model.model_fields["type"].default: model
+    for model in (
+        AthleteProfile,
+        ScaleReading,
+        WorkoutFit,
+        WorkoutSummary,
+        LabResult,
+        DoseChange,
+        ProtocolPhase,
+        SymptomLog,
+    )
+}
+EVENT_TYPES = tuple(EVENT_MODELS)
+
+
+class AlertEvidence(BaseModel):
+    """One number behind an alert and the events it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    value: float | str | None
+    unit: str | None = None
+    event_ids: list[str] = Field(default_factory=list)
+
+
+class Alert(BaseModel):
+    """Output: a flag for a clinician. It names its rule and evidence and never instructs a dose."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["alert"] = "alert"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    alert_id: str
+    athlete_id: str
+    time: AwareDatetime
+    kind: Literal["lab_recheck", "dose_review"]
+    rule: str
+    severity: Literal["info", "warning", "urgent"]
+    summary: str
+    evidence: list[AlertEvidence]
+    sources: list[str]
+
+
+class EventError(ValueError):
+    """Input that is not a valid v1 event; the message names each bad field and the problem."""
+
+
+_EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        location = ".".join(str(p) for p in item["loc"] if not str(p).startswith(EVENT_TYPES))
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{location or 'event'}: {message}")
+    return "; ".join(parts)
+
+
+def parse_event(raw: bytes | str | dict[str, Any]) -> EventBase:
+    """Validate one event from bytes, text or a dict and return it with a stable `event_id`.
+
+    Raises EventError naming every bad field, so callers can dead-letter or answer 4xx with it.
+    """
+    if isinstance(raw, (bytes, str)):
+        try:
+            raw = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EventError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise EventError(f"an event must be a JSON object, got {type(raw).__name__}")
+    event_type = raw.get("type")
+    if event_type not in EVENT_MODELS:
+        raise EventError(
+            f"type: unknown event type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}"
+        )
+    try:
+        event = _EVENT_ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise EventError(_describe(exc)) from None
+    if event.event_id is None:
+        event = event.model_copy(update={"event_id": stable_event_id(event)})
+    return event
+
+
+def stable_event_id(event: EventBase) -> str:
+    """A content hash of the event, so a replayed or retried event keeps the same id."""
+    body = event.model_dump(mode="json", exclude={"event_id"})
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def dump_event(event: BaseModel) -> bytes:
+    """Canonical JSON bytes for Kafka and files (no nulls, so the wire stays small)."""
+    return event.model_dump_json(exclude_none=True).encode()

@@ -1,0 +1,159 @@
+"""InfluxDB series contract: every measurement the service writes, with its tags and fields.
+
+Writers build points through `Series.point`, which refuses unknown tags or fields, and the Grafana
+board tests query these same names, so renaming a measurement or field fails a test instead of a board.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Mapping
+
+FieldValue = float | int | str | bool
+
+
+@dataclass(frozen=True)
+class Point:
+    """One InfluxDB point as plain data; encoding to line protocol is the storage adapter's job."""
+
+    measurement: str
+    tags: Mapping[str, str]
+    fields: Mapping[str, FieldValue]
+    time: datetime
+
+
+@dataclass(frozen=True)
+class Series:
+    measurement: str
+    tags: tuple[str, ...]
+    fields: tuple[str, ...]
+    doc: str = field(default="", compare=False)
+
+    def point(self, time: datetime, tags: Mapping[str, str], fields: Mapping[str, FieldValue | None]) -> Point:
+        """Build a point, dropping None fields; ValueError names any tag or field not in the contract."""
+        unknown_tags = set(tags) - set(self.tags)
+        unknown_fields = set(fields) - set(self.fields)
+        if unknown_tags or unknown_fields:
+            raise ValueError(
+                f"{self.measurement}: not in the series contract: "
+                f"tags {sorted(unknown_tags)}, fields {sorted(unknown_fields)}"
+            )
+        present = {name: value for name, value in fields.items() if value is not None}
+        if not present:
+            raise ValueError(f"{self.measurement}: a point needs at least one field")
+        return Point(self.measurement, dict(tags), present, time)
+
+
+BODY_COMPOSITION = Series(
+    "body_composition",
+    tags=("athlete_id", "device"),
+    fields=(
+        "weight_kg",
+        "body_fat_pct",
+        "muscle_mass_kg",
+        "lean_mass_kg",
+        "bone_mass_kg",
+        "hydration_pct",
+        "visceral_fat_rating",
+        "fat_mass_kg",
+    ),
+    doc="Raw scale readings, one point per weigh-in.",
+)
+BODY_FAT_TREND = Series(
+    "body_fat_trend",
+    tags=("athlete_id",),
+    fields=("smoothed_pct", "slope_pct_per_week", "change_since_e2_pct"),
+    doc="Robust smoothed body-fat % per reading time, its weekly slope and change since the last E2 draw.",
+)
+WORKOUT = Series(
+    "workout",
+    tags=("athlete_id", "sport", "modality"),
+    fields=(
+        "workout_id",
+        "duration_s",
+        "avg_hr_bpm",
+        "max_hr_bpm",
+        "avg_power_w",
+        "max_power_w",
+        "distance_m",
+        "trimp",
+        "hrtss",
+        "power_tss",
+        "srpe_load",
+        "load",
+        "salvaged",
+    ),
+    doc="One point per workout at its start time.",
+)
+WORKOUT_SAMPLES = Series(
+    "workout_samples",
+    tags=("athlete_id", "workout_id"),
+    fields=("hr_bpm", "power_w", "speed_mps", "cadence_rpm"),
+    doc="Per-workout samples downsampled for boards (10 s means of the 1 Hz records).",
+)
+TRAINING_LOAD_DAILY = Series(
+    "training_load_daily",
+    tags=("athlete_id",),
+    fields=("load", "ctl", "atl", "tsb", "acwr"),
+    doc="Per athlete per day: load and the fitness/fatigue/form model.",
+)
+MODALITY_WEEKLY = Series(
+    "modality_weekly",
+    tags=("athlete_id", "modality"),
+    fields=("load", "minutes", "share"),
+    doc="Per athlete per ISO week (Monday 00:00 UTC) and modality: load, minutes and share of the week's load.",
+)
+LAB = Series(
+    "lab",
+    tags=("athlete_id", "analyte", "method", "censored"),
+    fields=("value", "reference_low", "reference_high", "event_id"),
+    doc="Lab results in canonical units (E2 pg/mL, T ng/dL, hs-CRP mg/L...); censored tag is '<', '>' or 'no'.",
+)
+DOSE = Series(
+    "dose",
+    tags=("athlete_id", "drug"),
+    fields=("dose_mg", "times_per_week", "weekly_mg"),
+    doc="Dose changes; weekly_mg = dose_mg x times_per_week (0 = stopped).",
+)
+SYMPTOMS = Series(
+    "symptoms",
+    tags=("athlete_id",),
+    fields=("energy", "mood", "libido", "joint_comfort", "low_e2_symptoms", "high_e2_symptoms"),
+    doc="Symptom logs: scores and counts of low-E2 and high-E2 symptom names.",
+)
+E2_CORRELATION = Series(
+    "e2_correlation",
+    tags=("athlete_id",),
+    fields=(
+        "e2_pg_ml",
+        "body_fat_pct",
+        "body_fat_change_pct",
+        "weekly_load",
+        "anastrozole_weekly_mg",
+        "slope_pg_ml_per_pct",
+        "pairs",
+        "predicted_e2_pg_ml",
+    ),
+    doc="Per E2 draw: the body-fat and load context, and the per-athlete E2-vs-fat estimate.",
+)
+ALERTS = Series(
+    "alerts",
+    tags=("athlete_id", "kind", "rule", "severity"),
+    fields=("alert_id", "summary"),
+    doc="Every alert emitted, for annotations and the open-alerts table.",
+)
+
+ALL_SERIES = (
+    BODY_COMPOSITION,
+    BODY_FAT_TREND,
+    WORKOUT,
+    WORKOUT_SAMPLES,
+    TRAINING_LOAD_DAILY,
+    MODALITY_WEEKLY,
+    LAB,
+    DOSE,
+    SYMPTOMS,
+    E2_CORRELATION,
+    ALERTS,
+)

@@ -1,0 +1,1 @@
+"""Entry points: the CLI, the HTTP API and the alert notifier, thin shells around the domain core."""

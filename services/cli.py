@@ -1,0 +1,112 @@
+"""The `aromatrack` command line: thin commands over the domain core, the stack and the streams."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import typer
+
+from aromatrack.deploy import local_stack
+from aromatrack.deploy.settings import load_settings
+
+app = typer.Typer(
+    help="Aromatrack: training load and fat-loss trends against TRT/anastrozole labs, "
+    "flagged for clinicians. It never changes or recommends a dose.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+stack_app = typer.Typer(help="Start, stop and inspect the local servers (broker and InfluxDB, loopback only).")
+schemas_app = typer.Typer(help="The event contract.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(schemas_app, name="schemas")
+
+
+def _stack_call(action) -> None:
+    try:
+        for line in action(load_settings()):
+            typer.echo(line)
+    except local_stack.StackError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Install what is missing, start the broker and InfluxDB, and wait until both answer."""
+    _stack_call(local_stack.up)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the servers this project started (data stays in the state directory)."""
+    _stack_call(local_stack.down)
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Say which servers run and where."""
+    _stack_call(local_stack.report)
+
+
+@schemas_app.command("export")
+def schemas_export(
+    directory: Path = typer.Option(None, help="Where to write the files (default: schemas/json)."),
+) -> None:
+    """Write one JSON Schema file per event type (and the alert output) for non-Python producers."""
+    from aromatrack.schemas.export import JSON_DIR, write_json_schemas
+
+    for path in write_json_schemas(directory or JSON_DIR):
+        typer.echo(str(path))
+
+
+@app.command()
+def worker(
+    loglevel: str = typer.Option("warning", help="faust log level."),
+) -> None:
+    """Run the stream worker (all agents) against AROMATRACK_KAFKA and AROMATRACK_INFLUX_URL."""
+    from aromatrack.streams.app import prepare_storage
+    from aromatrack.streams.worker import app as faust_app
+
+    asyncio.run(prepare_storage())
+    sys.argv = ["aromatrack-worker", "worker", "--loglevel", loglevel, "--without-web"]
+    faust_app.main()
+
+
+@app.command()
+def send(
+    timeline: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSON-lines file of events."),
+) -> None:
+    """Validate every event in a JSON-lines file and produce the valid ones to their Kafka topics.
+
+    Bad lines are reported on stderr as FILE:LINE: problem and skipped; the exit status is 1 if any.
+    """
+    from aromatrack.services.jsonl import read_events, report_to_stderr
+    from aromatrack.streams.producer import EventProducer
+
+    problems: list[str] = []
+
+    def on_error(message: str) -> None:
+        problems.append(message)
+        report_to_stderr(message)
+
+    events = list(read_events(timeline, on_error=on_error))
+    bad_lines = len(problems)
+
+    async def produce() -> int:
+        async with EventProducer(load_settings().kafka_bootstrap) as producer:
+            return await producer.send_all(events)
+
+    sent = asyncio.run(produce())
+    typer.echo(f"sent {sent} events" + (f", skipped {bad_lines} bad lines" if bad_lines else ""))
+    if bad_lines:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

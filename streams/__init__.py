@@ -1,0 +1,1 @@
+"""Stream processing: faust agents and the storage and decoding adapters they use."""

@@ -1,0 +1,66 @@
+"""The faust application and what its agents share: topics, the InfluxDB client, dead-lettering.
+
+Agents live in their own modules (ingest, workouts, clinical); `streams.worker` imports them all.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from aromatrack.deploy.settings import load_settings
+from aromatrack.schemas import topics
+from aromatrack.streams.admin import ensure_topics
+from aromatrack.streams.influx import InfluxClient, InfluxConfig
+
+log = logging.getLogger(__name__)
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+settings = load_settings()
+
+app = faust.App(
+    "aromatrack",
+    broker=f"kafka://{settings.kafka_bootstrap}",
+    store="memory://",
+    value_serializer="raw",
+    key_serializer="raw",
+    topic_partitions=topics.PARTITIONS,
+    topic_allow_declare=True,
+    web_enabled=False,
+    producer_acks=-1,
+    broker_commit_every=1000,
+    broker_commit_interval=0.5,
+    datadir=str(settings.state_dir / "faust"),
+)
+
+dead_letter_topic = app.topic(topics.DEAD_LETTER_TOPIC, value_serializer="raw", key_serializer="raw")
+timeline_topic = app.topic(topics.TIMELINE_TOPIC, value_serializer="raw", key_serializer="raw")
+
+_influx: InfluxClient | None = None
+
+
+def influx() -> InfluxClient:
+    """One client per worker, created lazily inside the worker's event loop."""
+    global _influx
+    if _influx is None:
+        _influx = InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database))
+    return _influx
+
+
+async def prepare_storage() -> None:
+    """Create the topics with their partition count and the InfluxDB database; run before the worker."""
+    await ensure_topics(settings.kafka_bootstrap)
+    async with InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database)) as client:
+        await client.create_database()
+
+
+async def dead_letter(original: bytes, reason: str, source_topic: str, key: bytes | None = None) -> None:
+    """Send the original bytes with the reason; the reason never includes field values (PHI)."""
+    await dead_letter_topic.send(
+        key=key,
+        value=original,
+        headers={"reason": reason.encode()[:2000], "source_topic": source_topic.encode()},
+    )
+    log.warning("dead-lettered a message from %s: %s", source_topic, reason.split(":")[0])

@@ -1,0 +1,154 @@
+"""InfluxDB storage adapter over the v1 HTTP API (line protocol `/write`, InfluxQL `/query`).
+
+The v1 API is served by InfluxDB 1.x, by 2.x's compatibility endpoints and by 3.x, and Grafana's
+InfluxQL datasource reads all of them, so it is the one storage protocol the service speaks.
+A point's identity is measurement + tags + timestamp: rewriting it overwrites, so replays never
+double-count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import httpx
+
+from aromatrack.schemas.series import Point
+
+log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _escape_key(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _escape_measurement(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+
+
+def _field_value(value: float | int | str | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        # Integers are written as floats so a field never changes type between writers.
+        return repr(float(value))
+    if isinstance(value, float):
+        return repr(value)
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def time_ns(moment: datetime) -> int:
+    """Nanoseconds since the epoch, computed exactly (float seconds would lose the microseconds)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def to_line(point: Point) -> str:
+    """Encode one point as InfluxDB line protocol (nanosecond precision, tags sorted)."""
+    head = _escape_measurement(point.measurement)
+    for key in sorted(point.tags):
+        value = point.tags[key]
+        if value != "":
+            head += f",{_escape_key(key)}={_escape_key(value)}"
+    fields = ",".join(f"{_escape_key(k)}={_field_value(v)}" for k, v in sorted(point.fields.items()))
+    return f"{head} {fields} {time_ns(point.time)}"
+
+
+class InfluxError(RuntimeError):
+    """InfluxDB refused a request; the message carries the server's reason."""
+
+
+@dataclass(frozen=True)
+class InfluxConfig:
+    url: str
+    database: str
+    username: str | None = None
+    password: str | None = None
+
+
+class InfluxClient:
+    """Async v1 client. Writes retry with backoff on connection errors and 5xx, never on 4xx."""
+
+    def __init__(self, config: InfluxConfig, *, max_attempts: int | None = None, timeout_s: float = 10.0):
+        self.config = config
+        self.max_attempts = max_attempts
+        auth = (config.username, config.password) if config.username else None
+        self._http = httpx.AsyncClient(base_url=config.url, timeout=timeout_s, auth=auth)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "InfluxClient":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def ping(self) -> bool:
+        try:
+            response = await self._http.get("/ping")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 204
+
+    async def create_database(self) -> None:
+        await self.query(f'CREATE DATABASE "{self.config.database}"', method="POST")
+
+    async def write(self, points: Iterable[Point]) -> int:
+        """Write points in one request; returns how many. Retries until written (or max_attempts)."""
+        lines = [to_line(p) for p in points]
+        if not lines:
+            return 0
+        body = "\n".join(lines).encode()
+        params = {"db": self.config.database, "precision": "ns"}
+        attempt = 0
+        delay = 0.1
+        while True:
+            attempt += 1
+            try:
+                response = await self._http.post("/write", params=params, content=body)
+            except httpx.HTTPError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 204:
+                    return len(lines)
+                if 400 <= response.status_code < 500:
+                    raise InfluxError(f"write refused ({response.status_code}): {response.text.strip()}")
+                reason = f"HTTP {response.status_code}"
+            if self.max_attempts is not None and attempt >= self.max_attempts:
+                raise InfluxError(f"write failed after {attempt} attempts: {reason}")
+            log.warning("influx write failed (%s); retrying in %.1fs", reason, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def query(self, influxql: str, *, method: str = "GET", epoch: str | None = None) -> list[dict[str, Any]]:
+        """Run InfluxQL; returns the `series` of the first statement (empty list when none)."""
+        params = {"db": self.config.database, "q": influxql}
+        if epoch:
+            params["epoch"] = epoch
+        response = await self._http.request(method, "/query", params=params)
+        payload = response.json()
+        if response.status_code != 200 or "error" in payload:
+            raise InfluxError(f"query failed ({response.status_code}): {payload.get('error', payload)}")
+        results = payload.get("results", [{}])
+        if results and "error" in results[0]:
+            raise InfluxError(f"query failed: {results[0]['error']}")
+        return results[0].get("series", []) if results else []
+
+
+def rows(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flatten InfluxQL series into dicts of column -> value (tags included)."""
+    out = []
+    for item in series:
+        tags = item.get("tags", {})
+        for values in item.get("values", []):
+            row = dict(zip(item["columns"], values))
+            row.update(tags)
+            out.append(row)
+    return out

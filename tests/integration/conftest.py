@@ -1,0 +1,114 @@
+"""Fixtures for integration tests: the real local broker and InfluxDB (`aromatrack stack up`).
+
+`make test` starts both on test ports before pytest runs. The stream worker is a real subprocess
+(`aromatrack worker`); only one runs at a time, because two faust workers of one app misbehave on
+the local broker (see README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Awaitable, Callable, Iterator
+
+import pytest
+
+from aromatrack.deploy import local_stack
+from aromatrack.deploy.settings import Settings, load_settings
+from aromatrack.streams.influx import InfluxClient, InfluxConfig
+
+pytestmark = pytest.mark.integration
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Settings:
+    """The running local stack; fails with a clear message if `aromatrack stack up` was not run."""
+    settings = load_settings()
+    states = local_stack.report(settings)
+    if not all(": running" in line for line in states):
+        pytest.fail("the local stack is not running (run `make test`, or `aromatrack stack up`): " + "; ".join(states))
+    return settings
+
+
+class Worker:
+    """A real `aromatrack worker` subprocess with its own InfluxDB database."""
+
+    def __init__(self, settings: Settings, database: str, log_path: Path):
+        self.settings = settings
+        self.database = database
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "AROMATRACK_INFLUX_DB": self.database}
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        log_file = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "aromatrack.services.cli", "worker", "--loglevel", "info"],
+            env=self.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited ({self.process.returncode}); see {self.log_path}")
+            if b"[^Worker]: Ready" in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready in {timeout_s}s; see {self.log_path}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker for the session (tests keep apart by using their own athlete ids)."""
+    running = Worker(stack, f"it_{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("worker") / "worker.log")
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def influx_for(stack: Settings) -> Callable[[str], InfluxClient]:
+    def make(database: str) -> InfluxClient:
+        return InfluxClient(InfluxConfig(stack.influx_url, database), max_attempts=3)
+
+    return make
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, every_s: float = 0.25) -> None:
+    """Poll an async check until it is true; fail the test with the timeout otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(every_s)
+    pytest.fail(f"condition not met within {timeout_s}s")
+
+
+def unique_athlete(prefix: str = "ath") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
