@@ -1,0 +1,57 @@
+"""docker-compose.yml cannot run here (no Docker engine), so it is validated offline.
+
+`docker-compose config` (Debian's 1.29, installed by `make`) checks the file against the compose
+schema without a daemon; the assertions below check the stack is the production shape we document.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail("docker-compose is not installed; run `make install` (deploy/install-system-packages.sh)")
+    result = subprocess.run(
+        [binary, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_kafka_runs_in_kraft_mode_without_zookeeper(compose):
+    services = compose["services"]
+    assert "zookeeper" not in services
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert kafka["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
+def test_influxdb_serves_the_v1_api_the_service_speaks(compose):
+    assert compose["services"]["influxdb"]["image"].startswith("influxdb:1.")
+
+
+def test_our_processes_are_built_from_deploy_and_point_at_the_stack(compose):
+    worker = compose["services"]["worker"]
+    assert worker["build"]["dockerfile"].endswith("deploy/Dockerfile")
+    assert (ROOT / "deploy" / "Dockerfile").is_file()
+    assert worker["environment"]["AROMATRACK_KAFKA"] == "kafka:9092"
+    assert worker["environment"]["AROMATRACK_INFLUX_URL"] == "http://influxdb:8086"
+
+
+def test_only_grafana_is_published_and_only_on_loopback(compose):
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert name == "grafana", f"{name} publishes a port"
+            published = port if isinstance(port, str) else f"{port.get('host_ip')}:{port['published']}"
+            assert published.startswith("127.0.0.1:"), published

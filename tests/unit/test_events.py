@@ -1,0 +1,163 @@
+"""The event contract: valid events parse, bad ones fail with an error naming the field and problem."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timedelta, timezone
+
+import jsonschema
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aromatrack.schemas import topics
+from aromatrack.schemas.events import (
+    ANALYTE_UNITS,
+    EVENT_MODELS,
+    EventError,
+    dump_event,
+    parse_event,
+    stable_event_id,
+)
+from aromatrack.schemas.export import JSON_DIR, json_schemas
+
+T0 = "2026-02-01T07:30:00+01:00"
+
+VALID = {
+    "athlete.profile": {"sex": "male", "birth_year": 1985, "hr_rest_bpm": 52, "hr_max_bpm": 186, "coach_id": "c1"},
+    "scale.reading": {"weight_kg": 88.2, "body_fat_pct": 21.4, "muscle_mass_kg": 65.1, "device": "withings"},
+    "workout.fit": {"fit_b64": base64.b64encode(b"\x0e\x10fit").decode()},
+    "workout.summary": {"sport": "training", "sub_sport": "strength_training", "duration_s": 3600, "rpe": 7},
+    "lab.result": {"analyte": "estradiol", "value": 24, "unit": "pg/mL", "comparator": "<", "method": "immunoassay"},
+    "dose.change": {"drug": "anastrozole", "dose_mg": 0.5, "times_per_week": 2},
+    "protocol.phase": {"phase": "trt"},
+    "symptom.log": {"joint_comfort": 3, "symptoms": ["joint_pain", "fatigue"]},
+}
+
+
+def event(event_type: str, **overrides) -> dict:
+    return {"type": event_type, "athlete_id": "a-1", "time": T0, **VALID[event_type], **overrides}
+
+
+def test_every_event_type_has_a_valid_example():
+    assert set(VALID) == set(EVENT_MODELS)
+
+
+@pytest.mark.parametrize("event_type", sorted(VALID))
+def test_valid_events_parse_and_round_trip(event_type):
+    parsed = parse_event(event(event_type))
+    assert parsed.type == event_type
+    assert parsed.event_id and len(parsed.event_id) == 32
+    assert parse_event(dump_event(parsed)) == parsed
+
+
+@pytest.mark.parametrize(
+    ("event_type", "overrides", "expected"),
+    [
+        ("scale.reading", {"weight_kg": 900}, "weight_kg: Input should be less than or equal to 350"),
+        ("scale.reading", {"body_fat_pct": -3}, "body_fat_pct: Input should be greater than or equal to 2"),
+        ("scale.reading", {"muscle_mass_kg": 95}, "muscle_mass_kg (95) cannot exceed weight_kg (88.2)"),
+        ("lab.result", {"unit": "ng/mL"}, "unknown unit 'ng/mL' for estradiol; accepted: pg/mL, pmol/L"),
+        ("lab.result", {"analyte": "cortisol"}, "analyte: Input should be"),
+        ("lab.result", {"comparator": "<="}, "comparator: Input should be '<' or '>'"),
+        ("dose.change", {"drug": "letrozole"}, "drug: Input should be"),
+        ("symptom.log", {"symptoms": ["hiccups"]}, "symptoms.0: Input should be"),
+        ("athlete.profile", {"hr_rest_bpm": 110, "hr_max_bpm": 105}, "hr_rest_bpm (110) must be below hr_max_bpm (105)"),
+        ("workout.fit", {"fit_b64": None}, "exactly one of fit_b64 or path must be given"),
+        ("protocol.phase", {"time": "2026-02-01T07:30:00"}, "time: Input should have timezone info"),
+    ],
+)
+def test_bad_events_name_the_field_and_the_problem(event_type, overrides, expected):
+    raw = {k: v for k, v in event(event_type, **overrides).items() if v is not None}
+    with pytest.raises(EventError) as caught:
+        parse_event(raw)
+    assert expected in str(caught.value)
+
+
+def test_missing_envelope_fields_and_unknown_types_are_named():
+    with pytest.raises(EventError, match="athlete_id: Field required"):
+        parse_event({"type": "protocol.phase", "time": T0, "phase": "trt"})
+    with pytest.raises(EventError, match="unknown event type 'scale.weight'"):
+        parse_event({"type": "scale.weight"})
+    with pytest.raises(EventError, match="not JSON"):
+        parse_event(b"\xff\xfe")
+    with pytest.raises(EventError, match="must be a JSON object, got list"):
+        parse_event("[1, 2]")
+
+
+def test_extra_fields_are_kept():
+    parsed = parse_event(event("workout.summary", load=55.2, modality="resistance"))
+    assert json.loads(dump_event(parsed))["modality"] == "resistance"
+
+
+def test_stable_event_id_ignores_key_order_and_an_existing_id_is_kept():
+    a = parse_event(event("scale.reading"))
+    b = parse_event(dict(reversed(list(event("scale.reading").items()))))
+    assert a.event_id == b.event_id
+    assert parse_event(event("scale.reading", event_id="client-42")).event_id == "client-42"
+    assert parse_event(event("scale.reading", weight_kg=88.3)).event_id != a.event_id
+
+
+def test_every_input_type_has_a_topic_and_all_topics_are_distinct():
+    assert set(topics.INPUT_TOPICS) == set(EVENT_MODELS)
+    assert len(set(topics.ALL_TOPICS)) == len(topics.ALL_TOPICS)
+
+
+def test_committed_json_schemas_match_the_models():
+    """schemas/json is what non-Python producers use; regenerate with `aromatrack schemas export`."""
+    for filename, schema in json_schemas().items():
+        committed = json.loads((JSON_DIR / filename).read_text())
+        assert committed == json.loads(json.dumps(schema)), f"{filename} is stale"
+
+
+@pytest.mark.parametrize("event_type", sorted(VALID))
+def test_json_schema_accepts_what_the_models_accept(event_type):
+    schema = json_schemas()[f"{event_type}.v1.schema.json"]
+    jsonschema.validate(json.loads(dump_event(parse_event(event(event_type)))), schema)
+
+
+aware_times = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(timezone.utc)
+).map(lambda t: t.astimezone(timezone(timedelta(hours=2))))
+
+
+@settings(max_examples=200)
+@given(
+    weight=st.floats(min_value=25, max_value=350, allow_nan=False),
+    fat=st.floats(min_value=2, max_value=75, allow_nan=False),
+    moment=aware_times,
+    athlete=st.text(min_size=1, max_size=40),
+)
+def test_any_plausible_reading_round_trips_with_a_stable_id(weight, fat, moment, athlete):
+    raw = {"type": "scale.reading", "athlete_id": athlete, "time": moment.isoformat(), "weight_kg": weight,
+           "body_fat_pct": fat}
+    parsed = parse_event(raw)
+    again = parse_event(dump_event(parsed))
+    assert again == parsed
+    assert parsed.event_id == stable_event_id(parse_event(raw))
+    assert parsed.time == moment
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.binary(max_size=200), st.text(max_size=200), st.dictionaries(st.text(max_size=10), st.integers())))
+def test_arbitrary_input_is_either_an_event_or_an_event_error(raw):
+    try:
+        parse_event(raw)
+    except EventError as exc:
+        assert str(exc)
+
+
+@settings(max_examples=200)
+@given(
+    analyte=st.sampled_from(sorted(ANALYTE_UNITS)),
+    unit=st.text(max_size=8),
+    value=st.floats(min_value=0, max_value=1e6, allow_nan=False),
+)
+def test_lab_units_outside_the_contract_are_always_refused(analyte, unit, value):
+    raw = {"type": "lab.result", "athlete_id": "a", "time": T0, "analyte": analyte, "value": value, "unit": unit}
+    if unit in ANALYTE_UNITS[analyte]:
+        assert parse_event(raw).unit == unit
+    else:
+        with pytest.raises(EventError, match=f"unknown unit .* for {analyte}"):
+            parse_event(raw)
