@@ -63,7 +63,7 @@ def schemas_export(
 
 @app.command()
 def worker(
-    loglevel: str = typer.Option("warning", help="faust log level."),
+    loglevel: str = typer.Option("warn", help="faust log level: crit, error, warn, info or debug."),
 ) -> None:
     """Run the stream worker (all agents) against AROMATRACK_KAFKA and AROMATRACK_INFLUX_URL."""
     from aromatrack.streams.app import prepare_storage
