@@ -1,0 +1,39 @@
+"""The local stack manager refuses a taken port with a message that says what to do."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from aromatrack.deploy import local_stack
+from aromatrack.deploy.settings import load_settings
+
+
+def test_a_port_taken_by_another_process_is_reported_not_fought_over(tmp_path, monkeypatch):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        monkeypatch.setenv("AROMATRACK_KAFKA", f"127.0.0.1:{port}")
+        monkeypatch.setenv("AROMATRACK_STATE_DIR", str(tmp_path))
+        settings = load_settings()
+        kafka = next(s for s in local_stack.servers(settings) if s.name == "kafka")
+        with pytest.raises(local_stack.StackError, match=f"port 127.0.0.1:{port} is taken by another process"):
+            local_stack.start(settings, kafka)
+        assert local_stack.status(settings, kafka) == f"kafka: something else answers on 127.0.0.1:{port}"
+
+
+def test_the_generated_influxdb_config_binds_loopback_and_keeps_data_in_the_state_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("AROMATRACK_STATE_DIR", str(tmp_path))
+    config = local_stack._influx_config(load_settings(), "127.0.0.1", 38086).read_text()
+    assert 'bind-address = "127.0.0.1:38086"' in config
+    assert 'bind-address = "127.0.0.1:38088"' in config
+    assert "0.0.0.0" not in config and "/var/lib" not in config
+    assert f'dir = "{tmp_path}/influxdb/meta"' in config
+
+
+def test_stopping_a_server_that_is_not_running_is_harmless(tmp_path, monkeypatch):
+    monkeypatch.setenv("AROMATRACK_STATE_DIR", str(tmp_path))
+    settings = load_settings()
+    assert [line.split(":")[1].strip() for line in local_stack.down(settings)] == ["not running", "not running"]
