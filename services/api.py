@@ -1,0 +1,444 @@
+"""The HTTP ingest API (`aromatrack api`): athletes' apps, scales, labs and clinicians' front door.
+
+Every accepted event is validated by `parse_event` (the one contract) and acknowledged by Kafka (acks=all)
+before the answer 202. A batch is all-or-nothing: one bad item refuses the request and nothing is produced.
+Retries never create a second event: each event's stable id is claimed in the store before producing, and an
+`Idempotency-Key` replays the first answer. Logs carry ids, types and counts only, never values or names.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol, Sequence
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from aromatrack.deploy.settings import Settings
+from aromatrack.schemas import series as S
+from aromatrack.schemas.events import EVENT_MODELS, EventBase, EventError, parse_event
+from aromatrack.services.auth import Access, Principal, Role, allowed
+from aromatrack.services.readings import ATHLETE_ID_PATTERN, series_rows
+from aromatrack.services.store import Store, StoreError
+from aromatrack.services.withings import WithingsError, scale_readings
+from aromatrack.streams.influx import InfluxClient, InfluxConfig, InfluxError
+
+log = logging.getLogger("aromatrack.api")
+
+MAX_JSON_BYTES = 1_000_000
+# A FIT file travels base64-encoded (4/3 larger) inside one Kafka message of at most 1 MiB.
+MAX_FIT_BYTES = 700_000
+MAX_BATCH = 1000
+
+# Route suffix -> event type for the JSON event routes (single object or a list).
+EVENT_ROUTES = {
+    "scale-readings": "scale.reading",
+    "labs": "lab.result",
+    "doses": "dose.change",
+    "phases": "protocol.phase",
+    "symptoms": "symptom.log",
+    "workouts": "workout.summary",
+}
+# Read route -> (access needed, series returned).
+READ_ROUTES: dict[str, tuple[Access, tuple[S.Series, ...]]] = {
+    "training": (Access.TRAINING, (S.TRAINING_LOAD_DAILY, S.WORKOUT)),
+    "body-composition": (Access.BODY, (S.BODY_COMPOSITION, S.BODY_FAT_TREND)),
+    "labs": (Access.LABS, (S.LAB,)),
+    "doses": (Access.DOSES, (S.DOSE,)),
+}
+
+
+class EventSink(Protocol):
+    async def send_all(self, events: Sequence[EventBase]) -> int: ...
+
+
+@dataclass
+class Services:
+    store: Store
+    sink: EventSink | None = None
+    influx: InfluxClient | None = None
+
+
+class Problem(HTTPException):
+    """A 4xx whose body lists each bad field and its problem."""
+
+    def __init__(self, status: int, problems: list[tuple[str, str]]):
+        super().__init__(status, [{"field": field, "problem": problem} for field, problem in problems])
+
+
+def _problems(message: str, prefix: str = "") -> list[tuple[str, str]]:
+    """Split an `EventError`/`WithingsError` message ("field: problem; ...") into (field, problem) pairs."""
+    pairs = []
+    for part in message.split("; "):
+        field, sep, problem = part.partition(": ")
+        pairs.append((prefix + field, problem) if sep else (prefix + "body", part))
+    return pairs
+
+
+AthleteId = Path(..., pattern=ATHLETE_ID_PATTERN, description="Opaque athlete id (the athlete's user id).")
+bearer = HTTPBearer(auto_error=False, description="A per-user API token from `aromatrack users add`.")
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def principal(
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer), deps: Services = Depends(services)
+) -> Principal:
+    found = deps.store.authenticate(credentials.credentials) if credentials else None
+    if found is None:
+        raise HTTPException(401, "missing or unknown API token", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+def require(deps: Services, who: Principal, access: Access, athlete_id: str) -> None:
+    care_team = who.role is not Role.ATHLETE and deps.store.on_care_team(athlete_id, who.user_id)
+    if not allowed(who, access, athlete_id, is_care_team=care_team):
+        log.info("denied %s %s access for %s", who.role.value, access.value, who.user_id)
+        raise HTTPException(403, f"a {who.role.value} may not {access.value} for this athlete")
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body over the {limit} byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"body over the {limit} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Problem(400, [("body", f"not JSON: {exc}")]) from None
+
+
+def validate_items(items: list[Any], event_type: str, athlete_id: str) -> list[EventBase]:
+    """Validate every item, filling in type and athlete; 422 listing every bad field of every item."""
+    if not items:
+        raise Problem(422, [("body", "no events")])
+    if len(items) > MAX_BATCH:
+        raise Problem(413, [("body", f"more than {MAX_BATCH} events in one request")])
+    events, problems = [], []
+    for index, item in enumerate(items):
+        prefix = f"[{index}]." if len(items) > 1 else ""
+        if not isinstance(item, dict):
+            problems.append((prefix + "body", "an event must be a JSON object"))
+            continue
+        if item.get("athlete_id", athlete_id) != athlete_id:
+            problems.append((prefix + "athlete_id", "does not match the athlete in the path"))
+            continue
+        if item.get("type", event_type) != event_type:
+            problems.append((prefix + "type", f"this route takes {event_type} events"))
+            continue
+        try:
+            events.append(parse_event({**item, "type": event_type, "athlete_id": athlete_id}))
+        except EventError as exc:
+            problems.extend(_problems(str(exc), prefix))
+    if problems:
+        raise Problem(422, problems)
+    return events
+
+
+async def accept(
+    deps: Services, who: Principal, events: list[EventBase], fingerprint: str, idempotency_key: str | None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    """Produce the events not produced before, wait for Kafka's acknowledgement, then answer 202."""
+    scope = f"{who.user_id}\x00{idempotency_key}" if idempotency_key else None
+    if scope:
+        try:
+            replay = deps.store.idempotent_response(scope, fingerprint)
+        except StoreError as exc:
+            raise Problem(422, [("Idempotency-Key", str(exc))]) from None
+        if replay is not None:
+            return JSONResponse(replay, status_code=202, headers={"Idempotent-Replayed": "true"})
+    by_id = {event.event_id: event for event in events}
+    claimed, in_flight, duplicates = deps.store.claim_events(list(by_id))
+    if in_flight:
+        raise HTTPException(409, "the same event is being accepted by a concurrent request; retry shortly")
+    if claimed:
+        if deps.sink is None:
+            deps.store.settle_events(claimed, produced=False)
+            raise HTTPException(503, "the event broker is not connected")
+        try:
+            await deps.sink.send_all([by_id[event_id] for event_id in claimed])
+        except Exception as exc:  # any broker failure: release the claims so the client's retry can succeed
+            deps.store.settle_events(claimed, produced=False)
+            log.warning("produce failed (%s); %d events not accepted", type(exc).__name__, len(claimed))
+            raise HTTPException(503, "the event broker did not acknowledge; retry") from None
+        deps.store.settle_events(claimed, produced=True)
+    body = {"accepted": claimed, "duplicates": duplicates, **(extra or {})}
+    if scope:
+        deps.store.remember_response(scope, fingerprint, body)
+    log.info("accepted %d new and %d duplicate %s events from %s", len(claimed), len(duplicates),
+             events[0].type, who.role.value)
+    return JSONResponse(body, status_code=202)
+
+
+def _fingerprint(route: str, athlete_id: str, raw: bytes) -> str:
+    return hashlib.sha256(f"{route}\x00{athlete_id}\x00".encode() + raw).hexdigest()
+
+
+def _event_body_schema(event_type: str) -> dict[str, Any]:
+    """The OpenAPI request body: one event (type and athlete_id come from the route) or a list of them."""
+    schema = EVENT_MODELS[event_type].model_json_schema()
+    schema["required"] = [name for name in schema.get("required", []) if name not in ("type", "athlete_id")]
+    one = {k: v for k, v in schema.items() if k != "$defs"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"oneOf": [one, {"type": "array", "items": one,
+                                                                          "minItems": 1, "maxItems": MAX_BATCH}]}}},
+        }
+    }
+
+
+ACCEPTED = {202: {"description": "Accepted: on Kafka (acks=all). `accepted` lists new event ids, `duplicates` "
+                  "ids produced by an earlier request."}}
+ERRORS = {
+    401: {"description": "Missing or unknown token."},
+    403: {"description": "The role may not do this for this athlete."},
+    413: {"description": "Body too large."},
+    422: {"description": "Invalid input: `detail` lists each field and its problem."},
+    503: {"description": "Kafka did not acknowledge; nothing was accepted, retry."},
+}
+
+
+def create_app(deps: Services | None = None, settings: Settings | None = None) -> FastAPI:
+    """The app over given services (tests), or over the settings' Kafka and InfluxDB (opened at startup)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings is None:
+            yield
+            return
+        from aromatrack.streams.producer import EventProducer
+
+        async with EventProducer(settings.kafka_bootstrap) as producer, InfluxClient(
+            InfluxConfig(settings.influx_url, settings.influx_database), max_attempts=2
+        ) as influx:
+            app.state.services.sink = producer
+            app.state.services.influx = influx
+            yield
+
+    app = FastAPI(
+        title="Aromatrack API",
+        version="1",
+        description="Ingest training, scale, lab, dose, phase and symptom events; read an athlete's data and "
+        "alerts by role. Never changes or recommends a dose.",
+        lifespan=lifespan,
+    )
+    app.state.services = deps or Services(Store(settings.state_dir / "api.sqlite3"))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "problem": e["msg"]}
+                    for e in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=422)
+
+    def add_event_route(suffix: str, event_type: str) -> None:
+        async def post_events(
+            request: Request,
+            athlete_id: str = AthleteId,
+            idempotency_key: str | None = Header(None, max_length=200),
+            who: Principal = Depends(principal),
+            deps: Services = Depends(services),
+        ) -> JSONResponse:
+            require(deps, who, Access.WRITE, athlete_id)
+            raw = await read_limited(request, MAX_JSON_BYTES)
+            document = _json(raw)
+            items = document if isinstance(document, list) else [document]
+            events = validate_items(items, event_type, athlete_id)
+            return await accept(deps, who, events, _fingerprint(suffix, athlete_id, raw), idempotency_key)
+
+        app.post(
+            f"/v1/athletes/{{athlete_id}}/{suffix}",
+            status_code=202,
+            summary=f"Post {event_type} events (one object or a list)",
+            operation_id=f"post_{suffix.replace('-', '_')}",
+            responses={**ACCEPTED, **ERRORS},
+            openapi_extra=_event_body_schema(event_type),
+            tags=["ingest"],
+        )(post_events)
+
+    for suffix, event_type in EVENT_ROUTES.items():
+        add_event_route(suffix, event_type)
+
+    @app.post(
+        "/v1/athletes/{athlete_id}/workouts/fit",
+        status_code=202,
+        responses={**ACCEPTED, **ERRORS},
+        tags=["ingest"],
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+    )
+    async def upload_fit(
+        request: Request,
+        athlete_id: str = AthleteId,
+        time: datetime | None = Query(None, description="Workout start; default: when received. Decoding the "
+                                      "file later gives the exact start."),
+        filename: str | None = Query(None, max_length=255),
+        idempotency_key: str | None = Header(None, max_length=200),
+        who: Principal = Depends(principal),
+        deps: Services = Depends(services),
+    ) -> JSONResponse:
+        """Upload a FIT file as the raw body; it becomes one `workout.fit` event (decoded by the stream)."""
+        require(deps, who, Access.WRITE, athlete_id)
+        raw = await read_limited(request, MAX_FIT_BYTES)
+        if not raw:
+            raise Problem(422, [("body", "empty file")])
+        when = time or datetime.now(timezone.utc)
+        if when.tzinfo is None:
+            raise Problem(422, [("time", "needs a UTC offset or Z")])
+        item = {
+            "time": when.isoformat(),
+            "fit_b64": base64.b64encode(raw).decode(),
+            # The file's content names the event, so re-uploading the same file is a duplicate.
+            "event_id": "fit-" + hashlib.sha256(athlete_id.encode() + b"\x00" + raw).hexdigest()[:32],
+        }
+        if filename:
+            item["filename"] = filename
+        events = validate_items([item], "workout.fit", athlete_id)
+        return await accept(deps, who, events, _fingerprint("fit", athlete_id, raw), idempotency_key)
+
+    @app.post(
+        "/v1/athletes/{athlete_id}/scale-readings/withings",
+        status_code=202,
+        responses={**ACCEPTED, **ERRORS},
+        tags=["ingest"],
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object",
+            "required": ["body"],
+            "properties": {"status": {"type": "integer"}, "body": {
+                "type": "object", "required": ["measuregrps"],
+                "properties": {"measuregrps": {"type": "array", "items": {
+                    "type": "object", "required": ["date", "measures"],
+                    "properties": {"grpid": {"type": "integer"}, "date": {"type": "integer"},
+                                   "category": {"type": "integer"}, "deviceid": {"type": "string"},
+                                   "measures": {"type": "array", "items": {
+                                       "type": "object", "required": ["value", "type", "unit"],
+                                       "properties": {"value": {"type": "integer"}, "type": {"type": "integer"},
+                                                      "unit": {"type": "integer"}}}}}}}}}}}}}}},
+    )
+    async def withings_measures(
+        request: Request,
+        athlete_id: str = AthleteId,
+        idempotency_key: str | None = Header(None, max_length=200),
+        who: Principal = Depends(principal),
+        deps: Services = Depends(services),
+    ) -> JSONResponse:
+        """Withings "Measure - Getmeas" body, forwarded unchanged; groups become `scale.reading` events."""
+        require(deps, who, Access.WRITE, athlete_id)
+        raw = await read_limited(request, MAX_JSON_BYTES)
+        try:
+            items, skipped = scale_readings(_json(raw), athlete_id)
+        except WithingsError as exc:
+            raise Problem(422, _problems(str(exc))) from None
+        if not items:
+            raise Problem(422, [("body.measuregrps", "no group with both weight and body fat")])
+        events = validate_items(items, "scale.reading", athlete_id)
+        extra = {"skipped": [{"grpid": s.grpid, "reason": s.reason} for s in skipped]}
+        return await accept(deps, who, events, _fingerprint("withings", athlete_id, raw), idempotency_key, extra)
+
+    @app.post("/v1/athletes/{athlete_id}/labs/fhir", status_code=202, responses={**ACCEPTED, **ERRORS},
+              tags=["ingest"], openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/fhir+json": {"schema": {"type": "object"}},
+                  "application/json": {"schema": {"type": "object"}}}}})
+    async def post_fhir_labs(
+        request: Request,
+        athlete_id: str = AthleteId,
+        idempotency_key: str | None = Header(None, max_length=200),
+        who: Principal = Depends(principal),
+        deps: Services = Depends(services),
+    ) -> JSONResponse:
+        """A FHIR R4 Observation or Bundle of Observations; each becomes a `lab.result` event."""
+        require(deps, who, Access.WRITE, athlete_id)
+        raw = await read_limited(request, MAX_JSON_BYTES)
+        items = fhir_lab_items(_json(raw), athlete_id)
+        events = validate_items(items, "lab.result", athlete_id)
+        return await accept(deps, who, events, _fingerprint("fhir", athlete_id, raw), idempotency_key)
+
+    def add_read_route(suffix: str, access: Access, wanted: tuple[S.Series, ...]) -> None:
+        async def read_series(
+            athlete_id: str = AthleteId,
+            days: int = Query(90, ge=1, le=3660),
+            who: Principal = Depends(principal),
+            deps: Services = Depends(services),
+        ) -> dict[str, list[dict[str, Any]]]:
+            require(deps, who, access, athlete_id)
+            if deps.influx is None:
+                raise HTTPException(503, "InfluxDB is not connected")
+            since = datetime.now(timezone.utc) - timedelta(days=days)
+            try:
+                return {s.measurement: await series_rows(deps.influx, s, athlete_id, since) for s in wanted}
+            except InfluxError:
+                raise HTTPException(503, "InfluxDB did not answer; retry") from None
+
+        app.get(f"/v1/athletes/{{athlete_id}}/{suffix}", summary=f"Read {suffix} series",
+                operation_id=f"read_{suffix.replace('-', '_')}", responses=ERRORS, tags=["read"])(read_series)
+
+    for suffix, (access, wanted) in READ_ROUTES.items():
+        add_read_route(suffix, access, wanted)
+
+    @app.get("/v1/athletes/{athlete_id}/alerts", responses=ERRORS, tags=["alerts"])
+    async def list_alerts(
+        athlete_id: str = AthleteId,
+        open_only: bool = Query(False, alias="open"),
+        who: Principal = Depends(principal),
+        deps: Services = Depends(services),
+    ) -> list[dict[str, Any]]:
+        """The athlete's alerts (the notifier fills this inbox from the alerts topic), oldest first."""
+        require(deps, who, Access.ALERTS, athlete_id)
+        return [_inbox_json(item) for item in deps.store.alerts_for(athlete_id, open_only=open_only)]
+
+    @app.post("/v1/alerts/{alert_id}/acknowledge", responses={**ERRORS, 404: {"description": "Unknown alert."}},
+              tags=["alerts"])
+    async def acknowledge_alert(
+        alert_id: str = Path(..., max_length=128),
+        who: Principal = Depends(principal),
+        deps: Services = Depends(services),
+    ) -> dict[str, Any]:
+        """Record that the clinician has seen the alert; it is not re-notified after this."""
+        found = deps.store.alert(alert_id)
+        if found is None:
+            raise HTTPException(404, "unknown alert")
+        require(deps, who, Access.ACKNOWLEDGE, found.alert.athlete_id)
+        acknowledged = deps.store.acknowledge(alert_id, who.user_id)
+        log.info("alert %s acknowledged by %s", alert_id, who.user_id)
+        return _inbox_json(acknowledged)
+
+    return app
+
+
+def _inbox_json(item) -> dict[str, Any]:
+    return {**item.alert.model_dump(mode="json"), "acknowledged_at": item.acknowledged_at,
+            "acknowledged_by": item.acknowledged_by}
+
+
+def fhir_lab_items(document: Any, athlete_id: str) -> list[dict[str, Any]]:
+    """FHIR R4 Observation/Bundle -> raw lab.result dicts via the clinical engineer's `schemas.fhir`."""
+    try:
+        from aromatrack.schemas import fhir
+    except ImportError:
+        raise HTTPException(501, "FHIR lab import is not installed in this build") from None
+    try:
+        return fhir.lab_results(document, athlete_id)
+    except ValueError as exc:
+        raise Problem(422, _problems(str(exc))) from None

@@ -1,0 +1,232 @@
+"""The API's and the notifier's small local store: users, hashed tokens, care teams, idempotency records,
+the alert inbox with acknowledgements, and the delivery log.
+
+SQLite in WAL mode under AROMATRACK_STATE_DIR, shared by the API and notifier processes on one host.
+Production would use a real database server; the SQL here is plain enough to port.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from aromatrack.schemas.events import Alert
+from aromatrack.services.auth import Principal, Role, hash_token, new_token
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY, role TEXT NOT NULL,
+    email TEXT, webhook_url TEXT, webhook_secret TEXT);
+CREATE TABLE IF NOT EXISTS tokens (token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users);
+CREATE TABLE IF NOT EXISTS care_team (
+    athlete_id TEXT NOT NULL, member_id TEXT NOT NULL REFERENCES users, PRIMARY KEY (athlete_id, member_id));
+CREATE TABLE IF NOT EXISTS idempotency (scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT);
+CREATE TABLE IF NOT EXISTS produced (event_id TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, body TEXT NOT NULL, received_at REAL NOT NULL,
+    acknowledged_at REAL, acknowledged_by TEXT);
+CREATE INDEX IF NOT EXISTS alerts_by_athlete ON alerts (athlete_id, received_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    alert_id TEXT NOT NULL, channel TEXT NOT NULL, round INTEGER NOT NULL, status TEXT NOT NULL,
+    attempts INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (alert_id, channel, round));
+"""
+
+
+@dataclass(frozen=True)
+class Contact:
+    """Where a clinician wants alerts: a signed webhook, an e-mail address, or both."""
+
+    user_id: str
+    email: str | None
+    webhook_url: str | None
+    webhook_secret: str | None
+
+
+@dataclass(frozen=True)
+class InboxAlert:
+    alert: Alert
+    acknowledged_at: float | None
+    acknowledged_by: str | None
+
+
+class StoreError(ValueError):
+    """A store operation refused on its inputs (unknown user, wrong role...)."""
+
+
+class Store:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: every statement is its own transaction unless wrapped in `with self._db`.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- users and tokens -------------------------------------------------------------------------
+
+    def add_user(
+        self,
+        user_id: str,
+        role: Role,
+        *,
+        email: str | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+    ) -> str:
+        """Create (or update) a user and return a new API token; only its hash is kept."""
+        self._db.execute(
+            "INSERT INTO users VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET role = excluded.role,"
+            " email = excluded.email, webhook_url = excluded.webhook_url, webhook_secret = excluded.webhook_secret",
+            (user_id, Role(role).value, email, webhook_url, webhook_secret),
+        )
+        return self.issue_token(user_id)
+
+    def issue_token(self, user_id: str) -> str:
+        if self._role_of(user_id) is None:
+            raise StoreError(f"unknown user {user_id!r}")
+        token = new_token()
+        self._db.execute("INSERT INTO tokens VALUES (?, ?)", (hash_token(token), user_id))
+        return token
+
+    def authenticate(self, token: str) -> Principal | None:
+        row = self._db.execute(
+            "SELECT users.user_id, role FROM tokens JOIN users USING (user_id) WHERE token_hash = ?",
+            (hash_token(token),),
+        ).fetchone()
+        return Principal(row[0], Role(row[1])) if row else None
+
+    def _role_of(self, user_id: str) -> Role | None:
+        row = self._db.execute("SELECT role FROM users WHERE user_id = ?", (user_id,)).fetchone()
+        return Role(row[0]) if row else None
+
+    def assign(self, athlete_id: str, member_id: str) -> None:
+        """Put a coach or clinician on an athlete's care team."""
+        if self._role_of(member_id) not in (Role.COACH, Role.CLINICIAN):
+            raise StoreError(f"{member_id!r} is not a coach or clinician user")
+        self._db.execute("INSERT OR IGNORE INTO care_team VALUES (?, ?)", (athlete_id, member_id))
+
+    def on_care_team(self, athlete_id: str, member_id: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM care_team WHERE athlete_id = ? AND member_id = ?", (athlete_id, member_id)
+        ).fetchone()
+        return row is not None
+
+    def clinicians_of(self, athlete_id: str) -> list[Contact]:
+        rows = self._db.execute(
+            "SELECT user_id, email, webhook_url, webhook_secret FROM care_team JOIN users ON member_id = user_id"
+            " WHERE athlete_id = ? AND role = ? ORDER BY user_id",
+            (athlete_id, Role.CLINICIAN.value),
+        ).fetchall()
+        return [Contact(*row) for row in rows]
+
+    # --- idempotent intake ------------------------------------------------------------------------
+
+    def idempotent_response(self, scope: str, fingerprint: str) -> dict | None:
+        """The stored answer for a retried request, None for a new one; StoreError if the key was reused
+        for a different request."""
+        row = self._db.execute("SELECT fingerprint, response FROM idempotency WHERE scope = ?", (scope,)).fetchone()
+        if row is None:
+            return None
+        if row[0] != fingerprint:
+            raise StoreError("Idempotency-Key was already used for a different request")
+        return json.loads(row[1]) if row[1] else None
+
+    def remember_response(self, scope: str, fingerprint: str, response: dict) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?)", (scope, fingerprint, json.dumps(response))
+        )
+
+    def claim_events(self, event_ids: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
+        """Claim event ids for producing; returns (claimed, in flight elsewhere, already produced).
+
+        The claim is one transaction, so two concurrent retries of the same event cannot both produce it.
+        """
+        claimed, in_flight, produced = [], [], []
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for event_id in event_ids:
+                cursor = self._db.execute("INSERT OR IGNORE INTO produced (event_id) VALUES (?)", (event_id,))
+                if cursor.rowcount == 1:
+                    claimed.append(event_id)
+                    continue
+                (done,) = self._db.execute("SELECT done FROM produced WHERE event_id = ?", (event_id,)).fetchone()
+                (produced if done else in_flight).append(event_id)
+        return claimed, in_flight, produced
+
+    def settle_events(self, event_ids: list[str], *, produced: bool) -> None:
+        """Mark claimed events as produced, or release the claims so a retry can produce them."""
+        marks = [(eid,) for eid in event_ids]
+        if produced:
+            self._db.executemany("UPDATE produced SET done = 1 WHERE event_id = ?", marks)
+        else:
+            self._db.executemany("DELETE FROM produced WHERE event_id = ? AND done = 0", marks)
+
+    # --- alert inbox ------------------------------------------------------------------------------
+
+    def record_alert(self, alert: Alert) -> bool:
+        """Put an alert in the inbox; False if it was already there (a redelivered Kafka message)."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO alerts (alert_id, athlete_id, body, received_at) VALUES (?, ?, ?, ?)",
+            (alert.alert_id, alert.athlete_id, alert.model_dump_json(), time.time()),
+        )
+        return cursor.rowcount == 1
+
+    def alerts_for(self, athlete_id: str, *, open_only: bool = False) -> list[InboxAlert]:
+        query = "SELECT body, acknowledged_at, acknowledged_by FROM alerts WHERE athlete_id = ?"
+        if open_only:
+            query += " AND acknowledged_at IS NULL"
+        rows = self._db.execute(query + " ORDER BY received_at", (athlete_id,)).fetchall()
+        return [InboxAlert(Alert.model_validate_json(body), at, by) for body, at, by in rows]
+
+    def alert(self, alert_id: str) -> InboxAlert | None:
+        row = self._db.execute(
+            "SELECT body, acknowledged_at, acknowledged_by FROM alerts WHERE alert_id = ?", (alert_id,)
+        ).fetchone()
+        return InboxAlert(Alert.model_validate_json(row[0]), row[1], row[2]) if row else None
+
+    def acknowledge(self, alert_id: str, user_id: str) -> InboxAlert | None:
+        """Record the first acknowledgement (later ones keep the original); None for an unknown alert."""
+        self._db.execute(
+            "UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ? WHERE alert_id = ? AND acknowledged_at IS NULL",
+            (time.time(), user_id, alert_id),
+        )
+        return self.alert(alert_id)
+
+    # --- delivery log -----------------------------------------------------------------------------
+
+    def delivery_status(self, alert_id: str, channel: str, round_: int) -> str | None:
+        row = self._db.execute(
+            "SELECT status FROM deliveries WHERE alert_id = ? AND channel = ? AND round = ?",
+            (alert_id, channel, round_),
+        ).fetchone()
+        return row[0] if row else None
+
+    def log_delivery(self, alert_id: str, channel: str, round_: int, status: str, attempts: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?)",
+            (alert_id, channel, round_, status, attempts, time.time()),
+        )
+
+    def deliveries(self, alert_id: str) -> list[tuple[str, int, str, int]]:
+        """(channel, round, status, attempts) rows, oldest first."""
+        return self._db.execute(
+            "SELECT channel, round, status, attempts FROM deliveries WHERE alert_id = ? ORDER BY round, channel",
+            (alert_id,),
+        ).fetchall()
+
+    def due_for_renotification(self, older_than_s: float) -> list[tuple[Alert, int]]:
+        """Unacknowledged alerts whose latest delivery round is older than `older_than_s`, with the next round."""
+        rows = self._db.execute(
+            "SELECT a.body, max(d.round), max(d.at) FROM alerts a JOIN deliveries d USING (alert_id)"
+            " WHERE a.acknowledged_at IS NULL AND d.status = 'delivered' GROUP BY a.alert_id"
+            " HAVING max(d.at) < ?",
+            (time.time() - older_than_s,),
+        ).fetchall()
+        return [(Alert.model_validate_json(body), last_round + 1) for body, last_round, _ in rows]
