@@ -120,6 +120,11 @@ def demo(
         raise typer.Exit(1)
 
 
+from aromatrack.services.cli_api import register_api_commands  # noqa: E402
+
+register_api_commands(app)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,89 @@
+"""`aromatrack api`, `aromatrack notifier` and `aromatrack users ...`: thin commands over services.api,
+services.notifier and the store. Heavy imports stay inside the commands so the CLI starts fast."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+
+from aromatrack.deploy.settings import load_settings
+from aromatrack.services.auth import Role
+
+users_app = typer.Typer(help="API users, their tokens and care teams (coach/clinician of an athlete).")
+
+
+def _store():
+    from aromatrack.services.store import Store
+
+    return Store(load_settings().state_dir / "api.sqlite3")
+
+
+@users_app.command("add")
+def users_add(
+    user_id: str = typer.Argument(..., help="For an athlete: their athlete id."),
+    role: Role = typer.Option(..., help="athlete, coach or clinician."),
+    email: str = typer.Option(None, help="Clinicians: where alert e-mails go."),
+    webhook_url: str = typer.Option(None, help="Clinicians: where signed alert webhooks go."),
+    webhook_secret: str = typer.Option(None, help="Clinicians: the HMAC secret for the webhook signature."),
+) -> None:
+    """Create or update a user and print a new API token (shown once; only its hash is stored)."""
+    token = _store().add_user(user_id, role, email=email, webhook_url=webhook_url, webhook_secret=webhook_secret)
+    typer.echo(token)
+
+
+@users_app.command("token")
+def users_token(user_id: str) -> None:
+    """Issue another token for an existing user (e.g. a second device)."""
+    from aromatrack.services.store import StoreError
+
+    try:
+        typer.echo(_store().issue_token(user_id))
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+
+
+@users_app.command("assign")
+def users_assign(athlete_id: str, member_id: str = typer.Argument(..., help="A coach or clinician user.")) -> None:
+    """Put a coach or clinician on an athlete's care team."""
+    from aromatrack.services.store import StoreError
+
+    try:
+        _store().assign(athlete_id, member_id)
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{member_id} now on the care team of {athlete_id}")
+
+
+def api(
+    host: str = typer.Option("127.0.0.1", help="Listen address (loopback by default)."),
+    port: int = typer.Option(38480, help="Listen port."),
+) -> None:
+    """Serve the HTTP ingest API (OpenAPI at /docs and /openapi.json)."""
+    import uvicorn
+
+    from aromatrack.services.api import create_app
+
+    uvicorn.run(create_app(settings=load_settings()), host=host, port=port, log_level="warning")
+
+
+def notifier(
+    smtp_host: str = typer.Option(None, help="SMTP server for alert e-mails (none: webhooks only)."),
+    smtp_port: int = typer.Option(25),
+    attempts: int = typer.Option(5, min=1, help="Delivery attempts per channel before dead-lettering."),
+    first_delay: float = typer.Option(0.5, help="Seconds before the first retry; doubles each retry."),
+    renotify_after: float = typer.Option(86400.0, help="Seconds before an unacknowledged alert is sent again."),
+) -> None:
+    """Deliver alerts from the alerts topic to each athlete's clinicians (webhook and e-mail)."""
+    from aromatrack.services.notifier import Retry, SmtpConfig, serve
+
+    smtp = SmtpConfig(smtp_host, smtp_port) if smtp_host else None
+    asyncio.run(serve(load_settings(), smtp=smtp, retry=Retry(attempts, first_delay), renotify_after_s=renotify_after))
+
+
+def register_api_commands(app: typer.Typer) -> None:
+    app.add_typer(users_app, name="users")
+    app.command()(api)
+    app.command()(notifier)

@@ -1,0 +1,307 @@
+"""The notifier (`aromatrack notifier`): delivers each alert once to the athlete's clinicians.
+
+It consumes the alerts topic in a consumer group and commits an offset only after the alert is delivered or
+dead-lettered, so a crash redelivers the message; the delivery log in the store then skips every channel that
+already succeeded, so a restart never sends twice. Channels: an HTTP webhook signed with HMAC-SHA256 over
+"timestamp.body" (header `Aromatrack-Signature: t=<unix>,v1=<hex>`), and e-mail over SMTP; both carry the
+evidence chart. Failed channels are retried with exponential backoff and dead-lettered after N attempts.
+Unacknowledged alerts are re-notified after a while; acknowledging one (API) stops that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import smtplib
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Awaitable, Callable
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import ValidationError
+
+from aromatrack.schemas import topics
+from aromatrack.schemas.events import Alert
+from aromatrack.services import chart
+from aromatrack.services.store import Contact, Store
+from aromatrack.streams.admin import ensure_topics
+from aromatrack.streams.influx import InfluxClient, InfluxError
+
+log = logging.getLogger("aromatrack.notifier")
+
+SIGNATURE_HEADER = "Aromatrack-Signature"
+GROUP_ID = "aromatrack-notifier"
+
+
+# --- signatures (pure) ----------------------------------------------------------------------------
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The signature header value: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify(secret: str, body: bytes, header: str, *, now: float | None = None, tolerance_s: int = 300) -> bool:
+    """Does `header` sign `body` with `secret`, within `tolerance_s` of now (so a captured request cannot be
+    replayed later)? For receivers; constant-time comparison."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+        claimed = parts["v1"]
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
+        return False
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, claimed)
+
+
+# --- delivery -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    sender: str = "alerts@aromatrack.local"
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int = 5
+    first_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+
+    def delays(self) -> list[float]:
+        """Sleeps between attempts: doubling from `first_delay_s`, capped."""
+        return [min(self.first_delay_s * 2**n, self.max_delay_s) for n in range(self.attempts - 1)]
+
+
+class DeliveryError(RuntimeError):
+    """One delivery attempt failed; the message says why (no alert content)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """What a channel sends: the alert, its chart and which round (1 = first notice, 2+ = reminders)."""
+
+    alert: Alert
+    chart_png: bytes
+    round: int
+
+    def webhook_body(self) -> bytes:
+        return json.dumps({
+            "alert": self.alert.model_dump(mode="json"),
+            "round": self.round,
+            "chart_png_b64": base64.b64encode(self.chart_png).decode(),
+        }, separators=(",", ":")).encode()
+
+    def email(self, sender: str, recipient: str) -> EmailMessage:
+        alert = self.alert
+        mail = EmailMessage()
+        reminder = "Reminder: " if self.round > 1 else ""
+        mail["Subject"] = f"{reminder}[{alert.severity}] {alert.kind} for athlete {alert.athlete_id} ({alert.rule})"
+        mail["From"], mail["To"] = sender, recipient
+        mail["Message-ID"] = f"<{alert.alert_id}.{self.round}@aromatrack.local>"
+        evidence = "\n".join(
+            f"- {item.name}: {item.value}{' ' + item.unit if item.unit else ''}" for item in alert.evidence
+        )
+        mail.set_content(
+            f"{alert.summary}\n\nRule: {alert.rule}\nTime: {alert.time.isoformat()}\nEvidence:\n{evidence}\n"
+            f"Sources: {', '.join(alert.sources)}\n\nAlert id: {alert.alert_id}. Acknowledge it in Aromatrack to stop "
+            "reminders. This is a flag for review, not a dose instruction."
+        )
+        mail.add_attachment(self.chart_png, maintype="image", subtype="png", filename=f"{alert.alert_id}.png")
+        return mail
+
+
+async def post_webhook(http: httpx.AsyncClient, contact: Contact, message: Message) -> None:
+    body = message.webhook_body()
+    headers = {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: sign(contact.webhook_secret or "", body, int(time.time())),
+        "Aromatrack-Alert-Id": message.alert.alert_id,
+    }
+    try:
+        response = await http.post(contact.webhook_url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"webhook: {type(exc).__name__}") from None
+    if not 200 <= response.status_code < 300:
+        raise DeliveryError(f"webhook: HTTP {response.status_code}")
+
+
+async def send_email(smtp: SmtpConfig, contact: Contact, message: Message) -> None:
+    def send() -> None:
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as client:
+            client.send_message(message.email(smtp.sender, contact.email or ""))
+
+    try:
+        await asyncio.to_thread(send)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(f"email: {type(exc).__name__}") from None
+
+
+class Notifier:
+    def __init__(
+        self,
+        store: Store,
+        influx: InfluxClient,
+        dead_letters: AIOKafkaProducer,
+        *,
+        smtp: SmtpConfig | None,
+        retry: Retry = Retry(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ):
+        self.store, self.influx, self.dead_letters, self.smtp, self.retry = store, influx, dead_letters, smtp, retry
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(timeout=10)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def handle(self, raw: bytes) -> None:
+        """One message from the alerts topic: record it in the inbox and deliver it (round 1)."""
+        try:
+            alert = Alert.model_validate_json(raw)
+        except ValidationError as exc:
+            await self._dead_letter(raw, f"not an alert: {exc.error_count()} validation errors")
+            return
+        self.store.record_alert(alert)
+        await self.deliver(alert, round_=1)
+
+    async def deliver(self, alert: Alert, round_: int) -> None:
+        """Send `alert` on every channel of every clinician, skipping channels the log says are done."""
+        inbox = self.store.alert(alert.alert_id)
+        if inbox is not None and inbox.acknowledged_at is not None:
+            return
+        contacts = self.store.clinicians_of(alert.athlete_id)
+        if not contacts:
+            if self.store.delivery_status(alert.alert_id, "none", round_) is None:
+                self.store.log_delivery(alert.alert_id, "none", round_, "dead", 0)
+                await self._dead_letter(alert.model_dump_json().encode(), "no clinician assigned to the athlete")
+            return
+        message: Message | None = None
+        for contact in contacts:
+            for channel, send in self._channels(contact):
+                key = f"{channel}:{contact.user_id}"
+                if self.store.delivery_status(alert.alert_id, key, round_) is not None:
+                    continue  # delivered or dead-lettered before a restart: never twice
+                if message is None:
+                    message = Message(alert, await self._chart(alert), round_)
+                await self._attempt(key, message, lambda m=message, s=send, c=contact: s(c, m))
+
+    def _channels(self, contact: Contact):
+        if contact.webhook_url:
+            yield "webhook", lambda c, m: post_webhook(self._http, c, m)
+        if contact.email and self.smtp is not None:
+            yield "email", lambda c, m: send_email(self.smtp, c, m)
+
+    async def _attempt(self, key: str, message: Message, send: Callable[[], Awaitable[None]]) -> None:
+        alert_id = message.alert.alert_id
+        reason = ""
+        for attempt, delay in enumerate([*self.retry.delays(), None], start=1):
+            try:
+                await send()
+            except DeliveryError as exc:
+                reason = str(exc)
+                log.warning("alert %s %s attempt %d failed: %s", alert_id, key, attempt, reason)
+                if delay is not None:
+                    await self._sleep(delay)
+                continue
+            self.store.log_delivery(alert_id, key, message.round, "delivered", attempt)
+            log.info("alert %s delivered via %s (round %d, attempt %d)", alert_id, key, message.round, attempt)
+            return
+        self.store.log_delivery(alert_id, key, message.round, "dead", self.retry.attempts)
+        await self._dead_letter(
+            message.alert.model_dump_json().encode(),
+            f"{key} failed {self.retry.attempts} times: {reason}",
+        )
+
+    async def _chart(self, alert: Alert) -> bytes:
+        try:
+            evidence = await chart.gather(self.influx, alert.athlete_id, alert.time)
+        except (InfluxError, httpx.HTTPError, ValueError) as exc:
+            log.warning("alert %s: evidence unavailable (%s); sending an empty chart", alert.alert_id,
+                        type(exc).__name__)
+            evidence = chart.Evidence()
+        return chart.render(evidence, f"{alert.kind} · {alert.rule} · athlete {alert.athlete_id}", alert.time)
+
+    async def _dead_letter(self, raw: bytes, reason: str) -> None:
+        log.error("dead-lettering an alert: %s", reason)
+        # Same headers as the stream worker's dead letters; reasons never carry alert content.
+        await self.dead_letters.send_and_wait(
+            topics.DEAD_LETTER_TOPIC,
+            raw,
+            headers=[("reason", reason.encode()[:2000]), ("source_topic", topics.ALERTS_TOPIC.encode())],
+        )
+
+    async def renotify(self, older_than_s: float) -> int:
+        """Send a reminder round for each unacknowledged alert last delivered over `older_than_s` ago."""
+        due = self.store.due_for_renotification(older_than_s)
+        for alert, round_ in due:
+            await self.deliver(alert, round_)
+        return len(due)
+
+
+async def run(
+    notifier: Notifier,
+    bootstrap: str,
+    *,
+    renotify_after_s: float,
+    stop: asyncio.Event | None = None,
+    group_id: str = GROUP_ID,
+) -> None:
+    """Consume the alerts topic until `stop` is set, committing each message after it is handled."""
+    stop = stop or asyncio.Event()
+    await ensure_topics(bootstrap)
+    consumer = AIOKafkaConsumer(
+        topics.ALERTS_TOPIC,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    last_renotify = time.monotonic()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=500, max_records=50)
+            for partition, messages in batches.items():
+                for message in messages:
+                    await notifier.handle(message.value)
+                    await consumer.commit({partition: message.offset + 1})
+            if time.monotonic() - last_renotify >= min(renotify_after_s, 60):
+                await notifier.renotify(renotify_after_s)
+                last_renotify = time.monotonic()
+    finally:
+        await consumer.stop()
+
+
+async def serve(settings, *, smtp: SmtpConfig | None, retry: Retry, renotify_after_s: float) -> None:
+    """Run the notifier against the settings' broker, InfluxDB and store until SIGINT/SIGTERM."""
+    import signal
+
+    from aromatrack.streams.influx import InfluxConfig
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    store = Store(settings.state_dir / "api.sqlite3")
+    dead_letters = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await dead_letters.start()
+    async with InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database), max_attempts=2) as influx:
+        notifier = Notifier(store, influx, dead_letters, smtp=smtp, retry=retry)
+        try:
+            await run(notifier, settings.kafka_bootstrap, renotify_after_s=renotify_after_s, stop=stop)
+        finally:
+            await notifier.close()
+            await dead_letters.stop()
+            store.close()
