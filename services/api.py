@@ -39,6 +39,8 @@ MAX_JSON_BYTES = 1_000_000
 MAX_FIT_BYTES = 700_000
 MAX_BATCH = 1000
 
+# Clinicians post labs and doses for their patients; only athletes post everything else.
+CLINICAL_TYPES = frozenset({"lab.result", "dose.change"})
 # Route suffix -> event type for the JSON event routes (single object or a list).
 EVENT_ROUTES = {
     "scale-readings": "scale.reading",
@@ -261,7 +263,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
             who: Principal = Depends(principal),
             deps: Services = Depends(services),
         ) -> JSONResponse:
-            require(deps, who, Access.WRITE, athlete_id)
+            require(deps, who, Access.WRITE_CLINICAL if event_type in CLINICAL_TYPES else Access.WRITE, athlete_id)
             raw = await read_limited(request, MAX_JSON_BYTES)
             document = _json(raw)
             items = document if isinstance(document, list) else [document]
@@ -369,7 +371,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
         deps: Services = Depends(services),
     ) -> JSONResponse:
         """A FHIR R4 Observation or Bundle of Observations; each becomes a `lab.result` event."""
-        require(deps, who, Access.WRITE, athlete_id)
+        require(deps, who, Access.WRITE_CLINICAL, athlete_id)
         raw = await read_limited(request, MAX_JSON_BYTES)
         items = fhir_lab_items(_json(raw), athlete_id)
         events = validate_items(items, "lab.result", athlete_id)

@@ -21,7 +21,8 @@ class Role(StrEnum):
 
 
 class Access(StrEnum):
-    WRITE = "write"  # post events for the athlete
+    WRITE = "write"  # post the athlete's own events: training, scale, phases, symptoms
+    WRITE_CLINICAL = "write_clinical"  # post lab results and dose changes
     TRAINING = "training"  # workouts and daily training load
     BODY = "body"  # scale readings and body-fat trend
     LABS = "labs"
@@ -34,7 +35,7 @@ class Access(StrEnum):
 GRANTS: dict[Role, frozenset[Access]] = {
     Role.ATHLETE: frozenset(Access) - {Access.ACKNOWLEDGE},
     Role.COACH: frozenset({Access.TRAINING, Access.BODY}),
-    Role.CLINICIAN: frozenset({Access.TRAINING, Access.BODY, Access.LABS, Access.DOSES, Access.ALERTS, Access.ACKNOWLEDGE}),
+    Role.CLINICIAN: frozenset({Access.WRITE_CLINICAL, Access.TRAINING, Access.BODY, Access.LABS, Access.DOSES, Access.ALERTS, Access.ACKNOWLEDGE}),
 }
 
 
