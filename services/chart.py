@@ -89,7 +89,9 @@ def render(evidence: Evidence, title: str, alert_time: datetime) -> bytes:
         color = f"C{index + 3}"
         ax.step([*times, alert_time], [*mgs, mgs[-1]], where="post", color=color, label=drug)
         ax.plot(times, mgs, "o", color=color, markersize=4)
-        ax.set_ylim(bottom=0, top=max(max(mgs) * 1.3, ax.get_ylim()[1]))
+        # Different headroom per axis keeps two flat dose lines from drawing on top of each other.
+        headroom = 2.2 if ax is small_ax else 1.3
+        ax.set_ylim(bottom=0, top=max(max(mgs) * headroom, ax.get_ylim()[1]))
     if small_ax is not None:
         small_ax.set_ylabel("mg / week (small)", fontsize=8)
     if evidence.weekly_mg_by_drug:

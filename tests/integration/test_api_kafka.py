@@ -1,0 +1,100 @@
+"""The API through the real broker and InfluxDB: accepted means on Kafka (once), and reads obey roles."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from aromatrack.schemas import series as S
+from aromatrack.schemas import topics
+from aromatrack.services.api import Services, create_app
+from aromatrack.services.auth import Role
+from aromatrack.services.store import Store
+from aromatrack.streams.admin import ensure_topics
+from aromatrack.streams.influx import InfluxClient, InfluxConfig
+
+from .conftest import unique_athlete
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    await ensure_topics(bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+
+
+async def messages_since(bootstrap: str, start: dict[TopicPartition, int]) -> list[dict]:
+    """Every message written to the partitions after `start` (read up to the current end)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(start))
+        ends = await consumer.end_offsets(list(start))
+        found = []
+        for partition, offset in start.items():
+            consumer.seek(partition, offset)
+            while await consumer.position(partition) < ends[partition]:
+                batch = await consumer.getmany(partition, timeout_ms=1000)
+                found += [json.loads(m.value) for m in batch.get(partition, [])]
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def test_an_accepted_event_is_on_kafka_exactly_once_despite_retries(stack, tmp_path):
+    athlete = unique_athlete()
+    store = Store(tmp_path / "api.sqlite3")
+    token = store.add_user(athlete, Role.ATHLETE)
+    app = create_app(Services(store), settings=stack)
+    topic = topics.topic_for("scale.reading")
+    before = await end_offsets(stack.kafka_bootstrap, topic)
+    body = {"time": "2026-05-01T07:00:00Z", "weight_kg": 81.0, "body_fat_pct": 16.5}
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())}
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://api"
+    ) as client:
+        first = await client.post(f"/v1/athletes/{athlete}/scale-readings", json=body, headers=headers)
+        retry = await client.post(f"/v1/athletes/{athlete}/scale-readings", json=body, headers=headers)
+        bad = await client.post(f"/v1/athletes/{athlete}/scale-readings", json=[body, {**body, "weight_kg": 1}],
+                                headers={"Authorization": f"Bearer {token}"})
+    assert first.status_code == retry.status_code == 202 and bad.status_code == 422
+    on_kafka = [m for m in await messages_since(stack.kafka_bootstrap, before) if m["athlete_id"] == athlete]
+    assert [m["event_id"] for m in on_kafka] == first.json()["accepted"]
+    assert on_kafka[0]["weight_kg"] == 81.0
+
+
+async def test_a_coach_reads_body_composition_from_influx_but_never_labs(stack, tmp_path):
+    athlete = unique_athlete()
+    database = f"api_{uuid.uuid4().hex[:8]}"
+    settings = replace(stack, influx_database=database)
+    store = Store(tmp_path / "api.sqlite3")
+    store.add_user(athlete, Role.ATHLETE)
+    coach = store.add_user("coach-" + athlete, Role.COACH)
+    store.assign(athlete, "coach-" + athlete)
+    day = datetime.now(timezone.utc) - timedelta(days=3)
+    async with InfluxClient(InfluxConfig(stack.influx_url, database)) as influx:
+        await influx.create_database()
+        await influx.write([
+            S.BODY_COMPOSITION.point(day, {"athlete_id": athlete}, {"weight_kg": 80.0, "body_fat_pct": 15.0}),
+            S.LAB.point(day, {"athlete_id": athlete, "analyte": "estradiol", "method": "lc_msms", "censored": "no"},
+                        {"value": 21.0}),
+        ])
+    app = create_app(Services(store), settings=settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://api"
+    ) as client:
+        headers = {"Authorization": f"Bearer {coach}"}
+        body = await client.get(f"/v1/athletes/{athlete}/body-composition?days=30", headers=headers)
+        labs = await client.get(f"/v1/athletes/{athlete}/labs?days=30", headers=headers)
+    assert body.status_code == 200 and body.json()["body_composition"][0]["body_fat_pct"] == 15.0
+    assert labs.status_code == 403 and "21" not in labs.text
