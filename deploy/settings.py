@@ -19,6 +19,7 @@ class Settings:
     influx_url: str
     influx_database: str
     state_dir: Path
+    app_id: str
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:
@@ -33,4 +34,6 @@ def load_settings() -> Settings:
         influx_url=os.environ.get("AROMATRACK_INFLUX_URL", "http://127.0.0.1:38086"),
         influx_database=os.environ.get("AROMATRACK_INFLUX_DB", "aromatrack"),
         state_dir=Path(os.environ.get("AROMATRACK_STATE_DIR", PROJECT_ROOT / ".state")),
+        # The faust app id is also the consumer group and the prefix of its table changelogs.
+        app_id=os.environ.get("AROMATRACK_APP_ID", "aromatrack"),
     )

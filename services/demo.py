@@ -34,7 +34,6 @@ from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
 from aromatrack.streams.producer import EventProducer
 
 console = Console()
-WORKER_GROUP = "aromatrack"
 CONSUMED_TOPICS = (*topics.INPUT_TOPICS.values(), topics.TIMELINE_TOPIC)
 
 
@@ -100,11 +99,11 @@ async def produce(settings: Settings, events: list[dict], report: DemoReport) ->
 async def wait_until_processed(settings: Settings, timeout_s: float = 600) -> None:
     """Wait until the worker's consumer group has committed every message on its topics."""
     with _progress() as progress:
-        initial = max(await consumer_lag(settings.kafka_bootstrap, WORKER_GROUP, CONSUMED_TOPICS), 1)
+        initial = max(await consumer_lag(settings.kafka_bootstrap, settings.app_id, CONSUMED_TOPICS), 1)
         task = progress.add_task("processing", total=initial)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            lag = await consumer_lag(settings.kafka_bootstrap, WORKER_GROUP, CONSUMED_TOPICS)
+            lag = await consumer_lag(settings.kafka_bootstrap, settings.app_id, CONSUMED_TOPICS)
             progress.update(task, completed=max(initial - lag, 0))
             if lag == 0:
                 return

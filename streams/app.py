@@ -21,7 +21,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 settings = load_settings()
 
 app = faust.App(
-    "aromatrack",
+    settings.app_id,
     broker=f"kafka://{settings.kafka_bootstrap}",
     store="memory://",
     value_serializer="raw",
@@ -30,6 +30,9 @@ app = faust.App(
     topic_allow_declare=True,
     web_enabled=False,
     producer_acks=-1,
+    # Forwarded events are small and many: letting the producer gather them for 5 ms turns thousands of
+    # produce requests into a few (measured: benchmarks/bench_ingest.py, see BENCHMARKS.md).
+    producer_linger=0.005,
     broker_commit_every=1000,
     broker_commit_interval=0.5,
     datadir=str(settings.state_dir / "faust"),

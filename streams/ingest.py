@@ -11,6 +11,7 @@ consumers deduplicate, so nothing is double-counted.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import faust
@@ -20,7 +21,10 @@ from aromatrack.schemas.events import EventError, dump_event, parse_event
 from aromatrack.streams.app import app, dead_letter, influx, timeline_topic
 from aromatrack.streams.points import event_points
 
-BATCH_SIZE = 1000
+# Events are validated one by one but written to InfluxDB in batches: one HTTP request per batch is what
+# makes >10k events/s possible (benchmarks/bench_ingest.py compares it with one write per event).
+# AROMATRACK_INGEST_BATCH=1 turns batching off for that comparison.
+BATCH_SIZE = int(os.environ.get("AROMATRACK_INGEST_BATCH", "1000"))
 BATCH_WINDOW_S = 0.05
 
 

@@ -1,0 +1,122 @@
+"""End-to-end ingest throughput of one worker: scale, lab and symptom events from Kafka into InfluxDB.
+
+Each run starts its own fresh local stack (real broker and InfluxDB, loopback, a temporary state dir and
+ports 39501/38501), produces N events from the demo cohort generator up front, then starts a real worker
+and times how long it takes to consume them all (consumer lag 0) and checks they are in InfluxDB; reports
+events/s and the worker's peak memory (VmHWM). Runs the obvious alternative in the same run: the same worker writing each event to
+InfluxDB in its own request (AROMATRACK_INGEST_BATCH=1), and reports the ratio.
+
+    .venv/bin/python benchmarks/bench_ingest.py [--events 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aromatrack.deploy import local_stack
+from aromatrack.deploy.settings import Settings, load_settings
+from aromatrack.schemas import topics
+from aromatrack.schemas.events import EventError, parse_event
+from aromatrack.services import cohort
+from aromatrack.streams.admin import consumer_lag
+from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
+from aromatrack.streams.producer import EventProducer
+
+SMALL_TYPES = {"scale.reading", "lab.result", "symptom.log"}
+
+
+def small_events(count: int, run: str) -> list:
+    """Valid scale/lab/symptom events from the cohort, re-keyed to athletes unique to this run."""
+    events, seed = [], 0
+    while len(events) < count:
+        for raw in cohort.generate(athletes=200, days=182, seed=seed):
+            if raw["type"] in SMALL_TYPES:
+                try:
+                    events.append(parse_event({**raw, "athlete_id": f"{run}-s{seed}-{raw['athlete_id']}"}))
+                except EventError:
+                    continue
+        seed += 1
+    return events[:count]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextlib.contextmanager
+def fresh_stack():
+    """A throwaway broker + InfluxDB, so every run starts from empty topics and a fresh consumer group."""
+    with tempfile.TemporaryDirectory(prefix="aromatrack-bench-") as state_dir:
+        os.environ.update(AROMATRACK_STATE_DIR=state_dir, AROMATRACK_KAFKA="127.0.0.1:39501",
+                          AROMATRACK_INFLUX_URL="http://127.0.0.1:38501")
+        settings = load_settings()
+        local_stack.up(settings)
+        try:
+            yield settings
+        finally:
+            local_stack.down(settings)
+
+
+async def run_once(settings: Settings, batch: int, count: int) -> tuple[float, float]:
+    run = uuid.uuid4().hex[:6]
+    database = f"bench_{run}"
+    events = small_events(count, run)
+    async with EventProducer(settings.kafka_bootstrap) as producer:
+        await producer.send_all(events)
+    env = {**os.environ, "AROMATRACK_INFLUX_DB": database, "AROMATRACK_INGEST_BATCH": str(batch)}
+    input_topics = tuple(topics.topic_for(t) for t in SMALL_TYPES)
+    log_path = settings.state_dir / f"bench-worker-{run}.log"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "aromatrack.services.cli", "worker", "--loglevel", "info"],
+        env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        while b"[^Worker]: Ready" not in log_path.read_bytes():
+            if worker.poll() is not None:
+                raise SystemExit(f"worker exited; see {log_path}")
+            await asyncio.sleep(0.05)
+        began = time.perf_counter()
+        while await consumer_lag(settings.kafka_bootstrap, settings.app_id, input_topics) > 0:
+            await asyncio.sleep(0.1)
+        elapsed = time.perf_counter() - began
+        async with InfluxClient(InfluxConfig(settings.influx_url, database)) as influx:
+            stored = rows(await influx.query(
+                f"SELECT count(weight_kg) FROM body_composition WHERE athlete_id =~ /^{run}-/"))
+        expected = sum(1 for e in events if e.type == "scale.reading")
+        assert stored and stored[0]["count"] == expected, (stored, expected)
+        return count / elapsed, peak_rss_mb(worker.pid)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+
+
+def main() -> None:
+    # Turn SIGTERM (e.g. from `timeout`) into SystemExit, so the `finally` above stops the worker.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000, help="events per run (default 50000)")
+    args = parser.parse_args()
+    with fresh_stack() as settings:
+        batched, batched_mb = asyncio.run(run_once(settings, 1000, args.events))
+    print(f"batched writes (default): {batched:,.0f} events/s, worker peak RSS {batched_mb:.0f} MB")
+    with fresh_stack() as settings:
+        single, single_mb = asyncio.run(run_once(settings, 1, min(args.events, 5_000)))
+    print(f"one write per event:      {single:,.0f} events/s, worker peak RSS {single_mb:.0f} MB")
+    print(f"ratio batched / per-event: {batched / single:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
