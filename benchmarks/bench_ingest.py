@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from aromatrack.deploy import local_stack
-from aromatrack.deploy.settings import Settings, load_settings
+from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.services import cohort
@@ -56,27 +54,13 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-@contextlib.contextmanager
-def fresh_stack():
-    """A throwaway broker + InfluxDB, so every run starts from empty topics and a fresh consumer group."""
-    with tempfile.TemporaryDirectory(prefix="aromatrack-bench-") as state_dir:
-        os.environ.update(AROMATRACK_STATE_DIR=state_dir, AROMATRACK_KAFKA="127.0.0.1:39501",
-                          AROMATRACK_INFLUX_URL="http://127.0.0.1:38501")
-        settings = load_settings()
-        local_stack.up(settings)
-        try:
-            yield settings
-        finally:
-            local_stack.down(settings)
-
-
 async def run_once(settings: Settings, batch: int, count: int) -> tuple[float, float]:
     run = uuid.uuid4().hex[:6]
     database = f"bench_{run}"
     events = small_events(count, run)
     async with EventProducer(settings.kafka_bootstrap) as producer:
         await producer.send_all(events)
-    env = {**os.environ, "AROMATRACK_INFLUX_DB": database, "AROMATRACK_INGEST_BATCH": str(batch)}
+    env = {**os.environ, **settings.as_env(), "AROMATRACK_INFLUX_DB": database, "AROMATRACK_INGEST_BATCH": str(batch)}
     input_topics = tuple(topics.topic_for(t) for t in SMALL_TYPES)
     log_path = settings.state_dir / f"bench-worker-{run}.log"
     worker = subprocess.Popen(
@@ -109,10 +93,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=50_000, help="events per run (default 50000)")
     args = parser.parse_args()
-    with fresh_stack() as settings:
+    with local_stack.throwaway_stack(39501, 38501) as settings:
         batched, batched_mb = asyncio.run(run_once(settings, 1000, args.events))
     print(f"batched writes (default): {batched:,.0f} events/s, worker peak RSS {batched_mb:.0f} MB")
-    with fresh_stack() as settings:
+    with local_stack.throwaway_stack(39501, 38501) as settings:
         single, single_mb = asyncio.run(run_once(settings, 1, min(args.events, 5_000)))
     print(f"one write per event:      {single:,.0f} events/s, worker peak RSS {single_mb:.0f} MB")
     print(f"ratio batched / per-event: {batched / single:.1f}x")

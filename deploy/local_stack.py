@@ -8,6 +8,8 @@ Each server is a detached process with a pid file; `up` is idempotent and waits 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -19,7 +21,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+import tempfile
+from typing import Callable, Iterator
 
 from .settings import Settings
 
@@ -240,3 +243,25 @@ def down(settings: Settings) -> list[str]:
 
 def report(settings: Settings) -> list[str]:
     return [status(settings, server) for server in servers(settings)]
+
+
+@contextlib.contextmanager
+def throwaway_stack(kafka_port: int, influx_port: int) -> Iterator[Settings]:
+    """A broker and InfluxDB with empty state on the given loopback ports, removed afterwards.
+
+    For benchmarks and fault tests that must start from empty topics or restart servers freely.
+    """
+    from .settings import load_settings
+
+    with tempfile.TemporaryDirectory(prefix="aromatrack-") as state_dir:
+        settings = dataclasses.replace(
+            load_settings(),
+            kafka_bootstrap=f"127.0.0.1:{kafka_port}",
+            influx_url=f"http://127.0.0.1:{influx_port}",
+            state_dir=Path(state_dir),
+        )
+        up(settings)
+        try:
+            yield settings
+        finally:
+            down(settings)

@@ -26,6 +26,16 @@ class Settings:
         host, _, port = self.kafka_bootstrap.split(",")[0].rpartition(":")
         return host, int(port)
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as the environment variables a child process (a worker) reads."""
+        return {
+            "AROMATRACK_KAFKA": self.kafka_bootstrap,
+            "AROMATRACK_INFLUX_URL": self.influx_url,
+            "AROMATRACK_INFLUX_DB": self.influx_database,
+            "AROMATRACK_STATE_DIR": str(self.state_dir),
+            "AROMATRACK_APP_ID": self.app_id,
+        }
+
 
 def load_settings() -> Settings:
     """Settings from AROMATRACK_* environment variables, with loopback defaults."""

@@ -53,7 +53,7 @@ class Worker:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "AROMATRACK_INFLUX_DB": self.database}
+        return {**os.environ, **self.settings.as_env(), "AROMATRACK_INFLUX_DB": self.database}
 
     def start(self, timeout_s: float = 60.0) -> None:
         log_file = open(self.log_path, "ab")

@@ -1,0 +1,145 @@
+"""Faults against the real local servers: worker restarts, an InfluxDB kill -9, a broker restart.
+
+Each test gets a throwaway stack (its own broker and InfluxDB, empty, on their own ports) and worker, so it
+can kill and restart servers freely, and checks the stored series equal what the events imply: nothing
+lost, nothing doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from aromatrack.deploy import local_stack
+from aromatrack.schemas.events import ScaleReading, parse_event
+from aromatrack.streams.influx import rows
+from aromatrack.streams.producer import EventProducer
+
+from .conftest import Worker, eventually
+
+READINGS = 6000
+
+
+def readings(run: str, count: int = READINGS, offset: int = 0) -> list[ScaleReading]:
+    """`count` readings spread over 20 athletes, one a day each, with values unique per reading."""
+    first_day = datetime(2020, 1, 1, 6, tzinfo=timezone.utc)
+    return [
+        parse_event({
+            "type": "scale.reading",
+            "athlete_id": f"{run}-{n % 20:02d}",
+            "time": (first_day + timedelta(days=n // 20)).isoformat(),
+            "weight_kg": 70 + n / 1000,
+            "body_fat_pct": 15 + (n % 97) / 10,
+        })
+        for n in range(offset, offset + count)
+    ]
+
+
+@pytest.fixture
+def stack():
+    """Overrides the shared stack: these tests kill and restart servers."""
+    with local_stack.throwaway_stack(39591, 38591) as settings:
+        yield settings
+
+
+@pytest.fixture
+def own_worker(stack, tmp_path) -> Worker:
+    worker = Worker(stack, f"faults_{uuid.uuid4().hex[:8]}", tmp_path / "worker.log")
+    yield worker
+    if worker.process and worker.process.poll() is None:
+        worker.stop()
+
+
+async def stored(influx, run: str) -> dict[tuple[str, str], float]:
+    found = rows(await influx.query(f"SELECT athlete_id, weight_kg FROM body_composition WHERE athlete_id =~ /^{run}-/"))
+    return {(row["athlete_id"], row["time"]): row["weight_kg"] for row in found}
+
+
+def expected(events: list[ScaleReading]) -> dict[tuple[str, str], float]:
+    return {(e.athlete_id, e.time.strftime("%Y-%m-%dT%H:%M:%SZ")): e.weight_kg for e in events}
+
+
+async def produce(stack, events) -> None:
+    async with EventProducer(stack.kafka_bootstrap) as producer:
+        await producer.send_all(events)
+
+
+async def wait_for_some(influx, run: str, at_least: int) -> None:
+    async def some() -> bool:
+        return len(await stored(influx, run)) >= at_least
+
+    await eventually(some, timeout_s=60, every_s=0.05)
+
+
+async def test_a_worker_stopped_mid_stream_and_restarted_loses_and_doubles_nothing(stack, own_worker, influx_for):
+    run = own_worker.database
+    events = readings(run)
+    await produce(stack, events)
+    own_worker.start()
+    async with influx_for(own_worker.database) as influx:
+        await wait_for_some(influx, run, 500)
+        assert own_worker.stop(signal.SIGTERM) == 0
+        partial = len(await stored(influx, run))
+        assert partial < READINGS, "the worker finished before it could be interrupted; raise READINGS"
+        own_worker.start()
+
+        async def complete() -> bool:
+            return len(await stored(influx, run)) == READINGS
+
+        await eventually(complete, timeout_s=120)
+        assert await stored(influx, run) == expected(events)
+        counted = rows(await influx.query(
+            f"SELECT count(weight_kg) FROM body_composition WHERE athlete_id =~ /^{run}-/"))
+        assert counted[0]["count"] == READINGS
+
+
+def _influxd_pid(stack) -> int:
+    return int((Path(stack.state_dir) / "influxdb.pid").read_text())
+
+
+async def test_influxdb_killed_mid_stream_is_retried_and_nothing_is_lost(stack, own_worker, influx_for):
+    run = own_worker.database
+    events = readings(run)
+    await produce(stack, events)
+    own_worker.start()
+    influxdb = next(s for s in local_stack.servers(stack) if s.name == "influxdb")
+    async with influx_for(own_worker.database) as influx:
+        await wait_for_some(influx, run, 500)
+        os.kill(_influxd_pid(stack), signal.SIGKILL)
+        await asyncio.sleep(3)
+        assert own_worker.process.poll() is None, "the worker crashed while InfluxDB was down"
+        local_stack.start(stack, influxdb)
+
+        async def complete() -> bool:
+            return len(await stored(influx, run)) == READINGS
+
+        await eventually(complete, timeout_s=120)
+        assert await stored(influx, run) == expected(events)
+    assert own_worker.process.poll() is None
+    assert b"influx write failed" in own_worker.log_path.read_bytes(), "the outage was not seen (too late?)"
+
+
+async def test_the_pipeline_resumes_by_itself_after_a_clean_broker_restart(stack, own_worker, influx_for):
+    run = own_worker.database
+    first, second = readings(run, 1000), readings(run, 1000, offset=1000)
+    await produce(stack, first)
+    own_worker.start()
+    kafka = next(s for s in local_stack.servers(stack) if s.name == "kafka")
+    async with influx_for(own_worker.database) as influx:
+        await wait_for_some(influx, run, 1000)
+        local_stack.stop(stack, kafka)
+        local_stack.start(stack, kafka)
+        await produce(stack, second)
+
+        async def complete() -> bool:
+            return len(await stored(influx, run)) == 2000
+
+        await eventually(complete, timeout_s=120)
+        assert await stored(influx, run) == expected(first + second)
+    assert own_worker.process.poll() is None
