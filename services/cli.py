@@ -124,6 +124,10 @@ from aromatrack.services.cli_api import register_api_commands  # noqa: E402
 
 register_api_commands(app)
 
+from aromatrack.services.cli_evaluate import register_evaluate_command  # noqa: E402
+
+register_evaluate_command(app)
+
 
 def main() -> None:
     app()
