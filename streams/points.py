@@ -5,7 +5,9 @@ from __future__ import annotations
 from functools import singledispatch
 
 from aromatrack.schemas import series
-from aromatrack.schemas.events import EventBase, ScaleReading
+from aromatrack.domain import labs
+from aromatrack.domain.rules import HIGH_E2_SYMPTOMS, LOW_E2_SYMPTOMS
+from aromatrack.schemas.events import DoseChange, EventBase, LabResult, ScaleReading, SymptomLog
 from aromatrack.schemas.series import Point
 
 
@@ -21,3 +23,31 @@ def _(event: ScaleReading) -> list[Point]:
     fields["fat_mass_kg"] = round(event.weight_kg * event.body_fat_pct / 100, 3)
     tags = {"athlete_id": event.athlete_id, "device": event.device or ""}
     return [series.BODY_COMPOSITION.point(event.time, tags, fields)]
+
+
+@event_points.register
+def _(event: LabResult) -> list[Point]:
+    lab = labs.normalise(event)
+    tags = {"athlete_id": event.athlete_id, "analyte": lab.analyte, "method": lab.method or "", "censored": lab.comparator or "no"}
+    fields = {"value": lab.value, "reference_low": lab.reference_low, "reference_high": lab.reference_high, "event_id": lab.event_id}
+    return [series.LAB.point(event.time, tags, fields)]
+
+
+@event_points.register
+def _(event: DoseChange) -> list[Point]:
+    fields = {"dose_mg": event.dose_mg, "times_per_week": event.times_per_week, "weekly_mg": event.dose_mg * event.times_per_week}
+    return [series.DOSE.point(event.time, {"athlete_id": event.athlete_id, "drug": event.drug}, fields)]
+
+
+@event_points.register
+def _(event: SymptomLog) -> list[Point]:
+    names = set(event.symptoms)
+    fields = {
+        "energy": event.energy,
+        "mood": event.mood,
+        "libido": event.libido,
+        "joint_comfort": event.joint_comfort,
+        "low_e2_symptoms": len(names & LOW_E2_SYMPTOMS),
+        "high_e2_symptoms": len(names & HIGH_E2_SYMPTOMS),
+    }
+    return [series.SYMPTOMS.point(event.time, {"athlete_id": event.athlete_id}, fields)]
