@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from aromatrack.schemas.series import Series
-from aromatrack.streams.influx import InfluxClient, rows
+from aromatrack.streams.influx import InfluxClient, InfluxError, rows
 
 # Athlete ids that may appear in a URL and, quoted, in InfluxQL; anything else is refused before a query.
 ATHLETE_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
@@ -28,4 +28,9 @@ async def series_rows(
     bounds = f"time >= '{since.isoformat()}'" + (f" AND time <= '{until.isoformat()}'" if until else "")
     extra = f" AND {where}" if where else ""
     query = f"SELECT * FROM \"{series.measurement}\" WHERE athlete_id = '{athlete_id}' AND {bounds}{extra} ORDER BY time"
-    return rows(await influx.query(query))
+    try:
+        return rows(await influx.query(query))
+    except InfluxError as exc:
+        if "database not found" in str(exc):
+            return []  # nothing was ever written: no data rather than an outage
+        raise
