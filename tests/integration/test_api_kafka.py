@@ -33,8 +33,8 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
         await consumer.stop()
 
 
-async def messages_since(bootstrap: str, start: dict[TopicPartition, int]) -> list[dict]:
-    """Every message written to the partitions after `start` (read up to the current end)."""
+async def records_since(bootstrap: str, start: dict[TopicPartition, int]) -> list:
+    """Every record written to the partitions after `start` (read up to the current end)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -44,8 +44,7 @@ async def messages_since(bootstrap: str, start: dict[TopicPartition, int]) -> li
         for partition, offset in start.items():
             consumer.seek(partition, offset)
             while await consumer.position(partition) < ends[partition]:
-                batch = await consumer.getmany(partition, timeout_ms=1000)
-                found += [json.loads(m.value) for m in batch.get(partition, [])]
+                found += (await consumer.getmany(partition, timeout_ms=1000)).get(partition, [])
         return found
     finally:
         await consumer.stop()
@@ -68,7 +67,8 @@ async def test_an_accepted_event_is_on_kafka_exactly_once_despite_retries(stack,
         bad = await client.post(f"/v1/athletes/{athlete}/scale-readings", json=[body, {**body, "weight_kg": 1}],
                                 headers={"Authorization": f"Bearer {token}"})
     assert first.status_code == retry.status_code == 202 and bad.status_code == 422
-    on_kafka = [m for m in await messages_since(stack.kafka_bootstrap, before) if m["athlete_id"] == athlete]
+    records = await records_since(stack.kafka_bootstrap, before)
+    on_kafka = [m for m in map(json.loads, (r.value for r in records)) if m["athlete_id"] == athlete]
     assert [m["event_id"] for m in on_kafka] == first.json()["accepted"]
     assert on_kafka[0]["weight_kg"] == 81.0
 

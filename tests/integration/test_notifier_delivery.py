@@ -27,6 +27,7 @@ from aromatrack.streams.admin import ensure_topics
 from aromatrack.streams.influx import InfluxClient, InfluxConfig
 
 from .conftest import eventually, unique_athlete
+from .test_api_kafka import end_offsets, records_since
 
 SMTP_PORT = 39331
 SECRET = "whsec-test"
@@ -248,39 +249,13 @@ async def test_a_failing_webhook_is_retried_then_dead_lettered(setup, receiver, 
 
         receiver.fail_first, receiver.failures = 10, 0
         dead_alert = make_alert(setup.athlete)
-        end = await dead_letter_end(setup.settings.kafka_bootstrap)
+        end = await end_offsets(setup.settings.kafka_bootstrap, topics.DEAD_LETTER_TOPIC)
         await running.notifier.handle(dead_alert.model_dump_json().encode())
     assert receiver.failures == 3
     assert ("webhook:clin-" + setup.athlete, 1, "dead", 3) in setup.store.deliveries(dead_alert.alert_id)
-    letters = await read_from(setup.settings.kafka_bootstrap, end)
+    letters = await records_since(setup.settings.kafka_bootstrap, end)
     reasons = [dict(m.headers)["reason"].decode() for m in letters if dead_alert.alert_id.encode() in m.value]
     assert reasons == [f"webhook:clin-{setup.athlete} failed 3 times: webhook: HTTP 503"]
-
-
-async def dead_letter_end(bootstrap: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topics.DEAD_LETTER_TOPIC, p) for p in range(topics.PARTITIONS)]
-        return await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-
-
-async def read_from(bootstrap: str, start: dict[TopicPartition, int]) -> list:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(list(start))
-        ends = await consumer.end_offsets(list(start))
-        found = []
-        for partition, offset in start.items():
-            consumer.seek(partition, offset)
-            while await consumer.position(partition) < ends[partition]:
-                found += (await consumer.getmany(partition, timeout_ms=1000)).get(partition, [])
-        return found
-    finally:
-        await consumer.stop()
 
 
 async def test_unacknowledged_alerts_are_re_notified_and_acknowledged_ones_are_not(setup, receiver, mailbox):
@@ -301,3 +276,14 @@ async def test_unacknowledged_alerts_are_re_notified_and_acknowledged_ones_are_n
     assert (pending.alert_id, 2) in rounds
     assert (acknowledged.alert_id, 2) not in rounds
     assert any(m["Subject"].startswith("Reminder:") for m in mailbox.messages)
+
+
+async def test_an_alert_for_an_athlete_without_a_clinician_is_dead_lettered_once(setup, receiver):
+    orphan = make_alert(unique_athlete("orphan"))
+    end = await end_offsets(setup.settings.kafka_bootstrap, topics.DEAD_LETTER_TOPIC)
+    async with Running(setup) as running:
+        await running.notifier.handle(orphan.model_dump_json().encode())
+        await running.notifier.handle(orphan.model_dump_json().encode())  # redelivered after a crash
+    letters = [m for m in await records_since(setup.settings.kafka_bootstrap, end) if orphan.alert_id.encode() in m.value]
+    assert [dict(m.headers)["reason"] for m in letters] == [b"no clinician assigned to the athlete"]
+    assert receiver.requests == []
