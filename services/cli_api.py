@@ -75,12 +75,21 @@ def notifier(
     attempts: int = typer.Option(5, min=1, help="Delivery attempts per channel before dead-lettering."),
     first_delay: float = typer.Option(0.5, help="Seconds before the first retry; doubles each retry."),
     renotify_after: float = typer.Option(86400.0, help="Seconds before an unacknowledged alert is sent again."),
+    group: str = typer.Option("aromatrack-notifier", help="Kafka consumer group (one per deployment)."),
 ) -> None:
     """Deliver alerts from the alerts topic to each athlete's clinicians (webhook and e-mail)."""
+    import logging
+
     from aromatrack.services.notifier import Retry, SmtpConfig, serve
 
+    # Delivery lines name alert ids and channels only, never alert content.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
     smtp = SmtpConfig(smtp_host, smtp_port) if smtp_host else None
-    asyncio.run(serve(load_settings(), smtp=smtp, retry=Retry(attempts, first_delay), renotify_after_s=renotify_after))
+    asyncio.run(serve(load_settings(), smtp=smtp, retry=Retry(attempts, first_delay), renotify_after_s=renotify_after,
+                      group_id=group))
 
 
 def register_api_commands(app: typer.Typer) -> None:

@@ -284,7 +284,9 @@ async def run(
         await consumer.stop()
 
 
-async def serve(settings, *, smtp: SmtpConfig | None, retry: Retry, renotify_after_s: float) -> None:
+async def serve(
+    settings, *, smtp: SmtpConfig | None, retry: Retry, renotify_after_s: float, group_id: str = GROUP_ID
+) -> None:
     """Run the notifier against the settings' broker, InfluxDB and store until SIGINT/SIGTERM."""
     import signal
 
@@ -300,7 +302,8 @@ async def serve(settings, *, smtp: SmtpConfig | None, retry: Retry, renotify_aft
     async with InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database), max_attempts=2) as influx:
         notifier = Notifier(store, influx, dead_letters, smtp=smtp, retry=retry)
         try:
-            await run(notifier, settings.kafka_bootstrap, renotify_after_s=renotify_after_s, stop=stop)
+            await run(notifier, settings.kafka_bootstrap, renotify_after_s=renotify_after_s, stop=stop,
+                      group_id=group_id)
         finally:
             await notifier.close()
             await dead_letters.stop()
