@@ -73,7 +73,7 @@ async def test_an_accepted_event_is_on_kafka_exactly_once_despite_retries(stack,
     assert on_kafka[0]["weight_kg"] == 81.0
 
 
-async def test_a_coach_reads_body_composition_from_influx_but_never_labs(stack, tmp_path):
+async def test_a_coach_reads_body_composition_from_influx_but_never_labs_which_the_clinician_reads(stack, tmp_path):
     athlete = unique_athlete()
     database = f"api_{uuid.uuid4().hex[:8]}"
     settings = replace(stack, influx_database=database)
@@ -81,6 +81,8 @@ async def test_a_coach_reads_body_composition_from_influx_but_never_labs(stack, 
     store.add_user(athlete, Role.ATHLETE)
     coach = store.add_user("coach-" + athlete, Role.COACH)
     store.assign(athlete, "coach-" + athlete)
+    clinician = store.add_user("dr-" + athlete, Role.CLINICIAN)
+    store.assign(athlete, "dr-" + athlete)
     day = datetime.now(timezone.utc) - timedelta(days=3)
     async with InfluxClient(InfluxConfig(stack.influx_url, database)) as influx:
         await influx.create_database()
@@ -96,5 +98,8 @@ async def test_a_coach_reads_body_composition_from_influx_but_never_labs(stack, 
         headers = {"Authorization": f"Bearer {coach}"}
         body = await client.get(f"/v1/athletes/{athlete}/body-composition?days=30", headers=headers)
         labs = await client.get(f"/v1/athletes/{athlete}/labs?days=30", headers=headers)
+        clinician_labs = await client.get(f"/v1/athletes/{athlete}/labs?days=30",
+                                          headers={"Authorization": f"Bearer {clinician}"})
     assert body.status_code == 200 and body.json()["body_composition"][0]["body_fat_pct"] == 15.0
     assert labs.status_code == 403 and "21" not in labs.text
+    assert clinician_labs.status_code == 200 and clinician_labs.json()["lab"][0]["value"] == 21.0
