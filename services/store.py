@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS tokens (token_hash TEXT PRIMARY KEY, user_id TEXT NOT
 CREATE TABLE IF NOT EXISTS care_team (
     athlete_id TEXT NOT NULL, member_id TEXT NOT NULL REFERENCES users, PRIMARY KEY (athlete_id, member_id));
 CREATE TABLE IF NOT EXISTS idempotency (scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT);
-CREATE TABLE IF NOT EXISTS produced (event_id TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS produced (
+    event_id TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, claimed_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, body TEXT NOT NULL, received_at REAL NOT NULL,
     acknowledged_at REAL, acknowledged_by TEXT);
@@ -34,6 +35,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     alert_id TEXT NOT NULL, channel TEXT NOT NULL, round INTEGER NOT NULL, status TEXT NOT NULL,
     attempts INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (alert_id, channel, round));
 """
+
+# A request holds its claim only while it waits for Kafka (milliseconds; the producer times out long before this).
+STALE_CLAIM_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -143,16 +147,25 @@ class Store:
             "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?)", (scope, fingerprint, json.dumps(response))
         )
 
-    def claim_events(self, event_ids: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
+    def claim_events(
+        self, event_ids: Iterable[str], *, stale_after_s: float = STALE_CLAIM_S
+    ) -> tuple[list[str], list[str], list[str]]:
         """Claim event ids for producing; returns (claimed, in flight elsewhere, already produced).
 
         The claim is one transaction, so two concurrent retries of the same event cannot both produce it.
+        A claim left by a process that died mid-request goes stale and can be claimed again (the stream
+        deduplicates by event_id, so a rare second copy on Kafka is harmless; a lost event is not).
         """
         claimed, in_flight, produced = [], [], []
+        now = time.time()
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             for event_id in event_ids:
-                cursor = self._db.execute("INSERT OR IGNORE INTO produced (event_id) VALUES (?)", (event_id,))
+                cursor = self._db.execute(
+                    "INSERT INTO produced (event_id, claimed_at) VALUES (?, ?) ON CONFLICT (event_id) DO UPDATE"
+                    " SET claimed_at = excluded.claimed_at WHERE done = 0 AND claimed_at < ?",
+                    (event_id, now, now - stale_after_s),
+                )
                 if cursor.rowcount == 1:
                     claimed.append(event_id)
                     continue

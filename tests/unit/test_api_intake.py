@@ -106,3 +106,12 @@ def test_the_withings_route_maps_groups_and_reports_skipped_ones(world: World) -
     assert response.json()["accepted"] == ["withings-11"] and response.json()["skipped"][0]["grpid"] == 12
     [event] = world.sink.events
     assert (event.weight_kg, event.body_fat_pct, event.device) == (82.5, 17.2, "withings:abc")
+
+
+def test_a_claim_left_by_a_crashed_request_goes_stale_and_the_retry_produces(world: World) -> None:
+    claimed, _, _ = world.store.claim_events(["ev-1"])  # a request that died before Kafka answered
+    assert claimed == ["ev-1"]
+    assert world.store.claim_events(["ev-1"]) == ([], ["ev-1"], [])
+    assert world.store.claim_events(["ev-1"], stale_after_s=0) == (["ev-1"], [], [])
+    world.store.settle_events(["ev-1"], produced=True)
+    assert world.store.claim_events(["ev-1"], stale_after_s=0) == ([], [], ["ev-1"])
