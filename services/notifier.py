@@ -128,6 +128,7 @@ async def post_webhook(http: httpx.AsyncClient, contact: Contact, message: Messa
         "Content-Type": "application/json",
         SIGNATURE_HEADER: sign(contact.webhook_secret or "", body, int(time.time())),
         "Aromatrack-Alert-Id": message.alert.alert_id,
+        "Aromatrack-Alert-Round": str(message.round),
     }
     try:
         response = await http.post(contact.webhook_url, content=body, headers=headers)
