@@ -1,0 +1,352 @@
+"""Training load and modality: pure functions from workout numbers to load, and from daily load to fitness.
+
+Public API (stable; other modules import these names):
+
+- `WorkoutInput(sport, duration_s, sub_sport=None, avg_hr_bpm=None, max_hr_bpm=None, avg_power_w=None,
+  normalized_power_w=None, rpe=None, hr_samples=(), power_samples=())` -- a WorkoutSummary-like plain input.
+  `WorkoutInput.from_summary(mapping)` builds one from a `workout.summary` dict or pydantic model dump.
+- `Athlete(hr_rest_bpm=60, hr_max_bpm=190, ftp_w=None, sex="male")` -- the athlete numbers the formulas need.
+- `workout_load(workout, athlete) -> WorkoutLoad` with `trimp`, `hrtss`, `power_tss`, `srpe_load`, `load`
+  (the one number CTL/ATL use, in TSS units), `source` (which formula gave `load`), and `modality`.
+- `classify_modality(sport, sub_sport=None, intensity=None) -> "resistance" | "hiit" | "steady_state" | "other"`.
+- `intensity_profile(hr_samples, athlete) -> IntensityProfile` -- share of time hard/easy and the number of
+  hard intervals, from ~1 Hz heart-rate samples.
+- `normalized_power(power_samples) -> float | None` -- Coggan NP from 1 Hz power.
+- `daily_load_model(daily_loads, start=None, end=None) -> list[DailyLoad]` -- per day `load`, `ctl`, `atl`,
+  `tsb`, `acwr`, with rest days filled in as zero load.
+- `weekly_modality_mix(sessions) -> list[WeeklyModality]` -- per ISO week and modality: load, minutes, share.
+
+Formulas and references:
+
+- Banister TRIMP (Banister 1991, "Modeling elite athletic performance", in Physiological Testing of the
+  High-Performance Athlete; Morton, Fitz-Clarke & Banister 1990, J Appl Physiol 69:1171):
+  TRIMP = minutes x HRr x 0.64 x e^(1.92 x HRr) for men (0.86 and 1.67 for women), where
+  HRr = (HR - HR_rest) / (HR_max - HR_rest) is the heart-rate-reserve fraction. With samples, the sum runs
+  over each sample's duration, which weights hard intervals properly; otherwise the session average is used.
+- hrTSS (TrainingPeaks, "Estimating Training Stress Score (TSS)", after Coggan): the workout's TRIMP divided
+  by the TRIMP of one hour at lactate threshold heart rate, x 100. LTHR is estimated as 85 % of heart-rate
+  reserve (Karvonen 1957 zones) when not known.
+- Power TSS (Allen & Coggan, "Training and Racing with a Power Meter", 2010):
+  TSS = seconds x NP x IF / (FTP x 3600) x 100, IF = NP / FTP; NP = fourth root of the mean of the fourth
+  power of the 30-second rolling average power. Without samples, the average power stands in for NP.
+- Session-RPE load (Foster et al. 2001, J Strength Cond Res 15:109): CR-10 RPE x minutes (arbitrary units).
+  For CTL it is put on the TSS scale by taking one hour at RPE 7 ("very hard", near threshold) as 100 TSS.
+- CTL/ATL (Banister impulse-response fitness/fatigue; Coggan's Performance Manager): exponentially weighted
+  averages of daily load with time constants 42 and 7 days, X_t = X_{t-1} + (load_t - X_{t-1}) x (1 - e^(-1/tau)).
+  TSB (form) = CTL - ATL of the previous day, the TrainingPeaks convention (form going into today).
+- ACWR (Hulin et al. 2016, Br J Sports Med 50:231; EWMA form after Williams et al. 2017, Br J Sports Med
+  51:209): ATL / CTL, None while CTL is zero.
+- Modality: resistance from sport/sub_sport (strength training); HIIT from sub_sport or from the intensity
+  distribution (at least 4 hard bouts above 85 % HRR, at least 15 % of the time hard, and at least 25 % easy
+  below 70 % HRR: polarised within the session, per Buchheit & Laursen 2013, Sports Med 43:313); steady-state
+  cardio for endurance sports otherwise; anything else is "other".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+Modality = Literal["resistance", "hiit", "steady_state", "other"]
+MODALITIES: tuple[Modality, ...] = ("resistance", "hiit", "steady_state", "other")
+
+CTL_DAYS = 42
+ATL_DAYS = 7
+LTHR_RESERVE_FRACTION = 0.85
+HARD_RESERVE_FRACTION = 0.85
+EASY_RESERVE_FRACTION = 0.70
+HIIT_MIN_HARD_BOUTS = 4
+HIIT_MIN_HARD_SHARE = 0.15
+HIIT_MIN_EASY_SHARE = 0.25
+SRPE_TSS_PER_AU = 100 / (7 * 60)
+NP_WINDOW_S = 30
+
+_RESISTANCE_SPORTS = {"strength_training", "resistance", "weight_training", "weightlifting", "crossfit"}
+_RESISTANCE_SUB_SPORTS = {"strength_training", "weight_training"}
+_HIIT_NAMES = {"hiit", "interval_training", "tabata", "amrap", "emom", "high_intensity_interval_training"}
+_CARDIO_SPORTS = {
+    "running",
+    "cycling",
+    "swimming",
+    "rowing",
+    "walking",
+    "hiking",
+    "cross_country_skiing",
+    "e_biking",
+    "transition",
+    "multisport",
+    "paddling",
+    "stand_up_paddleboarding",
+    "inline_skating",
+    "elliptical",
+    "stair_climbing",
+    "mountaineering",
+    "snowshoeing",
+}
+_CARDIO_EQUIPMENT_SUB_SPORTS = {
+    "treadmill",
+    "elliptical",
+    "stair_climbing",
+    "indoor_rowing",
+    "indoor_cycling",
+    "spin",
+    "virtual_activity",
+    "indoor_running",
+}
+
+
+@dataclass(frozen=True)
+class Athlete:
+    """The athlete numbers the formulas need; defaults are population values for when no profile is known."""
+
+    hr_rest_bpm: float = 60.0
+    hr_max_bpm: float = 190.0
+    ftp_w: float | None = None
+    sex: Literal["male", "female"] = "male"
+    lthr_bpm: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.hr_rest_bpm < self.hr_max_bpm:
+            raise ValueError(f"hr_rest_bpm ({self.hr_rest_bpm:g}) must be below hr_max_bpm ({self.hr_max_bpm:g})")
+        if self.ftp_w is not None and self.ftp_w <= 0:
+            raise ValueError(f"ftp_w must be positive, got {self.ftp_w:g}")
+
+    @property
+    def threshold_hr_bpm(self) -> float:
+        return self.lthr_bpm or self.hr_rest_bpm + LTHR_RESERVE_FRACTION * (self.hr_max_bpm - self.hr_rest_bpm)
+
+    def reserve_fraction(self, hr_bpm: float) -> float:
+        """Heart-rate-reserve fraction, clamped to [0, 1] so a spike or a low reading cannot go off the scale."""
+        fraction = (hr_bpm - self.hr_rest_bpm) / (self.hr_max_bpm - self.hr_rest_bpm)
+        return min(1.0, max(0.0, fraction))
+
+
+@dataclass(frozen=True)
+class WorkoutInput:
+    """What load needs from one workout: the `workout.summary` fields plus optional ~1 Hz samples."""
+
+    sport: str
+    duration_s: float
+    sub_sport: str | None = None
+    avg_hr_bpm: float | None = None
+    max_hr_bpm: float | None = None
+    avg_power_w: float | None = None
+    normalized_power_w: float | None = None
+    rpe: float | None = None
+    hr_samples: Sequence[float] = ()
+    power_samples: Sequence[float] = ()
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any]) -> "WorkoutInput":
+        """From a `workout.summary` dict (extra keys ignored), so the engine and the stream share one path."""
+        names = ("sport", "duration_s", "sub_sport", "avg_hr_bpm", "max_hr_bpm", "avg_power_w", "normalized_power_w", "rpe")
+        return cls(**{name: summary[name] for name in names if summary.get(name) is not None})
+
+
+@dataclass(frozen=True)
+class IntensityProfile:
+    hard_share: float
+    easy_share: float
+    hard_bouts: int
+
+
+@dataclass(frozen=True)
+class WorkoutLoad:
+    trimp: float | None
+    hrtss: float | None
+    power_tss: float | None
+    srpe_load: float | None
+    load: float
+    source: Literal["power_tss", "hrtss", "srpe", "none"]
+    modality: Modality
+
+
+@dataclass(frozen=True)
+class DailyLoad:
+    day: date
+    load: float
+    ctl: float
+    atl: float
+    tsb: float
+    acwr: float | None
+
+
+@dataclass(frozen=True)
+class Session:
+    """One workout as the weekly mix needs it."""
+
+    start: datetime
+    modality: Modality
+    load: float
+    minutes: float
+
+
+@dataclass(frozen=True)
+class WeeklyModality:
+    week_start: date
+    modality: Modality
+    load: float
+    minutes: float
+    share: float
+
+
+def _trimp_weight(fraction: float, sex: str) -> float:
+    a, b = (0.86, 1.67) if sex == "female" else (0.64, 1.92)
+    return fraction * a * math.exp(b * fraction)
+
+
+def banister_trimp(workout: WorkoutInput, athlete: Athlete) -> float | None:
+    """Banister TRIMP; summed over samples (spread evenly over the duration) when present, else from the average."""
+    if workout.hr_samples:
+        seconds_per_sample = workout.duration_s / len(workout.hr_samples)
+        weights = sum(_trimp_weight(athlete.reserve_fraction(hr), athlete.sex) for hr in workout.hr_samples)
+        return weights * seconds_per_sample / 60
+    if workout.avg_hr_bpm is None:
+        return None
+    return workout.duration_s / 60 * _trimp_weight(athlete.reserve_fraction(workout.avg_hr_bpm), athlete.sex)
+
+
+def hr_tss(trimp: float | None, athlete: Athlete) -> float | None:
+    """TRIMP relative to one hour at threshold heart rate, x 100."""
+    if trimp is None:
+        return None
+    hour_at_threshold = 60 * _trimp_weight(athlete.reserve_fraction(athlete.threshold_hr_bpm), athlete.sex)
+    return 100 * trimp / hour_at_threshold
+
+
+def normalized_power(power_samples: Sequence[float]) -> float | None:
+    """Coggan normalized power from 1 Hz samples; None for rides shorter than the 30 s window."""
+    if len(power_samples) < NP_WINDOW_S:
+        return None
+    window_sum = sum(power_samples[:NP_WINDOW_S])
+    fourth_powers = (window_sum / NP_WINDOW_S) ** 4
+    for index in range(NP_WINDOW_S, len(power_samples)):
+        window_sum += power_samples[index] - power_samples[index - NP_WINDOW_S]
+        fourth_powers += (window_sum / NP_WINDOW_S) ** 4
+    return (fourth_powers / (len(power_samples) - NP_WINDOW_S + 1)) ** 0.25
+
+
+def power_tss(workout: WorkoutInput, athlete: Athlete) -> float | None:
+    """Coggan TSS; needs FTP and power (NP, else NP from samples, else average power)."""
+    np_w = workout.normalized_power_w or normalized_power(workout.power_samples) or workout.avg_power_w
+    if athlete.ftp_w is None or not np_w:
+        return None
+    intensity_factor = np_w / athlete.ftp_w
+    return workout.duration_s * np_w * intensity_factor / (athlete.ftp_w * 3600) * 100
+
+
+def srpe_load(workout: WorkoutInput) -> float | None:
+    """Foster session-RPE load: CR-10 RPE x minutes."""
+    return None if workout.rpe is None else workout.rpe * workout.duration_s / 60
+
+
+def intensity_profile(hr_samples: Sequence[float], athlete: Athlete) -> IntensityProfile | None:
+    """Share of samples hard (> 85 % HRR) and easy (< 70 % HRR), and how many separate hard bouts there were."""
+    if not hr_samples:
+        return None
+    hard = easy = bouts = 0
+    in_bout = False
+    for hr in hr_samples:
+        fraction = athlete.reserve_fraction(hr)
+        if fraction > HARD_RESERVE_FRACTION:
+            hard += 1
+            bouts += not in_bout
+            in_bout = True
+        else:
+            easy += fraction < EASY_RESERVE_FRACTION
+            # A bout ends only when the athlete drops to easy, so a dip just under the line stays one bout.
+            in_bout = in_bout and fraction >= EASY_RESERVE_FRACTION
+    return IntensityProfile(hard / len(hr_samples), easy / len(hr_samples), bouts)
+
+
+def _norm(name: str | None) -> str:
+    return (name or "").strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def classify_modality(sport: str, sub_sport: str | None = None, intensity: IntensityProfile | None = None) -> Modality:
+    """Resistance and HIIT by name first, then HIIT by the intensity pattern, then endurance sports as steady state."""
+    sport_name, sub_name = _norm(sport), _norm(sub_sport)
+    if sport_name in _RESISTANCE_SPORTS or sub_name in _RESISTANCE_SUB_SPORTS:
+        return "resistance"
+    if sport_name in _HIIT_NAMES or sub_name in _HIIT_NAMES:
+        return "hiit"
+    if (
+        intensity is not None
+        and intensity.hard_bouts >= HIIT_MIN_HARD_BOUTS
+        and intensity.hard_share >= HIIT_MIN_HARD_SHARE
+        and intensity.easy_share >= HIIT_MIN_EASY_SHARE
+    ):
+        return "hiit"
+    if sport_name in _CARDIO_SPORTS or sub_name in _CARDIO_EQUIPMENT_SUB_SPORTS:
+        return "steady_state"
+    return "other"
+
+
+def workout_load(workout: WorkoutInput, athlete: Athlete = Athlete()) -> WorkoutLoad:
+    """Every load measure for one workout; `load` prefers power TSS, then hrTSS, then sRPE on the TSS scale."""
+    trimp = banister_trimp(workout, athlete)
+    hrtss = hr_tss(trimp, athlete)
+    ptss = power_tss(workout, athlete)
+    srpe = srpe_load(workout)
+    if ptss is not None:
+        load, source = ptss, "power_tss"
+    elif hrtss is not None:
+        load, source = hrtss, "hrtss"
+    elif srpe is not None:
+        load, source = srpe * SRPE_TSS_PER_AU, "srpe"
+    else:
+        load, source = 0.0, "none"
+    modality = classify_modality(workout.sport, workout.sub_sport, intensity_profile(workout.hr_samples, athlete))
+    return WorkoutLoad(trimp, hrtss, ptss, srpe, load, source, modality)
+
+
+def _decay(days: int) -> float:
+    return 1 - math.exp(-1 / days)
+
+
+def daily_load_model(
+    daily_loads: Mapping[date, float], start: date | None = None, end: date | None = None
+) -> list[DailyLoad]:
+    """CTL/ATL/TSB/ACWR for every day from `start` (default: first load) to `end` (default: last load).
+
+    The model starts from zero fitness on `start`; loads before `start` are ignored, so pass the full history.
+    """
+    if not daily_loads and (start is None or end is None):
+        return []
+    first = start or min(daily_loads)
+    last = end or max(daily_loads)
+    ctl = atl = 0.0
+    days = []
+    day = first
+    while day <= last:
+        load = daily_loads.get(day, 0.0)
+        tsb = ctl - atl
+        ctl += (load - ctl) * _decay(CTL_DAYS)
+        atl += (load - atl) * _decay(ATL_DAYS)
+        days.append(DailyLoad(day, load, ctl, atl, tsb, atl / ctl if ctl > 0 else None))
+        day += timedelta(days=1)
+    return days
+
+
+def week_start(moment: datetime | date) -> date:
+    """Monday of the ISO week (in the moment's own time zone; callers pass UTC)."""
+    day = moment.date() if isinstance(moment, datetime) else moment
+    return day - timedelta(days=day.weekday())
+
+
+def weekly_modality_mix(sessions: Iterable[Session]) -> list[WeeklyModality]:
+    """Per ISO week and modality: summed load and minutes, and the modality's share of that week's load."""
+    totals: dict[tuple[date, Modality], list[float]] = {}
+    for session in sessions:
+        entry = totals.setdefault((week_start(session.start), session.modality), [0.0, 0.0])
+        entry[0] += session.load
+        entry[1] += session.minutes
+    week_load: dict[date, float] = {}
+    for (week, _), (load, _) in totals.items():
+        week_load[week] = week_load.get(week, 0.0) + load
+    return [
+        WeeklyModality(week, modality, load, minutes, load / week_load[week] if week_load[week] > 0 else 0.0)
+        for (week, modality), (load, minutes) in sorted(totals.items())
+    ]
