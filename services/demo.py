@@ -1,22 +1,28 @@
 """`aromatrack demo`: the main job end to end on the local stack, with a synthetic cohort.
 
-Starts the local servers and the stream worker, writes the cohort to a JSON-lines file (so it can be
-replayed with `aromatrack evaluate`), produces it to Kafka with a progress bar, waits until the worker
-has consumed everything, and reports what was stored, dead-lettered and alerted. Re-running is safe:
-the same seed gives the same events with the same ids, which the pipeline deduplicates.
+Starts the local servers, the stream worker and the alert notifier, registers the cohort's clinicians
+with a local webhook receiver (which verifies every signature), writes the cohort to a JSON-lines file
+(so it can be replayed with `aromatrack evaluate`), produces it to Kafka with a progress bar, waits until
+the worker has consumed everything and the alerts are delivered, and reports what was stored,
+dead-lettered, alerted and delivered. Re-running is safe: the same seed gives the same events with the
+same ids, which the pipeline deduplicates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
@@ -29,6 +35,9 @@ from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.services import cohort
+from aromatrack.services.auth import Role
+from aromatrack.services.notifier import SIGNATURE_HEADER, verify
+from aromatrack.services.store import Store
 from aromatrack.streams.admin import consumer_lag
 from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
 from aromatrack.streams.producer import EventProducer
@@ -44,7 +53,52 @@ class DemoReport:
     dead_letters: collections.Counter = field(default_factory=collections.Counter)
     stored_points: dict[str, int] = field(default_factory=dict)
     alerts_by_rule: collections.Counter = field(default_factory=collections.Counter)
+    alert_ids: set[str] = field(default_factory=set)
+    delivered: int = 0
+    delivered_before: int = 0
+    bad_signatures: int = 0
     seconds: float = 0.0
+
+
+class WebhookReceiver:
+    """A clinician's endpoint on loopback: verifies each signature, keeps the alert ids and the charts."""
+
+    def __init__(self, secret: str, chart_dir: Path):
+        self.secret = secret
+        self.chart_dir = chart_dir
+        self.alert_ids: set[str] = set()
+        self.bad_signatures = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not verify(receiver.secret, body, self.headers.get(SIGNATURE_HEADER, "")):
+                    receiver.bad_signatures += 1
+                    self.send_response(401)
+                else:
+                    receiver.accept(json.loads(body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+
+    def accept(self, payload: dict) -> None:
+        alert_id = payload["alert"]["alert_id"]
+        self.alert_ids.add(alert_id)
+        self.chart_dir.mkdir(parents=True, exist_ok=True)
+        (self.chart_dir / f"{alert_id}.png").write_bytes(base64.b64decode(payload["chart_png_b64"]))
+
+    def close(self) -> None:
+        self.server.shutdown()
 
 
 def _progress() -> Progress:
@@ -53,22 +107,63 @@ def _progress() -> Progress:
     )
 
 
-def start_worker(settings: Settings) -> subprocess.Popen:
-    log_path = settings.state_dir / "demo-worker.log"
+def start_process(settings: Settings, name: str, args: list[str], ready_marker: bytes | None) -> subprocess.Popen:
+    """Start `aromatrack ARGS` in the background, logging to the state dir; wait for `ready_marker`."""
+    log_path = settings.state_dir / f"demo-{name}.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "aromatrack.services.cli", "worker", "--loglevel", "info"],
+        [sys.executable, "-m", "aromatrack.services.cli", *args],
         stdout=open(log_path, "ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env=os.environ.copy(),
+        env={**os.environ, **settings.as_env()},
     )
     deadline = time.monotonic() + 90
-    with console.status("starting the stream worker..."):
-        while b"[^Worker]: Ready" not in log_path.read_bytes():
+    with console.status(f"starting the {name}..."):
+        while ready_marker and ready_marker not in log_path.read_bytes():
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not start; see {log_path}")
+                raise RuntimeError(f"the {name} did not start; see {log_path}")
             time.sleep(0.3)
     return process
+
+
+def register_clinicians(settings: Settings, events: list[dict], receiver: WebhookReceiver) -> None:
+    """Clinician users with the receiver as their webhook, on their athletes' care teams (idempotent)."""
+    store = Store(settings.state_dir / "api.sqlite3")
+    try:
+        profiles = [e for e in events if e["type"] == "athlete.profile"]
+        for clinician in sorted({p["clinician_id"] for p in profiles}):
+            store.add_user(clinician, Role.CLINICIAN, webhook_url=receiver.url, webhook_secret=receiver.secret)
+        for profile in profiles:
+            store.add_user(profile["athlete_id"], Role.ATHLETE)
+            store.assign(profile["athlete_id"], profile["clinician_id"])
+    finally:
+        store.close()
+
+
+def delivered_earlier(settings: Settings, alert_ids: set[str], received_now: set[str]) -> set[str]:
+    """Alerts the notifier's delivery log shows as sent, other than those received in this run."""
+    store = Store(settings.state_dir / "api.sqlite3")
+    try:
+        return {a for a in alert_ids - received_now if any(d[2] == "delivered" for d in store.deliveries(a))}
+    finally:
+        store.close()
+
+
+async def wait_until_delivered(settings: Settings, receiver: WebhookReceiver, report: DemoReport,
+                               timeout_s: float = 300) -> None:
+    """Every alert is delivered once: in this run, or (on a re-run) already in an earlier one."""
+    with _progress() as progress:
+        task = progress.add_task("delivering alerts", total=max(len(report.alert_ids), 1))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            received = set(receiver.alert_ids)
+            earlier = delivered_earlier(settings, report.alert_ids, received)
+            progress.update(task, completed=len(received | earlier))
+            if report.alert_ids <= received | earlier:
+                break
+            await asyncio.sleep(0.5)
+    report.delivered, report.delivered_before = len(receiver.alert_ids), len(earlier)
+    report.bad_signatures = receiver.bad_signatures
 
 
 async def produce(settings: Settings, events: list[dict], report: DemoReport) -> None:
@@ -135,6 +230,7 @@ async def collect(settings: Settings, report: DemoReport) -> None:
         alert = json.loads(record.value)
         unique_alerts[alert["alert_id"]] = alert["rule"]
     report.alerts_by_rule.update(unique_alerts.values())
+    report.alert_ids = set(unique_alerts)
     async with InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database)) as influx:
         for item in await influx.query("SHOW MEASUREMENTS"):
             for (measurement,) in item["values"]:
@@ -166,6 +262,11 @@ def print_report(settings: Settings, report: DemoReport, cohort_file: Path) -> N
     console.print(alerts)
     dead = ", ".join(f"{n} from {t}" for t, n in report.dead_letters.items()) or "none"
     console.print(f"dead-lettered: {dead}")
+    console.print(
+        f"delivered to the clinicians' webhook: {report.delivered} of {len(report.alert_ids)} alerts in this run"
+        f" ({report.delivered_before} already delivered by an earlier run, not sent again); every signature "
+        f"verified ({report.bad_signatures} bad); charts in {settings.state_dir / 'demo-charts'}"
+    )
     console.print(f"done in {report.seconds:.1f}s\n")
     console.print("[bold]Where to look[/bold]")
     console.print(f"- the cohort as JSON lines: {cohort_file}")
@@ -187,15 +288,23 @@ def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
     cohort_file.write_text("".join(json.dumps(event) + "\n" for event in events))
     console.print(f"cohort: {athletes} athletes x {days} days, seed {seed}: {len(events)} events -> {cohort_file}")
 
-    worker = start_worker(settings)
+    receiver = WebhookReceiver(secrets.token_hex(16), settings.state_dir / "demo-charts")
+    register_clinicians(settings, events, receiver)
+    processes = [start_process(settings, "worker", ["worker", "--loglevel", "info"], b"[^Worker]: Ready")]
     report = DemoReport()
     try:
         asyncio.run(produce(settings, events, report))
         asyncio.run(wait_until_processed(settings))
+        # The demo streams months of history at once; the notifier starts once it is stored, so each
+        # alert's chart shows the whole story (live, data is stored before its alert fires anyway).
+        processes.append(start_process(settings, "notifier", ["notifier"], None))
         asyncio.run(collect(settings, report))
+        asyncio.run(wait_until_delivered(settings, receiver, report))
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+        receiver.close()
     report.seconds = time.monotonic() - began
     print_report(settings, report, cohort_file)
     return report
