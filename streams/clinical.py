@@ -1,0 +1,245 @@
+"""Clinical agent: the pure engine (`domain.engine`) on the live timeline, alerts to the alerts topic.
+
+Ordering. One athlete's events reach the timeline from several input topics, so arrival order can differ from
+event-time order, while `aromatrack evaluate` sorts by event time. To give the same alerts, each athlete's
+record in the `clinical_state` table keeps a snapshot of the engine state, the tail of recent events (sorted
+by event time) and the engine state after the tail. An event that arrives in order is stepped onto that state
+(the common, O(1) case); one that arrives out of order is inserted into the tail and the engine is re-folded
+from the snapshot, exactly as `evaluate` would order it. New alerts are not sent at once: they are held for a
+reorder grace (`CLINICAL_GRACE_S`, arrival time) in the record, and an alert that a re-fold no longer produces
+is dropped before it is sent. A worker timer sends the alerts whose grace has passed and records their ids as
+emitted, so replays and restarts never send an alert id twice (a crash between the send and the table update can
+resend one; consumers drop repeats by `alert_id`). The table uses the key partitioner (`use_partitioner`), so
+the timer may update it outside stream iteration and each key's changelog partition still matches its
+timeline partition. Athletes with held alerts are tracked in memory; after a restart, alerts held at the crash
+go out with that athlete's next event.
+
+Bounded memory: when the tail grows past `MAX_TAIL` events, its oldest half is folded into the snapshot.
+An event older than the snapshot can no longer be placed in order; it is applied on arrival and counted in
+the log (without values), the one case where the stream can differ from `evaluate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import faust
+from faust.serializers.codecs import RestrictedUnpickler, dumps, loads
+
+from aromatrack.domain import engine
+from aromatrack.schemas import series, topics
+from aromatrack.schemas.events import Alert, EventBase, EventError, dump_event, parse_event
+from aromatrack.schemas.series import Point
+from aromatrack.streams.app import app, dead_letter, influx, timeline_topic
+
+log = logging.getLogger(__name__)
+
+CLINICAL_GRACE_S = 0.3
+MAX_TAIL = 256
+EMITTED_MEMORY = 2000  # alert ids remembered per athlete (newest kept)
+SETTINGS = engine.EngineSettings()
+
+alerts_topic = app.topic(topics.ALERTS_TOPIC, value_serializer="raw", key_serializer="raw")
+# The record holds engine dataclasses, so the changelog is pickled, with faust's restricted unpickler
+# allowing only these classes (a forged changelog message cannot construct anything else).
+RestrictedUnpickler.ALLOWED_CLASSES.update({
+    "aromatrack.streams.clinical": frozenset({"ClinicalRecord"}),
+    "aromatrack.domain.engine": frozenset({"AthleteState"}),
+    "aromatrack.domain.rules": frozenset({"EventRef", "Symptoms"}),
+    "aromatrack.domain.labs": frozenset({"Lab"}),
+    "aromatrack.domain.bodycomp": frozenset({"BodyFatTrend"}),
+    "aromatrack.domain.correlation": frozenset({"E2Pair"}),
+    "pydantic_core._pydantic_core": frozenset({"TzInfo"}),
+})
+state_table = app.Table(
+    "clinical_state", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
+)
+# Athletes with held alerts, and one lock so the agent and the timer never interleave a record update.
+with_held: set[bytes] = set()
+record_lock = asyncio.Lock()
+
+
+
+@dataclass(repr=False)  # no lab values or doses in crash logs
+class ClinicalRecord:
+    """One athlete's stream state (see the module docstring)."""
+
+    athlete_id: str
+    snapshot: engine.AthleteState
+    current: engine.AthleteState
+    tail: list[tuple[tuple, bytes]] = field(default_factory=list)  # (order key, event JSON), sorted
+    tail_ids: set[str] = field(default_factory=set)
+    held: dict[str, tuple[bytes, float]] = field(default_factory=dict)  # alert id -> (alert JSON, held since)
+    emitted: dict[str, float] = field(default_factory=dict)  # alert id -> alert time (epoch s)
+
+
+def _key(event: EventBase) -> tuple:
+    return (event.time.timestamp(), engine.TYPE_ORDER.get(event.type, 9), event.event_id or "")
+
+
+def _fold(state: engine.AthleteState, raws: list[bytes]) -> list[tuple[EventBase, engine.Outcome]]:
+    results = []
+    for raw in raws:
+        event = parse_event(raw)
+        results.append((event, engine.step(state, event, SETTINGS)[1]))
+    return results
+
+
+def _compact(record: ClinicalRecord) -> None:
+    """Fold the oldest half of a long tail into the snapshot (its alerts were already held or sent)."""
+    if len(record.tail) <= MAX_TAIL:
+        return
+    cut = len(record.tail) // 2
+    old, record.tail = record.tail[:cut], record.tail[cut:]
+    _fold(record.snapshot, [raw for _, raw in old])
+    record.tail_ids = {json.loads(raw)["event_id"] for _, raw in record.tail}
+
+
+def apply_event(
+    record: ClinicalRecord, event: EventBase, raw: bytes, now: float
+) -> list[tuple[EventBase, engine.Outcome]]:
+    """Place the event in event-time order and return the engine outcomes that changed."""
+    key = _key(event)
+    if event.event_id in record.tail_ids:
+        return []  # a replayed or retried event
+    if record.tail and key < record.tail[0][0] and record.snapshot.last_time_s is not None:
+        log.info("clinical: an event arrived older than the compacted history; applied out of order")
+        return [(event, engine.step(record.current, event, SETTINGS)[1])]
+    position = bisect.bisect(record.tail, (key, raw))
+    record.tail.insert(position, (key, raw))
+    record.tail_ids.add(event.event_id)
+    if position == len(record.tail) - 1:
+        return [(event, engine.step(record.current, event, SETTINGS)[1])]
+    record.current = copy.deepcopy(record.snapshot)
+    outcomes = _fold(record.current, [raw for _, raw in record.tail])
+    _replace_held(record, outcomes, now)
+    return outcomes[position:]
+
+
+def _replace_held(record: ClinicalRecord, outcomes: list[tuple[EventBase, engine.Outcome]], now: float) -> None:
+    """After a re-fold, hold what the corrected order raises (an alert whose id is already held takes the
+    corrected content and keeps its hold time); drop what it no longer raises, except alerts from events
+    already compacted into the snapshot, which the re-fold cannot see."""
+    tail_start = record.tail[0][0][0]
+    kept = {
+        alert_id: held
+        for alert_id, held in record.held.items()
+        if Alert.model_validate_json(held[0]).time.timestamp() < tail_start
+    }
+    for _, outcome in outcomes:
+        for alert in outcome.alerts:
+            if alert.alert_id not in record.emitted:
+                since = record.held.get(alert.alert_id, (b"", now))[1]
+                kept[alert.alert_id] = (dump_event(alert), since)
+    record.held = kept
+
+
+def hold_new_alerts(record: ClinicalRecord, outcomes: list[tuple[EventBase, engine.Outcome]], now: float) -> bool:
+    """Hold alerts not yet emitted or held; True if any were added."""
+    added = False
+    for _, outcome in outcomes:
+        for alert in outcome.alerts:
+            if alert.alert_id not in record.emitted and alert.alert_id not in record.held:
+                record.held[alert.alert_id] = (dump_event(alert), now)
+                added = True
+    return added
+
+
+def due_alerts(record: ClinicalRecord, now: float) -> list[Alert]:
+    """Held alerts whose grace has passed, moved to emitted (oldest ids forgotten past EMITTED_MEMORY)."""
+    due = [alert_id for alert_id, (_, since) in record.held.items() if now - since >= CLINICAL_GRACE_S]
+    alerts = [Alert.model_validate_json(record.held.pop(alert_id)[0]) for alert_id in due]
+    for alert in alerts:
+        record.emitted[alert.alert_id] = alert.time.timestamp()
+    if len(record.emitted) > EMITTED_MEMORY:
+        newest = sorted(record.emitted.items(), key=lambda item: item[1])[-EMITTED_MEMORY:]
+        record.emitted = dict(newest)
+    return sorted(alerts, key=lambda alert: (alert.time, alert.rule))
+
+
+def outcome_points(event: EventBase, outcome: engine.Outcome) -> list[Point]:
+    """Derived series for one engine outcome: the body-fat trend and the E2 correlation context."""
+    tags = {"athlete_id": event.athlete_id}
+    points = []
+    if outcome.trend is not None:
+        trend = outcome.trend
+        points.append(series.BODY_FAT_TREND.point(event.time, tags, {
+            "smoothed_pct": trend.smoothed_pct,
+            "slope_pct_per_week": trend.slope_pct_per_week,
+            "change_since_e2_pct": trend.change_since_e2_pct,
+        }))
+    if outcome.e2 is not None:
+        e2 = outcome.e2
+        points.append(series.E2_CORRELATION.point(event.time, tags, {
+            "e2_pg_ml": e2.e2_pg_ml,
+            "body_fat_pct": e2.body_fat_pct,
+            "body_fat_change_pct": e2.body_fat_change_pct,
+            "weekly_load": e2.weekly_load,
+            "anastrozole_weekly_mg": e2.anastrozole_weekly_mg,
+            "slope_pg_ml_per_pct": e2.slope_pg_ml_per_pct,
+            "pairs": e2.pairs,
+            "predicted_e2_pg_ml": e2.predicted_e2_pg_ml,
+        }))
+    return points
+
+
+def alert_point(alert: Alert) -> Point:
+    tags = {"athlete_id": alert.athlete_id, "kind": alert.kind, "rule": alert.rule, "severity": alert.severity}
+    return series.ALERTS.point(alert.time, tags, {"alert_id": alert.alert_id, "summary": alert.summary})
+
+
+def load_record(athlete_key: bytes) -> ClinicalRecord | None:
+    stored = state_table.get(athlete_key)
+    return None if stored is None else loads("pickle_restricted", stored)
+
+
+def save_record(athlete_key: bytes, record: ClinicalRecord) -> None:
+    state_table[athlete_key] = dumps("pickle_restricted", record)
+
+
+@app.timer(interval=CLINICAL_GRACE_S / 4)
+async def send_due_alerts() -> None:
+    """Send held alerts whose grace has passed, then record them as emitted."""
+    for athlete_key in list(with_held):
+        async with record_lock:
+            record = load_record(athlete_key)
+            if record is None:
+                with_held.discard(athlete_key)
+                continue
+            alerts = due_alerts(record, time.monotonic())
+            for alert in alerts:
+                await alerts_topic.send(key=athlete_key, value=dump_event(alert))
+            if alerts:
+                save_record(athlete_key, record)
+            if not record.held:
+                with_held.discard(athlete_key)
+        if alerts:
+            await influx().write([alert_point(alert) for alert in alerts])
+
+
+@app.agent(timeline_topic, name="aromatrack.clinical")
+async def clinical(stream: faust.StreamT) -> None:
+    async for athlete_key, raw in stream.items():
+        try:
+            parsed = parse_event(raw)
+        except EventError as exc:
+            await dead_letter(raw, str(exc), topics.TIMELINE_TOPIC, athlete_key)
+            continue
+        async with record_lock:
+            record = load_record(athlete_key) or ClinicalRecord(
+                parsed.athlete_id, engine.AthleteState(parsed.athlete_id), engine.AthleteState(parsed.athlete_id)
+            )
+            outcomes = apply_event(record, parsed, dump_event(parsed), time.monotonic())
+            _compact(record)
+            if hold_new_alerts(record, outcomes, time.monotonic()) or record.held:
+                with_held.add(athlete_key)
+            save_record(athlete_key, record)
+        points = [point for event, outcome in outcomes for point in outcome_points(event, outcome)]
+        if points:
+            await influx().write(points)
