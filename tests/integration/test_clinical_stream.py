@@ -124,13 +124,14 @@ async def test_alert_latency_is_under_a_second(stack, worker):
     try:
         consumer.assign([TopicPartition(topics.ALERTS_TOPIC, p) for p in range(topics.PARTITIONS)])
         await consumer.seek_to_end()
-        started = time.monotonic()
+        sent_at = time.time()
         await send_to_timeline(stack.kafka_bootstrap, [high_e2])
         latency = None
-        while latency is None and time.monotonic() - started < 10:
+        while latency is None and time.time() - sent_at < 30:
             for records in (await consumer.getmany(timeout_ms=50)).values():
-                if any(json.loads(r.value)["athlete_id"] == athlete for r in records):
-                    latency = time.monotonic() - started
+                for record in records:
+                    if json.loads(record.value)["athlete_id"] == athlete:
+                        latency = record.timestamp / 1000 - sent_at  # when the worker produced it
     finally:
         await consumer.stop()
     assert latency is not None and latency < 1.0, latency
