@@ -1,0 +1,61 @@
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aromatrack.domain.rules import RuleSettings
+from aromatrack.domain.bodycomp import DAY_S, BodyFatTrend, TrendSettings, add_reading, slope_per_week, trend_at
+
+SETTINGS = TrendSettings()
+
+
+def trend_of(values, start=0.0, every_days=1.0):
+    trend, rejected = BodyFatTrend(), []
+    for i, value in enumerate(values):
+        reason = add_reading(trend, start + i * every_days * DAY_S, value, SETTINGS)
+        if reason:
+            rejected.append((i, reason))
+    return trend, rejected
+
+
+def test_noise_of_half_a_point_is_smoothed_to_a_flat_trend():
+    rng = random.Random(1)
+    trend, rejected = trend_of([20 + rng.uniform(-0.5, 0.5) for _ in range(60)])
+    assert rejected == []
+    assert all(abs(v - 20) < 0.3 for _, v in trend.points[10:])
+    assert abs(slope_per_week(trend, SETTINGS)) < RuleSettings().changing_slope_pct_per_week  # not "changing"
+
+
+def test_steady_loss_gives_its_slope_per_week():
+    rng = random.Random(2)
+    trend, _ = trend_of([26 - 0.05 * d + rng.uniform(-0.5, 0.5) for d in range(90)])
+    assert slope_per_week(trend, SETTINGS) == pytest.approx(-0.35, abs=0.1)
+
+
+def test_impossible_jump_is_rejected_with_a_reason_and_ignored():
+    trend, rejected = trend_of([22.0] * 10 + [11.0] + [22.0] * 3)
+    assert [i for i, _ in rejected] == [10]
+    assert "points from the trend" in rejected[0][1]
+    assert trend.points[-1][1] == 22.0
+
+
+def test_interpolates_between_points_and_carries_within_limit():
+    trend, _ = trend_of([20.0, 18.0], every_days=10)
+    assert trend_at(trend, 5 * DAY_S, SETTINGS) == pytest.approx(19.0)
+    assert trend_at(trend, 20 * DAY_S, SETTINGS) == 18.0
+    assert trend_at(trend, 100 * DAY_S, SETTINGS) is None
+
+
+def test_old_points_are_dropped():
+    trend, _ = trend_of([20.0] * 500)
+    assert len(trend.points) <= SETTINGS.keep_days + 1
+
+
+@settings(max_examples=50)
+@given(st.lists(st.floats(10, 40), min_size=1, max_size=40))
+def test_smoothed_value_stays_within_accepted_readings(values):
+    trend, rejected = trend_of(values)
+    bad = {i for i, _ in rejected}
+    accepted = [v for i, v in enumerate(values) if i not in bad]
+    assert all(min(accepted) <= v <= max(accepted) for _, v in trend.points)
