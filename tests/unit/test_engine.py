@@ -1,0 +1,80 @@
+"""The engine on whole timelines: dedupe, cooldown, stable ids, order independence, bounded state."""
+
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from aromatrack.domain import engine
+from aromatrack.schemas.events import parse_event
+from aromatrack.services.jsonl import read_events
+
+TIMELINES = Path(__file__).parent.parent / "timelines"
+T0 = datetime(2025, 1, 6, 7, tzinfo=timezone.utc)
+
+
+def ev(type_, day, **fields):
+    return parse_event({"type": type_, "athlete_id": "a", "time": (T0 + timedelta(days=day)).isoformat(), **fields})
+
+
+def timeline(name):
+    return list(read_events(TIMELINES / name))
+
+
+def test_same_alerts_whatever_the_input_order():
+    events = timeline("fat_loss_unchanged_ai.jsonl")
+    expected = engine.evaluate(events)
+    shuffled = events[:]
+    random.Random(3).shuffle(shuffled)
+    assert engine.evaluate(shuffled) == expected
+
+
+def test_replay_with_duplicates_raises_each_alert_id_once():
+    events = timeline("symptomatic_high_e2.jsonl")
+    alerts = engine.evaluate(events + events)
+    assert len({a.alert_id for a in alerts}) == len(alerts) == 1
+
+
+def test_same_situation_is_silent_until_the_cooldown_passes_then_reminds_with_a_new_id():
+    events = [ev("dose.change", 0, drug="anastrozole", dose_mg=0.5, times_per_week=2),
+              ev("lab.result", 1, analyte="estradiol", value=75, unit="pg/mL", method="lc_msms")]
+    events += [ev("scale.reading", day, weight_kg=90, body_fat_pct=22) for day in range(2, 40)]
+    alerts = [a for a in engine.evaluate(events) if a.rule == "dose_review.high_e2"]
+    assert [a.time.date() for a in alerts] == [(T0 + timedelta(days=1)).date(), (T0 + timedelta(days=29)).date()]
+    assert alerts[0].alert_id != alerts[1].alert_id
+
+
+def test_a_new_draw_is_a_new_situation():
+    events = [ev("lab.result", 1, analyte="estradiol", value=75, unit="pg/mL", method="lc_msms"),
+              ev("lab.result", 5, analyte="estradiol", value=72, unit="pg/mL", method="lc_msms")]
+    assert len([a for a in engine.evaluate(events) if a.rule == "dose_review.high_e2"]) == 2
+
+
+def test_alert_ids_are_stable_across_runs():
+    events = timeline("dose_change_recheck.jsonl")
+    assert [a.alert_id for a in engine.evaluate(events)] == [a.alert_id for a in engine.evaluate(list(reversed(events)))]
+
+
+def test_e2_context_carries_fat_load_and_dose():
+    outcomes = [o for e, o in engine.fold(timeline("low_e2_on_ai.jsonl")) if o.e2 is not None]
+    second = outcomes[1].e2
+    assert second.e2_pg_ml == 14 and abs(second.body_fat_pct - 21) < 0.6
+    assert second.anastrozole_weekly_mg == 1.0 and second.weekly_load > 0
+    assert second.modality_share == {"resistance": 1.0}
+    assert second.predicted_e2_pg_ml is not None
+
+
+def test_state_stays_bounded_over_years():
+    events = [ev("scale.reading", d, weight_kg=90, body_fat_pct=20 + (d % 3) * 0.3) for d in range(0, 1500)]
+    events += [ev("symptom.log", d, symptoms=["fatigue"]) for d in range(0, 1500, 3)]
+    state = engine.AthleteState("a")
+    for event in sorted(events, key=engine.order_key):
+        engine.step(state, event)
+    assert len(state.trend.points) <= 401 and len(state.symptoms) <= 11
+
+
+def test_impossible_reading_is_reported_and_does_not_move_the_trend():
+    events = [ev("scale.reading", d, weight_kg=90, body_fat_pct=20) for d in range(10)]
+    events.append(ev("scale.reading", 10, weight_kg=90, body_fat_pct=35))
+    outcomes = [o for _, o in engine.fold(events)]
+    assert outcomes[-1].rejection and outcomes[-1].trend is None
+    assert all(o.rejection is None for o in outcomes[:-1])
