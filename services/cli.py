@@ -135,3 +135,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+from aromatrack.services.cli_fit import register_fit_commands  # noqa: E402
+
+register_fit_commands(app)

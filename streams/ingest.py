@@ -59,7 +59,7 @@ def _make_ingest_agent(event_type: str) -> None:
     app.agent(topic, name=f"aromatrack.ingest.{event_type}")(ingest)
 
 
-# workout.fit carries files and is decoded by its own agent (see the workouts pipeline).
+# workout.fit and workout.summary have their own agents (streams/workouts.py: decoding, load, dedupe).
 for _event_type in topics.INPUT_TOPICS:
-    if _event_type != "workout.fit":
+    if _event_type not in ("workout.fit", "workout.summary"):
         _make_ingest_agent(_event_type)

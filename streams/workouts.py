@@ -1,0 +1,211 @@
+"""Workout agents: FIT files -> `workout.summary` events -> training load in InfluxDB and on the timeline.
+
+- `workout.fit` agent: base64 (optionally gzip, see README "Large FIT files") -> `streams.fit.decode_fit`.
+  The file's sha256 is its workout id: an upload already seen for the athlete is skipped. Samples go to
+  InfluxDB as 10 s means; weigh-ins become `scale.reading` events on their input topic; the workout becomes a
+  `workout.summary` event (event_id derived from the content hash) on the `workout.summary` topic. Anything
+  undecodable goes to the dead-letter topic with the decoder's reason; no exception stops the agent.
+- `workout.summary` agent (FIT-derived or sent directly by a tracker): adds `trimp`, `load`, `modality` when
+  absent, skips event ids already counted, updates the athlete's daily loads in the `workout_state` table and
+  writes WORKOUT, TRAINING_LOAD_DAILY (from the workout's day to the athlete's latest day) and
+  MODALITY_WEEKLY points, then forwards the event to the timeline for the clinical engine.
+
+Athlete numbers (HR rest/max, FTP) use the population defaults of `training_load.Athlete`: profiles are
+consumed by the ingest stage and not joined here yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import faust
+from pydantic import ValidationError
+
+from aromatrack.domain import training_load as tl
+from aromatrack.schemas import series, topics
+from aromatrack.schemas.events import EventError, ScaleReading, WorkoutFit, WorkoutSummary, dump_event, parse_event
+from aromatrack.schemas.series import Point
+from aromatrack.streams.app import app, dead_letter, influx, timeline_topic
+from aromatrack.streams.fit import DecodedWorkout, FitDecodeError, decode_fit, fit_payload, summary_event
+
+log = logging.getLogger(__name__)
+
+SAMPLE_BUCKET_S = 10
+SEEN_MEMORY = 5000  # workout ids remembered per athlete for duplicate detection
+SESSION_MEMORY_DAYS = 70  # sessions kept for the weekly modality mix
+
+fit_topic = app.topic(topics.topic_for("workout.fit"), value_serializer="raw", key_serializer="raw")
+summary_topic = app.topic(topics.topic_for("workout.summary"), value_serializer="raw", key_serializer="raw")
+scale_topic = app.topic(topics.topic_for("scale.reading"), value_serializer="raw", key_serializer="raw")
+state_table = app.Table(
+    "workout_state", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
+)
+
+
+def _load_state(athlete_key: bytes) -> dict[str, Any]:
+    stored = state_table.get(athlete_key)
+    return json.loads(stored) if stored else {"fits": [], "summaries": [], "daily": {}, "sessions": []}
+
+
+def _save_state(athlete_key: bytes, state: dict[str, Any]) -> None:
+    state["fits"] = state["fits"][-SEEN_MEMORY:]
+    state["summaries"] = state["summaries"][-SEEN_MEMORY:]
+    state_table[athlete_key] = json.dumps(state, separators=(",", ":")).encode()
+
+
+def sample_points(athlete_id: str, workout_id: str, workout: DecodedWorkout) -> list[Point]:
+    """10 s means of the ~1 Hz samples, for boards."""
+    buckets: dict[datetime, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for sample in workout.samples:
+        epoch = int(sample.time.timestamp())
+        bucket = buckets[datetime.fromtimestamp(epoch - epoch % SAMPLE_BUCKET_S, timezone.utc)]
+        for name in ("hr_bpm", "power_w", "speed_mps", "cadence_rpm"):
+            value = getattr(sample, name)
+            if value is not None:
+                bucket[name].append(value)
+    tags = {"athlete_id": athlete_id, "workout_id": workout_id}
+    return [
+        series.WORKOUT_SAMPLES.point(moment, tags, {name: sum(v) / len(v) for name, v in values.items()})
+        for moment, values in sorted(buckets.items())
+        if values
+    ]
+
+
+def with_load(summary: WorkoutSummary) -> dict[str, Any]:
+    """The summary as a dict, with `trimp`, `load`, `modality` computed when the sender did not give them."""
+    body = summary.model_dump(mode="json", exclude_none=True)
+    if "load" not in body or "modality" not in body:
+        load = tl.workout_load(tl.WorkoutInput.from_summary(body))
+        body.setdefault("trimp", load.trimp)
+        body.setdefault("load", round(load.load, 3))
+        body.setdefault("modality", load.modality)
+    return {name: value for name, value in body.items() if value is not None}
+
+
+def record_workout(state: dict[str, Any], body: dict[str, Any]) -> tuple[list[tl.DailyLoad], list[tl.WeeklyModality]]:
+    """Add one workout to the athlete's state; the days and weeks whose points must be rewritten."""
+    start = datetime.fromisoformat(body["time"]).astimezone(timezone.utc)
+    day = start.date()
+    state["summaries"].append(body["event_id"])
+    state["daily"][day.isoformat()] = state["daily"].get(day.isoformat(), 0.0) + float(body["load"])
+    state["sessions"].append([start.isoformat(), body["modality"], float(body["load"]), body["duration_s"] / 60])
+    daily = {date.fromisoformat(d): load for d, load in state["daily"].items()}
+    newest = max(date.fromisoformat(s[0][:10]) for s in state["sessions"])
+    state["sessions"] = [s for s in state["sessions"] if date.fromisoformat(s[0][:10]) > newest - timedelta(days=SESSION_MEMORY_DAYS)]
+    model = [d for d in tl.daily_load_model(daily) if d.day >= day]
+    week = tl.week_start(day)
+    sessions = (tl.Session(datetime.fromisoformat(s[0]), s[1], s[2], s[3]) for s in state["sessions"])
+    mix = [w for w in tl.weekly_modality_mix(sessions) if w.week_start == week]
+    return model, mix
+
+
+def load_points(athlete_id: str, body: dict[str, Any], days: list[tl.DailyLoad], mix: list[tl.WeeklyModality]) -> list[Point]:
+    athlete = {"athlete_id": athlete_id}
+    fields = {name: body.get(name) for name in series.WORKOUT.fields if name != "workout_id"}
+    fields["workout_id"] = body.get("workout_id", body["event_id"])
+    fields["salvaged"] = bool(body.get("salvaged", False))
+    points = [
+        series.WORKOUT.point(
+            datetime.fromisoformat(body["time"]),
+            {**athlete, "sport": body["sport"], "modality": body["modality"]},
+            fields,
+        )
+    ]
+    points += [
+        series.TRAINING_LOAD_DAILY.point(
+            datetime.combine(d.day, datetime.min.time(), timezone.utc),
+            athlete,
+            {"load": d.load, "ctl": d.ctl, "atl": d.atl, "tsb": d.tsb, "acwr": d.acwr},
+        )
+        for d in days
+    ]
+    points += [
+        series.MODALITY_WEEKLY.point(
+            datetime.combine(w.week_start, datetime.min.time(), timezone.utc),
+            {**athlete, "modality": w.modality},
+            {"load": w.load, "minutes": w.minutes, "share": w.share},
+        )
+        for w in mix
+    ]
+    return points
+
+
+async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
+    source = topics.topic_for("workout.fit")
+    try:
+        event = parse_event(raw)
+        if not isinstance(event, WorkoutFit):
+            raise EventError(f"type: {event.type} events do not belong on {source}")
+        data = fit_payload(event)
+        decoded = decode_fit(data)
+    except (EventError, FitDecodeError, OSError) as exc:
+        await dead_letter(raw, str(exc), source, athlete_key)
+        return
+    key = event.athlete_id.encode()
+    workout_id = hashlib.sha256(data).hexdigest()[:32]
+    state = _load_state(key)
+    if workout_id in state["fits"]:
+        log.info("duplicate FIT upload skipped (workout %s)", workout_id[:8])
+        return
+    for weigh_in in decoded.weigh_ins:
+        try:
+            reading = ScaleReading(athlete_id=event.athlete_id, time=weigh_in.time, device="fit", **{
+                name: value for name, value in vars(weigh_in).items() if name != "time" and value is not None
+            })
+        except ValidationError as exc:
+            await dead_letter(raw, f"weight_scale message is not a valid scale.reading: {exc.errors()[0]['msg']}", source, key)
+            continue
+        await scale_topic.send(key=key, value=dump_event(reading))
+    if decoded.workout is not None:
+        summary = summary_event(decoded, event.athlete_id)
+        summary.update(event_id=workout_id, workout_id=workout_id)
+        await influx().write(sample_points(event.athlete_id, workout_id, decoded.workout))
+        await summary_topic.send(key=key, value=json.dumps(summary).encode())
+    state["fits"].append(workout_id)
+    _save_state(key, state)
+
+
+async def handle_summary(athlete_key: bytes | None, raw: bytes) -> None:
+    source = topics.topic_for("workout.summary")
+    try:
+        event = parse_event(raw)
+        if not isinstance(event, WorkoutSummary):
+            raise EventError(f"type: {event.type} events do not belong on {source}")
+    except EventError as exc:
+        await dead_letter(raw, str(exc), source, athlete_key)
+        return
+    key = event.athlete_id.encode()
+    state = _load_state(key)
+    if event.event_id in state["summaries"]:
+        return
+    body = with_load(event)
+    days, mix = record_workout(state, body)
+    await influx().write(load_points(event.athlete_id, body, days, mix))
+    _save_state(key, state)
+    await timeline_topic.send(key=key, value=json.dumps(body).encode())
+
+
+async def _guarded(handler: Any, athlete_key: bytes | None, raw: bytes, source: str) -> None:
+    """A bug or a decoder surprise dead-letters the message instead of stopping the worker."""
+    try:
+        await handler(athlete_key, raw)
+    except Exception as exc:  # noqa: BLE001 - the worker must keep going; the reason goes with the message
+        log.exception("workout message failed")
+        await dead_letter(raw, f"internal error while processing: {type(exc).__name__}; report this file", source, athlete_key)
+
+
+@app.agent(fit_topic, name="aromatrack.workouts.fit")
+async def workouts_fit(stream: faust.StreamT) -> None:
+    async for athlete_key, raw in stream.items():
+        await _guarded(handle_fit, athlete_key, raw, topics.topic_for("workout.fit"))
+
+
+@app.agent(summary_topic, name="aromatrack.workouts.summary")
+async def workouts_summary(stream: faust.StreamT) -> None:
+    async for athlete_key, raw in stream.items():
+        await _guarded(handle_summary, athlete_key, raw, topics.topic_for("workout.summary"))
