@@ -3,7 +3,6 @@
 from aromatrack.streams import clinical  # noqa: F401  (registers the clinical agent)
 from aromatrack.streams import ingest  # noqa: F401  (registers the ingest agents)
 from aromatrack.streams import workouts  # noqa: F401  (registers the workout agents)
-from aromatrack.streams import workouts  # noqa: F401  (registers the workout agents)
 from aromatrack.streams.app import app
 
 __all__ = ["app"]
