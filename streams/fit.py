@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from garmin_fit_sdk import Decoder, Stream
+from garmin_fit_sdk import CrcCalculator, Decoder, Stream
 
 from aromatrack.domain.training_load import Athlete, WorkoutInput, workout_load
 from aromatrack.schemas.events import EventError, WorkoutFit
@@ -103,7 +103,7 @@ def _repair_header(data: bytes) -> tuple[bytes, str | None]:
     header = bytearray(data[:header_size])
     struct.pack_into("<I", header, 4, available)
     if header_size == 14:
-        header[12:14] = b"\x00\x00"  # 0 means "header CRC not computed" in the FIT spec
+        struct.pack_into("<H", header, 12, CrcCalculator.calculate_crc(header, 0, 12))
     return bytes(header) + data[header_size:] + b"\x00\x00", reason
 
 
