@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Iterable
 
-from aromatrack.domain import bodycomp, correlation, labs, rules
+from aromatrack.domain import bodycomp, correlation, labs, rules, training_load
 from aromatrack.domain.rules import DAY_S, EventRef, Symptoms
 from aromatrack.schemas.events import Alert, EventBase
 
@@ -61,6 +61,7 @@ class AthleteState:
     modality_minutes_since_e2: dict[str, float] = field(default_factory=dict)
     fired: dict[tuple[str, tuple[str, ...]], tuple[float, int]] = field(default_factory=dict)
     last_time_s: float | None = None
+    profile: dict[str, float | str | None] | None = None  # the numbers training_load.Athlete needs
 
 
 @dataclass(frozen=True)
@@ -107,19 +108,18 @@ def _ref(event: EventBase) -> EventRef:
     return EventRef(_ts(event), event.event_id or "")
 
 
-def workout_load(event: EventBase) -> float:
-    """A workout's load: the `load` a FIT summary carries, else TRIMP, else session-RPE x minutes, else minutes."""
+def workout_load(event: EventBase, athlete: training_load.Athlete) -> tuple[float, str]:
+    """A workout's load (TSS scale) and modality: as a FIT-derived summary carries them, else computed by the
+    training-load core from the summary and the athlete's profile."""
     extra = event.model_extra or {}
-    for name in ("load", "trimp"):
-        if isinstance(extra.get(name), (int, float)):
-            return float(extra[name])
-    minutes = event.duration_s / 60
-    return minutes * event.rpe if event.rpe is not None else minutes
+    if isinstance(extra.get("load"), (int, float)) and extra.get("modality"):
+        return float(extra["load"]), str(extra["modality"])
+    computed = training_load.workout_load(training_load.WorkoutInput.from_summary(event.model_dump()), athlete)
+    return computed.load, computed.modality
 
 
-def workout_modality(event: EventBase) -> str:
-    extra = event.model_extra or {}
-    return str(extra.get("modality") or event.sport)
+def _athlete(state: AthleteState) -> training_load.Athlete:
+    return training_load.Athlete(**state.profile) if state.profile else training_load.Athlete()
 
 
 def _apply_dose(state: AthleteState, event: EventBase) -> None:
@@ -193,7 +193,9 @@ def _apply_lab(state: AthleteState, event: EventBase, settings: EngineSettings, 
 
 def _apply(state: AthleteState, event: EventBase, settings: EngineSettings, outcome: Outcome) -> None:
     kind = event.type
-    if kind == "protocol.phase":
+    if kind == "athlete.profile":
+        state.profile = {"hr_rest_bpm": event.hr_rest_bpm, "hr_max_bpm": event.hr_max_bpm, "ftp_w": event.ftp_w, "sex": event.sex}
+    elif kind == "protocol.phase":
         if event.phase == "trt" and state.phase != "trt":
             state.trt_start = _ref(event)
         state.phase = event.phase
@@ -202,8 +204,8 @@ def _apply(state: AthleteState, event: EventBase, settings: EngineSettings, outc
     elif kind == "scale.reading":
         _apply_scale(state, event, settings, outcome)
     elif kind == "workout.summary":
-        state.load_since_e2 += workout_load(event)
-        modality = workout_modality(event)
+        load, modality = workout_load(event, _athlete(state))
+        state.load_since_e2 += load
         state.modality_minutes_since_e2[modality] = state.modality_minutes_since_e2.get(modality, 0.0) + event.duration_s / 60
     elif kind == "symptom.log":
         state.symptoms.append(Symptoms(_ts(event), frozenset(event.symptoms), event.event_id or ""))

@@ -78,3 +78,12 @@ def test_impossible_reading_is_reported_and_does_not_move_the_trend():
     outcomes = [o for _, o in engine.fold(events)]
     assert outcomes[-1].rejection and outcomes[-1].trend is None
     assert all(o.rejection is None for o in outcomes[:-1])
+
+
+def test_workouts_without_fit_load_are_scored_by_the_training_load_core():
+    profile = ev("athlete.profile", 0, sex="male", birth_year=1985, hr_rest_bpm=50, hr_max_bpm=185)
+    runs = [ev("workout.summary", d, sport="running", duration_s=3600, avg_hr_bpm=150) for d in range(1, 15)]
+    draws = [ev("lab.result", day, analyte="estradiol", value=30, unit="pg/mL", method="lc_msms") for day in (0, 15)]
+    context = [o.e2 for _, o in engine.fold([profile, *runs, *draws]) if o.e2 is not None][-1]
+    assert context.modality_share == {"steady_state": 1.0}
+    assert 30 < context.weekly_load < 1000
