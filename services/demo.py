@@ -290,6 +290,8 @@ def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
 
     receiver = WebhookReceiver(secrets.token_hex(16), settings.state_dir / "demo-charts")
     register_clinicians(settings, events, receiver)
+    # The whole history arrives at once, skewed across topics by seconds: a backfill's reorder grace.
+    os.environ.setdefault("AROMATRACK_CLINICAL_GRACE_S", "5")
     processes = [start_process(settings, "worker", ["worker", "--loglevel", "info"], b"[^Worker]: Ready")]
     report = DemoReport()
     try:
