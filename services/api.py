@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from aromatrack.deploy.settings import Settings
+from aromatrack.schemas import fhir
 from aromatrack.schemas import series as S
 from aromatrack.schemas.events import EVENT_MODELS, EventBase, EventError, parse_event
 from aromatrack.services.auth import Access, Principal, Role, allowed
@@ -361,9 +361,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
         extra = {"skipped": [{"grpid": s.grpid, "reason": s.reason} for s in skipped]}
         return await accept(deps, who, events, _fingerprint("withings", athlete_id, raw), idempotency_key, extra)
 
-    # The FHIR mapping (schemas/fhir.py) belongs to the clinical engineer; the route exists once it does.
-    if importlib.util.find_spec("aromatrack.schemas.fhir") is not None:
-        add_fhir_route(app)
+    add_fhir_route(app)
 
     def add_read_route(suffix: str, access: Access, wanted: tuple[S.Series, ...]) -> None:
         async def read_series(
@@ -432,8 +430,7 @@ def add_fhir_route(app: FastAPI) -> None:
         """A FHIR R4 Observation or Bundle of Observations; each becomes a `lab.result` event."""
         require(deps, who, Access.WRITE_CLINICAL, athlete_id)
         raw = await read_limited(request, MAX_JSON_BYTES)
-        items = fhir_lab_items(_json(raw), athlete_id)
-        events = validate_items(items, "lab.result", athlete_id)
+        events = fhir_lab_events(_json(raw), athlete_id)
         return await accept(deps, who, events, _fingerprint("fhir", athlete_id, raw), idempotency_key)
 
 
@@ -442,11 +439,33 @@ def _inbox_json(item) -> dict[str, Any]:
             "acknowledged_by": item.acknowledged_by}
 
 
-def fhir_lab_items(document: Any, athlete_id: str) -> list[dict[str, Any]]:
-    """FHIR R4 Observation/Bundle -> raw lab.result dicts via the clinical engineer's `schemas.fhir`."""
-    from aromatrack.schemas import fhir
+def fhir_lab_events(document: Any, athlete_id: str) -> list[EventBase]:
+    """FHIR R4 Observation/Bundle -> validated lab.result events via the clinical engineer's `schemas.fhir`.
 
+    An Observation whose subject names another patient is refused rather than filed under the route's athlete.
+    """
+    if not isinstance(document, dict):
+        raise Problem(422, [("body", "a FHIR resource must be a JSON object")])
+    entries = document.get("entry") if document.get("resourceType") == "Bundle" else None
+    resources = [e.get("resource") if isinstance(e, dict) else None for e in entries] if isinstance(entries, list) \
+        else [document]
+    for index, resource in enumerate(resources):
+        reference = (resource or {}).get("subject", {}) if isinstance(resource, dict) else {}
+        subject = reference.get("reference") if isinstance(reference, dict) else None
+        if subject is not None and subject != f"Patient/{athlete_id}":
+            where = f"entry[{index}].subject.reference" if entries is not None else "subject.reference"
+            raise Problem(422, [(where, "names another patient than the athlete in the path")])
     try:
-        return fhir.lab_results(document, athlete_id)
-    except ValueError as exc:
+        if document.get("resourceType") == "Bundle":
+            events = fhir.bundle_to_events(document, athlete_id)
+        else:
+            events = [fhir.observation_to_event(document, athlete_id)]
+    except fhir.FhirError as exc:
         raise Problem(422, _problems(str(exc))) from None
+    except (AttributeError, TypeError, KeyError):  # an element of the wrong JSON type somewhere in the resource
+        raise Problem(422, [("body", "not a FHIR R4 Observation or Bundle of Observations")]) from None
+    if not events:
+        raise Problem(422, [("entry", "no Observation in the Bundle")])
+    if len(events) > MAX_BATCH:
+        raise Problem(413, [("entry", f"more than {MAX_BATCH} Observations in one request")])
+    return events

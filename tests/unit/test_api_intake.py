@@ -115,3 +115,37 @@ def test_a_claim_left_by_a_crashed_request_goes_stale_and_the_retry_produces(wor
     assert world.store.claim_events(["ev-1"], stale_after_s=0) == (["ev-1"], [], [])
     world.store.settle_events(["ev-1"], produced=True)
     assert world.store.claim_events(["ev-1"], stale_after_s=0) == ([], [], ["ev-1"])
+
+
+def observation(value: float, subject: str | None = "Patient/ath-1") -> dict:
+    resource = {
+        "resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-05-01T07:30:00Z",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2243-4"}]},
+        "valueQuantity": {"value": value, "unit": "pg/mL", "system": "http://unitsofmeasure.org", "code": "pg/mL"},
+    }
+    if subject:
+        resource["subject"] = {"reference": subject}
+    return resource
+
+
+def test_fhir_observations_and_bundles_become_lab_results(world: World) -> None:
+    clinician = world.as_("clin-1")
+    single = world.client.post("/v1/athletes/ath-1/labs/fhir", json=observation(21.0), headers=clinician)
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": observation(19.0, None)}, {"resource": observation(17.5)}]}
+    batch = world.client.post("/v1/athletes/ath-1/labs/fhir", json=bundle, headers=clinician)
+    assert single.status_code == batch.status_code == 202
+    assert [(e.analyte, e.value, e.loinc) for e in world.sink.events] == [
+        ("estradiol", 21.0, "2243-4"), ("estradiol", 19.0, "2243-4"), ("estradiol", 17.5, "2243-4")]
+
+
+def test_fhir_for_another_patient_or_of_the_wrong_shape_is_refused(world: World) -> None:
+    clinician = world.as_("clin-1")
+    other = {"resourceType": "Bundle", "entry": [{"resource": observation(19.0)},
+                                                  {"resource": observation(19.0, "Patient/ath-2")}]}
+    refused = world.client.post("/v1/athletes/ath-1/labs/fhir", json=other, headers=clinician)
+    assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == "entry[1].subject.reference"
+    for bad in ({"resourceType": "Bundle", "entry": "x"}, {**observation(1.0), "code": "x"}, {"resourceType": "Bundle"}):
+        response = world.client.post("/v1/athletes/ath-1/labs/fhir", json=bad, headers=clinician)
+        assert response.status_code == 422, bad
+    assert world.sink.events == []
