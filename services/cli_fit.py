@@ -3,8 +3,8 @@
 `fit summarize` runs the same adapter and load core as the stream agent and prints one `workout.summary` JSON
 per file (or `{"file": ..., "error": ...}`; exit status 1 at the end if any file failed).
 `backfill` sends every .fit (and every .fit inside a .zip, as Garmin Connect exports them) under DIR to the
-`workout.fit` topic. Re-runs are safe twice over: a ledger of sent content hashes in the state directory skips
-files already sent, and the agent itself processes a content hash once.
+`workout.fit` topic. Re-runs are safe twice over: a ledger of sent (athlete, content hash) pairs in the state
+directory skips files already sent for that athlete, and the agent itself processes a content hash once.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def backfill(
 
     settings = load_settings()
     ledger_path = settings.state_dir / "backfill-sent.txt"
-    ledger = set(ledger_path.read_text().split()) if ledger_path.exists() else set()
+    ledger = set(ledger_path.read_text().splitlines()) if ledger_path.exists() else set()
     files = list(fit_files(directory))
     counts = {"sent": 0, "already sent": 0, "too large": 0}
 
@@ -81,19 +81,20 @@ def backfill(
                 task = progress.add_task("backfill", total=len(files))
                 for name, data in files:
                     digest = hashlib.sha256(data).hexdigest()
+                    sent_key = f"{athlete}:{digest}"  # the same file is a separate workout for another athlete
                     event = WorkoutFit(
                         athlete_id=athlete, time=datetime.now(timezone.utc), fit_b64=encode_fit(data),
                         filename=Path(name).name, event_id=digest[:32],
                     )
-                    if digest in ledger:
+                    if sent_key in ledger:
                         counts["already sent"] += 1
                     elif len(event.model_dump_json()) > MAX_MESSAGE_BYTES - 1024:
                         counts["too large"] += 1
                         progress.console.print(f"{name}: over the 1 MB message limit even gzipped; not sent")
                     else:
                         await producer.send(event)
-                        ledger_file.write(digest + "\n")
-                        ledger.add(digest)
+                        ledger_file.write(sent_key + "\n")
+                        ledger.add(sent_key)
                         counts["sent"] += 1
                     progress.advance(task)
 
