@@ -135,3 +135,14 @@ async def test_alert_latency_is_under_a_second(stack, worker):
     finally:
         await consumer.stop()
     assert latency is not None and latency < 1.0, latency
+
+
+async def test_through_the_ingest_agents_the_alerts_equal_evaluate(stack, worker):
+    athlete = unique_athlete("ingest")
+    events = history("low_e2_on_ai.jsonl", athlete)
+    expected = [json.loads(dump_event(a)) for a in engine.evaluate(events)]
+    async with EventProducer(stack.kafka_bootstrap) as producer:
+        await producer.send_all(events)  # one input topic per event type, as producers send them
+    received = await alerts_on_topic(stack.kafka_bootstrap, {athlete}, len(expected), timeout_s=60)
+    assert [a["rule"] for a in received] == ["dose_review.low_e2_on_ai"]
+    assert received == expected
