@@ -186,8 +186,10 @@ async def handle_summary(athlete_key: bytes | None, raw: bytes) -> None:
     body = with_load(event)
     days, mix = record_workout(state, body)
     await influx().write(load_points(event.athlete_id, body, days, mix))
-    _save_state(key, state)
+    # Forward before remembering: a crash in between re-sends (the clinical engine drops repeated event ids)
+    # rather than losing the workout for the timeline.
     await timeline_topic.send(key=key, value=json.dumps(body).encode())
+    _save_state(key, state)
 
 
 async def _guarded(handler: Any, athlete_key: bytes | None, raw: bytes, source: str) -> None:
