@@ -139,3 +139,7 @@ if __name__ == "__main__":
 from aromatrack.services.cli_fit import register_fit_commands  # noqa: E402
 
 register_fit_commands(app)
+
+from aromatrack.services.cli_grafana import register_grafana_commands  # noqa: E402
+
+register_grafana_commands(app)
