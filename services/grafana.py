@@ -31,11 +31,8 @@ class Plan:
     """What to provision, read from the files under grafana/."""
 
     datasource: dict
+    folder_uids: dict[str, str]  # folder name -> uid, the same as file provisioning gives it
     dashboards: dict[str, list[dict]]  # folder name -> dashboards in it
-
-
-def folder_uid(folder: str) -> str:
-    return f"aromatrack-{folder}"
 
 
 def load_plan(grafana_dir: Path = GRAFANA_DIR, influx_url: str | None = None) -> Plan:
@@ -45,6 +42,10 @@ def load_plan(grafana_dir: Path = GRAFANA_DIR, influx_url: str | None = None) ->
     source.pop("editable", None)
     if influx_url:
         source["url"] = influx_url
+    providers = yaml.safe_load((grafana_dir / "provisioning" / "dashboards" / "aromatrack.yaml").read_text())
+    folder_uids = {provider["folder"]: provider["folderUid"] for provider in providers["providers"]}
+    if set(folder_uids) != set(FOLDER_VIEWERS):
+        raise ValueError(f"dashboard providers' folders {sorted(folder_uids)} are not {sorted(FOLDER_VIEWERS)}")
     dashboards: dict[str, list[dict]] = {}
     for folder in FOLDER_VIEWERS:
         paths = sorted((grafana_dir / "dashboards" / folder).glob("*.json"))
@@ -54,7 +55,7 @@ def load_plan(grafana_dir: Path = GRAFANA_DIR, influx_url: str | None = None) ->
     unplanned = {p.name for p in (grafana_dir / "dashboards").iterdir() if p.is_dir()} - set(FOLDER_VIEWERS)
     if unplanned:
         raise ValueError(f"grafana/dashboards: folders without permissions: {sorted(unplanned)}")
-    return Plan(source, dashboards)
+    return Plan(source, folder_uids, dashboards)
 
 
 def connect(url: str, token: str, timeout_s: float = 10.0) -> GrafanaFace:
@@ -85,15 +86,23 @@ def ensure_datasource(grafana: GrafanaFace, source: dict) -> None:
     grafana.datasource.update_datasource(existing["id"], {**source, "id": existing["id"]})
 
 
-def ensure_folder(grafana: GrafanaFace, folder: str) -> str:
-    uid = folder_uid(folder)
+def ensure_folder(grafana: GrafanaFace, title: str, uid: str) -> None:
     try:
         grafana.folder.get_folder(uid)
     except GrafanaClientError as error:
         if not _missing(error):
             raise
-        grafana.folder.create_folder(folder, uid=uid)
-    return uid
+        grafana.folder.create_folder(title, uid=uid)
+
+
+def provisioned_from_files(grafana: GrafanaFace, uid: str) -> bool:
+    """Grafana refuses API saves of a file-provisioned board (docker compose); those stay the files' job."""
+    try:
+        return bool(grafana.dashboard.get_dashboard(uid)["meta"].get("provisioned"))
+    except GrafanaClientError as error:
+        if not _missing(error):
+            raise
+        return False
 
 
 def ensure_team(grafana: GrafanaFace, name: str) -> int:
@@ -111,11 +120,15 @@ def provision(grafana: GrafanaFace, plan: Plan) -> list[str]:
     team_ids = {name: ensure_team(grafana, name) for name in (COACHES, CLINICIANS)}
     done.extend(f"team {name}" for name in team_ids)
     for folder, boards in plan.dashboards.items():
-        uid = ensure_folder(grafana, folder)
+        uid = plan.folder_uids[folder]
+        ensure_folder(grafana, folder, uid)
         viewers = [{"teamId": team_ids[name], "permission": VIEW} for name in FOLDER_VIEWERS[folder]]
         grafana.folder.update_folder_permissions(uid, {"items": viewers})
         done.append(f"folder {folder}: viewable by {', '.join(FOLDER_VIEWERS[folder])}")
         for board in boards:
+            if provisioned_from_files(grafana, board["uid"]):
+                done.append(f"dashboard {folder}/{board['uid']}: provisioned from files, left to them")
+                continue
             grafana.dashboard.update_dashboard(
                 {"dashboard": {**board, "id": None}, "folderUid": uid, "overwrite": True}
             )

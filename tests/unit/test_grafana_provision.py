@@ -15,14 +15,16 @@ from typing import Iterator
 from urllib.parse import unquote
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from aromatrack.services.cli import app
-from aromatrack.services.grafana import CLINICIANS, COACHES, folder_uid
+from aromatrack.services.grafana import CLINICIANS, COACHES, GRAFANA_DIR, load_plan
 
 from ..grafana_boards import boards
 
 TOKEN = "test-token"
+FOLDER_UIDS = load_plan().folder_uids
 
 
 class RecordingGrafana(ThreadingHTTPServer):
@@ -34,6 +36,7 @@ class RecordingGrafana(ThreadingHTTPServer):
         self.folders: dict[str, str] = {}
         self.permissions: dict[str, list[dict]] = {}
         self.dashboards: dict[str, tuple[str, dict]] = {}
+        self.from_files: set[str] = set()
 
     @property
     def url(self) -> str:
@@ -66,7 +69,13 @@ class RecordingGrafana(ThreadingHTTPServer):
         if method == "POST" and (m := re.fullmatch(r"/api/folders/([\w-]+)/permissions", path)):
             self.permissions[m[1]] = body["items"]
             return 200, {"message": "Folder permissions updated"}
+        if method == "GET" and (m := re.fullmatch(r"/api/dashboards/uid/([\w-]+)", path)):
+            if m[1] not in self.dashboards:
+                return 404, {"message": "Dashboard not found"}
+            return 200, {"dashboard": self.dashboards[m[1]][1], "meta": {"provisioned": m[1] in self.from_files}}
         if method == "POST" and path == "/api/dashboards/db":
+            if body["dashboard"]["uid"] in self.from_files:
+                return 400, {"message": "Cannot save provisioned dashboard"}
             self.dashboards[body["dashboard"]["uid"]] = (body["folderUid"], body["dashboard"])
             return 200, {"status": "success"}
         return 404, {"message": f"no route {method} {path}"}
@@ -119,8 +128,8 @@ def test_first_run_creates_the_datasource_teams_folders_permissions_and_every_bo
     assert (source["type"], source["url"], source["jsonData"]["dbName"]) == (
         "influxdb", "http://influx.example:8086", "aromatrack")
     assert set(grafana.teams) == {COACHES, CLINICIANS}
-    assert set(grafana.folders) == {folder_uid("coaching"), folder_uid("clinical")}
-    expected = {board["uid"]: folder_uid(name.split("/")[0]) for name, board in boards().items()}
+    assert set(grafana.folders) == {FOLDER_UIDS["coaching"], FOLDER_UIDS["clinical"]}
+    expected = {board["uid"]: FOLDER_UIDS[name.split("/")[0]] for name, board in boards().items()}
     assert {uid: folder for uid, (folder, _) in grafana.dashboards.items()} == expected
     assert all(dashboard["id"] is None for _, dashboard in grafana.dashboards.values())
 
@@ -130,8 +139,8 @@ def test_coaches_may_view_the_coaching_folder_and_never_the_clinical_one(grafana
     viewers = {uid: {item["teamId"] for item in items if item["permission"] == 1}
                for uid, items in grafana.permissions.items()}
     coaches, clinicians = grafana.teams[COACHES], grafana.teams[CLINICIANS]
-    assert viewers[folder_uid("coaching")] == {coaches, clinicians}
-    assert viewers[folder_uid("clinical")] == {clinicians}
+    assert viewers[FOLDER_UIDS["coaching"]] == {coaches, clinicians}
+    assert viewers[FOLDER_UIDS["clinical"]] == {clinicians}
     assert all("role" not in item for items in grafana.permissions.values() for item in items)
 
 
@@ -151,3 +160,26 @@ def test_a_refused_token_exits_1_with_the_reason_and_changes_nothing(grafana):
     assert result.exit_code == 1
     assert "Unauthorized" in result.output
     assert not (grafana.datasources or grafana.teams or grafana.folders or grafana.dashboards)
+
+
+def test_boards_provisioned_from_files_are_left_alone_and_their_folders_get_permissions(grafana):
+    """docker compose's Grafana: the file provider made the folders (same uids) and the boards."""
+    for name, board in boards().items():
+        folder = name.split("/")[0]
+        grafana.folders[FOLDER_UIDS[folder]] = folder
+        grafana.dashboards[board["uid"]] = (FOLDER_UIDS[folder], board)
+        grafana.from_files.add(board["uid"])
+
+    result = provision(grafana)
+    assert result.exit_code == 0, result.output
+    assert "provisioned from files" in result.output
+    assert not [path for method, path, _ in grafana.requests if path in ("/api/folders", "/api/dashboards/db")]
+    assert set(grafana.permissions) == set(FOLDER_UIDS.values())
+
+
+def test_each_dashboard_provider_reads_its_folder_of_the_compose_mount():
+    providers = yaml.safe_load((GRAFANA_DIR / "provisioning" / "dashboards" / "aromatrack.yaml").read_text())
+    for provider in providers["providers"]:
+        folder = provider["folder"]
+        assert provider["options"]["path"] == f"/var/lib/grafana/dashboards/{folder}", provider["name"]
+        assert list((GRAFANA_DIR / "dashboards" / folder).glob("*.json")), folder
