@@ -133,9 +133,6 @@ def main() -> None:
     app()
 
 
-if __name__ == "__main__":
-    main()
-
 from aromatrack.services.cli_fit import register_fit_commands  # noqa: E402
 
 register_fit_commands(app)
@@ -143,3 +140,8 @@ register_fit_commands(app)
 from aromatrack.services.cli_grafana import register_grafana_commands  # noqa: E402
 
 register_grafana_commands(app)
+
+
+# Keep this last: under `python -m` it runs here, so commands registered below it would be missing.
+if __name__ == "__main__":
+    main()
