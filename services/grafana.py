@@ -75,15 +75,19 @@ def _missing(error: GrafanaClientError) -> bool:
     return error.status_code == 404
 
 
-def ensure_datasource(grafana: GrafanaFace, source: dict) -> None:
+def ensure_datasource(grafana: GrafanaFace, source: dict) -> str:
     try:
         existing = grafana.datasource.find_datasource(source["name"])
     except GrafanaClientError as error:
         if not _missing(error):
             raise
         grafana.datasource.create_datasource(source)
-        return
+        return "created"
+    if existing.get("readOnly"):
+        # Provisioned from grafana/provisioning (docker compose): Grafana refuses API updates of it.
+        return "provisioned from files, left to them"
     grafana.datasource.update_datasource(existing["id"], {**source, "id": existing["id"]})
+    return "updated"
 
 
 def ensure_folder(grafana: GrafanaFace, title: str, uid: str) -> None:
@@ -115,8 +119,7 @@ def ensure_team(grafana: GrafanaFace, name: str) -> int:
 def provision(grafana: GrafanaFace, plan: Plan) -> list[str]:
     """Datasource, teams, folders with their permissions, dashboards; returns one line per step."""
     done = []
-    ensure_datasource(grafana, plan.datasource)
-    done.append(f"datasource {plan.datasource['name']}")
+    done.append(f"datasource {plan.datasource['name']}: {ensure_datasource(grafana, plan.datasource)}")
     team_ids = {name: ensure_team(grafana, name) for name in (COACHES, CLINICIANS)}
     done.extend(f"team {name}" for name in team_ids)
     for folder, boards in plan.dashboards.items():

@@ -54,6 +54,8 @@ class RecordingGrafana(ThreadingHTTPServer):
             self.datasources[body["name"]] = {**body, "id": len(self.datasources) + 1}
             return 200, {"id": self.datasources[body["name"]]["id"]}
         if method == "PUT" and (m := re.fullmatch(r"/api/datasources/(\d+)", path)):
+            if self.datasources[body["name"]].get("readOnly"):
+                return 403, {"message": "Cannot update read-only data source"}
             self.datasources[body["name"]] = body
             return 200, {"id": int(m[1])}
         if method == "GET" and (m := re.fullmatch(r"/api/teams/search\?name=(.+)", path)):
@@ -162,8 +164,9 @@ def test_a_refused_token_exits_1_with_the_reason_and_changes_nothing(grafana):
     assert not (grafana.datasources or grafana.teams or grafana.folders or grafana.dashboards)
 
 
-def test_boards_provisioned_from_files_are_left_alone_and_their_folders_get_permissions(grafana):
+def test_what_files_provisioned_is_left_alone_and_the_folders_get_permissions(grafana):
     """docker compose's Grafana: the file provider made the folders (same uids) and the boards."""
+    grafana.datasources["Aromatrack InfluxDB"] = {"id": 1, "name": "Aromatrack InfluxDB", "readOnly": True}
     for name, board in boards().items():
         folder = name.split("/")[0]
         grafana.folders[FOLDER_UIDS[folder]] = folder
@@ -173,7 +176,9 @@ def test_boards_provisioned_from_files_are_left_alone_and_their_folders_get_perm
     result = provision(grafana)
     assert result.exit_code == 0, result.output
     assert "provisioned from files" in result.output
-    assert not [path for method, path, _ in grafana.requests if path in ("/api/folders", "/api/dashboards/db")]
+    assert not [path for method, path, _ in grafana.requests
+                if method != "GET" and path.startswith(("/api/datasources", "/api/folders", "/api/dashboards"))
+                and not path.endswith("/permissions")]
     assert set(grafana.permissions) == set(FOLDER_UIDS.values())
 
 
