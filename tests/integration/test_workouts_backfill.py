@@ -1,0 +1,60 @@
+"""`aromatrack backfill` as a user runs it: a real subprocess, the real broker, worker and InfluxDB; safe re-runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from aromatrack.streams.influx import rows
+
+from .conftest import eventually, unique_athlete
+
+CORPUS = Path(__file__).resolve().parents[2] / "corpus" / "fit" / "activity-parser"
+RUN, RIDE = "garmin-fenix-5-run.fit", "garmin-edge-820-bike.fit"
+
+
+def export_folder(root: Path) -> Path:
+    """A Garmin-Connect-like export: one plain .fit in a subfolder and one .fit inside a .zip."""
+    for name in (RUN, RIDE):
+        if not (CORPUS / name).exists():
+            pytest.fail(f"FIT corpus file missing: {CORPUS / name}; run `make corpus` (deploy/fetch-fit-corpus.sh)")
+    (root / "2026" / "run").mkdir(parents=True)
+    shutil.copy(CORPUS / RUN, root / "2026" / "run" / RUN)
+    with zipfile.ZipFile(root / "export.zip", "w") as archive:
+        archive.write(CORPUS / RIDE, RIDE)
+    return root
+
+
+def backfill(env: dict[str, str], folder: Path, athlete: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "aromatrack.services.cli", "backfill", str(folder), "--athlete", athlete],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+async def test_backfill_sends_each_file_once_per_athlete_and_the_workouts_arrive(stack, worker, influx_for, tmp_path):
+    folder = export_folder(tmp_path / "export")
+    env = {**os.environ, **stack.as_env(), "AROMATRACK_STATE_DIR": str(tmp_path / "state")}
+    (tmp_path / "state").mkdir()
+    first, second = unique_athlete("bf"), unique_athlete("bf")
+
+    assert backfill(env, folder, first) == "2 FIT files: 2 sent, 0 already sent, 0 too large"
+    assert backfill(env, folder, first) == "2 FIT files: 0 sent, 2 already sent, 0 too large"
+    assert backfill(env, folder, second) == "2 FIT files: 2 sent, 0 already sent, 0 too large"
+
+    async with influx_for(worker.database) as influx:
+        async def sports(athlete: str) -> list[str]:
+            query = f"SELECT load, sport FROM workout WHERE athlete_id = '{athlete}'"
+            return sorted(row["sport"] for row in rows(await influx.query(query)))
+
+        async def both_arrived() -> bool:
+            return len(await sports(first)) == 2 and len(await sports(second)) == 2
+
+        await eventually(both_arrived, timeout_s=60)
+        assert await sports(first) == await sports(second) == ["cycling", "running"]
