@@ -135,7 +135,9 @@ def athlete_events(athlete: Athlete, start: datetime, days: int, rng: random.Ran
     # A clinician steps the AI down for some fat-loss athletes four months in (a dose-change recheck follows).
     dose_step_day = 120 if a.archetype == "hiit_cut" and int(a.athlete_id[-1]) % 2 == 0 else None
 
-    lab_days = sorted({3, 84, 168, *([dose_step_day + 35] if dose_step_day else [])} & set(range(days)))
+    # A baseline draw, then every 12 weeks (DOMAIN.md: 3-4 months while body composition changes), and
+    # five weeks after a dose change.
+    lab_days = sorted({3, *range(84, days, 84), *([dose_step_day + 35] if dose_step_day else [])} & set(range(days)))
     lean_mass = a.weight_start * (1 - a.fat_start / 100)
     for day in range(days):
         morning = start + day * DAY + timedelta(hours=6, minutes=rng.randint(30, 90))

@@ -55,3 +55,12 @@ def test_only_grafana_is_published_and_only_on_loopback(compose):
             assert name == "grafana", f"{name} publishes a port"
             published = port if isinstance(port, str) else f"{port.get('host_ip')}:{port['published']}"
             assert published.startswith("127.0.0.1:"), published
+
+
+def test_grafana_is_provisioned_from_the_files_in_grafana(compose):
+    # docker-compose 1.29 normalises volumes to "source:target:mode"
+    mounts = {target: (source, mode) for source, target, mode in
+              (volume.split(":") for volume in compose["services"]["grafana"]["volumes"])}
+    assert mounts["/etc/grafana/provisioning"] == (str(ROOT / "grafana" / "provisioning"), "ro")
+    assert mounts["/var/lib/grafana/dashboards"] == (str(ROOT / "grafana" / "dashboards"), "ro")
+    assert (ROOT / "grafana" / "provisioning" / "datasources" / "influxdb.yaml").is_file()
