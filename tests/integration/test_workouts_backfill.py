@@ -1,4 +1,5 @@
-"""`aromatrack backfill` as a user runs it: a real subprocess, the real broker, worker and InfluxDB; safe re-runs."""
+"""`aromatrack backfill` as a user runs it (real subprocess, broker, worker, InfluxDB; safe re-runs), and a scale's
+FIT weigh-in arriving as a body-composition reading."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from aromatrack.streams.influx import rows
 
+from ..unit.test_fit_decode import weight_scale_file
 from .conftest import eventually, unique_athlete
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus" / "fit" / "activity-parser"
@@ -58,3 +61,24 @@ async def test_backfill_sends_each_file_once_per_athlete_and_the_workouts_arrive
 
         await eventually(both_arrived, timeout_s=60)
         assert await sports(first) == await sports(second) == ["cycling", "running"]
+
+
+async def test_a_scale_fit_file_becomes_a_body_composition_reading(stack, worker, influx_for, tmp_path):
+    athlete = unique_athlete("bfscale")
+    (tmp_path / "scale").mkdir()
+    weighed = datetime(2026, 3, 2, 6, 30, tzinfo=timezone.utc)
+    (tmp_path / "scale" / "weight.fit").write_bytes(weight_scale_file(weighed, 86.4, 21.5))
+    env = {**os.environ, **stack.as_env(), "AROMATRACK_STATE_DIR": str(tmp_path)}
+    assert backfill(env, tmp_path / "scale", athlete) == "1 FIT files: 1 sent, 0 already sent, 0 too large"
+
+    async with influx_for(worker.database) as influx:
+        query = f"SELECT weight_kg, body_fat_pct, device FROM body_composition WHERE athlete_id = '{athlete}'"
+
+        async def written() -> bool:
+            return bool(rows(await influx.query(query)))
+
+        await eventually(written, timeout_s=60)
+        (stored,) = rows(await influx.query(query))
+    assert (stored["time"], stored["weight_kg"], stored["body_fat_pct"], stored["device"]) == (
+        "2026-03-02T06:30:00Z", 86.4, 21.5, "fit"
+    )
