@@ -24,6 +24,10 @@ from pydantic import (
 )
 
 SCHEMA_VERSION = 1
+# No event but a FIT upload needs more than a few hundred bytes; the cap stops a huge payload (allowed extra
+# fields would otherwise let one through) from being stored or forwarded. FIT uploads are bounded by
+# Kafka's 1 MB message limit instead.
+MAX_EVENT_BYTES = 64 * 1024
 
 ANALYTES = (
     "estradiol",
@@ -301,6 +305,7 @@ def parse_event(raw: bytes | str | dict[str, Any]) -> EventBase:
 
     Raises EventError naming every bad field, so callers can dead-letter or answer 4xx with it.
     """
+    size = len(raw) if isinstance(raw, (bytes, str)) else None
     if isinstance(raw, (bytes, str)):
         try:
             raw = json.loads(raw)
@@ -313,6 +318,8 @@ def parse_event(raw: bytes | str | dict[str, Any]) -> EventBase:
         raise EventError(
             f"type: unknown event type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}"
         )
+    if size is not None and size > MAX_EVENT_BYTES and event_type != "workout.fit":
+        raise EventError(f"event: {size} bytes is over the {MAX_EVENT_BYTES}-byte limit for {event_type} events")
     try:
         event = _EVENT_ADAPTER.validate_python(raw)
     except ValidationError as exc:

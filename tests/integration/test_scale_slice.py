@@ -66,6 +66,7 @@ async def test_bad_events_go_to_the_dead_letter_topic_and_the_worker_keeps_going
         b"\x00\x01not json at all",
         json.dumps(reading(athlete, 1, 900.0, 20.0)).encode(),  # impossible weight
         json.dumps({**reading(athlete, 2, 80.0, 20.0), "type": "lab.result"}).encode(),  # wrong schema
+        json.dumps({**reading(athlete, 4, 80.0, 20.0), "note": "x" * 200_000}).encode(),  # huge payload
     ]
     consumer = AIOKafkaConsumer(
         topics.DEAD_LETTER_TOPIC, bootstrap_servers=stack.kafka_bootstrap, auto_offset_reset="earliest",
@@ -93,6 +94,7 @@ async def test_bad_events_go_to_the_dead_letter_topic_and_the_worker_keeps_going
     assert reasons[poison[0]].startswith("not JSON")
     assert "weight_kg" in reasons[poison[1]]
     assert "analyte" in reasons[poison[2]]
+    assert "over the 65536-byte limit" in reasons[poison[3]]
 
     async with influx_for(worker.database) as influx:
         async def good_one_written() -> bool:

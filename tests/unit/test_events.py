@@ -86,6 +86,14 @@ def test_missing_envelope_fields_and_unknown_types_are_named():
         parse_event("[1, 2]")
 
 
+def test_a_huge_payload_is_refused_but_a_fit_upload_may_be_large():
+    huge = json.dumps(event("scale.reading", note="x" * 70_000))
+    with pytest.raises(EventError, match="over the 65536-byte limit for scale.reading events"):
+        parse_event(huge)
+    fit = json.dumps(event("workout.fit", fit_b64=base64.b64encode(b"\x0e" * 100_000).decode()))
+    assert parse_event(fit).type == "workout.fit"
+
+
 def test_extra_fields_are_kept():
     parsed = parse_event(event("workout.summary", load=55.2, modality="resistance"))
     assert json.loads(dump_event(parsed))["modality"] == "resistance"
