@@ -38,12 +38,11 @@ from aromatrack.services import cohort
 from aromatrack.services.auth import Role
 from aromatrack.services.notifier import SIGNATURE_HEADER, verify
 from aromatrack.services.store import Store
-from aromatrack.streams.admin import consumer_lag
+from aromatrack.streams.replay import replay_paced
 from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
 from aromatrack.streams.producer import EventProducer
 
 console = Console()
-CONSUMED_TOPICS = (*topics.INPUT_TOPICS.values(), topics.TIMELINE_TOPIC)
 
 
 @dataclass
@@ -167,43 +166,25 @@ async def wait_until_delivered(settings: Settings, receiver: WebhookReceiver, re
 
 
 async def produce(settings: Settings, events: list[dict], report: DemoReport) -> None:
-    """Validate and send every event.
+    """Validate and send every event, a week of event time at a time (`streams.replay`).
 
     The cohort's few impossible readings stand for a device feed that writes to Kafka without
     validating: they are counted and sent raw, so the worker's dead-letter path shows in the report.
     """
+    valid = []
     async with EventProducer(settings.kafka_bootstrap) as producer:
-        with _progress() as progress:
-            task = progress.add_task("sending events", total=len(events))
-            chunk = 2000
-            for offset in range(0, len(events), chunk):
-                valid = []
-                for raw in events[offset : offset + chunk]:
-                    try:
-                        valid.append(parse_event(raw))
-                    except EventError:
-                        report.refused_at_entry += 1
-                        await producer.send_raw(
-                            topics.topic_for(raw["type"]), json.dumps(raw).encode(), raw["athlete_id"].encode()
-                        )
-                await producer.send_all(valid)
-                report.sent.update(event.type for event in valid)
-                progress.update(task, advance=len(events[offset : offset + chunk]))
-
-
-async def wait_until_processed(settings: Settings, timeout_s: float = 600) -> None:
-    """Wait until the worker's consumer group has committed every message on its topics."""
+        for raw in events:
+            try:
+                valid.append(parse_event(raw))
+            except EventError:
+                report.refused_at_entry += 1
+                await producer.send_raw(
+                    topics.topic_for(raw["type"]), json.dumps(raw).encode(), raw["athlete_id"].encode()
+                )
+    report.sent.update(event.type for event in valid)
     with _progress() as progress:
-        initial = max(await consumer_lag(settings.kafka_bootstrap, settings.app_id, CONSUMED_TOPICS), 1)
-        task = progress.add_task("processing", total=initial)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            lag = await consumer_lag(settings.kafka_bootstrap, settings.app_id, CONSUMED_TOPICS)
-            progress.update(task, completed=max(initial - lag, 0))
-            if lag == 0:
-                return
-            await asyncio.sleep(0.5)
-    raise RuntimeError(f"the worker still had messages to process after {timeout_s:.0f}s")
+        task = progress.add_task("streaming the history week by week", total=len(valid))
+        await replay_paced(settings, valid, on_sent=lambda count: progress.update(task, advance=count))
 
 
 async def read_topic(settings: Settings, topic: str) -> list:
@@ -296,7 +277,6 @@ def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
     report = DemoReport()
     try:
         asyncio.run(produce(settings, events, report))
-        asyncio.run(wait_until_processed(settings))
         # The demo streams months of history at once; the notifier starts once it is stored, so each
         # alert's chart shows the whole story (live, data is stored before its alert fires anyway).
         processes.append(start_process(settings, "notifier", ["notifier"], None))

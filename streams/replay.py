@@ -1,0 +1,46 @@
+"""Replay a long history into the pipeline paced by event time, so its topics cannot drift apart.
+
+Sent all at once, a history's topics are consumed at different speeds (a few labs race months ahead of
+thousands of scale readings), and the clinical agent can keep only a bounded tail in event-time order.
+Sending one window of event time at a time and waiting until the worker has consumed it keeps the skew
+within the window. Used by the demo, the backfill benchmark and tests; live traffic needs none of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Callable, Sequence
+
+from aromatrack.deploy.settings import Settings
+from aromatrack.schemas import topics
+from aromatrack.schemas.events import EventBase
+from aromatrack.streams.admin import consumer_lag
+from aromatrack.streams.producer import EventProducer
+
+WORKER_TOPICS = (*topics.INPUT_TOPICS.values(), topics.TIMELINE_TOPIC)
+
+
+async def wait_until_consumed(settings: Settings, every_s: float = 0.2) -> None:
+    """Until the worker's consumer group has committed everything on the topics it consumes."""
+    while await consumer_lag(settings.kafka_bootstrap, settings.app_id, WORKER_TOPICS) > 0:
+        await asyncio.sleep(every_s)
+
+
+async def replay_paced(
+    settings: Settings,
+    events: Sequence[EventBase],
+    window: timedelta = timedelta(days=7),
+    on_sent: Callable[[int], None] = lambda count: None,
+) -> None:
+    """Send `events` in event-time order, one `window` at a time, waiting for the worker after each."""
+    ordered = sorted(events, key=lambda event: event.time)
+    async with EventProducer(settings.kafka_bootstrap) as producer:
+        start = 0
+        while start < len(ordered):
+            window_end = ordered[start].time + window
+            end = next((i for i in range(start, len(ordered)) if ordered[i].time >= window_end), len(ordered))
+            await producer.send_all(ordered[start:end])
+            await wait_until_consumed(settings)
+            on_sent(end - start)
+            start = end
