@@ -16,7 +16,7 @@ import pytest
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.services import cohort
 from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
-from aromatrack.streams.producer import EventProducer
+from aromatrack.streams.replay import replay_paced
 
 from ..grafana_boards import boards, queries, substitute
 from .conftest import eventually
@@ -39,16 +39,18 @@ async def load_cohort(stack, worker) -> str:
             events.append(parse_event({**raw, "athlete_id": f"{prefix}-{raw['athlete_id']}"}))
         except EventError:
             continue
-    async with EventProducer(stack.kafka_bootstrap) as producer:
-        await producer.send_all(events)
+    await replay_paced(stack, events)  # a year of history at once would outrun the clinical agent's ordering
     # Fat loss with HIIT on anastrozole, the dose stepped down at day 120: E2 draws on days 3, 84, 155, 168, 252
     # and 336; the first has no body-fat trend yet, the rest make enough pairs for the per-athlete estimate.
     athlete = f"{prefix}-ath-0002"
     async with InfluxClient(InfluxConfig(stack.influx_url, worker.database)) as influx:
         async def everything_written() -> bool:
-            for measurement in ("alerts", "e2_correlation", "modality_weekly", "training_load_daily", "dose"):
+            # The estimate's slope appears only after the fourth E2 draw, long after the first e2_correlation row.
+            awaited = {"alerts": "*", "e2_correlation": '"slope_pg_ml_per_pct"', "modality_weekly": "*",
+                       "training_load_daily": "*", "dose": "*"}
+            for measurement, column in awaited.items():
                 found = rows(await influx.query(
-                    f"SELECT count(*) FROM \"{measurement}\" WHERE athlete_id = '{athlete}'"))
+                    f"SELECT count({column}) FROM \"{measurement}\" WHERE athlete_id = '{athlete}'"))
                 if not found:
                     return False
             return True
