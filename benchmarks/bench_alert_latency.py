@@ -15,11 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -31,6 +27,7 @@ from aromatrack.schemas import topics
 from aromatrack.schemas.events import parse_event
 from aromatrack.streams.admin import consumer_lag
 from aromatrack.streams.producer import EventProducer
+from harness import running_worker, stop_on_sigterm
 
 CONSUMED = (*topics.INPUT_TOPICS.values(), topics.TIMELINE_TOPIC)
 DRAW = datetime(2026, 3, 2, 8, tzinfo=timezone.utc)
@@ -119,23 +116,9 @@ def main() -> None:
     parser.add_argument("--athletes", type=int, default=200)
     parser.add_argument("--interval-ms", type=float, default=50)
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    with local_stack.throwaway_stack(39701, 38701) as settings:
-        log_path = settings.state_dir / "worker.log"
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "aromatrack.services.cli", "worker", "--loglevel", "info"],
-            env={**os.environ, **settings.as_env()}, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            while b"[^Worker]: Ready" not in log_path.read_bytes():
-                if worker.poll() is not None:
-                    raise SystemExit(f"worker exited: {log_path.read_text()[-2000:]}")
-                time.sleep(0.1)
-            latencies, round_trips = asyncio.run(measure(settings, args.athletes, args.interval_ms / 1000))
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(60)
+    stop_on_sigterm()
+    with local_stack.throwaway_stack(39701, 38701) as settings, running_worker(settings):
+        latencies, round_trips = asyncio.run(measure(settings, args.athletes, args.interval_ms / 1000))
     ms = [v * 1000 for v in latencies]
     rt = [v * 1000 for v in round_trips]
     print(f"alert latency over {len(ms)} labs: p50 {statistics.median(ms):.0f} ms, p99 {percentile(ms, 0.99):.0f} ms, "

@@ -13,13 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 from aromatrack.deploy import local_stack
 from aromatrack.deploy.settings import Settings
@@ -29,6 +24,7 @@ from aromatrack.services import cohort
 from aromatrack.streams.admin import consumer_lag
 from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
 from aromatrack.streams.producer import EventProducer
+from harness import memory_mb, running_worker, stop_on_sigterm
 
 SMALL_TYPES = {"scale.reading", "lab.result", "symptom.log"}
 
@@ -47,31 +43,14 @@ def small_events(count: int, run: str) -> list:
     return events[:count]
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def run_once(settings: Settings, batch: int, count: int) -> tuple[float, float]:
     run = uuid.uuid4().hex[:6]
     database = f"bench_{run}"
     events = small_events(count, run)
     async with EventProducer(settings.kafka_bootstrap) as producer:
         await producer.send_all(events)
-    env = {**os.environ, **settings.as_env(), "AROMATRACK_INFLUX_DB": database, "AROMATRACK_INGEST_BATCH": str(batch)}
     input_topics = tuple(topics.topic_for(t) for t in SMALL_TYPES)
-    log_path = settings.state_dir / f"bench-worker-{run}.log"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "aromatrack.services.cli", "worker", "--loglevel", "info"],
-        env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        while b"[^Worker]: Ready" not in log_path.read_bytes():
-            if worker.poll() is not None:
-                raise SystemExit(f"worker exited; see {log_path}")
-            await asyncio.sleep(0.05)
+    with running_worker(settings, AROMATRACK_INFLUX_DB=database, AROMATRACK_INGEST_BATCH=str(batch)) as worker:
         began = time.perf_counter()
         while await consumer_lag(settings.kafka_bootstrap, settings.app_id, input_topics) > 0:
             await asyncio.sleep(0.1)
@@ -81,15 +60,11 @@ async def run_once(settings: Settings, batch: int, count: int) -> tuple[float, f
                 f"SELECT count(weight_kg) FROM body_composition WHERE athlete_id =~ /^{run}-/"))
         expected = sum(1 for e in events if e.type == "scale.reading")
         assert stored and stored[0]["count"] == expected, (stored, expected)
-        return count / elapsed, peak_rss_mb(worker.pid)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
+        return count / elapsed, memory_mb(worker.pid, "VmHWM")
 
 
 def main() -> None:
-    # Turn SIGTERM (e.g. from `timeout`) into SystemExit, so the `finally` above stops the worker.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=50_000, help="events per run (default 50000)")
     args = parser.parse_args()

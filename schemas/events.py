@@ -41,18 +41,7 @@ ANALYTES = (
     "hdl",
     "ldl",
 )
-Analyte = Literal[
-    "estradiol",
-    "testosterone_total",
-    "testosterone_free",
-    "shbg",
-    "hs_crp",
-    "lh",
-    "fsh",
-    "hematocrit",
-    "hdl",
-    "ldl",
-]
+Analyte = Literal[ANALYTES]  # type: ignore[valid-type]  (the literal values are the tuple above)
 
 # Units accepted per analyte: part of the contract, so producers can check before sending.
 # The conversion factors live in the domain core (aromatrack.domain.labs).
