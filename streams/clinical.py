@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # Live events arrive within milliseconds of each other across topics; a bulk backfill skews topics by
 # seconds, so it should run with a longer grace (or the earliest alerts can precede an earlier event).
-CLINICAL_GRACE_S = float(os.environ.get("AROMATRACK_CLINICAL_GRACE_S", "0.3"))
+CLINICAL_GRACE_S = float(os.environ.get("AROMATRACK_CLINICAL_GRACE_S", "0.1"))
 MAX_TAIL = 256
 EMITTED_MEMORY = 2000  # alert ids remembered per athlete (newest kept)
 SETTINGS = engine.EngineSettings()
