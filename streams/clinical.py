@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # Live events arrive within milliseconds of each other across topics; a bulk backfill skews topics by
 # seconds, so it should run with a longer grace (or the earliest alerts can precede an earlier event).
-CLINICAL_GRACE_S = float(os.environ.get("AROMATRACK_CLINICAL_GRACE_S", "0.1"))
+CLINICAL_GRACE_S = float(os.environ.get("AROMATRACK_CLINICAL_GRACE_S", "0.3"))
 MAX_TAIL = 256
 EMITTED_MEMORY = 2000  # alert ids remembered per athlete (newest kept)
 SETTINGS = engine.EngineSettings()
@@ -63,8 +63,9 @@ RestrictedUnpickler.ALLOWED_CLASSES.update({
 state_table = app.Table(
     "clinical_state", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
 )
-# Athletes with held alerts, and one lock so the agent and the timer never interleave a record update.
-with_held: set[bytes] = set()
+# Athletes with held alerts -> when their earliest held alert was held (monotonic), so the timer loads only
+# records with something due; and one lock so the agent and the timer never interleave a record update.
+with_held: dict[bytes, float] = {}
 record_lock = asyncio.Lock()
 
 
@@ -153,15 +154,12 @@ def _replace_held(record: ClinicalRecord, outcomes: list[tuple[EventBase, engine
     record.held = kept
 
 
-def hold_new_alerts(record: ClinicalRecord, outcomes: list[tuple[EventBase, engine.Outcome]], now: float) -> bool:
-    """Hold alerts not yet emitted or held; True if any were added."""
-    added = False
+def hold_new_alerts(record: ClinicalRecord, outcomes: list[tuple[EventBase, engine.Outcome]], now: float) -> None:
+    """Hold the alerts not yet emitted or held."""
     for _, outcome in outcomes:
         for alert in outcome.alerts:
             if alert.alert_id not in record.emitted and alert.alert_id not in record.held:
                 record.held[alert.alert_id] = (dump_event(alert), now)
-                added = True
-    return added
 
 
 def due_alerts(record: ClinicalRecord, now: float) -> list[Alert]:
@@ -216,22 +214,33 @@ def save_record(athlete_key: bytes, record: ClinicalRecord) -> None:
     state_table[athlete_key] = dumps("pickle_restricted", record)
 
 
+def track_held(athlete_key: bytes, record: ClinicalRecord) -> None:
+    if record.held:
+        with_held[athlete_key] = min(since for _, since in record.held.values())
+    else:
+        with_held.pop(athlete_key, None)
+
+
 @app.timer(interval=CLINICAL_GRACE_S / 4)
 async def send_due_alerts() -> None:
-    """Send held alerts whose grace has passed, then record them as emitted."""
-    for athlete_key in list(with_held):
+    """Send held alerts whose grace has passed, then record them as emitted.
+
+    Only records with a due alert are unpickled: with many athletes holding alerts (a bulk replay with a long
+    grace), loading every one on every tick took longer than the tick."""
+    for athlete_key, held_since in list(with_held.items()):
+        if time.monotonic() - held_since < CLINICAL_GRACE_S:
+            continue
         async with record_lock:
             record = load_record(athlete_key)
             if record is None:
-                with_held.discard(athlete_key)
+                with_held.pop(athlete_key, None)
                 continue
             alerts = due_alerts(record, time.monotonic())
             for alert in alerts:
                 await alerts_topic.send(key=athlete_key, value=dump_event(alert))
             if alerts:
                 save_record(athlete_key, record)
-            if not record.held:
-                with_held.discard(athlete_key)
+            track_held(athlete_key, record)
         if alerts:
             await influx().write([alert_point(alert) for alert in alerts])
 
@@ -262,8 +271,8 @@ async def clinical(stream: faust.StreamT) -> None:
                 )
                 outcomes = apply_events(record, events, time.monotonic())
                 _compact(record)
-                if hold_new_alerts(record, outcomes, time.monotonic()) or record.held:
-                    with_held.add(athlete_key)
+                hold_new_alerts(record, outcomes, time.monotonic())
+                track_held(athlete_key, record)
                 points.extend(point for event, outcome in outcomes for point in outcome_points(event, outcome))
                 save_record(athlete_key, record)
         await influx().write(points)
