@@ -248,42 +248,39 @@ def _no_e2_since(anchor: EventRef, s: Situation) -> bool:
     return s.last_e2_time_s is None or s.last_e2_time_s < anchor.time_s
 
 
-def recheck_after_trt_start(s: Situation, settings: RuleSettings) -> Finding | None:
-    """T and E2 are due 4-6 weeks after TRT starts."""
-    start = s.trt_start
-    if start is None or s.phase != "trt" or not _no_e2_since(start, s):
+def _scheduled_recheck(
+    s: Situation, anchor: EventRef, days: float, rule: str, happened: str, evidence: str, sources: tuple[str, ...]
+) -> Finding | None:
+    """A T and E2 recheck due `days` after `anchor` when no E2 has been drawn since it."""
+    if not _no_e2_since(anchor, s) or not _overdue(anchor, days, s):
         return None
-    if not _overdue(start, settings.recheck_after_trt_start_days, s):
-        return None
+    elapsed = _days(s.now_s - anchor.time_s)
     return Finding(
-        rule="recheck.after_trt_start",
+        rule=rule,
         kind="lab_recheck",
         severity="info",
-        summary=f"TRT started {_days(s.now_s - start.time_s):g} days ago with no E2 drawn since; "
-        "a T and E2 recheck is due.",
-        evidence=(AlertEvidence(name="days_since_trt_start", value=_days(s.now_s - start.time_s), unit="d", event_ids=[start.event_id]),),
-        situation=(start.event_id,),
-        sources=(SEED_LABS, SEED_MECHANISM),
+        summary=f"{happened} {elapsed:g} days ago with no E2 drawn since; a T and E2 recheck is due.",
+        evidence=(AlertEvidence(name=evidence, value=elapsed, unit="d", event_ids=[anchor.event_id]),),
+        situation=(anchor.event_id,),
+        sources=sources,
     )
+
+
+def recheck_after_trt_start(s: Situation, settings: RuleSettings) -> Finding | None:
+    """T and E2 are due 4-6 weeks after TRT starts."""
+    if s.trt_start is None or s.phase != "trt":
+        return None
+    return _scheduled_recheck(s, s.trt_start, settings.recheck_after_trt_start_days, "recheck.after_trt_start",
+                              "TRT started", "days_since_trt_start", (SEED_LABS, SEED_MECHANISM))
 
 
 def recheck_after_dose_change(s: Situation, settings: RuleSettings) -> Finding | None:
     """T and E2 are due 4-6 weeks after any T or anastrozole dose change."""
     change = s.last_dose_change
-    if change is None or not _no_e2_since(change, s) or change == s.trt_start:
+    if change is None or change == s.trt_start:
         return None
-    if not _overdue(change, settings.recheck_after_dose_change_days, s):
-        return None
-    return Finding(
-        rule="recheck.after_dose_change",
-        kind="lab_recheck",
-        severity="info",
-        summary=f"The dose changed {_days(s.now_s - change.time_s):g} days ago with no E2 drawn since; "
-        "a T and E2 recheck is due.",
-        evidence=(AlertEvidence(name="days_since_dose_change", value=_days(s.now_s - change.time_s), unit="d", event_ids=[change.event_id]),),
-        situation=(change.event_id,),
-        sources=(SEED_LABS,),
-    )
+    return _scheduled_recheck(s, change, settings.recheck_after_dose_change_days, "recheck.after_dose_change",
+                              "The dose changed", "days_since_dose_change", (SEED_LABS,))
 
 
 def body_comp_changing(s: Situation, settings: RuleSettings) -> bool:
