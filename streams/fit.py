@@ -91,6 +91,8 @@ def _repair_header(data: bytes) -> tuple[bytes, str | None]:
     header_size = data[0]
     if header_size not in (12, 14) or data[8:12] != FIT_SIGNATURE:
         raise FitDecodeError("not a FIT file: no '.FIT' signature in the header; check that the upload is a .fit export")
+    if len(data) < header_size:
+        raise FitDecodeError(f"file truncated inside its {header_size}-byte header ({len(data)} bytes); re-export it")
     (data_size,) = struct.unpack_from("<I", data, 4)
     available = len(data) - header_size
     if 0 < data_size <= available:

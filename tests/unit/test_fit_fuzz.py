@@ -41,6 +41,17 @@ def test_mutated_real_file(flips, cut, garbage, at):
     decodes_or_explains(bytes(data[: cut + len(garbage)]))
 
 
+def test_a_file_cut_inside_a_14_byte_header_is_explained():
+    """Found by the fuzz target: a 14-byte header on a 13-byte file raised struct.error."""
+    header = bytes([14, 0x20]) + (100).to_bytes(2, "little") + (50).to_bytes(4, "little") + b".FIT" + b"\x00"
+    try:
+        decode_fit(header)
+    except FitDecodeError as exc:
+        assert "truncated inside its 14-byte header" in str(exc)
+    else:
+        raise AssertionError("a 13-byte file decoded")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=512))
 def test_arbitrary_bytes(data):
