@@ -10,6 +10,7 @@ events in time order gives the same trend in the CLI and in the stream.
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from dataclasses import dataclass, field
 
@@ -29,10 +30,14 @@ class TrendSettings:
 
 @dataclass
 class BodyFatTrend:
-    """Accepted readings in the smoothing window and the smoothed trend points (time_s, pct)."""
+    """Accepted readings in the smoothing window, the smoothed trend points (time_s, pct) and the recent slope.
+
+    The slope is kept with the points it comes from: the engine reads it on every event, and recomputing a
+    Theil-Sen estimate (quadratic in the points) each time was the largest cost of a backfill."""
 
     readings: list[tuple[float, float]] = field(default_factory=list)
     points: list[tuple[float, float]] = field(default_factory=list)
+    slope_per_week: float | None = None
 
 
 def rejection_reason(trend: BodyFatTrend, time_s: float, pct: float, settings: TrendSettings) -> str | None:
@@ -60,7 +65,9 @@ def add_reading(trend: BodyFatTrend, time_s: float, pct: float, settings: TrendS
     trend.readings = [r for r in trend.readings if r[0] > window_start] + [(time_s, pct)]
     smoothed = statistics.median(value for _, value in trend.readings)
     keep_start = time_s - settings.keep_days * DAY_S
-    trend.points = [p for p in trend.points if p[0] > keep_start] + [(time_s, smoothed)]
+    del trend.points[: bisect.bisect_right(trend.points, (keep_start, float("inf")))]
+    trend.points.append((time_s, smoothed))
+    trend.slope_per_week = recent_slope_per_week(trend.points, settings)
     return None
 
 
@@ -75,12 +82,12 @@ def theil_sen_slope(points: list[tuple[float, float]]) -> float | None:
     return statistics.median(slopes) if slopes else None
 
 
-def slope_per_week(trend: BodyFatTrend, settings: TrendSettings) -> float | None:
-    """Recent trend slope in body-fat points per week."""
-    if not trend.points:
+def recent_slope_per_week(points: list[tuple[float, float]], settings: TrendSettings) -> float | None:
+    """Trend slope over the last `slope_days` of trend points, in body-fat points per week."""
+    if not points:
         return None
-    start = trend.points[-1][0] - settings.slope_days * DAY_S
-    slope = theil_sen_slope([p for p in trend.points if p[0] >= start])
+    start = points[-1][0] - settings.slope_days * DAY_S
+    slope = theil_sen_slope(points[bisect.bisect_left(points, (start, float("-inf"))):])
     return None if slope is None else slope * WEEK_S
 
 

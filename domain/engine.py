@@ -147,7 +147,7 @@ def _apply_scale(state: AthleteState, event: EventBase, settings: EngineSettings
         _set_fat_at_last_e2(state, bodycomp.trend_at(state.trend, e2_time, settings.trend))
     smoothed = state.trend.points[-1][1]
     change = None if state.fat_at_last_e2 is None else smoothed - state.fat_at_last_e2
-    outcome.trend = TrendSample(smoothed, bodycomp.slope_per_week(state.trend, settings.trend), change)
+    outcome.trend = TrendSample(smoothed, state.trend.slope_per_week, change)
 
 
 def _set_fat_at_last_e2(state: AthleteState, fat: float | None) -> None:
@@ -232,7 +232,7 @@ def situation(state: AthleteState, now_s: float, settings: EngineSettings) -> ru
         last_t=state.last_t,
         last_t_time_s=state.last_t.time.timestamp() if state.last_t else None,
         body_fat_now=fat_now,
-        body_fat_slope=bodycomp.slope_per_week(state.trend, settings.trend),
+        body_fat_slope=state.trend.slope_per_week,
         body_fat_at_last_e2=state.fat_at_last_e2,
         last_scale=state.last_scale,
         e2_estimate=estimate,

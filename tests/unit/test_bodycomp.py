@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aromatrack.domain.rules import RuleSettings
-from aromatrack.domain.bodycomp import DAY_S, BodyFatTrend, TrendSettings, add_reading, slope_per_week, trend_at
+from aromatrack.domain.bodycomp import DAY_S, BodyFatTrend, TrendSettings, add_reading, trend_at
 
 SETTINGS = TrendSettings()
 
@@ -24,13 +24,13 @@ def test_noise_of_half_a_point_is_smoothed_to_a_flat_trend():
     trend, rejected = trend_of([20 + rng.uniform(-0.5, 0.5) for _ in range(60)])
     assert rejected == []
     assert all(abs(v - 20) < 0.3 for _, v in trend.points[10:])
-    assert abs(slope_per_week(trend, SETTINGS)) < RuleSettings().changing_slope_pct_per_week  # not "changing"
+    assert abs(trend.slope_per_week) < RuleSettings().changing_slope_pct_per_week  # not "changing"
 
 
 def test_steady_loss_gives_its_slope_per_week():
     rng = random.Random(2)
     trend, _ = trend_of([26 - 0.05 * d + rng.uniform(-0.5, 0.5) for d in range(90)])
-    assert slope_per_week(trend, SETTINGS) == pytest.approx(-0.35, abs=0.1)
+    assert trend.slope_per_week == pytest.approx(-0.35, abs=0.1)
 
 
 def test_impossible_jump_is_rejected_with_a_reason_and_ignored():
