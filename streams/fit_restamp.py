@@ -20,6 +20,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Callable
 
 from garmin_fit_sdk import Profile
 
@@ -91,21 +92,23 @@ class _Layout:
 
 def restamp(data: bytes, start: datetime) -> bytes:
     """The file with every timestamp moved so that its activity (first session, else first record) starts at `start`."""
-    if start.tzinfo is None:
-        raise ValueError("start must be timezone-aware")
-    out = bytearray(data)
-    walked = _walk(out)
+    return restamper(data)(start)
+
+
+def restamper(data: bytes) -> Callable[[datetime], bytes]:
+    """`restamp` of one file at many instants (the demo cohort's use): the file is walked and checked once."""
+    walked = _walk(bytearray(data))
     if walked.activity_start is None:
         raise FitRestampError("no session start_time or record timestamp to re-stamp from")
-    _shift(out, walked, round(start.timestamp()) - FIT_EPOCH_S - walked.activity_start)
-    return bytes(out)
 
+    def at(start: datetime) -> bytes:
+        if start.tzinfo is None:
+            raise ValueError("start must be timezone-aware")
+        out = bytearray(data)
+        _shift(out, walked, round(start.timestamp()) - FIT_EPOCH_S - walked.activity_start)
+        return bytes(out)
 
-def shift_times(data: bytes, seconds: int) -> bytes:
-    """The file with every timestamp moved by `seconds`."""
-    out = bytearray(data)
-    _shift(out, _walk(out), seconds)
-    return bytes(out)
+    return at
 
 
 @dataclass(frozen=True)
