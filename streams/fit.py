@@ -255,8 +255,11 @@ def summary_event(decoded: DecodedFit, athlete_id: str, athlete: Athlete = Athle
 
 
 def encode_fit(data: bytes) -> str:
-    """How a FIT file travels in `fit_b64`: gzip then base64 (FIT records compress 3-5x)."""
-    return base64.b64encode(gzip.compress(data, compresslevel=6)).decode()
+    """How a FIT file travels in `fit_b64`: gzip then base64 (FIT records compress 3-5x).
+
+    The gzip header's mtime is 0, so the same file always gives the same text (and the same event id).
+    """
+    return base64.b64encode(gzip.compress(data, compresslevel=6, mtime=0)).decode()
 
 
 def fit_payload(event: WorkoutFit) -> bytes:

@@ -1,7 +1,8 @@
 """Workout agents: FIT files -> `workout.summary` events -> training load in InfluxDB and on the timeline.
 
 - `workout.fit` agent: base64 (optionally gzip, see README "Large FIT files") -> `streams.fit.decode_fit`.
-  The file's sha256 is its workout id: an upload already seen for the athlete is skipped. Samples go to
+  The sha256 of the athlete and the file is its workout id (two athletes with byte-identical files get two
+  workouts): an upload already seen for the athlete is skipped. Samples go to
   InfluxDB as 10 s means; weigh-ins become `scale.reading` events on their input topic; the workout becomes a
   `workout.summary` event (event_id derived from the content hash) on the `workout.summary` topic. Anything
   undecodable goes to the dead-letter topic with the decoder's reason; no exception stops the agent.
@@ -147,7 +148,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
         await dead_letter(raw, str(exc), source, athlete_key)
         return
     key = event.athlete_id.encode()
-    workout_id = hashlib.sha256(data).hexdigest()[:32]
+    workout_id = hashlib.sha256(key + b"\x00" + data).hexdigest()[:32]
     state = _load_state(key)
     if workout_id in state["fits"]:
         log.info("duplicate FIT upload skipped (workout %s)", workout_id[:8])
