@@ -3,7 +3,9 @@
 Each athlete follows an archetype (how body fat moves, how they train, what their protocol is), and the
 generator emits the events their devices, labs and clinicians would: scale readings with realistic noise
 (and the occasional impossible reading), workouts, lab draws on the DOMAIN.md schedule, dose changes, phase
-changes and weekly symptom logs.
+changes and weekly symptom logs. Given the real FIT corpus (`FitRecordings`), runs and rides are sent as real
+recordings re-stamped onto the session's date and time (`workout.fit`), as a watch would upload them; strength
+sessions stay `workout.summary` events, as a strength app would send them.
 
 The estradiol model is a deliberately simple stand-in for physiology, used only to make lab values
 plausible (it is not the service's estimate): aromatisation scales with fat mass, so
@@ -17,9 +19,31 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
+
+from aromatrack.streams.fit import encode_fit
+from aromatrack.streams.fit_restamp import restamper
 
 DAY = timedelta(days=1)
+
+# Real recordings (under corpus/fit, fetched by `make corpus`) for the endurance sessions, by sport: the smallest
+# files whose length suits the session (indoor rides of 20-38 min for the 25-40 min interval rides, the two
+# treadmill runs of 64 and 81 min for the 40-80 min runs). The workouts agent costs about 0.9 s per MB of FIT, so
+# the full demo's ~2,300 recordings average ~50 kB (the corpus's big outdoor rides would cost minutes more).
+FIT_RECORDINGS = {
+    "cycling": (
+        "pyfitness/Luciano/Indoor/Luciano_indoor_climb_196m_distance_11.92km_power5_376.fit",
+        "pyfitness/Luciano/Indoor/Luciano_indoor_climb_196m_distance_11.837km_power5_364.fit",
+        "pyfitness/Luciano/Indoor/Luciano_indoor_climb_57m_distance_14.031km_power5_365.fit",
+        "pyfitness/Luciano/Indoor/Luciano_indoor_climb_4m_distance_20.227km_power5_376.fit",
+        "pyfitness/indoor/Zwift_Zwift_Fast_Fridays_Bologna_Time_Trial_E_.fit",
+        "pyfitness/Luciano/Indoor/Luciano_indoor_climb_511m_distance_12.368km_power5_365.fit",
+        "pyfitness/Luciano/Indoor/Luciano_indoor_climb_77m_distance_24.954km_power5_378.fit",
+        "pyfitness/Luciano/Indoor/Luciano_indoor_climb_107m_distance_26.785km_power5_402.fit",
+    ),
+    "running": ("polar-running-index/treadmill_12km.FIT", "polar-running-index/treadmill_15km.FIT"),
+}
 
 ARCHETYPES = (
     # name, share of the cohort, body fat start -> end, training modality, AI mg per dose, doses per week
@@ -53,6 +77,23 @@ class Athlete:
     clinician_id: str
     e2_unit: str
     lab_method: str
+
+
+@dataclass(frozen=True)
+class FitRecordings:
+    """`FIT_RECORDINGS` by sport: each file's name and its re-stamper (start instant -> FIT bytes)."""
+
+    by_sport: dict[str, tuple[tuple[str, Callable[[datetime], bytes]], ...]]
+
+    @classmethod
+    def load(cls, corpus: Path) -> "FitRecordings":
+        missing = [name for names in FIT_RECORDINGS.values() for name in names if not (corpus / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"FIT corpus file missing: {corpus / missing[0]}; run `make corpus`")
+        return cls({
+            sport: tuple((Path(name).name, restamper((corpus / name).read_bytes())) for name in names)
+            for sport, names in FIT_RECORDINGS.items()
+        })
 
 
 def _iso(moment: datetime) -> str:
@@ -113,7 +154,12 @@ class _Timeline:
         self.events.append({"type": event_type, "athlete_id": self.athlete.athlete_id, "time": _iso(moment), **payload})
 
 
-def athlete_events(athlete: Athlete, start: datetime, days: int, rng: random.Random) -> list[dict[str, Any]]:
+def athlete_events(athlete: Athlete, start: datetime, days: int, rng: random.Random, picker: random.Random,
+                   recordings: FitRecordings | None = None) -> list[dict[str, Any]]:
+    """One athlete's events; with `recordings`, endurance sessions are real files chosen by `picker`.
+
+    The picker is a random stream of its own, so the other events are the same with or without recordings.
+    """
     timeline = _Timeline(athlete)
     a = athlete
     timeline.add(
@@ -155,7 +201,7 @@ def athlete_events(athlete: Athlete, start: datetime, days: int, rng: random.Ran
                 muscle_mass_kg=round(lean_mass * 0.93, 1), hydration_pct=round(rng.uniform(52, 60), 1),
                 device="smart-scale",
             )
-        _add_workout(timeline, a, start + day * DAY, rng)
+        _add_workout(timeline, a, start + day * DAY, rng, picker, recordings)
         if day in lab_days:
             _draw_labs(timeline, a, morning + timedelta(hours=1), true_e2(a, fat, ai_weekly), rng)
         if day % 7 == 5:
@@ -163,7 +209,8 @@ def athlete_events(athlete: Athlete, start: datetime, days: int, rng: random.Ran
     return timeline.events
 
 
-def _add_workout(timeline: _Timeline, a: Athlete, day_start: datetime, rng: random.Random) -> None:
+def _add_workout(timeline: _Timeline, a: Athlete, day_start: datetime, rng: random.Random, picker: random.Random,
+                 recordings: FitRecordings | None) -> None:
     weekday = day_start.weekday()
     plan = {
         "hiit": {0: "hiit", 2: "hiit", 4: "hiit", 5: "resistance"},
@@ -188,7 +235,11 @@ def _add_workout(timeline: _Timeline, a: Athlete, day_start: datetime, rng: rand
                    "avg_hr_bpm": round(a.hr_rest + reserve * rng.uniform(0.6, 0.7)),
                    "max_hr_bpm": round(a.hr_rest + reserve * 0.8), "distance_m": rng.randint(7000, 14000),
                    "rpe": rng.randint(4, 6)}
-    timeline.add("workout.summary", begin, **payload)
+    if recordings is not None and payload["sport"] in recordings.by_sport:
+        name, recording_at = picker.choice(recordings.by_sport[payload["sport"]])
+        timeline.add("workout.fit", begin, fit_b64=encode_fit(recording_at(begin)), filename=name)
+    else:
+        timeline.add("workout.summary", begin, **payload)
 
 
 def _draw_labs(timeline: _Timeline, a: Athlete, moment: datetime, e2: float, rng: random.Random) -> None:
@@ -223,14 +274,21 @@ def _log_symptoms(timeline: _Timeline, moment: datetime, e2: float, rng: random.
                  symptoms=symptoms)
 
 
-def generate(athletes: int = 50, days: int = 182, seed: int = 7, start: datetime | None = None) -> list[dict[str, Any]]:
-    """The cohort's events in time order (ties broken by athlete), as JSON-ready dicts."""
+def generate(athletes: int = 50, days: int = 182, seed: int = 7, start: datetime | None = None,
+             recordings: FitRecordings | None = None) -> list[dict[str, Any]]:
+    """The cohort's events in time order (ties broken by athlete), as JSON-ready dicts.
+
+    Without `recordings` every workout is a `workout.summary` (the benchmarks and board tests need no corpus).
+    """
     rng = random.Random(seed)
     begin = start or datetime(2026, 1, 5, tzinfo=timezone.utc)
     events = [
         event
         for athlete in make_athletes(athletes, rng)
-        for event in athlete_events(athlete, begin, days, random.Random(f"{seed}:{athlete.athlete_id}"))
+        for event in athlete_events(
+            athlete, begin, days, random.Random(f"{seed}:{athlete.athlete_id}"),
+            random.Random(f"{seed}:{athlete.athlete_id}:fit"), recordings,
+        )
     ]
     events.sort(key=lambda e: (e["time"], e["athlete_id"]))
     return events

@@ -43,6 +43,7 @@ from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
 from aromatrack.streams.producer import EventProducer
 
 console = Console()
+CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "fit"  # `make corpus`; runs and rides come from it
 
 
 @dataclass
@@ -264,7 +265,12 @@ def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
     began = time.monotonic()
     for line in local_stack.up(settings):
         console.print(line)
-    events = cohort.generate(athletes=athletes, days=days, seed=seed)
+    try:
+        recordings = cohort.FitRecordings.load(CORPUS)
+    except FileNotFoundError as exc:
+        raise RuntimeError(str(exc)) from None
+    with console.status("generating the cohort (runs and rides re-stamped from real FIT files)..."):
+        events = cohort.generate(athletes=athletes, days=days, seed=seed, recordings=recordings)
     cohort_file = settings.state_dir / f"demo-cohort-seed{seed}.jsonl"
     cohort_file.write_text("".join(json.dumps(event) + "\n" for event in events))
     console.print(f"cohort: {athletes} athletes x {days} days, seed {seed}: {len(events)} events -> {cohort_file}")

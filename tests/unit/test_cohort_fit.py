@@ -1,0 +1,48 @@
+"""The demo cohort with the real FIT corpus: runs and rides are re-stamped recordings, strength stays a summary."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from datetime import datetime
+
+from aromatrack.schemas.events import parse_event
+from aromatrack.services import cohort
+from aromatrack.streams.fit import decode_fit
+
+from .test_fit_decode import CORPUS, corpus_files
+
+def small_cohort(recordings: cohort.FitRecordings | None) -> list[dict]:
+    return cohort.generate(athletes=8, days=21, seed=3, recordings=recordings)
+
+
+def test_endurance_sessions_are_real_files_on_the_session_date():
+    corpus_files()  # fails with `make corpus` in the message when the corpus is absent
+    events = small_cohort(cohort.FitRecordings.load(CORPUS))
+    fits = [e for e in events if e["type"] == "workout.fit"]
+    summaries = [e for e in events if e["type"] == "workout.summary"]
+    assert fits and summaries
+    assert {e["sub_sport"] for e in summaries} == {"strength_training"}
+    names = {name.rsplit("/", 1)[-1]: sport for sport, files in cohort.FIT_RECORDINGS.items() for name in files}
+    for event in fits:
+        parse_event(event)
+    for event in {e["filename"]: e for e in fits}.values():  # one session per file keeps the test quick
+        workout = decode_fit(gzip.decompress(base64.b64decode(event["fit_b64"]))).workout
+        assert workout.start == datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
+        assert workout.sport == names[event["filename"]]
+    assert len({e["fit_b64"] for e in fits}) == len(fits), "every session is its own recording"
+
+
+def test_deterministic_and_the_rest_of_the_cohort_unchanged():
+    recordings = cohort.FitRecordings.load(CORPUS)
+    with_fit = small_cohort(recordings)
+    assert json.dumps(with_fit) == json.dumps(small_cohort(recordings))
+    without = small_cohort(None)
+    assert [e for e in with_fit if not e["type"].startswith("workout.")] == [
+        e for e in without if not e["type"].startswith("workout.")
+    ]
+    # Each session is still there, at the same time: endurance ones now as a recording.
+    assert [(e["athlete_id"], e["time"]) for e in with_fit if e["type"].startswith("workout.")] == [
+        (e["athlete_id"], e["time"]) for e in without if e["type"] == "workout.summary"
+    ]
