@@ -38,7 +38,7 @@ test: install corpus
 	$(TEST_ENV) $(BIN)/pytest -q $(PYTEST_ARGS); status=$$?; \
 	$(TEST_ENV) $(BIN)/aromatrack stack down; exit $$status
 
-demo: install
+demo: install corpus
 	$(BIN)/aromatrack demo
 
 stack-up: install

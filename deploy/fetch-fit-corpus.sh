@@ -10,8 +10,15 @@ fetch() {  # $1 = name==version, $2 = folder inside the sdist holding the FIT fi
     prefix=$(echo "$name" | tr '-' '_')-$version
     archive=$(ls corpus/sdists/"$prefix".tar.gz corpus/sdists/"$name-$version".tar.gz 2>/dev/null | head -n1 || true)
     if [ -z "$archive" ]; then
-        "$PIP" download --quiet --no-deps --no-binary :all: --dest corpus/sdists "$1" 2>/dev/null
-        archive=$(ls corpus/sdists/"$prefix".tar.gz corpus/sdists/"$name-$version".tar.gz 2>/dev/null | head -n1)
+        if ! "$PIP" download --quiet --no-deps --no-binary :all: --dest corpus/sdists "$1"; then
+            echo "fetch-fit-corpus: pip could not download $1 from PyPI (see pip's error above); the FIT corpus needs it" >&2
+            exit 1
+        fi
+        archive=$(ls corpus/sdists/"$prefix".tar.gz corpus/sdists/"$name-$version".tar.gz 2>/dev/null | head -n1 || true)
+        if [ -z "$archive" ]; then
+            echo "fetch-fit-corpus: pip downloaded $1 but no $prefix.tar.gz is in corpus/sdists" >&2
+            exit 1
+        fi
     fi
     work=$(mktemp -d)
     tar -xzf "$archive" -C "$work"
