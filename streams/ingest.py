@@ -1,65 +1,116 @@
-"""Ingest agents: validate, store and forward every input event except FIT files.
+"""Ingest: validate, store and forward every input event except FIT files, consumed in batches.
 
-Pipeline per input topic: raw bytes -> `parse_event` (the schemas contract) -> InfluxDB points ->
-the validated event forwarded to the athlete's timeline topic. Anything that fails validation goes to
-the dead-letter topic with its original bytes and the reason, and the agent carries on.
+Pipeline: raw bytes -> `parse_event` (the schemas contract) -> InfluxDB points, one write per batch ->
+the validated events forwarded to the timeline topic. Anything that fails validation goes to the
+dead-letter topic with its original bytes and the reason, and the batch carries on.
 
-Delivery is at-least-once. Re-processing after a restart rewrites the same InfluxDB points (same
-measurement, tags and time) and forwards events with the same stable event_id, which downstream
-consumers deduplicate, so nothing is double-counted.
+Why a batch consumer and not faust agents: this path is stateless, and faust's per-message machinery
+(consumer thread, event wrapping, acks, sensors, one `send` per forwarded event) was its ceiling. With
+faust agents a worker ingested 2.7k events/s, and 3.9k/s even without forwarding, while parsing,
+points and line protocol run at 40k+/s and the broker serves ~200k messages/s (BENCHMARKS.md,
+benchmarks/bench_ingest.py). Here one aiokafka `getmany` yields up to BATCH_SIZE records, their
+forwards are produced without a wait each and awaited together.
+
+Delivery is at-least-once. The consumer runs inside the faust worker but in its own consumer group,
+`ingest_group(app_id)`, on INGEST_TOPICS; offsets are committed only after the batch's InfluxDB write,
+its forwards and its dead letters are acknowledged. Re-processing (after a crash, a failed commit or a
+rebalance) rewrites the same InfluxDB points (same measurement, tags and time) and forwards events with
+the same stable event_id, which downstream consumers deduplicate, so nothing is double-counted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
-from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
-from aromatrack.streams.app import app, dead_letter, influx, timeline_topic
+from aromatrack.streams.app import app, dead_letter, influx, settings
 from aromatrack.streams.points import event_points
 
-# Events are validated one by one but written to InfluxDB in batches: one HTTP request per batch is what
-# makes >10k events/s possible (benchmarks/bench_ingest.py compares it with one write per event).
-# AROMATRACK_INGEST_BATCH=1 turns batching off for that comparison.
+log = logging.getLogger(__name__)
+
+# workout.fit and workout.summary have their own agents (streams/workouts.py: decoding, load, dedupe).
+INGEST_TOPICS = tuple(
+    name for event_type, name in topics.INPUT_TOPICS.items() if event_type not in ("workout.fit", "workout.summary")
+)
+# One InfluxDB request per batch is what makes thousands of events/s possible (benchmarks/bench_ingest.py
+# compares it with one write per event). AROMATRACK_INGEST_BATCH=1 turns batching off for that comparison.
 BATCH_SIZE = int(os.environ.get("AROMATRACK_INGEST_BATCH", "1000"))
-BATCH_WINDOW_S = 0.05
+BATCH_WINDOW_MS = 50
+RETRY_DELAY_S = 1.0
 
 
-async def ingest_batch(source_topic: str, raw_values: list[Any]) -> None:
-    """Validate a batch, write its points in one request, then forward the valid events."""
+def ingest_group(app_id: str) -> str:
+    """The batch consumer's group: its own, since the faust app's group uses faust's partition assignor."""
+    return f"{app_id}.ingest"
+
+
+async def ingest_batch(records: list[ConsumerRecord]) -> None:
+    """Validate a batch, write its points in one request, forward the valid events; returns once all of
+    it (dead letters included) is acknowledged."""
     accepted = []
-    for raw in raw_values:
+    dead_lettered = False
+    for record in records:
+        raw = record.value if isinstance(record.value, bytes) else str(record.value).encode()
         try:
             event = parse_event(raw)
         except EventError as exc:
-            await dead_letter(raw if isinstance(raw, bytes) else str(raw).encode(), str(exc), source_topic)
-            continue
-        if topics.topic_for(event.type) != source_topic:
-            await dead_letter(raw, f"type: {event.type} events do not belong on {source_topic}", source_topic)
-            continue
-        accepted.append(event)
-    points = [point for event in accepted for point in event_points(event)]
-    await influx().write(points)
-    for event in accepted:
-        await timeline_topic.send(key=event.athlete_id.encode(), value=dump_event(event))
+            reason = str(exc)
+        else:
+            if topics.topic_for(event.type) == record.topic:
+                accepted.append(event)
+                continue
+            reason = f"type: {event.type} events do not belong on {record.topic}"
+        await dead_letter(raw, reason, record.topic)
+        dead_lettered = True
+    await influx().write([point for event in accepted for point in event_points(event)])
+    forwards = [
+        await app.producer.send(topics.TIMELINE_TOPIC, event.athlete_id.encode(), dump_event(event), None, None, None)
+        for event in accepted
+    ]
+    await asyncio.gather(*forwards)
+    if dead_lettered:
+        await app.producer.flush()
 
 
-def _make_ingest_agent(event_type: str) -> None:
-    source_topic = topics.topic_for(event_type)
-    topic = app.topic(source_topic, value_serializer="raw", key_serializer="raw")
+@app.service
+class IngestConsumer(faust.Service):
+    """Consumes INGEST_TOPICS in batches and commits each batch's offsets once it is stored and forwarded."""
 
-    async def ingest(stream: faust.StreamT) -> None:
-        async for batch in stream.take(BATCH_SIZE, within=BATCH_WINDOW_S):
-            await ingest_batch(source_topic, batch)
+    @faust.Service.task
+    async def _consume(self) -> None:
+        consumer = AIOKafkaConsumer(
+            *INGEST_TOPICS,
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=ingest_group(settings.app_id),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            while not self.should_stop:
+                fetched = await consumer.getmany(timeout_ms=BATCH_WINDOW_MS, max_records=BATCH_SIZE)
+                if fetched:
+                    await self._process(consumer, fetched)
+        finally:
+            await consumer.stop()
 
-    ingest.__name__ = f"ingest_{event_type.replace('.', '_')}"
-    app.agent(topic, name=f"aromatrack.ingest.{event_type}")(ingest)
-
-
-# workout.fit and workout.summary have their own agents (streams/workouts.py: decoding, load, dedupe).
-for _event_type in topics.INPUT_TOPICS:
-    if _event_type not in ("workout.fit", "workout.summary"):
-        _make_ingest_agent(_event_type)
+    async def _process(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """On a Kafka error the batch is not committed: its partitions are rewound and it is fetched again."""
+        try:
+            await ingest_batch([record for records in fetched.values() for record in records])
+            await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+        except (KafkaError, ProducerSendError) as exc:
+            log.warning("ingest batch not committed (%s); fetching it again in %.0fs", type(exc).__name__, RETRY_DELAY_S)
+            assigned = consumer.assignment()
+            for tp, records in fetched.items():
+                if tp in assigned:
+                    consumer.seek(tp, records[0].offset)
+            await asyncio.sleep(RETRY_DELAY_S)
