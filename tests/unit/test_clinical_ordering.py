@@ -85,3 +85,55 @@ def test_a_whole_scrambled_backfill_in_one_batch_agrees():
     sent = [json.loads(dump_event(a)) for a in clinical.due_alerts(record, 1.0)]
     key = lambda alert: alert["alert_id"]  # noqa: E731
     assert sorted(sent, key=key) == sorted(expected(events), key=key)
+
+
+def _cohort_athlete(index):
+    """One synthetic athlete's half year (longer than MAX_TAIL, so checkpoints and compaction both happen)."""
+    from aromatrack.schemas.events import EventError, parse_event
+    from aromatrack.services import cohort
+
+    events = []
+    for raw in cohort.generate(athletes=4, days=182, seed=11):
+        if raw["athlete_id"] == f"ath-{index:04d}":
+            try:
+                events.append(parse_event(raw))
+            except EventError:
+                continue  # the cohort's deliberate impossible readings
+    return sorted(events, key=engine.order_key)
+
+
+COHORT = {index: _cohort_athlete(index) for index in (1, 2)}
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sampled_from(sorted(COHORT)), st.randoms(use_true_random=False), st.integers(1, 40))
+def test_topic_skewed_batches_with_restarts_give_evaluates_alerts_and_state(index, rng, batch_size):
+    """A paced backfill's shape: each week's events arrive topic by topic in random topic order, in batches;
+    now and then the worker restarts (the record comes back from its pickled form, without checkpoints)."""
+    from faust.serializers.codecs import dumps, loads
+
+    events = COHORT[index]
+    assert len(events) > clinical.MAX_TAIL
+    arrival = []
+    for week in range(0, 27):
+        window = [e for e in events if week * 7 <= (e.time - events[0].time).days < week * 7 + 7]
+        types = sorted({e.type for e in window})
+        rng.shuffle(types)
+        arrival += [e for kind in types for e in window if e.type == kind]
+    athlete = events[0].athlete_id
+    record = clinical.ClinicalRecord(athlete, engine.AthleteState(athlete), engine.AthleteState(athlete))
+    sent = []
+    for start in range(0, len(arrival), batch_size):
+        outcomes = clinical.apply_events(record, arrival[start : start + batch_size], 0.0)
+        clinical._compact(record)
+        clinical.hold_new_alerts(record, outcomes, 0.0)
+        if rng.random() < 0.05:
+            record = loads("pickle_restricted", dumps("pickle_restricted", record))
+            assert record.checkpoints == [] and record.parsed == {}
+    sent += clinical.due_alerts(record, 10.0)
+    key = lambda alert: alert["alert_id"]  # noqa: E731
+    assert sorted((json.loads(dump_event(a)) for a in sent), key=key) == sorted(expected(events), key=key)
+    reference = engine.AthleteState(athlete)
+    for event in events:
+        engine.step(reference, event)
+    assert record.current == reference
