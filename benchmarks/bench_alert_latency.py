@@ -25,11 +25,10 @@ from aromatrack.deploy import local_stack
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import parse_event
-from aromatrack.streams.admin import consumer_lag
+from aromatrack.streams.admin import LagProbe
 from aromatrack.streams.producer import EventProducer
 from harness import running_worker, stop_on_sigterm
 
-CONSUMED = (*topics.INPUT_TOPICS.values(), topics.TIMELINE_TOPIC)
 DRAW = datetime(2026, 3, 2, 8, tzinfo=timezone.utc)
 
 
@@ -60,8 +59,9 @@ async def measure(settings: Settings, athletes: int, interval_s: float) -> tuple
     names = [f"lat-{n:04d}" for n in range(athletes)]
     async with EventProducer(settings.kafka_bootstrap) as producer:
         await producer.send_all([event for name in names for event in context_events(name)])
-        while await consumer_lag(settings.kafka_bootstrap, settings.app_id, CONSUMED) > 0:
-            await asyncio.sleep(0.2)
+        async with LagProbe(settings.kafka_bootstrap) as probe:
+            while await probe.worker_lag(settings.app_id) > 0:
+                await asyncio.sleep(0.2)
 
         alerts = AIOKafkaConsumer(topics.ALERTS_TOPIC, bootstrap_servers=settings.kafka_bootstrap,
                                   auto_offset_reset="latest", group_id=None)

@@ -24,7 +24,6 @@ from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.services import cohort
 from aromatrack.streams.admin import consumer_lag
-from aromatrack.streams.ingest import ingest_group
 from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
 from aromatrack.streams.producer import EventProducer
 from harness import memory_mb, running_worker, stop_on_sigterm
@@ -56,7 +55,7 @@ async def run_once(settings: Settings, batch: int, count: int) -> tuple[float, f
     input_topics = tuple(topics.topic_for(t) for t in SMALL_TYPES)
     with running_worker(settings, AROMATRACK_INFLUX_DB=database, AROMATRACK_INGEST_BATCH=str(batch)) as worker:
         began = time.perf_counter()
-        while await consumer_lag(settings.kafka_bootstrap, ingest_group(settings.app_id), input_topics) > 0:
+        while await consumer_lag(settings.kafka_bootstrap, topics.ingest_group(settings.app_id), input_topics) > 0:
             await asyncio.sleep(0.1)
         ingested = time.perf_counter() - began
         while await consumer_lag(settings.kafka_bootstrap, settings.app_id, (topics.TIMELINE_TOPIC,)) > 0:

@@ -19,6 +19,16 @@ DEAD_LETTER_TOPIC = PREFIX + "deadletter"
 
 ALL_TOPICS = (*INPUT_TOPICS.values(), TIMELINE_TOPIC, ALERTS_TOPIC, DEAD_LETTER_TOPIC)
 
+# Who consumes what in a worker: the stateless input topics go to the batch ingest consumer (streams/ingest.py)
+# in its own consumer group; the workout topics and the timeline to faust agents in the app's group.
+INGEST_TOPICS = tuple(name for event_type, name in INPUT_TOPICS.items() if not event_type.startswith("workout."))
+AGENT_TOPICS = (INPUT_TOPICS["workout.fit"], INPUT_TOPICS["workout.summary"], TIMELINE_TOPIC)
+
+
+def ingest_group(app_id: str) -> str:
+    """The batch ingest consumer's group: its own, since the faust app's group uses faust's partition assignor."""
+    return f"{app_id}.ingest"
+
 
 def topic_for(event_type: str) -> str:
     """The input topic for an event type; KeyError names the unknown type."""

@@ -24,23 +24,46 @@ async def ensure_topics(bootstrap: str) -> list[str]:
         await admin.close()
 
 
-async def consumer_lag(bootstrap: str, group: str, topic_names: tuple[str, ...]) -> int:
-    """Messages on `topic_names` that `group` has not committed yet (uncommitted partitions count fully)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-        await consumer.topics()  # loads the cluster metadata
+class LagProbe:
+    """Consumer lag over one admin and one consumer connection, reused across checks (a paced replay checks
+    after every window; opening both connections each time cost more than the check)."""
+
+    def __init__(self, bootstrap: str):
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+
+    async def __aenter__(self) -> "LagProbe":
+        await self._admin.start()
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._consumer.stop()
+        await self._admin.close()
+
+    async def lag(self, group: str, topic_names: tuple[str, ...]) -> int:
+        """Messages on `topic_names` that `group` has not committed yet (uncommitted partitions count fully)."""
+        committed = await self._admin.list_consumer_group_offsets(group)
+        await self._consumer.topics()  # refreshes the cluster metadata
         partitions = [
-            TopicPartition(name, index) for name in topic_names for index in consumer.partitions_for_topic(name) or ()
+            TopicPartition(name, index)
+            for name in topic_names
+            for index in self._consumer.partitions_for_topic(name) or ()
         ]
-        ends = await consumer.end_offsets(partitions)
+        ends = await self._consumer.end_offsets(partitions)
         return sum(
             end - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
             for tp, end in ends.items()
         )
-    finally:
-        await consumer.stop()
-        await admin.close()
+
+    async def worker_lag(self, app_id: str) -> int:
+        """What a worker of `app_id` has not consumed yet: its ingest consumer's and its agents' topics."""
+        return await self.lag(topics.ingest_group(app_id), topics.INGEST_TOPICS) + await self.lag(
+            app_id, topics.AGENT_TOPICS
+        )
+
+
+async def consumer_lag(bootstrap: str, group: str, topic_names: tuple[str, ...]) -> int:
+    """One-off `LagProbe.lag`."""
+    async with LagProbe(bootstrap) as probe:
+        return await probe.lag(group, topic_names)

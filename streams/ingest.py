@@ -36,20 +36,11 @@ from aromatrack.streams.points import event_points
 
 log = logging.getLogger(__name__)
 
-# workout.fit and workout.summary have their own agents (streams/workouts.py: decoding, load, dedupe).
-INGEST_TOPICS = tuple(
-    name for event_type, name in topics.INPUT_TOPICS.items() if event_type not in ("workout.fit", "workout.summary")
-)
 # One InfluxDB request per batch is what makes thousands of events/s possible (benchmarks/bench_ingest.py
 # compares it with one write per event). AROMATRACK_INGEST_BATCH=1 turns batching off for that comparison.
 BATCH_SIZE = int(os.environ.get("AROMATRACK_INGEST_BATCH", "1000"))
 BATCH_WINDOW_MS = 50
 RETRY_DELAY_S = 1.0
-
-
-def ingest_group(app_id: str) -> str:
-    """The batch consumer's group: its own, since the faust app's group uses faust's partition assignor."""
-    return f"{app_id}.ingest"
 
 
 async def ingest_batch(records: list[ConsumerRecord]) -> None:
@@ -87,9 +78,9 @@ class IngestConsumer(faust.Service):
     @faust.Service.task
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
-            *INGEST_TOPICS,
+            *topics.INGEST_TOPICS,
             bootstrap_servers=settings.kafka_bootstrap,
-            group_id=ingest_group(settings.app_id),
+            group_id=topics.ingest_group(settings.app_id),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )

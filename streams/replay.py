@@ -13,17 +13,14 @@ from datetime import timedelta
 from typing import Callable, Sequence
 
 from aromatrack.deploy.settings import Settings
-from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventBase
-from aromatrack.streams.admin import consumer_lag
+from aromatrack.streams.admin import LagProbe
 from aromatrack.streams.producer import EventProducer
 
-WORKER_TOPICS = (*topics.INPUT_TOPICS.values(), topics.TIMELINE_TOPIC)
 
-
-async def wait_until_consumed(settings: Settings, every_s: float = 0.2) -> None:
-    """Until the worker's consumer group has committed everything on the topics it consumes."""
-    while await consumer_lag(settings.kafka_bootstrap, settings.app_id, WORKER_TOPICS) > 0:
+async def wait_until_consumed(probe: LagProbe, app_id: str, every_s: float = 0.1) -> None:
+    """Until the worker has committed everything on the topics it consumes (both of its consumer groups)."""
+    while await probe.worker_lag(app_id) > 0:
         await asyncio.sleep(every_s)
 
 
@@ -35,12 +32,12 @@ async def replay_paced(
 ) -> None:
     """Send `events` in event-time order, one `window` at a time, waiting for the worker after each."""
     ordered = sorted(events, key=lambda event: event.time)
-    async with EventProducer(settings.kafka_bootstrap) as producer:
+    async with EventProducer(settings.kafka_bootstrap) as producer, LagProbe(settings.kafka_bootstrap) as probe:
         start = 0
         while start < len(ordered):
             window_end = ordered[start].time + window
             end = next((i for i in range(start, len(ordered)) if ordered[i].time >= window_end), len(ordered))
             await producer.send_all(ordered[start:end])
-            await wait_until_consumed(settings)
+            await wait_until_consumed(probe, settings.app_id)
             on_sent(end - start)
             start = end
