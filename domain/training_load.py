@@ -307,17 +307,22 @@ def _decay(days: int) -> float:
 
 
 def daily_load_model(
-    daily_loads: Mapping[date, float], start: date | None = None, end: date | None = None
+    daily_loads: Mapping[date, float],
+    start: date | None = None,
+    end: date | None = None,
+    carry: tuple[float, float] = (0.0, 0.0),
 ) -> list[DailyLoad]:
     """CTL/ATL/TSB/ACWR for every day from `start` (default: first load) to `end` (default: last load).
 
-    The model starts from zero fitness on `start`; loads before `start` are ignored, so pass the full history.
+    The model starts from `carry` (CTL, ATL) on `start`, zero fitness by default; loads before `start` are
+    ignored, so pass the full history, or the CTL/ATL of the day before `start` as `carry` (what lets a
+    stream forget old days and still compute exactly the same model).
     """
     if not daily_loads and (start is None or end is None):
         return []
     first = start or min(daily_loads)
     last = end or max(daily_loads)
-    ctl = atl = 0.0
+    ctl, atl = carry
     days = []
     day = first
     while day <= last:
