@@ -1,17 +1,39 @@
 """`aromatrack evaluate TIMELINE.jsonl --json`: the clinical core over a file, for what-if review and tests.
 
-Input lines may come in any order; the engine processes them in event-time order. Bad lines and impossible
-scale readings are reported on stderr (no values, only the reason); stdout carries one alert JSON per line
-and nothing else.
+Input lines may come in any order; the engine processes them in event-time order. A `workout.fit` line is
+decoded into the `workout.summary` the stream would make of it (same adapter, same workout id), so the file
+and the stream see the same timeline. Bad lines, undecodable files and impossible scale readings are
+reported on stderr (no values, only the reason); stdout carries one alert JSON per line and nothing else.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import typer
 
+from aromatrack.schemas.events import EventBase, EventError, WorkoutFit, parse_event
 from aromatrack.services.jsonl import read_events, report_to_stderr
+
+
+def with_fit_decoded(events: Iterable[EventBase], source: Path) -> Iterator[EventBase]:
+    """FIT uploads replaced by their workout summaries (uploads without a workout are dropped, as the stream
+    drops them; undecodable ones are reported, as the stream dead-letters them)."""
+    from aromatrack.streams.fit import FitDecodeError, decode_fit, fit_payload, upload_summary
+
+    for event in events:
+        if not isinstance(event, WorkoutFit):
+            yield event
+            continue
+        try:
+            data = fit_payload(event)
+            decoded = decode_fit(data)
+        except (EventError, FitDecodeError, OSError) as exc:
+            report_to_stderr(f"{source}: event {event.event_id}: FIT file not decoded: {exc}")
+            continue
+        if decoded.workout is not None:
+            yield parse_event(upload_summary(decoded, event.athlete_id, data))
 
 
 def evaluate(
@@ -24,7 +46,7 @@ def evaluate(
 
     if not json_output:
         report_to_stderr("note: alerts are printed as JSON lines (--json is the only output format)")
-    for event, outcome in fold(read_events(timeline)):
+    for event, outcome in fold(with_fit_decoded(read_events(timeline), timeline)):
         if outcome.rejection:
             report_to_stderr(f"{timeline}: event {event.event_id}: reading rejected: {outcome.rejection}")
         for alert in outcome.alerts:

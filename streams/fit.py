@@ -15,6 +15,7 @@ Damage handling, so an upload is never lost silently:
 from __future__ import annotations
 
 import base64
+import hashlib
 import gzip
 import io
 import struct
@@ -260,6 +261,20 @@ def encode_fit(data: bytes) -> str:
     The gzip header's mtime is 0, so the same file always gives the same text (and the same event id).
     """
     return base64.b64encode(gzip.compress(data, compresslevel=6, mtime=0)).decode()
+
+
+def workout_id(athlete_id: str, data: bytes) -> str:
+    """A FIT upload's workout id: the athlete with the file's bytes (two athletes' identical files are two
+    workouts; the same athlete's re-upload is a duplicate)."""
+    return hashlib.sha256(athlete_id.encode() + b"\x00" + data).hexdigest()[:32]
+
+
+def upload_summary(decoded: DecodedFit, athlete_id: str, data: bytes) -> dict[str, Any]:
+    """The `workout.summary` event made of an upload, identified by its workout id (the stream and `evaluate`
+    both use this, so both see the same timeline)."""
+    summary = summary_event(decoded, athlete_id)
+    summary.update(event_id=workout_id(athlete_id, data), workout_id=workout_id(athlete_id, data))
+    return summary
 
 
 def fit_payload(event: WorkoutFit) -> bytes:

@@ -17,7 +17,6 @@ consumed by the ingest stage and not joined here yet.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections import defaultdict
@@ -32,7 +31,8 @@ from aromatrack.schemas import series, topics
 from aromatrack.schemas.events import EventError, ScaleReading, WorkoutFit, WorkoutSummary, dump_event, parse_event
 from aromatrack.schemas.series import Point
 from aromatrack.streams.app import app, dead_letter, influx, timeline_topic
-from aromatrack.streams.fit import DecodedWorkout, FitDecodeError, decode_fit, fit_payload, summary_event
+from aromatrack.streams import fit
+from aromatrack.streams.fit import DecodedWorkout, FitDecodeError, decode_fit, fit_payload
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
         await dead_letter(raw, str(exc), source, athlete_key)
         return
     key = event.athlete_id.encode()
-    workout_id = hashlib.sha256(key + b"\x00" + data).hexdigest()[:32]
+    workout_id = fit.workout_id(event.athlete_id, data)
     state = _load_state(key)
     if workout_id in state["fits"]:
         log.info("duplicate FIT upload skipped (workout %s)", workout_id[:8])
@@ -183,8 +183,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
             continue
         await scale_topic.send(key=key, value=dump_event(reading))
     if decoded.workout is not None:
-        summary = summary_event(decoded, event.athlete_id)
-        summary.update(event_id=workout_id, workout_id=workout_id)
+        summary = fit.upload_summary(decoded, event.athlete_id, data)
         await influx().write(sample_points(event.athlete_id, workout_id, decoded.workout))
         await summary_topic.send(key=key, value=json.dumps(summary).encode())
     state["fits"].append(workout_id)

@@ -46,3 +46,20 @@ def test_deterministic_and_the_rest_of_the_cohort_unchanged():
     assert [(e["athlete_id"], e["time"]) for e in with_fit if e["type"].startswith("workout.")] == [
         (e["athlete_id"], e["time"]) for e in without if e["type"] == "workout.summary"
     ]
+
+
+def test_evaluate_sees_each_upload_as_the_summary_the_stream_makes_of_it(tmp_path):
+    from aromatrack.services.cli_evaluate import with_fit_decoded
+    from aromatrack.streams.fit import workout_id
+
+    corpus_files()
+    events = [parse_event(e) for e in cohort.generate(athletes=2, days=7, seed=3,
+                                                      recordings=cohort.FitRecordings.load(CORPUS))]
+    uploads = [e for e in events if e.type == "workout.fit"]
+    assert uploads
+    decoded = list(with_fit_decoded(events, tmp_path / "cohort.jsonl"))
+    assert not [e for e in decoded if e.type == "workout.fit"]
+    summaries = {e.event_id: e for e in decoded if e.type == "workout.summary"}
+    for upload in uploads:
+        summary = summaries[workout_id(upload.athlete_id, gzip.decompress(base64.b64decode(upload.fit_b64)))]
+        assert summary.time == upload.time and summary.load > 0
