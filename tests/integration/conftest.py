@@ -71,6 +71,7 @@ class Worker:
             if b"[^Worker]: Ready" in self.log_path.read_bytes():
                 return
             time.sleep(0.2)
+        self.stop()  # a worker left running would join the next one's consumer group and break later tests
         raise RuntimeError(f"worker not ready in {timeout_s}s; see {self.log_path}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
