@@ -277,8 +277,10 @@ def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
 
     receiver = WebhookReceiver(secrets.token_hex(16), settings.state_dir / "demo-charts")
     register_clinicians(settings, events, receiver)
-    # The whole history arrives at once, skewed across topics by seconds: a backfill's reorder grace.
-    os.environ.setdefault("AROMATRACK_CLINICAL_GRACE_S", "5")
+    # A replayed week reaches the clinical agent skewed across topics by as long as the week takes to process
+    # (FIT uploads decode last): a backfill's reorder grace. At 5 s, 27 of the full demo's 133 alerts went out
+    # before a late workout of their week arrived and so named a later triggering event than `evaluate` does.
+    os.environ.setdefault("AROMATRACK_CLINICAL_GRACE_S", "30")
     processes = [start_process(settings, "worker", ["worker", "--loglevel", "info"], b"[^Worker]: Ready")]
     report = DemoReport()
     try:
