@@ -281,10 +281,14 @@ def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
     # (FIT uploads decode last): a backfill's reorder grace. At 5 s, 27 of the full demo's 133 alerts went out
     # before a late workout of their week arrived and so named a later triggering event than `evaluate` does.
     os.environ.setdefault("AROMATRACK_CLINICAL_GRACE_S", "30")
+    grace_s = float(os.environ["AROMATRACK_CLINICAL_GRACE_S"])
     processes = [start_process(settings, "worker", ["worker", "--loglevel", "info"], b"[^Worker]: Ready")]
     report = DemoReport()
     try:
         asyncio.run(produce(settings, events, report))
+        # The last alerts are held for the grace (the clinical timer ticks every quarter of it) before they are sent.
+        console.print(f"waiting {grace_s * 1.25 + 1:.0f} s for the alerts held in the reorder grace")
+        time.sleep(grace_s * 1.25 + 1)
         # The demo streams months of history at once; the notifier starts once it is stored, so each
         # alert's chart shows the whole story (live, data is stored before its alert fires anyway).
         processes.append(start_process(settings, "notifier", ["notifier"], None))
