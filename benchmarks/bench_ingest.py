@@ -23,7 +23,7 @@ from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.services import cohort
-from aromatrack.streams.admin import consumer_lag
+from aromatrack.streams.admin import LagProbe
 from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
 from aromatrack.streams.producer import EventProducer
 from harness import memory_mb, running_worker, stop_on_sigterm
@@ -54,13 +54,14 @@ async def run_once(settings: Settings, batch: int, count: int) -> tuple[float, f
         await producer.send_all(events)
     input_topics = tuple(topics.topic_for(t) for t in SMALL_TYPES)
     with running_worker(settings, AROMATRACK_INFLUX_DB=database, AROMATRACK_INGEST_BATCH=str(batch)) as worker:
-        began = time.perf_counter()
-        while await consumer_lag(settings.kafka_bootstrap, topics.ingest_group(settings.app_id), input_topics) > 0:
-            await asyncio.sleep(0.1)
-        ingested = time.perf_counter() - began
-        while await consumer_lag(settings.kafka_bootstrap, settings.app_id, (topics.TIMELINE_TOPIC,)) > 0:
-            await asyncio.sleep(0.1)
-        with_timeline = time.perf_counter() - began
+        async with LagProbe(settings.kafka_bootstrap) as probe:
+            began = time.perf_counter()
+            while await probe.lag(topics.ingest_group(settings.app_id), input_topics) > 0:
+                await asyncio.sleep(0.1)
+            ingested = time.perf_counter() - began
+            while await probe.lag(settings.app_id, (topics.TIMELINE_TOPIC,)) > 0:
+                await asyncio.sleep(0.1)
+            with_timeline = time.perf_counter() - began
         async with InfluxClient(InfluxConfig(settings.influx_url, database)) as influx:
             stored = rows(await influx.query(
                 f"SELECT count(weight_kg) FROM body_composition WHERE athlete_id =~ /^{run}-/"))

@@ -61,9 +61,3 @@ class LagProbe:
         return await self.lag(topics.ingest_group(app_id), topics.INGEST_TOPICS) + await self.lag(
             app_id, topics.AGENT_TOPICS
         )
-
-
-async def consumer_lag(bootstrap: str, group: str, topic_names: tuple[str, ...]) -> int:
-    """One-off `LagProbe.lag`."""
-    async with LagProbe(bootstrap) as probe:
-        return await probe.lag(group, topic_names)

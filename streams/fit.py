@@ -273,7 +273,8 @@ def upload_summary(decoded: DecodedFit, athlete_id: str, data: bytes) -> dict[st
     """The `workout.summary` event made of an upload, identified by its workout id (the stream and `evaluate`
     both use this, so both see the same timeline)."""
     summary = summary_event(decoded, athlete_id)
-    summary.update(event_id=workout_id(athlete_id, data), workout_id=workout_id(athlete_id, data))
+    identity = workout_id(athlete_id, data)
+    summary.update(event_id=identity, workout_id=identity)
     return summary
 
 
