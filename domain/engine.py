@@ -194,7 +194,7 @@ def _apply_lab(state: AthleteState, event: EventBase, settings: EngineSettings, 
 def _apply(state: AthleteState, event: EventBase, settings: EngineSettings, outcome: Outcome) -> None:
     kind = event.type
     if kind == "athlete.profile":
-        state.profile = {"hr_rest_bpm": event.hr_rest_bpm, "hr_max_bpm": event.hr_max_bpm, "ftp_w": event.ftp_w, "sex": event.sex}
+        state.profile = training_load.profile_numbers(event.model_dump())
     elif kind == "protocol.phase":
         if event.phase == "trt" and state.phase != "trt":
             state.trt_start = _ref(event)

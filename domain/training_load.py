@@ -6,6 +6,8 @@ Public API (stable; other modules import these names):
   normalized_power_w=None, rpe=None, hr_samples=(), power_samples=())` -- a WorkoutSummary-like plain input.
   `WorkoutInput.from_summary(mapping)` builds one from a `workout.summary` dict or pydantic model dump.
 - `Athlete(hr_rest_bpm=60, hr_max_bpm=190, ftp_w=None, sex="male")` -- the athlete numbers the formulas need.
+- `profile_numbers(profile)`, `with_profile(history, time_s, profile)`, `athlete_at(history, time_s)` -- an
+  athlete's profiles over time, and the `Athlete` in effect at a workout's time.
 - `workout_load(workout, athlete) -> WorkoutLoad` with `trimp`, `hrtss`, `power_tss`, `srpe_load`, `load`
   (the one number CTL/ATL use, in TSS units), `source` (which formula gave `load`), and `modality`.
 - `classify_modality(sport, sub_sport=None, intensity=None) -> "resistance" | "hiit" | "steady_state" | "other"`.
@@ -44,6 +46,7 @@ Formulas and references:
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -121,6 +124,31 @@ class Athlete:
         """Heart-rate-reserve fraction, clamped to [0, 1] so a spike or a low reading cannot go off the scale."""
         fraction = (hr_bpm - self.hr_rest_bpm) / (self.hr_max_bpm - self.hr_rest_bpm)
         return min(1.0, max(0.0, fraction))
+
+
+PROFILE_FIELDS = ("hr_rest_bpm", "hr_max_bpm", "ftp_w", "sex")
+PROFILE_HISTORY_LIMIT = 32  # profiles kept per athlete; they change a few times a year
+
+
+def profile_numbers(profile: Mapping[str, Any]) -> dict[str, Any]:
+    """The `Athlete` numbers an `athlete.profile` event carries (its dict or model dump)."""
+    return {name: profile.get(name) for name in PROFILE_FIELDS}
+
+
+def with_profile(history: Sequence[Sequence[Any]], time_s: float, profile: Mapping[str, Any]) -> list[list[Any]]:
+    """A profile history (`[time_s, numbers]` pairs in time order, the latest PROFILE_HISTORY_LIMIT kept) with one
+    profile's numbers added. A profile at a time already present replaces it, so a redelivered event changes
+    nothing."""
+    kept = [list(entry) for entry in history if entry[0] != time_s]
+    bisect.insort(kept, [time_s, profile_numbers(profile)], key=lambda entry: entry[0])
+    return kept[-PROFILE_HISTORY_LIMIT:]
+
+
+def athlete_at(history: Sequence[Sequence[Any]], time_s: float) -> Athlete:
+    """The numbers in effect at `time_s`: the latest profile at or before it (as the clinical engine, which
+    applies a profile before a workout of the same instant, sees them); population defaults before the first."""
+    index = bisect.bisect_right([entry[0] for entry in history], time_s)
+    return Athlete(**history[index - 1][1]) if index else Athlete()
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,23 @@ from typing import Iterable, Iterator
 
 import typer
 
-from aromatrack.schemas.events import EventBase, EventError, WorkoutFit, parse_event
+from aromatrack.schemas.events import AthleteProfile, EventBase, EventError, WorkoutFit, parse_event
 from aromatrack.services.jsonl import read_events, report_to_stderr
 
 
 def with_fit_decoded(events: Iterable[EventBase], source: Path) -> Iterator[EventBase]:
-    """FIT uploads replaced by their workout summaries (uploads without a workout are dropped, as the stream
-    drops them; undecodable ones are reported, as the stream dead-letters them)."""
+    """FIT uploads replaced by their workout summaries, their load computed with the athlete's profile in effect
+    at the workout's time, as the stream does (uploads without a workout are dropped, as the stream drops them;
+    undecodable ones are reported, as the stream dead-letters them)."""
+    from aromatrack.domain import training_load
     from aromatrack.streams.fit import FitDecodeError, decode_fit, fit_payload, upload_summary
 
+    events = list(events)
+    profiles: dict[str, list] = {}
+    for event in events:
+        if isinstance(event, AthleteProfile):
+            history = profiles.get(event.athlete_id, [])
+            profiles[event.athlete_id] = training_load.with_profile(history, event.time.timestamp(), event.model_dump())
     for event in events:
         if not isinstance(event, WorkoutFit):
             yield event
@@ -33,7 +41,8 @@ def with_fit_decoded(events: Iterable[EventBase], source: Path) -> Iterator[Even
             report_to_stderr(f"{source}: event {event.event_id}: FIT file not decoded: {exc}")
             continue
         if decoded.workout is not None:
-            yield parse_event(upload_summary(decoded, event.athlete_id, data))
+            athlete = training_load.athlete_at(profiles.get(event.athlete_id, []), decoded.workout.start.timestamp())
+            yield parse_event(upload_summary(decoded, event.athlete_id, data, athlete))
 
 
 def evaluate(

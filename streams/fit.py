@@ -269,10 +269,10 @@ def workout_id(athlete_id: str, data: bytes) -> str:
     return hashlib.sha256(athlete_id.encode() + b"\x00" + data).hexdigest()[:32]
 
 
-def upload_summary(decoded: DecodedFit, athlete_id: str, data: bytes) -> dict[str, Any]:
-    """The `workout.summary` event made of an upload, identified by its workout id (the stream and `evaluate`
-    both use this, so both see the same timeline)."""
-    summary = summary_event(decoded, athlete_id)
+def upload_summary(decoded: DecodedFit, athlete_id: str, data: bytes, athlete: Athlete = Athlete()) -> dict[str, Any]:
+    """The `workout.summary` event made of an upload, identified by its workout id, its load computed with the
+    athlete's numbers (the stream and `evaluate` both use this, so both see the same timeline)."""
+    summary = summary_event(decoded, athlete_id, athlete)
     identity = workout_id(athlete_id, data)
     summary.update(event_id=identity, workout_id=identity)
     return summary

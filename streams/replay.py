@@ -18,6 +18,11 @@ from aromatrack.streams.admin import LagProbe
 from aromatrack.streams.producer import EventProducer
 
 
+# Applies from its time on to what follows (a workout's load uses the athlete's profile in effect): sent and
+# consumed before the rest of its window, so that the window's workouts see it, as live ones would.
+SENT_FIRST_IN_WINDOW = frozenset({"athlete.profile"})
+
+
 async def wait_until_consumed(probe: LagProbe, app_id: str, every_s: float = 0.1) -> None:
     """Until the worker has committed everything on the topics it consumes (both of its consumer groups)."""
     while await probe.worker_lag(app_id) > 0:
@@ -37,7 +42,11 @@ async def replay_paced(
         while start < len(ordered):
             window_end = ordered[start].time + window
             end = next((i for i in range(start, len(ordered)) if ordered[i].time >= window_end), len(ordered))
-            await producer.send_all(ordered[start:end])
+            first = [event for event in ordered[start:end] if event.type in SENT_FIRST_IN_WINDOW]
+            if first:
+                await producer.send_all(first)
+                await wait_until_consumed(probe, settings.app_id)
+            await producer.send_all([event for event in ordered[start:end] if event.type not in SENT_FIRST_IN_WINDOW])
             await wait_until_consumed(probe, settings.app_id)
             on_sent(end - start)
             start = end

@@ -11,8 +11,10 @@
   writes WORKOUT, TRAINING_LOAD_DAILY (from the workout's day to the athlete's latest day) and
   MODALITY_WEEKLY points, then forwards the event to the timeline for the clinical engine.
 
-Athlete numbers (HR rest/max, FTP) use the population defaults of `training_load.Athlete`: profiles are
-consumed by the ingest stage and not joined here yet.
+- `athlete.profile` agent: keeps each athlete's profiles over time in the `athlete_profiles` table, so a
+  workout's load uses the HR rest/max, FTP and sex in effect at its time (`training_load.athlete_at`, the same
+  numbers the clinical engine and `evaluate` use); population defaults before an athlete's first profile.
+  Invalid profiles are skipped here: the ingest consumer dead-letters them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pydantic import ValidationError
 
 from aromatrack.domain import training_load as tl
 from aromatrack.schemas import series, topics
-from aromatrack.schemas.events import EventError, ScaleReading, WorkoutFit, WorkoutSummary, dump_event, parse_event
+from aromatrack.schemas.events import AthleteProfile, EventError, ScaleReading, WorkoutFit, WorkoutSummary, dump_event, parse_event
 from aromatrack.schemas.series import Point
 from aromatrack.streams.app import app, dead_letter, influx, timeline_topic
 from aromatrack.streams import fit
@@ -49,6 +51,10 @@ scale_topic = app.topic(topics.topic_for("scale.reading"), value_serializer="raw
 state_table = app.Table(
     "workout_state", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
 )
+profile_topic = app.topic(topics.topic_for("athlete.profile"), value_serializer="raw", key_serializer="raw")
+profile_table = app.Table(
+    "athlete_profiles", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
+)
 
 
 def _load_state(athlete_key: bytes) -> dict[str, Any]:
@@ -60,6 +66,11 @@ def _save_state(athlete_key: bytes, state: dict[str, Any]) -> None:
     state["fits"] = state["fits"][-SEEN_MEMORY:]
     state["summaries"] = state["summaries"][-SEEN_MEMORY:]
     state_table[athlete_key] = json.dumps(state, separators=(",", ":")).encode()
+
+
+def _profile_history(athlete_key: bytes) -> list[list[Any]]:
+    stored = profile_table.get(athlete_key)
+    return json.loads(stored) if stored else []
 
 
 def sample_points(athlete_id: str, workout_id: str, workout: DecodedWorkout) -> list[Point]:
@@ -80,11 +91,12 @@ def sample_points(athlete_id: str, workout_id: str, workout: DecodedWorkout) -> 
     ]
 
 
-def with_load(summary: WorkoutSummary) -> dict[str, Any]:
-    """The summary as a dict, with `trimp`, `load`, `modality` computed when the sender did not give them."""
+def with_load(summary: WorkoutSummary, athlete: tl.Athlete) -> dict[str, Any]:
+    """The summary as a dict, with `trimp`, `load`, `modality` computed with the athlete's numbers when the
+    sender did not give them."""
     body = summary.model_dump(mode="json", exclude_none=True)
     if "load" not in body or "modality" not in body:
-        load = tl.workout_load(tl.WorkoutInput.from_summary(body))
+        load = tl.workout_load(tl.WorkoutInput.from_summary(body), athlete)
         body.setdefault("trimp", load.trimp)
         body.setdefault("load", round(load.load, 3))
         body.setdefault("modality", load.modality)
@@ -183,7 +195,9 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
             continue
         await scale_topic.send(key=key, value=dump_event(reading))
     if decoded.workout is not None:
-        summary = fit.upload_summary(decoded, event.athlete_id, data)
+        summary = fit.upload_summary(
+            decoded, event.athlete_id, data, tl.athlete_at(_profile_history(key), decoded.workout.start.timestamp())
+        )
         await influx().write(sample_points(event.athlete_id, workout_id, decoded.workout))
         await summary_topic.send(key=key, value=json.dumps(summary).encode())
     state["fits"].append(workout_id)
@@ -200,7 +214,7 @@ def summary_step(states: dict[bytes, dict[str, Any]], raw: bytes) -> tuple[Worko
     state = states[key] if key in states else states.setdefault(key, _load_state(key))
     if event.event_id in state["summaries"]:
         return None
-    body = with_load(event)
+    body = with_load(event, tl.athlete_at(_profile_history(key), event.time.timestamp()))
     days, mix = record_workout(state, body)
     return event, body, load_points(event.athlete_id, body, days, mix)
 
@@ -245,6 +259,25 @@ async def _guarded(handler: Any, athlete_key: bytes | None, raw: bytes, source: 
         await handler(athlete_key, raw)
     except Exception as exc:  # noqa: BLE001 - the worker must keep going; the reason goes with the message
         await _dead_letter_bug(exc, raw, source, athlete_key)
+
+
+async def handle_profile(_athlete_key: bytes | None, raw: bytes) -> None:
+    """Adds a profile to its athlete's history (keyed by the event's athlete, as every handler here)."""
+    try:
+        event = parse_event(raw)
+    except EventError:
+        return  # the ingest consumer dead-letters it
+    if not isinstance(event, AthleteProfile):
+        return
+    key = event.athlete_id.encode()
+    history = tl.with_profile(_profile_history(key), event.time.timestamp(), event.model_dump())
+    profile_table[key] = json.dumps(history, separators=(",", ":")).encode()
+
+
+@app.agent(profile_topic, name="aromatrack.workouts.profiles")
+async def workouts_profiles(stream: faust.StreamT) -> None:
+    async for athlete_key, raw in stream.items():
+        await _guarded(handle_profile, athlete_key, raw, topics.topic_for("athlete.profile"))
 
 
 @app.agent(fit_topic, name="aromatrack.workouts.fit")

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from aromatrack.domain.training_load import Athlete, WorkoutInput, workout_load
 from aromatrack.schemas import topics
-from aromatrack.schemas.events import WorkoutFit
+from aromatrack.schemas.events import AthleteProfile, WorkoutFit, WorkoutSummary
+from aromatrack.streams.admin import LagProbe
 from aromatrack.streams.fit import decode_fit, encode_fit, summary_event
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
+from aromatrack.streams.replay import wait_until_consumed
 
 from .conftest import eventually, unique_athlete
 
@@ -60,6 +63,41 @@ async def test_fit_files_become_workouts_and_daily_load_once(stack, worker, infl
         assert loads_by_day[event["start"][:10]] == pytest.approx(event["load"])
     assert all(row["ctl"] >= 0 and row["atl"] >= 0 for row in daily)
     assert samples[0]["count"] > 100
+
+
+async def test_workout_loads_use_the_athlete_profile_in_effect_at_their_time(stack, worker, influx_for):
+    athlete = unique_athlete("profile")
+    data = corpus_bytes(FILES[0])
+    fit_start = decode_fit(data).workout.start
+    profile = AthleteProfile(athlete_id=athlete, time=fit_start - timedelta(days=10), sex="male", birth_year=1985,
+                             hr_rest_bpm=44, hr_max_bpm=176)
+    numbers = Athlete(hr_rest_bpm=44, hr_max_bpm=176)
+    runs = [
+        WorkoutSummary(athlete_id=athlete, time=fit_start - timedelta(days=days), sport="running", duration_s=3600,
+                       avg_hr_bpm=150)
+        for days in (20, 5)  # one before the profile (population defaults), one after it
+    ]
+    async with EventProducer(stack.kafka_bootstrap) as producer, LagProbe(stack.kafka_bootstrap) as probe:
+        await producer.send(profile)
+        await wait_until_consumed(probe, stack.app_id)
+        await producer.send_all([*runs, upload(athlete, data)])
+
+    expected = {
+        runs[0].time: round(workout_load(WorkoutInput(sport="running", duration_s=3600, avg_hr_bpm=150)).load, 3),
+        runs[1].time: round(workout_load(WorkoutInput(sport="running", duration_s=3600, avg_hr_bpm=150), numbers).load, 3),
+        fit_start: summary_event(decode_fit(data), athlete, numbers)["load"],
+    }
+    assert expected[fit_start] != summary_event(decode_fit(data), athlete)["load"]
+    assert expected[runs[0].time] != expected[runs[1].time]
+    async with influx_for(worker.database) as influx:
+        query = f"SELECT load FROM workout WHERE athlete_id = '{athlete}'"
+
+        async def loaded() -> bool:
+            return len(rows(await influx.query(query))) == 3
+
+        await eventually(loaded, timeout_s=60)
+        stored = {datetime.fromisoformat(row["time"].replace("Z", "+00:00")): row["load"] for row in rows(await influx.query(query))}
+    assert stored == pytest.approx(expected)
 
 
 async def test_undecodable_file_goes_to_dead_letter_with_reason(stack, worker):

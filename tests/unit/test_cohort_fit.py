@@ -49,8 +49,9 @@ def test_deterministic_and_the_rest_of_the_cohort_unchanged():
 
 
 def test_evaluate_sees_each_upload_as_the_summary_the_stream_makes_of_it(tmp_path):
+    from aromatrack.domain.training_load import Athlete, profile_numbers
     from aromatrack.services.cli_evaluate import with_fit_decoded
-    from aromatrack.streams.fit import workout_id
+    from aromatrack.streams.fit import decode_fit, summary_event, workout_id
 
     corpus_files()
     events = [parse_event(e) for e in cohort.generate(athletes=2, days=7, seed=3,
@@ -60,6 +61,11 @@ def test_evaluate_sees_each_upload_as_the_summary_the_stream_makes_of_it(tmp_pat
     decoded = list(with_fit_decoded(events, tmp_path / "cohort.jsonl"))
     assert not [e for e in decoded if e.type == "workout.fit"]
     summaries = {e.event_id: e for e in decoded if e.type == "workout.summary"}
+    profiles = {e.athlete_id: Athlete(**profile_numbers(e.model_dump())) for e in events if e.type == "athlete.profile"}
     for upload in uploads:
-        summary = summaries[workout_id(upload.athlete_id, gzip.decompress(base64.b64decode(upload.fit_b64)))]
+        data = gzip.decompress(base64.b64decode(upload.fit_b64))
+        summary = summaries[workout_id(upload.athlete_id, data)]
         assert summary.time == upload.time and summary.load > 0
+        # load from the athlete's own heart-rate numbers (the profile precedes the uploads), not the defaults
+        assert summary.load == summary_event(decode_fit(data), upload.athlete_id, profiles[upload.athlete_id])["load"]
+        assert summary.load != summary_event(decode_fit(data), upload.athlete_id)["load"]

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aromatrack.domain.training_load import (
+    PROFILE_HISTORY_LIMIT,
     Athlete,
     Session,
     WorkoutInput,
@@ -18,6 +19,8 @@ from aromatrack.domain.training_load import (
     intensity_profile,
     normalized_power,
     weekly_modality_mix,
+    athlete_at,
+    with_profile,
     workout_load,
 )
 
@@ -178,3 +181,43 @@ def test_weekly_mix_by_hand():
 def test_from_summary_ignores_extra_and_missing_fields():
     summary = {"type": "workout.summary", "sport": "running", "duration_s": 1800, "avg_hr_bpm": 150, "max_hr_bpm": None}
     assert WorkoutInput.from_summary(summary) == WorkoutInput(sport="running", duration_s=1800, avg_hr_bpm=150)
+
+
+profiles = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=10**6),
+        st.integers(min_value=35, max_value=80),
+        st.integers(min_value=150, max_value=210),
+        st.sampled_from(["male", "female"]),
+    ),
+    max_size=40,
+    unique_by=lambda entry: entry[0],
+)
+
+
+def _history(entries) -> list:
+    history: list = []
+    for time_s, rest, top, sex in entries:
+        history = with_profile(history, time_s, {"hr_rest_bpm": rest, "hr_max_bpm": top, "sex": sex, "coach_id": "c"})
+    return history
+
+
+@given(profiles, st.randoms(use_true_random=False), st.integers(min_value=-10, max_value=10**6 + 10))
+def test_the_profile_in_effect_is_the_latest_at_or_before_the_time_whatever_the_arrival_order(entries, rng, time_s):
+    shuffled = list(entries)
+    rng.shuffle(shuffled)
+    history = _history(shuffled)
+    assert history == _history(sorted(entries)) == _history([*entries, *entries])  # any order, redeliveries
+    assert len(history) == min(len(entries), PROFILE_HISTORY_LIMIT)
+    kept = sorted(entries)[-PROFILE_HISTORY_LIMIT:]
+    in_effect = [entry for entry in kept if entry[0] <= time_s]
+    expected = Athlete(hr_rest_bpm=in_effect[-1][1], hr_max_bpm=in_effect[-1][2], sex=in_effect[-1][3]) if in_effect else Athlete()
+    assert athlete_at(history, time_s) == expected
+
+
+def test_a_workout_load_follows_the_profile_in_effect():
+    history = with_profile([], 1000.0, {"hr_rest_bpm": 45, "hr_max_bpm": 170, "ftp_w": None, "sex": "male"})
+    run = WorkoutInput(sport="running", duration_s=3600, avg_hr_bpm=150)
+    before, after = (workout_load(run, athlete_at(history, t)).load for t in (999.0, 1000.0))
+    assert before == workout_load(run, Athlete()).load
+    assert after > before  # 150 bpm is a larger share of a 45-170 reserve than of the default 60-190
