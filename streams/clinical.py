@@ -17,12 +17,23 @@ go out with that athlete's next event.
 Bounded memory: when the tail grows past `MAX_TAIL` events, its oldest half goes into the snapshot, so at
 least `MAX_TAIL // 2` events (about a month of a typical athlete's history) can still be placed in order.
 An event older than the snapshot can no longer be placed in order; it is applied on arrival and counted in
-the log (without values), the one case where the stream can differ from `evaluate`.
+the log (without values), the one case where the stream can differ from `evaluate`. It is folded into the
+snapshot too, so re-folds and restarts keep it (there, before the tail).
 
-Cost: the table holds each record pickled (its changelog is the durable copy), and the worker keeps the
-records it owns unpickled in memory (`_records`, dropped at every rebalance), with the tail's events parsed.
-Unpickling a record with faust's restricted unpickler and re-parsing its tail on every batch cost more than
-the engine itself (a backfill profile: ~0.9 ms and ~0.5 ms per event of ~3.5 ms). In memory too, every
+Storage: a record is stored in parts, so the changelog grows by about an event per event, not by a record per
+batch (the whole pickled record, ~60 kB, written on every batch made the changelog 117,000 x 76 kB after 160,000
+backfill events: 8 GB, and the local broker keeps its topics in memory). The `clinical_journal` table holds per
+athlete the `base` (snapshot, the tail at the last compaction, and an epoch number), the `alerts` (held and
+emitted ids) and one journal entry per event added to the tail since that compaction (`e<epoch>.<n>`). Every
+key of an athlete goes to the athlete's timeline partition (`AthleteKeyedTable`), as a single key would.
+A compaction writes a new base with the next epoch, then deletes the old epoch's entries (a crash in between
+leaves entries that the next load deletes). The current state is not stored: a load folds the tail onto the
+snapshot again, and holds what that fold raises that is neither held nor emitted (alerts of events stored just
+before a crash).
+
+Cost: the worker keeps the records it owns in memory (`_records`, dropped at every rebalance), with the tail's
+events parsed. Unpickling a record with faust's restricted unpickler and re-parsing its tail on every batch cost
+more than the engine itself (a backfill profile: ~0.9 ms and ~0.5 ms per event of ~3.5 ms). In memory too, every
 `CHECKPOINT_EVERY` events the tail keeps the engine state before that event, so a re-fold starts at the last
 checkpoint before the earliest inserted event instead of at the snapshot, and compaction takes a checkpoint
 as the new snapshot.
@@ -37,8 +48,10 @@ import os
 import pickle
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import faust
+from aiokafka.partitioner import DefaultPartitioner
 from faust.serializers.codecs import RestrictedUnpickler, dumps, loads
 
 from aromatrack.domain import engine
@@ -61,7 +74,6 @@ alerts_topic = app.topic(topics.ALERTS_TOPIC, value_serializer="raw", key_serial
 # The record holds engine dataclasses, so the changelog is pickled, with faust's restricted unpickler
 # allowing only these classes (a forged changelog message cannot construct anything else).
 RestrictedUnpickler.ALLOWED_CLASSES.update({
-    "aromatrack.streams.clinical": frozenset({"ClinicalRecord"}),
     "aromatrack.domain.engine": frozenset({"AthleteState"}),
     "aromatrack.domain.rules": frozenset({"EventRef", "Symptoms"}),
     "aromatrack.domain.labs": frozenset({"Lab"}),
@@ -69,9 +81,23 @@ RestrictedUnpickler.ALLOWED_CLASSES.update({
     "aromatrack.domain.correlation": frozenset({"E2Pair"}),
     "pydantic_core._pydantic_core": frozenset({"TzInfo"}),
 })
-state_table = app.Table(
-    "clinical_state", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
-)
+PART_SEPARATOR = b"\x1f"
+_ALL_PARTITIONS = list(range(topics.PARTITIONS))
+_partitioner = DefaultPartitioner()  # the producers' default: how the timeline is partitioned by athlete
+
+
+class AthleteKeyedTable(faust.Table):
+    """A table keyed `athlete key + PART_SEPARATOR + part`: every key goes to the changelog partition of its
+    athlete (the athlete's timeline partition), so one athlete's state can be split over several keys."""
+
+    def partition_for_key(self, key: bytes) -> int:
+        return _partitioner(key.rpartition(PART_SEPARATOR)[0], _ALL_PARTITIONS, _ALL_PARTITIONS)
+
+
+journal_table = app.tables.add(AthleteKeyedTable(
+    app, name="clinical_journal", beacon=app.tables.beacon, partitions=topics.PARTITIONS,
+    key_type=bytes, value_type=bytes,
+))
 # Athletes with held alerts -> when their earliest held alert was held (monotonic), so the timer loads only
 # records with something due; and one lock so the agent and the timer never interleave a record update.
 with_held: dict[bytes, float] = {}
@@ -81,7 +107,7 @@ record_lock = asyncio.Lock()
 
 @dataclass(repr=False)  # no lab values or doses in crash logs
 class ClinicalRecord:
-    """One athlete's stream state (see the module docstring)."""
+    """One athlete's stream state (see the module docstring); stored in parts by `stored_changes`."""
 
     athlete_id: str
     snapshot: engine.AthleteState
@@ -90,12 +116,15 @@ class ClinicalRecord:
     tail_ids: set[str] = field(default_factory=set)
     held: dict[str, tuple[bytes, float]] = field(default_factory=dict)  # alert id -> (alert JSON, held since)
     emitted: dict[str, float] = field(default_factory=dict)  # alert id -> alert time (epoch s)
-    parsed: dict[str, EventBase] = field(default_factory=dict)  # the tail's events, parsed; never stored
-    # (tail key, pickled engine state before that tail event), in tail order; never stored
+    parsed: dict[str, EventBase] = field(default_factory=dict)  # the tail's events, parsed
+    # (tail key, pickled engine state before that tail event), in tail order
     checkpoints: list[tuple[tuple, bytes]] = field(default_factory=list)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "parsed": {}, "checkpoints": []}
+    # What the stored parts lack: tail events not yet journaled, a changed snapshot, changed alerts.
+    unsaved: list[bytes] = field(default_factory=list)
+    snapshot_changed: bool = True
+    saved_held: dict[str, tuple[bytes, float]] = field(default_factory=dict)
+    epoch: int = 0
+    journal_length: int = 0
 
     def tail_events(self, entries: list[tuple[tuple, bytes]]) -> list[EventBase]:
         """The events of these tail entries, parsed once per worker."""
@@ -144,6 +173,7 @@ def _compact(record: ClinicalRecord) -> None:
     else:
         old, record.tail = record.tail[:cut], record.tail[cut:]
         _fold(record.snapshot, record.tail_events(old))
+    record.snapshot_changed = True
     record.checkpoints = [c for c in record.checkpoints if c[0] > record.tail[0][0]]
     record.tail_ids = {key[2] for key, _ in record.tail}
     record.parsed = {event_id: event for event_id, event in record.parsed.items() if event_id in record.tail_ids}
@@ -167,11 +197,14 @@ def apply_events(
         if record.tail and key < record.tail[0][0] and record.snapshot.last_time_s is not None:
             log.info("clinical: an event arrived older than the compacted history; applied out of order")
             outcomes.append((event, engine.step(record.current, event, SETTINGS)[1]))
+            engine.step(record.snapshot, event, SETTINGS)
+            record.checkpoints, record.snapshot_changed = [], True
             continue
         position = bisect.bisect(record.tail, (key, raw))
         record.tail.insert(position, (key, raw))
         record.tail_ids.add(event.event_id)
         record.parsed[event.event_id] = event
+        record.unsaved.append(raw)
         first_position = min(first_position, position)
     if first_position >= old_length:
         return outcomes + _fold_tail(record, record.current, old_length)
@@ -256,21 +289,83 @@ def alert_point(alert: Alert) -> Point:
     return series.ALERTS.point(alert.time, tags, {"alert_id": alert.alert_id, "summary": alert.summary})
 
 
+def _journal_part(epoch: int, index: int) -> bytes:
+    return b"e%d.%d" % (epoch, index)
+
+
+def stored_changes(record: ClinicalRecord) -> list[tuple[bytes, bytes | None]]:
+    """The (part, value) writes that bring an athlete's stored parts up to date with the record (None deletes),
+    in the order they must be written; the record counts as saved afterwards."""
+    writes: list[tuple[bytes, bytes | None]] = []
+    if record.snapshot_changed:
+        base = (record.snapshot, [raw for _, raw in record.tail], record.epoch + 1)
+        writes.append((b"base", dumps("pickle_restricted", base)))
+        writes += [(_journal_part(record.epoch, index), None) for index in range(record.journal_length)]
+        record.epoch, record.journal_length, record.snapshot_changed = record.epoch + 1, 0, False
+    else:
+        for raw in record.unsaved:
+            writes.append((_journal_part(record.epoch, record.journal_length), raw))
+            record.journal_length += 1
+    record.unsaved = []
+    if record.held != record.saved_held:
+        writes.append((b"alerts", dumps("pickle_restricted", (record.held, record.emitted))))
+        record.saved_held = dict(record.held)
+    return writes
+
+
+def restored_record(
+    athlete_id: str, read: Callable[[bytes], bytes | None], now: float
+) -> tuple[ClinicalRecord | None, list[bytes]]:
+    """The record rebuilt from its stored parts (`read(part)`), or None for an athlete never stored; and the parts
+    to delete (journal entries of an epoch before the base's, left by a crash during a compaction)."""
+    stored_base = read(b"base")
+    if stored_base is None:
+        return None, []
+    snapshot, base_tail, epoch = loads("pickle_restricted", stored_base)
+    journal: list[bytes] = []
+    while (raw := read(_journal_part(epoch, len(journal)))) is not None:
+        journal.append(raw)
+    stale: list[bytes] = []
+    while read(_journal_part(epoch - 1, len(stale))) is not None:
+        stale.append(_journal_part(epoch - 1, len(stale)))
+    stored_alerts = read(b"alerts")
+    held, emitted = loads("pickle_restricted", stored_alerts) if stored_alerts else ({}, {})
+    record = ClinicalRecord(
+        athlete_id, snapshot, pickle.loads(pickle.dumps(snapshot)), held=held, emitted=emitted,
+        snapshot_changed=False, saved_held=dict(held), epoch=epoch, journal_length=len(journal),
+    )
+    events = sorted((parse_event(raw) for raw in base_tail + journal), key=_key)
+    hold_new_alerts(record, apply_events(record, events, now), now)
+    record.unsaved = []
+    return record, stale
+
+
 _records: dict[bytes, ClinicalRecord] = {}
+
+
+def _part_key(athlete_key: bytes, part: bytes) -> bytes:
+    return athlete_key + PART_SEPARATOR + part
 
 
 def load_record(athlete_key: bytes) -> ClinicalRecord | None:
     record = _records.get(athlete_key)
     if record is None:
-        stored = state_table.get(athlete_key)
-        if stored is None:
-            return None
-        record = _records[athlete_key] = loads("pickle_restricted", stored)
+        record, stale = restored_record(
+            athlete_key.decode(), lambda part: journal_table.get(_part_key(athlete_key, part)), time.monotonic()
+        )
+        for part in stale:
+            del journal_table[_part_key(athlete_key, part)]
+        if record is not None:
+            _records[athlete_key] = record
     return record
 
 
 def save_record(athlete_key: bytes, record: ClinicalRecord) -> None:
-    state_table[athlete_key] = dumps("pickle_restricted", record)
+    for part, value in stored_changes(record):
+        if value is None:
+            journal_table.pop(_part_key(athlete_key, part), None)
+        else:
+            journal_table[_part_key(athlete_key, part)] = value
     _records[athlete_key] = record
 
 
