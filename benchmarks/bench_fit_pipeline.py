@@ -32,7 +32,7 @@ async def main() -> None:
     megabytes = files = points_written = 0
     async with InfluxClient(InfluxConfig(settings.influx_url, DATABASE)) as influx:
         await influx.create_database()
-        state = {"fits": [], "summaries": [], "daily": {}, "sessions": []}
+        state = {"daily": {}, "sessions": []}
         for path in paths:
             data = path.read_bytes()
             started = time.perf_counter()

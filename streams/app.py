@@ -6,9 +6,9 @@ Agents live in their own modules (ingest, workouts, clinical); `streams.worker` 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import faust
+from aiokafka.partitioner import DefaultPartitioner
 
 from aromatrack.deploy.settings import load_settings
 from aromatrack.schemas import topics
@@ -37,6 +37,30 @@ app = faust.App(
     broker_commit_interval=0.5,
     datadir=str(settings.state_dir / "faust"),
 )
+
+PART_SEPARATOR = b"\x1f"
+_ALL_PARTITIONS = list(range(topics.PARTITIONS))
+_partitioner = DefaultPartitioner()  # the producers' default: how every topic is partitioned by athlete
+
+
+class AthleteKeyedTable(faust.Table):
+    """A table keyed `athlete key + PART_SEPARATOR + part`: every key goes to the changelog partition of its
+    athlete (the athlete's partition of every topic), so one athlete's state can be split over several keys and
+    a change writes one small part instead of the whole state."""
+
+    def partition_for_key(self, key: bytes) -> int:
+        return _partitioner(key.rpartition(PART_SEPARATOR)[0], _ALL_PARTITIONS, _ALL_PARTITIONS)
+
+
+def athlete_keyed_table(name: str) -> AthleteKeyedTable:
+    return app.tables.add(AthleteKeyedTable(
+        app, name=name, beacon=app.tables.beacon, partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes,
+    ))
+
+
+def part_key(athlete_key: bytes, part: bytes) -> bytes:
+    return athlete_key + PART_SEPARATOR + part
+
 
 dead_letter_topic = app.topic(topics.DEAD_LETTER_TOPIC, value_serializer="raw", key_serializer="raw")
 timeline_topic = app.topic(topics.TIMELINE_TOPIC, value_serializer="raw", key_serializer="raw")

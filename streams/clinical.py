@@ -25,7 +25,7 @@ batch (the whole pickled record, ~60 kB, written on every batch made the changel
 backfill events: 8 GB, and the local broker keeps its topics in memory). The `clinical_journal` table holds per
 athlete the `base` (snapshot, the tail at the last compaction, and an epoch number), the `alerts` (held and
 emitted ids) and one journal entry per event added to the tail since that compaction (`e<epoch>.<n>`). Every
-key of an athlete goes to the athlete's timeline partition (`AthleteKeyedTable`), as a single key would.
+key of an athlete goes to the athlete's timeline partition (`streams.app.AthleteKeyedTable`), as one key would.
 A compaction writes a new base with the next epoch, then deletes the old epoch's entries (a crash in between
 leaves entries that the next load deletes). The current state is not stored: a load folds the tail onto the
 snapshot again, and holds what that fold raises that is neither held nor emitted (alerts of events stored just
@@ -51,14 +51,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import faust
-from aiokafka.partitioner import DefaultPartitioner
 from faust.serializers.codecs import RestrictedUnpickler, dumps, loads
 
 from aromatrack.domain import engine
 from aromatrack.schemas import series, topics
 from aromatrack.schemas.events import Alert, EventBase, EventError, dump_event, parse_event
 from aromatrack.schemas.series import Point
-from aromatrack.streams.app import app, dead_letter, influx, timeline_topic
+from aromatrack.streams.app import app, athlete_keyed_table, dead_letter, influx, part_key, timeline_topic
 
 log = logging.getLogger(__name__)
 
@@ -81,23 +80,7 @@ RestrictedUnpickler.ALLOWED_CLASSES.update({
     "aromatrack.domain.correlation": frozenset({"E2Pair"}),
     "pydantic_core._pydantic_core": frozenset({"TzInfo"}),
 })
-PART_SEPARATOR = b"\x1f"
-_ALL_PARTITIONS = list(range(topics.PARTITIONS))
-_partitioner = DefaultPartitioner()  # the producers' default: how the timeline is partitioned by athlete
-
-
-class AthleteKeyedTable(faust.Table):
-    """A table keyed `athlete key + PART_SEPARATOR + part`: every key goes to the changelog partition of its
-    athlete (the athlete's timeline partition), so one athlete's state can be split over several keys."""
-
-    def partition_for_key(self, key: bytes) -> int:
-        return _partitioner(key.rpartition(PART_SEPARATOR)[0], _ALL_PARTITIONS, _ALL_PARTITIONS)
-
-
-journal_table = app.tables.add(AthleteKeyedTable(
-    app, name="clinical_journal", beacon=app.tables.beacon, partitions=topics.PARTITIONS,
-    key_type=bytes, value_type=bytes,
-))
+journal_table = athlete_keyed_table("clinical_journal")
 # Athletes with held alerts -> when their earliest held alert was held (monotonic), so the timer loads only
 # records with something due; and one lock so the agent and the timer never interleave a record update.
 with_held: dict[bytes, float] = {}
@@ -343,18 +326,14 @@ def restored_record(
 _records: dict[bytes, ClinicalRecord] = {}
 
 
-def _part_key(athlete_key: bytes, part: bytes) -> bytes:
-    return athlete_key + PART_SEPARATOR + part
-
-
 def load_record(athlete_key: bytes) -> ClinicalRecord | None:
     record = _records.get(athlete_key)
     if record is None:
         record, stale = restored_record(
-            athlete_key.decode(), lambda part: journal_table.get(_part_key(athlete_key, part)), time.monotonic()
+            athlete_key.decode(), lambda part: journal_table.get(part_key(athlete_key, part)), time.monotonic()
         )
         for part in stale:
-            del journal_table[_part_key(athlete_key, part)]
+            del journal_table[part_key(athlete_key, part)]
         if record is not None:
             _records[athlete_key] = record
     return record
@@ -363,9 +342,9 @@ def load_record(athlete_key: bytes) -> ClinicalRecord | None:
 def save_record(athlete_key: bytes, record: ClinicalRecord) -> None:
     for part, value in stored_changes(record):
         if value is None:
-            journal_table.pop(_part_key(athlete_key, part), None)
+            journal_table.pop(part_key(athlete_key, part), None)
         else:
-            journal_table[_part_key(athlete_key, part)] = value
+            journal_table[part_key(athlete_key, part)] = value
     _records[athlete_key] = record
 
 

@@ -32,14 +32,14 @@ from aromatrack.domain import training_load as tl
 from aromatrack.schemas import series, topics
 from aromatrack.schemas.events import AthleteProfile, EventError, ScaleReading, WorkoutFit, WorkoutSummary, dump_event, parse_event
 from aromatrack.schemas.series import Point
-from aromatrack.streams.app import app, dead_letter, influx, timeline_topic
+from aromatrack.streams.app import app, athlete_keyed_table, dead_letter, influx, part_key, timeline_topic
 from aromatrack.streams import fit
 from aromatrack.streams.fit import DecodedWorkout, FitDecodeError, decode_fit, fit_payload
 
 log = logging.getLogger(__name__)
 
 SAMPLE_BUCKET_S = 10
-SEEN_MEMORY = 5000  # workout ids remembered per athlete for duplicate detection
+SEEN_MONTHS = 60  # months with workouts whose ids are remembered per athlete, for duplicate detection
 SESSION_MEMORY_DAYS = 70  # sessions kept for the weekly modality mix
 SUMMARY_BATCH_SIZE = 500
 SUMMARY_BATCH_WINDOW_S = 0.02
@@ -51,6 +51,7 @@ scale_topic = app.topic(topics.topic_for("scale.reading"), value_serializer="raw
 state_table = app.Table(
     "workout_state", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
 )
+seen_table = athlete_keyed_table("workout_seen")
 profile_topic = app.topic(topics.topic_for("athlete.profile"), value_serializer="raw", key_serializer="raw")
 profile_table = app.Table(
     "athlete_profiles", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
@@ -59,13 +60,59 @@ profile_table = app.Table(
 
 def _load_state(athlete_key: bytes) -> dict[str, Any]:
     stored = state_table.get(athlete_key)
-    return json.loads(stored) if stored else {"fits": [], "summaries": [], "daily": {}, "sessions": []}
+    return json.loads(stored) if stored else {"daily": {}, "sessions": []}
 
 
 def _save_state(athlete_key: bytes, state: dict[str, Any]) -> None:
-    state["fits"] = state["fits"][-SEEN_MEMORY:]
-    state["summaries"] = state["summaries"][-SEEN_MEMORY:]
     state_table[athlete_key] = json.dumps(state, separators=(",", ":")).encode()
+
+
+class SeenIds:
+    """The ids already counted of one kind (`fit` uploads, `summary` events) per athlete, filed by the workout's
+    month in the `workout_seen` table, with a list of the months: a batch writes the months it touched. Kept in
+    the athlete's state, the ids were rewritten whole on every batch, and that list (up to 5,000 ids) made the
+    changelog grow with history. The newest SEEN_MONTHS months that have workouts are remembered; a repeat of a
+    workout older than those is not recognised. One instance per message or batch (it caches what it read)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.entries: dict[bytes, list[str]] = {}
+        self.changed: set[bytes] = set()
+        self.forgotten: set[bytes] = set()
+
+    def _entry(self, key: bytes) -> list[str]:
+        if key not in self.entries:
+            stored = seen_table.get(key)
+            self.entries[key] = json.loads(stored) if stored else []
+        return self.entries[key]
+
+    def _key(self, athlete_key: bytes, name: str) -> bytes:
+        return part_key(athlete_key, f"{self.kind}:{name}".encode())
+
+    def add(self, athlete_key: bytes, moment: datetime, item_id: str) -> bool:
+        """Remember an id under its workout's month; False if it is already there (a repeat)."""
+        month = f"{moment.astimezone(timezone.utc):%Y-%m}"
+        ids = self._entry(self._key(athlete_key, month))
+        if item_id in ids:
+            return False
+        ids.append(item_id)
+        self.changed.add(self._key(athlete_key, month))
+        self.forgotten.discard(self._key(athlete_key, month))
+        months = self._entry(self._key(athlete_key, "months"))
+        if month not in months:
+            months.append(month)
+            months.sort()
+            self.forgotten.update(self._key(athlete_key, old) for old in months[:-SEEN_MONTHS])
+            del months[:-SEEN_MONTHS]
+            self.changed.add(self._key(athlete_key, "months"))
+        return True
+
+    def save(self) -> None:
+        for key in self.changed - self.forgotten:
+            seen_table[key] = json.dumps(self.entries[key], separators=(",", ":")).encode()
+        for key in self.forgotten:
+            seen_table.pop(key, None)
+        self.changed, self.forgotten = set(), set()
 
 
 def _profile_history(athlete_key: bytes) -> list[list[Any]]:
@@ -113,7 +160,6 @@ def record_workout(state: dict[str, Any], body: dict[str, Any]) -> tuple[list[tl
     carry = state.get("carry")
     first_kept = date.fromisoformat(carry["day"]) if carry else None
     day = max(start.date(), first_kept) if first_kept else start.date()
-    state["summaries"].append(body["event_id"])
     state["daily"][day.isoformat()] = state["daily"].get(day.isoformat(), 0.0) + float(body["load"])
     state["sessions"].append([start.isoformat(), body["modality"], float(body["load"]), body["duration_s"] / 60])
     daily = {date.fromisoformat(d): load for d, load in state["daily"].items()}
@@ -181,8 +227,9 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
         return
     key = event.athlete_id.encode()
     workout_id = fit.workout_id(event.athlete_id, data)
-    state = _load_state(key)
-    if workout_id in state["fits"]:
+    seen = SeenIds("fit")
+    recorded_at = decoded.workout.start if decoded.workout else min(weigh_in.time for weigh_in in decoded.weigh_ins)
+    if not seen.add(key, recorded_at, workout_id):
         log.info("duplicate FIT upload skipped (workout %s)", workout_id[:8])
         return
     for weigh_in in decoded.weigh_ins:
@@ -200,11 +247,12 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
         )
         await influx().write(sample_points(event.athlete_id, workout_id, decoded.workout))
         await summary_topic.send(key=key, value=json.dumps(summary).encode())
-    state["fits"].append(workout_id)
-    _save_state(key, state)
+    seen.save()
 
 
-def summary_step(states: dict[bytes, dict[str, Any]], raw: bytes) -> tuple[WorkoutSummary, dict[str, Any], list[Point]] | None:
+def summary_step(
+    states: dict[bytes, dict[str, Any]], seen: SeenIds, raw: bytes
+) -> tuple[WorkoutSummary, dict[str, Any], list[Point]] | None:
     """Validate one summary and add it to its athlete's state (loaded once per batch into `states`); returns the
     event, the body to forward and its points, or None for a repeat. EventError for an invalid message."""
     event = parse_event(raw)
@@ -212,7 +260,7 @@ def summary_step(states: dict[bytes, dict[str, Any]], raw: bytes) -> tuple[Worko
         raise EventError(f"type: {event.type} events do not belong on {topics.topic_for('workout.summary')}")
     key = event.athlete_id.encode()
     state = states[key] if key in states else states.setdefault(key, _load_state(key))
-    if event.event_id in state["summaries"]:
+    if not seen.add(key, event.time, event.event_id):
         return None
     body = with_load(event, tl.athlete_at(_profile_history(key), event.time.timestamp()))
     days, mix = record_workout(state, body)
@@ -224,11 +272,12 @@ async def handle_summaries(messages: list[tuple[bytes | None, bytes]]) -> None:
     workout was a fifth of a backfill's time), then the forwards to the timeline."""
     source = topics.topic_for("workout.summary")
     states: dict[bytes, dict[str, Any]] = {}
+    seen = SeenIds("summary")
     points: list[Point] = []
     forwards = []
     for athlete_key, raw in messages:
         try:
-            accepted = summary_step(states, raw)
+            accepted = summary_step(states, seen, raw)
         except EventError as exc:
             await dead_letter(raw, str(exc), source, athlete_key)
             continue
@@ -246,6 +295,7 @@ async def handle_summaries(messages: list[tuple[bytes | None, bytes]]) -> None:
         await timeline_topic.send(key=key, value=json.dumps(body).encode())
     for key, state in states.items():
         _save_state(key, state)
+    seen.save()
 
 
 async def _dead_letter_bug(exc: Exception, raw: bytes, source: str, athlete_key: bytes | None) -> None:

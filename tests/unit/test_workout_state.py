@@ -19,7 +19,7 @@ def _workout(day: int, load: float, n: int) -> dict:
 @settings(max_examples=10, deadline=None)
 @given(st.randoms(use_true_random=False))
 def test_three_years_of_workouts_keep_a_bounded_state_and_the_exact_model(rng):
-    state = {"fits": [], "summaries": [], "daily": {}, "sessions": []}
+    state = {"daily": {}, "sessions": []}
     all_days: dict[date, float] = {}
     day = 0
     for n in range(700):
@@ -37,10 +37,21 @@ def test_three_years_of_workouts_keep_a_bounded_state_and_the_exact_model(rng):
 
 
 def test_a_workout_older_than_the_kept_days_counts_on_the_first_kept_day():
-    state = {"fits": [], "summaries": [], "daily": {}, "sessions": []}
+    state = {"daily": {}, "sessions": []}
     for n in range(300):
         workouts.record_workout(state, _workout(n, 50.0, n))
     first_kept = state["carry"]["day"]
     before = state["daily"][first_kept]
     workouts.record_workout(state, _workout(0, 10.0, 999))
     assert state["daily"][first_kept] == before + 10.0
+
+
+def test_seen_ids_recognise_repeats_and_keep_only_the_newest_months():
+    seen = workouts.SeenIds("summary")
+    months = [START + timedelta(days=31 * n) for n in range(workouts.SEEN_MONTHS + 12)]
+    assert all(seen.add(b"a", moment, f"w{n}") for n, moment in enumerate(months))
+    assert not seen.add(b"a", months[-1], f"w{len(months) - 1}")  # a repeat
+    assert seen.add(b"b", months[-1], f"w{len(months) - 1}")  # the same id is another athlete's own
+    kept = seen.entries[seen._key(b"a", "months")]
+    assert len(kept) == workouts.SEEN_MONTHS and kept == sorted(kept) and kept[-1] == f"{months[-1]:%Y-%m}"
+    assert len(seen.forgotten) == 12 and not seen.forgotten & {seen._key(b"a", month) for month in kept}
