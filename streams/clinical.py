@@ -385,8 +385,8 @@ async def send_due_alerts() -> None:
             alerts = due_alerts(record, time.monotonic())
             for alert in alerts:
                 await alerts_topic.send(key=athlete_key, value=dump_event(alert))
-            if alerts:
-                save_record(athlete_key, record)
+            if alerts and not (record.unsaved or record.snapshot_changed):
+                save_record(athlete_key, record)  # else the agent saves it once its batch's points are written
             track_held(athlete_key, record)
         sent.extend(alerts)
     if sent:
@@ -424,7 +424,13 @@ async def clinical(stream: faust.StreamT) -> None:
                     _records.pop(athlete_key, None)  # half-applied in memory; the table has the last saved one
                     raise
                 hold_new_alerts(record, outcomes, time.monotonic())
+                _records[athlete_key] = record
                 track_held(athlete_key, record)
                 points.extend(point for event, outcome in outcomes for point in outcome_points(event, outcome))
-                save_record(athlete_key, record)
+        # Points first, records after: a crash in between re-delivers the batch to records that lack it, which
+        # rewrite the same points, instead of to records that skip it as seen and leave its points unwritten.
         await influx().write(points)
+        async with record_lock:
+            for athlete_key in by_athlete:
+                if athlete_key in _records:
+                    save_record(athlete_key, _records[athlete_key])

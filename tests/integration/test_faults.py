@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from aromatrack.deploy import local_stack
+from aromatrack.domain import engine
 from aromatrack.schemas.events import ScaleReading, parse_event
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
@@ -97,6 +98,21 @@ async def test_a_worker_stopped_mid_stream_and_restarted_loses_and_doubles_nothi
         counted = rows(await influx.query(
             f"SELECT count(weight_kg) FROM body_composition WHERE athlete_id =~ /^{run}-/"))
         assert counted[0]["count"] == READINGS
+
+        # The clinical agent's records (compacted several times per athlete, restored from their stored parts
+        # after the restart) give the same body-fat trend as the engine over the whole history in one go.
+        trend = {
+            (event.athlete_id, event.time.strftime("%Y-%m-%dT%H:%M:%SZ")): outcome.trend.smoothed_pct
+            for event, outcome in engine.fold(events) if outcome.trend is not None
+        }
+        trend_q = f"SELECT athlete_id, smoothed_pct FROM body_fat_trend WHERE athlete_id =~ /^{run}-/"
+
+        async def trend_complete() -> bool:
+            return len(rows(await influx.query(trend_q))) >= len(trend)
+
+        await eventually(trend_complete, timeout_s=180)
+        stored_trend = {(row["athlete_id"], row["time"]): row["smoothed_pct"] for row in rows(await influx.query(trend_q))}
+        assert stored_trend == pytest.approx(trend)
 
 
 def _influxd_pid(stack) -> int:
