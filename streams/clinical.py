@@ -11,8 +11,8 @@ is dropped before it is sent. A worker timer sends the alerts whose grace has pa
 emitted, so replays and restarts never send an alert id twice (a crash between the send and the table update can
 resend one; consumers drop repeats by `alert_id`). The table uses the key partitioner (`use_partitioner`), so
 the timer may update it outside stream iteration and each key's changelog partition still matches its
-timeline partition. Athletes with held alerts are tracked in memory; after a restart, alerts held at the crash
-go out with that athlete's next event.
+timeline partition. Athletes with held alerts are tracked in memory, and again from the table once it is
+recovered, so alerts held at a stop go out after a fresh grace.
 
 Bounded memory: when the tail grows past `MAX_TAIL` events, its oldest half goes into the snapshot, so at
 least `MAX_TAIL // 2` events (about a month of a typical athlete's history) can still be placed in order.
@@ -57,7 +57,9 @@ from aromatrack.domain import engine
 from aromatrack.schemas import series, topics
 from aromatrack.schemas.events import Alert, EventBase, EventError, dump_event, parse_event
 from aromatrack.schemas.series import Point
-from aromatrack.streams.app import app, athlete_keyed_table, dead_letter, influx, part_key, timeline_topic
+from aromatrack.streams.app import (
+    PART_SEPARATOR, app, athlete_keyed_table, dead_letter, influx, part_key, timeline_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +315,8 @@ def restored_record(
         stale.append(_journal_part(epoch - 1, len(stale)))
     stored_alerts = read(b"alerts")
     held, emitted = loads("pickle_restricted", stored_alerts) if stored_alerts else ({}, {})
+    # Held since `now`: the stored times are another process's monotonic clock (another host's, after a move).
+    held = {alert_id: (alert, now) for alert_id, (alert, _) in held.items()}
     record = ClinicalRecord(
         athlete_id, snapshot, pickle.loads(pickle.dumps(snapshot)), held=held, emitted=emitted,
         snapshot_changed=False, saved_held=dict(held), epoch=epoch, journal_length=len(journal),
@@ -364,6 +368,21 @@ def track_held(athlete_key: bytes, record: ClinicalRecord) -> None:
         with_held[athlete_key] = min(since for _, since in record.held.values())
     else:
         with_held.pop(athlete_key, None)
+
+
+@journal_table.on_recover
+async def track_alerts_held_at_the_last_stop() -> None:
+    """Once the table is recovered (worker start, rebalance): athletes whose stored alerts include held ones are
+    tracked again, so those alerts go out after a fresh grace instead of waiting for the athlete's next event."""
+    suffix = PART_SEPARATOR + b"alerts"
+    async with record_lock:
+        for key in [key for key in journal_table.keys() if key.endswith(suffix)]:
+            held, _ = loads("pickle_restricted", journal_table[key])
+            if held:
+                athlete_key = key[: -len(suffix)]
+                record = load_record(athlete_key)
+                if record is not None:
+                    track_held(athlete_key, record)
 
 
 @app.timer(interval=CLINICAL_GRACE_S / 4)

@@ -159,3 +159,29 @@ async def test_the_pipeline_resumes_by_itself_after_a_clean_broker_restart(stack
         await eventually(complete, timeout_s=120)
         assert await stored(influx, run) == expected(first + second)
     assert own_worker.process.poll() is None
+
+
+async def test_alerts_held_when_the_worker_stops_go_out_after_the_restart_without_new_events(
+    stack, own_worker, monkeypatch
+):
+    from aromatrack.services.jsonl import read_events
+    from aromatrack.streams.admin import LagProbe
+    from aromatrack.streams.replay import wait_until_consumed
+
+    from .test_clinical_stream import alerts_on_topic, send_to_timeline
+
+    monkeypatch.setenv("AROMATRACK_CLINICAL_GRACE_S", "20")  # long enough to stop the worker while they are held
+    athlete = f"{own_worker.database}-held"
+    timeline = Path(__file__).parent.parent / "timelines" / "symptomatic_high_e2.jsonl"
+    events = [event.model_copy(update={"athlete_id": athlete}) for event in read_events(timeline)]
+    expected = {alert.alert_id for alert in engine.evaluate(events)}
+    assert expected
+    own_worker.start()
+    async with LagProbe(stack.kafka_bootstrap) as probe:
+        await send_to_timeline(stack.kafka_bootstrap, sorted(events, key=engine.order_key))
+        await wait_until_consumed(probe, stack.app_id)
+    assert own_worker.stop(signal.SIGTERM) == 0
+    assert await alerts_on_topic(stack.kafka_bootstrap, {athlete}, 1, timeout_s=2) == []  # still held
+    own_worker.start()  # and nothing more is sent for this athlete
+    found = await alerts_on_topic(stack.kafka_bootstrap, {athlete}, len(expected), timeout_s=90)
+    assert sorted(alert["alert_id"] for alert in found) == sorted(expected)
