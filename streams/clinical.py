@@ -69,6 +69,9 @@ CLINICAL_GRACE_S = float(os.environ.get("AROMATRACK_CLINICAL_GRACE_S", "0.3"))
 MAX_TAIL = 128
 CHECKPOINT_EVERY = 16
 EMITTED_MEMORY = 2000  # alert ids remembered per athlete (newest kept)
+# Ids of the events last folded into the snapshot: an upstream stage that forwards again after a restart (at
+# least once) re-sends recent events under new offsets; without this they were applied a second time.
+COMPACTED_MEMORY = 256
 SETTINGS = engine.EngineSettings()
 
 alerts_topic = app.topic(topics.ALERTS_TOPIC, value_serializer="raw", key_serializer="raw")
@@ -110,6 +113,8 @@ class ClinicalRecord:
     saved_held: dict[str, tuple[bytes, float]] = field(default_factory=dict)
     epoch: int = 0
     journal_length: int = 0
+    applied_offset: int = -1  # the highest timeline offset applied (all of an athlete's events share a partition)
+    compacted_ids: list[str] = field(default_factory=list)  # newest last, COMPACTED_MEMORY kept
 
     def tail_events(self, entries: list[tuple[tuple, bytes]]) -> list[EventBase]:
         """The events of these tail entries, parsed once per worker."""
@@ -144,6 +149,10 @@ def _fold_tail(record: ClinicalRecord, state: engine.AthleteState, start: int) -
     return results
 
 
+def _remember_compacted(record: ClinicalRecord, event_ids: list[str]) -> None:
+    record.compacted_ids = [*record.compacted_ids, *event_ids][-COMPACTED_MEMORY:]
+
+
 def _compact(record: ClinicalRecord) -> None:
     """Drop the oldest half of a long tail into the snapshot (its alerts were already held or sent): the
     checkpoint nearest the middle becomes the snapshot, or the old events are folded into it if there is none."""
@@ -154,14 +163,26 @@ def _compact(record: ClinicalRecord) -> None:
     if usable:
         cut = _checkpoint_index(record, usable[-1])
         record.snapshot = pickle.loads(usable[-1][1])
-        record.tail = record.tail[cut:]
     else:
-        old, record.tail = record.tail[:cut], record.tail[cut:]
-        _fold(record.snapshot, record.tail_events(old))
+        _fold(record.snapshot, record.tail_events(record.tail[:cut]))
+    _remember_compacted(record, [key[2] for key, _ in record.tail[:cut]])
+    record.tail = record.tail[cut:]
     record.snapshot_changed = True
     record.checkpoints = [c for c in record.checkpoints if c[0] > record.tail[0][0]]
     record.tail_ids = {key[2] for key, _ in record.tail}
     record.parsed = {event_id: event for event_id, event in record.parsed.items() if event_id in record.tail_ids}
+
+
+def delivered_once(record: ClinicalRecord, delivered: list[tuple[int, EventBase]]) -> list[EventBase]:
+    """The (timeline offset, event) pairs past the record's applied offset, as events; the offset advances.
+
+    After a restart, the timeline is delivered again from the last committed offset, which can reach back past
+    events already folded into the snapshot: no tail id catches those, and they were applied twice. Every
+    event in the snapshot has an offset at or below the one stored with it (the base), and the tail's ids
+    catch the rest."""
+    fresh = [event for offset, event in delivered if offset > record.applied_offset]
+    record.applied_offset = max([record.applied_offset, *(offset for offset, _ in delivered)])
+    return fresh
 
 
 def apply_events(
@@ -176,13 +197,14 @@ def apply_events(
     old_length = len(record.tail)
     first_position = old_length
     for event in events:
-        if event.event_id in record.tail_ids:
+        if event.event_id in record.tail_ids or event.event_id in record.compacted_ids:
             continue  # a replayed or retried event
         key, raw = _key(event), dump_event(event)
         if record.tail and key < record.tail[0][0] and record.snapshot.last_time_s is not None:
             log.info("clinical: an event arrived older than the compacted history; applied out of order")
             outcomes.append((event, engine.step(record.current, event, SETTINGS)[1]))
             engine.step(record.snapshot, event, SETTINGS)
+            _remember_compacted(record, [event.event_id or ""])
             record.checkpoints, record.snapshot_changed = [], True
             continue
         position = bisect.bisect(record.tail, (key, raw))
@@ -283,7 +305,10 @@ def stored_changes(record: ClinicalRecord) -> list[tuple[bytes, bytes | None]]:
     in the order they must be written; the record counts as saved afterwards."""
     writes: list[tuple[bytes, bytes | None]] = []
     if record.snapshot_changed:
-        base = (record.snapshot, [raw for _, raw in record.tail], record.epoch + 1)
+        base = (
+            record.snapshot, [raw for _, raw in record.tail], record.epoch + 1, record.applied_offset,
+            record.compacted_ids,
+        )
         writes.append((b"base", dumps("pickle_restricted", base)))
         writes += [(_journal_part(record.epoch, index), None) for index in range(record.journal_length)]
         record.epoch, record.journal_length, record.snapshot_changed = record.epoch + 1, 0, False
@@ -306,7 +331,7 @@ def restored_record(
     stored_base = read(b"base")
     if stored_base is None:
         return None, []
-    snapshot, base_tail, epoch = loads("pickle_restricted", stored_base)
+    snapshot, base_tail, epoch, applied_offset, compacted_ids = loads("pickle_restricted", stored_base)
     journal: list[bytes] = []
     while (raw := read(_journal_part(epoch, len(journal)))) is not None:
         journal.append(raw)
@@ -320,6 +345,7 @@ def restored_record(
     record = ClinicalRecord(
         athlete_id, snapshot, pickle.loads(pickle.dumps(snapshot)), held=held, emitted=emitted,
         snapshot_changed=False, saved_held=dict(held), epoch=epoch, journal_length=len(journal),
+        applied_offset=applied_offset, compacted_ids=compacted_ids,
     )
     events = sorted((parse_event(raw) for raw in base_tail + journal), key=_key)
     hold_new_alerts(record, apply_events(record, events, now), now)
@@ -420,24 +446,24 @@ BATCH_WINDOW_S = 0.02
 async def clinical(stream: faust.StreamT) -> None:
     """Per batch: each athlete's record is loaded and saved once and the derived points are written in one
     request (per event, the pickled record and an InfluxDB request each cost more than the engine step)."""
-    async for batch in stream.take(BATCH_SIZE, within=BATCH_WINDOW_S):
-        by_athlete: dict[bytes, list[EventBase]] = {}
-        for raw in batch:
+    async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WINDOW_S):
+        by_athlete: dict[bytes, list[tuple[int, EventBase]]] = {}
+        for message in batch:
             try:
-                parsed = parse_event(raw)
+                parsed = parse_event(message.value)
             except EventError as exc:
-                await dead_letter(raw, str(exc), topics.TIMELINE_TOPIC)
+                await dead_letter(message.value, str(exc), topics.TIMELINE_TOPIC)
                 continue
-            by_athlete.setdefault(parsed.athlete_id.encode(), []).append(parsed)
+            by_athlete.setdefault(parsed.athlete_id.encode(), []).append((message.message.offset, parsed))
         points = []
         async with record_lock:
-            for athlete_key, events in by_athlete.items():
+            for athlete_key, delivered in by_athlete.items():
+                athlete_id = delivered[0][1].athlete_id
                 record = load_record(athlete_key) or ClinicalRecord(
-                    events[0].athlete_id, engine.AthleteState(events[0].athlete_id),
-                    engine.AthleteState(events[0].athlete_id),
+                    athlete_id, engine.AthleteState(athlete_id), engine.AthleteState(athlete_id)
                 )
                 try:
-                    outcomes = apply_events(record, events, time.monotonic())
+                    outcomes = apply_events(record, delivered_once(record, delivered), time.monotonic())
                     _compact(record)
                 except Exception:
                     _records.pop(athlete_key, None)  # half-applied in memory; the table has the last saved one
