@@ -2,16 +2,16 @@
 
 Ordering. One athlete's events reach the timeline from several input topics, so arrival order can differ from
 event-time order, while `aromatrack evaluate` sorts by event time. To give the same alerts, each athlete's
-record in the `clinical_state` table keeps a snapshot of the engine state, the tail of recent events (sorted
+record (stored in the `clinical_journal` table, below) keeps a snapshot of the engine state, the tail of recent events (sorted
 by event time) and the engine state after the tail. An event that arrives in order is stepped onto that state
 (the common, O(1) case); one that arrives out of order is inserted into the tail and the engine is re-folded
 from the snapshot (once per batch), exactly as `evaluate` would order it. New alerts are not sent at once: they are held for a
 reorder grace (`CLINICAL_GRACE_S`, arrival time) in the record, and an alert that a re-fold no longer produces
 is dropped before it is sent. A worker timer sends the alerts whose grace has passed and records their ids as
 emitted, so replays and restarts never send an alert id twice (a crash between the send and the table update can
-resend one; consumers drop repeats by `alert_id`). The table uses the key partitioner (`use_partitioner`), so
-the timer may update it outside stream iteration and each key's changelog partition still matches its
-timeline partition. Athletes with held alerts are tracked in memory, and again from the table once it is
+resend one; consumers drop repeats by `alert_id`). The table chooses each key's partition from the athlete
+(`streams.app.AthleteKeyedTable`), so the timer may update it outside stream iteration and every key's
+changelog partition still matches its timeline partition. Athletes with held alerts are tracked in memory, and again from the table once it is
 recovered, so alerts held at a stop go out after a fresh grace.
 
 Bounded memory: when the tail grows past `MAX_TAIL` events, its oldest half goes into the snapshot, so at
@@ -23,9 +23,9 @@ snapshot too, so re-folds and restarts keep it (there, before the tail).
 Storage: a record is stored in parts, so the changelog grows by about an event per event, not by a record per
 batch (the whole pickled record, ~60 kB, written on every batch made the changelog 117,000 x 76 kB after 160,000
 backfill events: 8 GB, and the local broker keeps its topics in memory). The `clinical_journal` table holds per
-athlete the `base` (snapshot, the tail at the last compaction, and an epoch number), the `alerts` (held and
-emitted ids) and one journal entry per event added to the tail since that compaction (`e<epoch>.<n>`). Every
-key of an athlete goes to the athlete's timeline partition (`streams.app.AthleteKeyedTable`), as one key would.
+athlete the `base` (snapshot, the tail at the last compaction, an epoch number, and the re-delivery guards:
+the highest timeline offset applied and the last ids compacted), the `alerts` (held and emitted ids) and one
+journal entry per event added to the tail since that compaction (`e<epoch>.<n>`).
 A compaction writes a new base with the next epoch, then deletes the old epoch's entries (a crash in between
 leaves entries that the next load deletes). The current state is not stored: a load folds the tail onto the
 snapshot again, and holds what that fold raises that is neither held nor emitted (alerts of events stored just
@@ -375,7 +375,6 @@ def save_record(athlete_key: bytes, record: ClinicalRecord) -> None:
             journal_table.pop(part_key(athlete_key, part), None)
         else:
             journal_table[part_key(athlete_key, part)] = value
-    _records[athlete_key] = record
 
 
 @app.on_partitions_revoked.connect
