@@ -58,9 +58,14 @@ profile_table = app.Table(
 )
 
 
+def _read_json(table: faust.Table, key: bytes, empty: Any) -> Any:
+    """A table entry's JSON value, or `empty` for a key never stored."""
+    stored = table.get(key)
+    return json.loads(stored) if stored else empty
+
+
 def _load_state(athlete_key: bytes) -> dict[str, Any]:
-    stored = state_table.get(athlete_key)
-    return json.loads(stored) if stored else {"daily": {}, "sessions": []}
+    return _read_json(state_table, athlete_key, {"daily": {}, "sessions": []})
 
 
 def _save_state(athlete_key: bytes, state: dict[str, Any]) -> None:
@@ -82,8 +87,7 @@ class SeenIds:
 
     def _entry(self, key: bytes) -> list[str]:
         if key not in self.entries:
-            stored = seen_table.get(key)
-            self.entries[key] = json.loads(stored) if stored else []
+            self.entries[key] = _read_json(seen_table, key, [])
         return self.entries[key]
 
     def _key(self, athlete_key: bytes, name: str) -> bytes:
@@ -116,8 +120,7 @@ class SeenIds:
 
 
 def _profile_history(athlete_key: bytes) -> list[list[Any]]:
-    stored = profile_table.get(athlete_key)
-    return json.loads(stored) if stored else []
+    return _read_json(profile_table, athlete_key, [])
 
 
 def sample_points(athlete_id: str, workout_id: str, workout: DecodedWorkout) -> list[Point]:
