@@ -22,14 +22,15 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import fhir
 from aromatrack.schemas import series as S
 from aromatrack.schemas.events import EVENT_MODELS, EventBase, EventError, parse_event
-from aromatrack.services.auth import Access, Principal, Role, allowed
+from aromatrack.services.auth import Access, Principal, Role, allowed, verify_token
 from aromatrack.services.readings import ATHLETE_ID_PATTERN, series_rows
-from aromatrack.services.store import Store, StoreError
+from aromatrack.services.store import InboxAlert, Store, StoreError
 from aromatrack.services.withings import WithingsError, scale_readings
 from aromatrack.streams.influx import InfluxClient, InfluxConfig, InfluxError
 
@@ -39,6 +40,7 @@ MAX_JSON_BYTES = 1_000_000
 # A FIT file travels base64-encoded (4/3 larger) inside one Kafka message of at most 1 MiB.
 MAX_FIT_BYTES = 700_000
 MAX_BATCH = 1000
+MAX_NOTE_CHARS = 2000
 
 # Clinicians post labs and doses for their patients; only athletes post everything else.
 CLINICAL_TYPES = frozenset({"lab.result", "dose.change"})
@@ -98,7 +100,7 @@ def services(request: Request) -> Services:
 def principal(
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer), deps: Services = Depends(services)
 ) -> Principal:
-    found = deps.store.authenticate(credentials.credentials) if credentials else None
+    found = verify_token(deps.store, credentials.credentials if credentials else None)
     if found is None:
         raise HTTPException(401, "missing or unknown API token", headers={"WWW-Authenticate": "Bearer"})
     return found
@@ -109,6 +111,28 @@ def require(deps: Services, who: Principal, access: Access, athlete_id: str) -> 
     if not allowed(who, access, athlete_id, is_care_team=care_team):
         log.info("denied %s %s access for %s", who.role.value, access.value, who.user_id)
         raise HTTPException(403, f"a {who.role.value} may not {access.value} for this athlete")
+
+
+def alert_for(deps: Services, who: Principal, alert_id: str, access: Access) -> InboxAlert:
+    """The alert, if `who` may have `access` to it: 404 for an unknown alert, 403 for another care team's."""
+    found = deps.store.alert(alert_id)
+    if found is None:
+        raise HTTPException(404, "unknown alert")
+    require(deps, who, access, found.alert.athlete_id)
+    return found
+
+
+class Acknowledgement(BaseModel):
+    note: str | None = Field(None, max_length=MAX_NOTE_CHARS, description="Free text kept with the acknowledgement.")
+
+
+def acknowledge(deps: Services, who: Principal, alert_id: str, note: str | None) -> InboxAlert:
+    """Record who acknowledged the alert and when, with their note; reminders stop. The first acknowledgement
+    is kept. The API route and the web inbox both acknowledge through here."""
+    alert_for(deps, who, alert_id, Access.ACKNOWLEDGE)
+    acknowledged = deps.store.acknowledge(alert_id, who.user_id, (note or "").strip() or None)
+    log.info("alert %s acknowledged by %s", alert_id, who.user_id)
+    return acknowledged
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -252,7 +276,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
         redoc_url=None,
     )
     app.state.services = deps or Services(Store(settings.state_dir / "api.sqlite3"))
-    from aromatrack.services.web import add_web_pages  # imported here: the web pages import this module
+    from aromatrack.services.web import add_web_pages  # imported here: the pages use this module's access checks
 
     add_web_pages(app)
 
@@ -405,17 +429,12 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
               tags=["alerts"])
     async def acknowledge_alert(
         alert_id: str = Path(..., max_length=128),
+        body: Acknowledgement | None = None,
         who: Principal = Depends(principal),
         deps: Services = Depends(services),
     ) -> dict[str, Any]:
-        """Record that the clinician has seen the alert; it is not re-notified after this."""
-        found = deps.store.alert(alert_id)
-        if found is None:
-            raise HTTPException(404, "unknown alert")
-        require(deps, who, Access.ACKNOWLEDGE, found.alert.athlete_id)
-        acknowledged = deps.store.acknowledge(alert_id, who.user_id)
-        log.info("alert %s acknowledged by %s", alert_id, who.user_id)
-        return _inbox_json(acknowledged)
+        """Record that the clinician has seen the alert, with an optional note; it is not re-notified after this."""
+        return _inbox_json(acknowledge(deps, who, alert_id, body.note if body else None))
 
     return app
 
@@ -441,7 +460,7 @@ def add_fhir_route(app: FastAPI) -> None:
 
 def _inbox_json(item) -> dict[str, Any]:
     return {**item.alert.model_dump(mode="json"), "acknowledged_at": item.acknowledged_at,
-            "acknowledged_by": item.acknowledged_by}
+            "acknowledged_by": item.acknowledged_by, "acknowledgement_note": item.acknowledgement_note}
 
 
 def fhir_lab_events(document: Any, athlete_id: str) -> list[EventBase]:

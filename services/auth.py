@@ -10,6 +10,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 TOKEN_PREFIX = "at_"
 
@@ -55,6 +56,16 @@ def new_token() -> str:
 def hash_token(token: str) -> str:
     """SHA-256 is enough for 256-bit random tokens: there is no dictionary to brute-force."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore(Protocol):
+    def authenticate(self, token: str) -> Principal | None: ...
+
+
+def verify_token(store: TokenStore, token: str | None) -> Principal | None:
+    """The user an API token belongs to, or None: the one check behind the API's bearer header and the web
+    inbox's sign-in, so both accept and refuse exactly the same tokens."""
+    return store.authenticate(token) if token else None
 
 
 def tokens_match(token: str, stored_hash: str) -> bool:

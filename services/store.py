@@ -1,5 +1,5 @@
 """The API's and the notifier's small local store: users, hashed tokens, care teams, idempotency records,
-the alert inbox with acknowledgements, and the delivery log.
+the alert inbox with acknowledgements, the delivery log, and the web inbox's sign-in sessions.
 
 SQLite in WAL mode under AROMATRACK_STATE_DIR, shared by the API and notifier processes on one host.
 Production would use a real database server; the SQL here is plain enough to port.
@@ -8,6 +8,7 @@ Production would use a real database server; the SQL here is plain enough to por
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -29,12 +30,17 @@ CREATE TABLE IF NOT EXISTS produced (
     event_id TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, claimed_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, body TEXT NOT NULL, received_at REAL NOT NULL,
-    acknowledged_at REAL, acknowledged_by TEXT);
+    acknowledged_at REAL, acknowledged_by TEXT, acknowledgement_note TEXT);
 CREATE INDEX IF NOT EXISTS alerts_by_athlete ON alerts (athlete_id, received_at);
 CREATE TABLE IF NOT EXISTS deliveries (
     alert_id TEXT NOT NULL, channel TEXT NOT NULL, round INTEGER NOT NULL, status TEXT NOT NULL,
     attempts INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (alert_id, channel, round));
+CREATE TABLE IF NOT EXISTS web_sessions (
+    session_hash TEXT PRIMARY KEY, token_hash TEXT NOT NULL, user_id TEXT NOT NULL REFERENCES users,
+    csrf_token TEXT NOT NULL, expires_at REAL NOT NULL);
 """
+# Columns added after a table's first release: (table, column, definition), added to older stores on open.
+ADDED_COLUMNS = [("alerts", "acknowledgement_note", "TEXT")]
 
 # A request holds its claim only while it waits for Kafka (milliseconds; the producer times out long before this).
 STALE_CLAIM_S = 120.0
@@ -55,6 +61,16 @@ class InboxAlert:
     alert: Alert
     acknowledged_at: float | None
     acknowledged_by: str | None
+    acknowledgement_note: str | None = None
+
+
+@dataclass(frozen=True)
+class WebSession:
+    """A signed-in browser: who, the CSRF token its forms carry, and when it ends."""
+
+    principal: Principal
+    csrf_token: str
+    expires_at: float
 
 
 class StoreError(ValueError):
@@ -69,6 +85,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        for table, column, definition in ADDED_COLUMNS:
+            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         self._db.close()
@@ -121,6 +140,13 @@ class Store:
             "SELECT 1 FROM care_team WHERE athlete_id = ? AND member_id = ?", (athlete_id, member_id)
         ).fetchone()
         return row is not None
+
+    def athletes_of(self, member_id: str) -> list[str]:
+        """The athletes whose care team `member_id` is on."""
+        rows = self._db.execute(
+            "SELECT athlete_id FROM care_team WHERE member_id = ? ORDER BY athlete_id", (member_id,)
+        ).fetchall()
+        return [athlete_id for (athlete_id,) in rows]
 
     def clinicians_of(self, athlete_id: str) -> list[Contact]:
         rows = self._db.execute(
@@ -192,23 +218,22 @@ class Store:
         return cursor.rowcount == 1
 
     def alerts_for(self, athlete_id: str, *, open_only: bool = False) -> list[InboxAlert]:
-        query = "SELECT body, acknowledged_at, acknowledged_by FROM alerts WHERE athlete_id = ?"
+        query = f"SELECT {INBOX_COLUMNS} FROM alerts WHERE athlete_id = ?"
         if open_only:
             query += " AND acknowledged_at IS NULL"
         rows = self._db.execute(query + " ORDER BY received_at", (athlete_id,)).fetchall()
-        return [InboxAlert(Alert.model_validate_json(body), at, by) for body, at, by in rows]
+        return [_inbox_alert(row) for row in rows]
 
     def alert(self, alert_id: str) -> InboxAlert | None:
-        row = self._db.execute(
-            "SELECT body, acknowledged_at, acknowledged_by FROM alerts WHERE alert_id = ?", (alert_id,)
-        ).fetchone()
-        return InboxAlert(Alert.model_validate_json(row[0]), row[1], row[2]) if row else None
+        row = self._db.execute(f"SELECT {INBOX_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+        return _inbox_alert(row) if row else None
 
-    def acknowledge(self, alert_id: str, user_id: str) -> InboxAlert | None:
+    def acknowledge(self, alert_id: str, user_id: str, note: str | None = None) -> InboxAlert | None:
         """Record the first acknowledgement (later ones keep the original); None for an unknown alert."""
         self._db.execute(
-            "UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ? WHERE alert_id = ? AND acknowledged_at IS NULL",
-            (time.time(), user_id, alert_id),
+            "UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ?, acknowledgement_note = ?"
+            " WHERE alert_id = ? AND acknowledged_at IS NULL",
+            (time.time(), user_id, note, alert_id),
         )
         return self.alert(alert_id)
 
@@ -243,3 +268,39 @@ class Store:
             (time.time() - older_than_s,),
         ).fetchall()
         return [(Alert.model_validate_json(body), last_round + 1) for body, last_round, _ in rows]
+
+    # --- web inbox sessions -----------------------------------------------------------------------
+
+    def open_session(self, token: str, principal: Principal, lifetime_s: float) -> tuple[str, WebSession]:
+        """A new browser session for a verified token: (the cookie value, shown once; the session).
+
+        Only the cookie value's hash is stored. The session ends at its expiry, on sign-out, or when the token
+        it signed in with is gone.
+        """
+        now = time.time()
+        self._db.execute("DELETE FROM web_sessions WHERE expires_at <= ?", (now,))
+        cookie, session = new_token(), WebSession(principal, secrets.token_urlsafe(32), now + lifetime_s)
+        self._db.execute(
+            "INSERT INTO web_sessions VALUES (?, ?, ?, ?, ?)",
+            (hash_token(cookie), hash_token(token), principal.user_id, session.csrf_token, session.expires_at),
+        )
+        return cookie, session
+
+    def session(self, cookie: str) -> WebSession | None:
+        row = self._db.execute(
+            "SELECT users.user_id, role, csrf_token, expires_at FROM web_sessions"
+            " JOIN tokens USING (token_hash) JOIN users ON users.user_id = web_sessions.user_id"
+            " WHERE session_hash = ? AND expires_at > ?",
+            (hash_token(cookie), time.time()),
+        ).fetchone()
+        return WebSession(Principal(row[0], Role(row[1])), row[2], row[3]) if row else None
+
+    def close_session(self, cookie: str) -> None:
+        self._db.execute("DELETE FROM web_sessions WHERE session_hash = ?", (hash_token(cookie),))
+
+
+INBOX_COLUMNS = "body, acknowledged_at, acknowledged_by, acknowledgement_note"
+
+
+def _inbox_alert(row: tuple) -> InboxAlert:
+    return InboxAlert(Alert.model_validate_json(row[0]), *row[1:])
