@@ -160,10 +160,10 @@ def validate_items(items: list[Any], event_type: str, athlete_id: str) -> list[E
 
 
 async def accept(
-    deps: Services, who: Principal, events: list[EventBase], fingerprint: str, idempotency_key: str | None,
-    extra: dict[str, Any] | None = None,
+    deps: Services, who: Principal, athlete_id: str, events: list[EventBase], fingerprint: str,
+    idempotency_key: str | None, extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    """Produce the events not produced before, wait for Kafka's acknowledgement, then answer 202."""
+    """Produce the athlete's events not produced before, wait for Kafka's acknowledgement, then answer 202."""
     scope = f"{who.user_id}\x00{idempotency_key}" if idempotency_key else None
     if scope:
         try:
@@ -173,20 +173,20 @@ async def accept(
         if replay is not None:
             return JSONResponse(replay, status_code=202, headers={"Idempotent-Replayed": "true"})
     by_id = {event.event_id: event for event in events}
-    claimed, in_flight, duplicates = deps.store.claim_events(list(by_id))
+    claimed, in_flight, duplicates = deps.store.claim_events(athlete_id, list(by_id))
     if in_flight:
         raise HTTPException(409, "the same event is being accepted by a concurrent request; retry shortly")
     if claimed:
         if deps.sink is None:
-            deps.store.settle_events(claimed, produced=False)
+            deps.store.settle_events(athlete_id, claimed, produced=False)
             raise HTTPException(503, "the event broker is not connected")
         try:
             await deps.sink.send_all([by_id[event_id] for event_id in claimed])
         except Exception as exc:  # any broker failure: release the claims so the client's retry can succeed
-            deps.store.settle_events(claimed, produced=False)
+            deps.store.settle_events(athlete_id, claimed, produced=False)
             log.warning("produce failed (%s); %d events not accepted", type(exc).__name__, len(claimed))
             raise HTTPException(503, "the event broker did not acknowledge; retry") from None
-        deps.store.settle_events(claimed, produced=True)
+        deps.store.settle_events(athlete_id, claimed, produced=True)
     body = {"accepted": claimed, "duplicates": duplicates, **(extra or {})}
     if scope:
         deps.store.remember_response(scope, fingerprint, body)
@@ -270,7 +270,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
             document = _json(raw)
             items = document if isinstance(document, list) else [document]
             events = validate_items(items, event_type, athlete_id)
-            return await accept(deps, who, events, _fingerprint(suffix, athlete_id, raw), idempotency_key)
+            return await accept(deps, who, athlete_id, events, _fingerprint(suffix, athlete_id, raw), idempotency_key)
 
         app.post(
             f"/v1/athletes/{{athlete_id}}/{suffix}",
@@ -320,7 +320,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
         if filename:
             item["filename"] = filename
         events = validate_items([item], "workout.fit", athlete_id)
-        return await accept(deps, who, events, _fingerprint("fit", athlete_id, raw), idempotency_key)
+        return await accept(deps, who, athlete_id, events, _fingerprint("fit", athlete_id, raw), idempotency_key)
 
     @app.post(
         "/v1/athletes/{athlete_id}/scale-readings/withings",
@@ -359,7 +359,8 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
             raise Problem(422, [("body.measuregrps", "no group with both weight and body fat")])
         events = validate_items(items, "scale.reading", athlete_id)
         extra = {"skipped": [{"grpid": s.grpid, "reason": s.reason} for s in skipped]}
-        return await accept(deps, who, events, _fingerprint("withings", athlete_id, raw), idempotency_key, extra)
+        return await accept(deps, who, athlete_id, events, _fingerprint("withings", athlete_id, raw), idempotency_key,
+                            extra)
 
     add_fhir_route(app)
 
@@ -431,7 +432,7 @@ def add_fhir_route(app: FastAPI) -> None:
         require(deps, who, Access.WRITE_CLINICAL, athlete_id)
         raw = await read_limited(request, MAX_JSON_BYTES)
         events = fhir_lab_events(_json(raw), athlete_id)
-        return await accept(deps, who, events, _fingerprint("fhir", athlete_id, raw), idempotency_key)
+        return await accept(deps, who, athlete_id, events, _fingerprint("fhir", athlete_id, raw), idempotency_key)
 
 
 def _inbox_json(item) -> dict[str, Any]:
