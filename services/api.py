@@ -8,15 +8,16 @@ Retries never create a second event: each event's stable id is claimed in the st
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
-import json
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, Sequence
 
+from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -26,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import fhir
 from aromatrack.schemas import series as S
-from aromatrack.schemas.events import EVENT_MODELS, EventBase, EventError, parse_event
+from aromatrack.schemas.events import EVENT_MODELS, EventBase, EventError, load_json, parse_event
 from aromatrack.services.auth import Access, Principal, Role, allowed
 from aromatrack.services.readings import ATHLETE_ID_PATTERN, series_rows
 from aromatrack.services.store import Store, StoreError
@@ -60,8 +61,13 @@ READ_ROUTES: dict[str, tuple[Access, tuple[S.Series, ...]]] = {
 }
 
 
+# What a sink raises when the broker, not the request, is at fault: the only failures answered 503 (retry).
+BROKER_FAILURES = (KafkaError, OSError, asyncio.TimeoutError)
+
+
 class EventSink(Protocol):
-    async def send_all(self, events: Sequence[EventBase]) -> int: ...
+    async def send_all(self, events: Sequence[EventBase]) -> int:
+        """Produce and wait for the broker's acknowledgement; raises one of BROKER_FAILURES if it fails."""
 
 
 @dataclass
@@ -126,10 +132,11 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 
 def _json(raw: bytes) -> Any:
+    """The body as JSON within the event contract's limits (depth, 64-bit integers, finite numbers, Unicode)."""
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Problem(400, [("body", f"not JSON: {exc}")]) from None
+        return load_json(raw)
+    except EventError as exc:
+        raise Problem(400, _problems(str(exc))) from None
 
 
 def validate_items(items: list[Any], event_type: str, athlete_id: str) -> list[EventBase]:
@@ -182,8 +189,10 @@ async def accept(
             raise HTTPException(503, "the event broker is not connected")
         try:
             await deps.sink.send_all([by_id[event_id] for event_id in claimed])
-        except Exception as exc:  # any broker failure: release the claims so the client's retry can succeed
+        except BaseException as exc:  # release the claims so the client's retry can succeed
             deps.store.settle_events(athlete_id, claimed, produced=False)
+            if not isinstance(exc, BROKER_FAILURES):
+                raise
             log.warning("produce failed (%s); %d events not accepted", type(exc).__name__, len(claimed))
             raise HTTPException(503, "the event broker did not acknowledge; retry") from None
         deps.store.settle_events(athlete_id, claimed, produced=True)
