@@ -217,11 +217,12 @@ def test_a_session_ends_when_it_expires(store: Store) -> None:
     assert store.session(live).principal == Principal("clin-1", Role.CLINICIAN)
 
 
-def test_an_older_store_gains_the_note_column(tmp_path) -> None:
+def test_a_version_2_store_gains_the_note_column(tmp_path) -> None:
     path = tmp_path / "old.sqlite3"
+    Store(path).close()
     old = sqlite3.connect(path)
-    old.execute("CREATE TABLE alerts (alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, body TEXT NOT NULL,"
-                " received_at REAL NOT NULL, acknowledged_at REAL, acknowledged_by TEXT)")
+    old.execute("ALTER TABLE alerts DROP COLUMN acknowledgement_note")
+    old.execute("PRAGMA user_version = 2")
     old.commit()
     old.close()
     store = Store(path)
