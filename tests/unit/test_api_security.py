@@ -63,6 +63,8 @@ def test_a_store_of_the_first_version_is_upgraded_and_keeps_its_users(tmp_path) 
         " webhook_secret TEXT);"
         "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users);"
         "CREATE TABLE produced (event_id TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, claimed_at REAL NOT NULL);"
+        "CREATE TABLE alerts (alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, body TEXT NOT NULL,"
+        " received_at REAL NOT NULL, acknowledged_at REAL, acknowledged_by TEXT);"
         "INSERT INTO users VALUES ('ath-1', 'athlete', NULL, NULL, NULL);"
         f"INSERT INTO tokens VALUES ('{hash_token('at_old')}', 'ath-1');"
         "INSERT INTO produced VALUES ('withings-1', 1, 0);")
