@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the local stack and the tests need: influxd (InfluxDB 1.6.7, the only server
-# obtainable here) and docker-compose 1.29 (validates docker-compose.yml offline, no daemon needed).
+# obtainable here), docker-compose 1.29 (validates docker-compose.yml offline, no daemon needed) and
+# chromium, the browser Playwright drives in the web page tests (Playwright's own browser download
+# cannot work here).
 # Idempotent: installs only what is missing. The Debian influxdb service is stopped at once because
 # it would listen on all interfaces; `aromatrack stack up` runs its own loopback-only influxd.
 set -euo pipefail
@@ -8,6 +10,7 @@ missing=()
 command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
