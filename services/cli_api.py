@@ -7,7 +7,7 @@ import asyncio
 
 import typer
 
-from aromatrack.deploy.settings import load_settings
+from aromatrack.deploy.settings import API_PORT, load_settings
 from aromatrack.services.auth import Role
 
 users_app = typer.Typer(help="API users, their tokens and care teams (coach/clinician of an athlete).")
@@ -59,9 +59,9 @@ def users_assign(athlete_id: str, member_id: str = typer.Argument(..., help="A c
 
 def api(
     host: str = typer.Option("127.0.0.1", help="Listen address (loopback by default)."),
-    port: int = typer.Option(38480, help="Listen port."),
+    port: int = typer.Option(API_PORT, help="Listen port."),
 ) -> None:
-    """Serve the HTTP ingest API (OpenAPI at /docs and /openapi.json)."""
+    """Serve the HTTP ingest API (OpenAPI at /docs and /openapi.json) and the clinicians' inbox at /inbox."""
     import uvicorn
 
     from aromatrack.services.api import create_app
