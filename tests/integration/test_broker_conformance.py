@@ -1,6 +1,6 @@
 """Every Kafka behaviour the service relies on, checked against whatever broker AROMATRACK_KAFKA names.
 
-Here that is the local noida-db broker; pointed at Apache Kafka the same test checks the swap.
+Here that is the local Apache Kafka broker (`aromatrack stack up`).
 """
 
 from __future__ import annotations

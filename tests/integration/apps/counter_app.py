@@ -23,7 +23,9 @@ app = faust.App(
     topic_partitions=1,
     datadir=str(OUT / f"faust-{BATCH}"),
 )
-source = app.topic(f"conformance-counter-{RUN}", value_serializer="raw", partitions=1)
+# internal=True: faust creates the topic (agents only subscribe, and a topic created later by the first send
+# would be noticed only at the next metadata refresh, minutes away).
+source = app.topic(f"conformance-counter-{RUN}", value_serializer="raw", partitions=1, internal=True)
 counts = app.Table("counts", default=int, partitions=1)
 seen = 0
 
