@@ -24,12 +24,31 @@ def users_add(
     user_id: str = typer.Argument(..., help="For an athlete: their athlete id."),
     role: Role = typer.Option(..., help="athlete, coach or clinician."),
     email: str = typer.Option(None, help="Clinicians: where alert e-mails go."),
-    webhook_url: str = typer.Option(None, help="Clinicians: where signed alert webhooks go."),
-    webhook_secret: str = typer.Option(None, help="Clinicians: the HMAC secret for the webhook signature."),
+    webhook_url: str = typer.Option(None, help="Clinicians: where signed alert webhooks go (https; http only to "
+                                    "loopback)."),
+    webhook_secret: str = typer.Option(None, help="Clinicians: the webhook's Standard Webhooks secret (whsec_...; "
+                                       "make one with `users new-webhook-secret`). Required with a webhook URL; "
+                                       "kept when not given again."),
 ) -> None:
-    """Create or update a user and print a new API token (shown once; only its hash is stored)."""
-    token = _store().add_user(user_id, role, email=email, webhook_url=webhook_url, webhook_secret=webhook_secret)
+    """Create or update a user and print a new API token (shown once; only its hash is stored).
+
+    Options not given keep their stored values."""
+    from aromatrack.services.store import StoreError
+
+    try:
+        token = _store().add_user(user_id, role, email=email, webhook_url=webhook_url, webhook_secret=webhook_secret)
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
     typer.echo(token)
+
+
+@users_app.command("new-webhook-secret")
+def users_new_webhook_secret() -> None:
+    """Print a fresh webhook secret (whsec_ + 32 random bytes) to give the clinic and to `users add`."""
+    from aromatrack.services.webhooks import new_webhook_secret
+
+    typer.echo(new_webhook_secret())
 
 
 @users_app.command("token")

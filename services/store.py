@@ -16,6 +16,7 @@ from typing import Iterable
 
 from aromatrack.schemas.events import Alert
 from aromatrack.services.auth import Principal, Role, hash_token, new_token
+from aromatrack.services.webhooks import WebhookSecretError, webhook_key, webhook_url_problem
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -105,12 +106,30 @@ class Store:
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
     ) -> str:
-        """Create (or update) a user and return a new API token; only its hash is kept."""
-        self._db.execute(
-            "INSERT INTO users VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET role = excluded.role,"
-            " email = excluded.email, webhook_url = excluded.webhook_url, webhook_secret = excluded.webhook_secret",
-            (user_id, Role(role).value, email, webhook_url, webhook_secret),
-        )
+        """Create (or update) a user and return a new API token; only its hash is kept.
+
+        Contact fields not given keep their stored values (re-running `users add` without the secret does not
+        clear it). A webhook needs a valid `whsec_` secret and an https URL (http only to loopback)."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            stored = self._db.execute(
+                "SELECT email, webhook_url, webhook_secret FROM users WHERE user_id = ?", (user_id,)
+            ).fetchone() or (None, None, None)
+            email, webhook_url, webhook_secret = (new if new is not None else old for new, old in zip(
+                (email, webhook_url, webhook_secret), stored))
+            if webhook_url is not None:
+                if problem := webhook_url_problem(webhook_url):
+                    raise StoreError(f"webhook URL: {problem}")
+                try:
+                    webhook_key(webhook_secret)
+                except WebhookSecretError as exc:
+                    raise StoreError(f"webhook secret: {exc}") from None
+            self._db.execute(
+                "INSERT INTO users VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET role = excluded.role,"
+                " email = excluded.email, webhook_url = excluded.webhook_url,"
+                " webhook_secret = excluded.webhook_secret",
+                (user_id, Role(role).value, email, webhook_url, webhook_secret),
+            )
         return self.issue_token(user_id)
 
     def issue_token(self, user_id: str) -> str:
