@@ -259,8 +259,13 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
         description="Ingest training, scale, lab, dose, phase and symptom events; read an athlete's data and "
         "alerts by role. Never changes or recommends a dose.",
         lifespan=lifespan,
+        docs_url=None,  # served by services.web from local files instead of a CDN
+        redoc_url=None,
     )
     app.state.services = deps or Services(Store(settings.state_dir / "api.sqlite3"))
+    from aromatrack.services.web import add_web_pages  # imported here: the web pages import this module
+
+    add_web_pages(app)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
