@@ -28,7 +28,7 @@ from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import fhir
 from aromatrack.schemas import series as S
 from aromatrack.schemas.events import EVENT_MODELS, EventBase, EventError, load_json, parse_event
-from aromatrack.services.auth import Access, Principal, Role, allowed
+from aromatrack.services.auth import Access, Principal, Role, allowed, authenticate
 from aromatrack.services.readings import ATHLETE_ID_PATTERN, series_rows
 from aromatrack.services.store import Store, StoreError
 from aromatrack.services.withings import WithingsError, scale_readings
@@ -106,7 +106,7 @@ def services(request: Request) -> Services:
 def principal(
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer), deps: Services = Depends(services)
 ) -> Principal:
-    found = deps.store.authenticate(credentials.credentials) if credentials else None
+    found = authenticate(deps.store, credentials.credentials) if credentials else None
     if found is None:
         raise HTTPException(401, "missing or unknown API token", headers={"WWW-Authenticate": "Bearer"})
     return found

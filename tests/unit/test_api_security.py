@@ -7,6 +7,7 @@ import gzip
 import json
 import random
 import sqlite3
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aromatrack.schemas.events import MAX_EVENT_BYTES, MAX_JSON_INT, EventError, dump_event, load_json, parse_event
-from aromatrack.services.auth import Principal, Role, hash_token
+from aromatrack.services.auth import DEFAULT_TOKEN_DAYS, Principal, Role, authenticate, hash_token
 from aromatrack.services.store import SCHEMA_VERSION, Store
 from aromatrack.streams.fit import fit_payload
 from tests.unit.test_fit_bounds import fit_of_records
@@ -74,7 +75,8 @@ def test_a_store_of_the_first_version_is_upgraded_and_keeps_its_users(tmp_path) 
         "INSERT INTO produced VALUES ('withings-1', 1, 0);")
     old.close()
     store = Store(path)
-    assert store.authenticate("at_old") == Principal("ath-1", Role.ATHLETE)
+    assert authenticate(store, "at_old") == Principal("ath-1", Role.ATHLETE)  # until the default lifetime ends
+    assert authenticate(store, "at_old", now=time.time() + (DEFAULT_TOKEN_DAYS + 1) * 86400) is None
     assert store.claim_events("ath-1", ["withings-1"]) == (["withings-1"], [], [])
     store.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
