@@ -1,8 +1,9 @@
 """The clinician's alert inbox in the browser (/inbox): server-rendered pages and plain HTML forms, no script.
 
-Sign-in exchanges the clinician's API token, checked by `auth.verify_token` exactly as the API checks it, for
+Sign-in exchanges the clinician's API token, checked by `auth.authenticate` exactly as the API checks it, for
 a session cookie: random, stored only as a hash, HttpOnly, SameSite=Strict, Secure unless the page is served
-on loopback, and ending after SESSION_HOURS, at sign-out, or when the token is gone. Every POST form carries
+on loopback, and ending after SESSION_HOURS, at sign-out, or as soon as its token is revoked, expires or its
+user's role changes (every request asks `auth.authenticate_hash` who the session's token stands for). Every POST form carries
 a CSRF token: the session's, or before sign-in a random one double-submitted in a cookie. Only clinicians get
 an inbox; which alerts a clinician sees and may acknowledge is decided by the API's own checks, and
 acknowledging is the API route's code (`api.acknowledge`). Logs name user and alert ids, never alert content
@@ -26,7 +27,7 @@ from fastapi.templating import Jinja2Templates
 
 from aromatrack.services import chart
 from aromatrack.services.api import MAX_NOTE_CHARS, Services, acknowledge, alert_for, services
-from aromatrack.services.auth import Access, Role, allowed, verify_token
+from aromatrack.services.auth import Access, Principal, Role, allowed, authenticate, authenticate_hash
 from aromatrack.services.store import InboxAlert, WebSession
 from aromatrack.services.web import STATIC_URL, page_headers
 
@@ -52,6 +53,15 @@ class PageError(HTTPException):
 
 class SignInRequired(Exception):
     """No live session: the browser is sent to the sign-in page."""
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A request from a live session: who (as its token says now), the session, and its cookie value."""
+
+    principal: Principal
+    session: WebSession
+    cookie: str
 
 
 @dataclass(frozen=True)
@@ -142,16 +152,17 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
     async def _sign_in_required(request: Request, exc: SignInRequired) -> RedirectResponse:
         return RedirectResponse("/inbox/sign-in", status_code=303, headers={"Cache-Control": "no-store"})
 
-    def session(request: Request, deps: Services = Depends(services)) -> WebSession:
+    def signed_in_clinician(request: Request, deps: Services = Depends(services)) -> SignedIn:
         cookie = request.cookies.get(SESSION_COOKIE)
-        found = deps.store.session(cookie) if cookie else None
-        if found is None or found.principal.role is not Role.CLINICIAN:
+        session = deps.store.session(cookie) if cookie else None
+        who = authenticate_hash(deps.store, session.token_hash) if session else None
+        if who is None or who.role is not Role.CLINICIAN:
             raise SignInRequired
-        return found
+        return SignedIn(who, session, cookie)
 
 
-    def check_csrf(signed_in: WebSession, submitted: str) -> None:
-        if not _same(submitted, signed_in.csrf_token):
+    def check_csrf(signed_in: SignedIn, submitted: str) -> None:
+        if not _same(submitted, signed_in.session.csrf_token):
             raise PageError(403, "This form has expired. Go back, reload the page and try again.")
 
     @app.get("/inbox/sign-in", include_in_schema=False)
@@ -167,14 +178,14 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
     ) -> Response:
         if not _same(csrf, request.cookies.get(SIGN_IN_COOKIE)):
             return sign_in_page(request, "The sign-in form had expired; please try again.", 403)
-        who = verify_token(deps.store, token.strip())
+        who = authenticate(deps.store, token.strip())
         if who is None:
             log.info("inbox sign-in refused: unknown token")
             return sign_in_page(request, "That token is not valid. Copy it again, or ask for a new one.", 401)
         if who.role is not Role.CLINICIAN:
             log.info("inbox sign-in refused for %s %s", who.role.value, who.user_id)
             return sign_in_page(request, f"The inbox is for clinicians; a {who.role.value} uses the API.", 403)
-        cookie, opened = deps.store.open_session(token.strip(), who, SESSION_HOURS * 3600)
+        cookie, _ = deps.store.open_session(token.strip(), SESSION_HOURS * 3600)
         log.info("inbox sign-in by %s", who.user_id)
         response = RedirectResponse("/inbox", status_code=303)
         response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_HOURS * 3600, path="/inbox", httponly=True,
@@ -186,11 +197,11 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
     async def sign_out(
         request: Request,
         csrf: str = Form(..., max_length=100),
-        signed_in: WebSession = Depends(session),
+        signed_in: SignedIn = Depends(signed_in_clinician),
         deps: Services = Depends(services),
     ) -> RedirectResponse:
         check_csrf(signed_in, csrf)
-        deps.store.close_session(request.cookies[SESSION_COOKIE])
+        deps.store.close_session(signed_in.cookie)
         log.info("inbox sign-out by %s", signed_in.principal.user_id)
         response = RedirectResponse("/inbox/sign-in", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/inbox", httponly=True, secure=_secure(request),
@@ -204,7 +215,7 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
         athlete: str | None = Query(None, max_length=100),
         rule: str | None = Query(None, max_length=100),
         acknowledged: str | None = Query(None, max_length=128),
-        signed_in: WebSession = Depends(session),
+        signed_in: SignedIn = Depends(signed_in_clinician),
         deps: Services = Depends(services),
     ) -> HTMLResponse:
         who = signed_in.principal
@@ -213,7 +224,7 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
         filters = Filters(view, athlete or None, rule or None)
         everything = [item for a in athletes if filters.athlete in (None, a) for item in deps.store.alerts_for(a)]
         return render(request, "inbox_list.html", {
-            "who": who, "csrf": signed_in.csrf_token, "filters": filters, "athletes": athletes,
+            "who": who, "csrf": signed_in.session.csrf_token, "filters": filters, "athletes": athletes,
             "rules": sorted({item.alert.rule for item in everything}),
             "items": select(everything, filters),
             "open_count": sum(item.acknowledged_at is None for item in everything),
@@ -224,20 +235,20 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
     async def alert_page(
         request: Request,
         alert_id: str = Path(..., max_length=128),
-        signed_in: WebSession = Depends(session),
+        signed_in: SignedIn = Depends(signed_in_clinician),
         deps: Services = Depends(services),
     ) -> HTMLResponse:
         with refusals_as_pages():
             item = alert_for(deps, signed_in.principal, alert_id, Access.ALERTS)
         return render(request, "inbox_alert.html", {
-            "who": signed_in.principal, "csrf": signed_in.csrf_token, "item": item, "alert": item.alert,
+            "who": signed_in.principal, "csrf": signed_in.session.csrf_token, "item": item, "alert": item.alert,
             "max_note": MAX_NOTE_CHARS,
         })
 
     @app.get("/inbox/alerts/{alert_id}/chart.png", include_in_schema=False)
     async def alert_chart(
         alert_id: str = Path(..., max_length=128),
-        signed_in: WebSession = Depends(session),
+        signed_in: SignedIn = Depends(signed_in_clinician),
         deps: Services = Depends(services),
     ) -> Response:
         with refusals_as_pages():
@@ -250,7 +261,7 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
         alert_id: str = Path(..., max_length=128),
         csrf: str = Form(..., max_length=100),
         note: str = Form("", max_length=MAX_NOTE_CHARS),
-        signed_in: WebSession = Depends(session),
+        signed_in: SignedIn = Depends(signed_in_clinician),
         deps: Services = Depends(services),
     ) -> RedirectResponse:
         check_csrf(signed_in, csrf)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from aromatrack.schemas.events import Alert, AlertEvidence
 from aromatrack.services.api import Services, create_app
-from aromatrack.services.auth import Principal, Role
+from aromatrack.services.auth import Role
 from aromatrack.services.inbox import SEVERITY_RANK, SESSION_COOKIE, Filters, select
 from aromatrack.services.store import InboxAlert, Store
 
@@ -211,18 +211,28 @@ def test_sign_out_ends_the_session_on_the_server(store: Store) -> None:
 
 def test_a_session_ends_when_it_expires(store: Store) -> None:
     token = store.issue_token("clin-1")
-    cookie, _ = store.open_session(token, Principal("clin-1", Role.CLINICIAN), lifetime_s=-1)
+    cookie, _ = store.open_session(token, lifetime_s=-1)
     assert store.session(cookie) is None
-    live, _ = store.open_session(token, Principal("clin-1", Role.CLINICIAN), lifetime_s=60)
-    assert store.session(live).principal == Principal("clin-1", Role.CLINICIAN)
+    live, _ = store.open_session(token, lifetime_s=60)
+    assert store.session(live) is not None
 
 
-def test_a_version_2_store_gains_the_note_column(tmp_path) -> None:
+def test_a_session_ends_with_its_token_or_its_users_clinician_role(store: Store) -> None:
+    revoked = signed_in(store)
+    assert revoked.get("/inbox").status_code == 200
+    store.revoke_tokens("clin-1")
+    assert revoked.get("/inbox").headers["location"] == "/inbox/sign-in"
+    demoted = signed_in(store, "clin-2")
+    store.add_user("clin-2", Role.COACH)
+    assert demoted.get("/inbox").headers["location"] == "/inbox/sign-in"
+
+
+def test_a_version_3_store_gains_the_note_column(tmp_path) -> None:
     path = tmp_path / "old.sqlite3"
     Store(path).close()
     old = sqlite3.connect(path)
     old.execute("ALTER TABLE alerts DROP COLUMN acknowledgement_note")
-    old.execute("PRAGMA user_version = 2")
+    old.execute("PRAGMA user_version = 3")
     old.commit()
     old.close()
     store = Store(path)
