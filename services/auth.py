@@ -1,9 +1,9 @@
 """Who may do what: API tokens (stored only as hashes) and the role policy, as plain functions.
 
 `authenticate` is the one place a presented token becomes a principal (the API's bearer tokens and anything
-built on them use it, such as the web inbox's sessions): a token is refused when unknown, revoked, expired, or issued for a role its user no
-longer has. The policy is a table, not scattered `if`s, so a test can walk every role x access pair and prove
-each denial.
+built on them use it; the web inbox's sessions through `authenticate_hash`): a token is refused when unknown,
+revoked, expired, or issued for a role its user no longer has. The policy is a table, not scattered `if`s, so
+a test can walk every role x access pair and prove each denial.
 """
 
 from __future__ import annotations

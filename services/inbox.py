@@ -3,9 +3,9 @@
 Sign-in exchanges the clinician's API token, checked by `auth.authenticate` exactly as the API checks it, for
 a session cookie: random, stored only as a hash, HttpOnly, SameSite=Strict, Secure unless the page is served
 on loopback, and ending after SESSION_HOURS, at sign-out, or as soon as its token is revoked, expires or its
-user's role changes (every request asks `auth.authenticate_hash` who the session's token stands for). Every POST form carries
-a CSRF token: the session's, or before sign-in a random one double-submitted in a cookie. Only clinicians get
-an inbox; which alerts a clinician sees and may acknowledge is decided by the API's own checks, and
+user's role changes (every request asks `auth.authenticate_hash` who the session's token stands for). Every
+POST form carries a CSRF token: the session's, or before sign-in a random one double-submitted in a cookie.
+Only clinicians get an inbox; which alerts a clinician sees and may acknowledge is decided by the API's own checks, and
 acknowledging is the API route's code (`api.acknowledge`). Logs name user and alert ids, never alert content
 or notes. The pages send `Cache-Control: no-store`, so a shared clinic computer keeps no copy of them.
 """

@@ -27,8 +27,8 @@ NOTE = "Called the athlete; repeat E2 ordered."
 def make_alert(alert_id: str, athlete_id: str, severity: str = "warning", rule: str = "e2_low_with_fat_loss",
                days_ago: float = 1.0) -> Alert:
     return Alert(
-        alert_id=alert_id, athlete_id=athlete_id, time=datetime(2026, 5, 1, tzinfo=timezone.utc) - timedelta(days=days_ago),
-        kind="dose_review", rule=rule, severity=severity, summary=SUMMARY,
+        alert_id=alert_id, athlete_id=athlete_id, kind="dose_review",
+        time=datetime(2026, 5, 1, tzinfo=timezone.utc) - timedelta(days=days_ago), rule=rule, severity=severity, summary=SUMMARY,
         evidence=[AlertEvidence(name="e2_pg_ml", value=14.0, unit="pg/mL", event_ids=["e1"])], sources=["seed-1"],
     )
 
