@@ -112,9 +112,11 @@ def principal(
     return found
 
 
-def require(deps: Services, who: Principal, access: Access, athlete_id: str) -> None:
-    care_team = who.role is not Role.ATHLETE and deps.store.on_care_team(athlete_id, who.user_id)
-    if not allowed(who, access, athlete_id, is_care_team=care_team):
+def require(deps: Services, who: Principal, access: Access, athlete_id: str | None) -> None:
+    """403 unless `who` has `access` to the athlete's data (None: no athlete, never allowed)."""
+    care_team = athlete_id is not None and who.role is not Role.ATHLETE and deps.store.on_care_team(athlete_id,
+                                                                                                      who.user_id)
+    if athlete_id is None or not allowed(who, access, athlete_id, is_care_team=care_team):
         log.info("denied %s %s access for %s", who.role.value, access.value, who.user_id)
         raise HTTPException(403, f"a {who.role.value} may not {access.value} for this athlete")
 
@@ -259,6 +261,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
         description="Ingest training, scale, lab, dose, phase and symptom events; read an athlete's data and "
         "alerts by role. Never changes or recommends a dose.",
         lifespan=lifespan,
+        redirect_slashes=False,  # its redirects echoed the Host header into `location`
         docs_url=None,  # served by services.web from local files instead of a CDN
         redoc_url=None,
     )
@@ -417,8 +420,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
         require(deps, who, Access.ALERTS, athlete_id)
         return [_inbox_json(item) for item in deps.store.alerts_for(athlete_id, open_only=open_only)]
 
-    @app.post("/v1/alerts/{alert_id}/acknowledge", responses={**ERRORS, 404: {"description": "Unknown alert."}},
-              tags=["alerts"])
+    @app.post("/v1/alerts/{alert_id}/acknowledge", responses=ERRORS, tags=["alerts"])
     async def acknowledge_alert(
         alert_id: str = Path(..., max_length=128),
         who: Principal = Depends(principal),
@@ -426,9 +428,8 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
     ) -> dict[str, Any]:
         """Record that the clinician has seen the alert; it is not re-notified after this."""
         found = deps.store.alert(alert_id)
-        if found is None:
-            raise HTTPException(404, "unknown alert")
-        require(deps, who, Access.ACKNOWLEDGE, found.alert.athlete_id)
+        # An unknown alert is answered as another patient's is, so the answer does not tell which ids exist.
+        require(deps, who, Access.ACKNOWLEDGE, found.alert.athlete_id if found else None)
         acknowledged = deps.store.acknowledge(alert_id, who.user_id)
         log.info("alert %s acknowledged by %s", alert_id, who.user_id)
         return _inbox_json(acknowledged)
@@ -463,19 +464,11 @@ def _inbox_json(item) -> dict[str, Any]:
 def fhir_lab_events(document: Any, athlete_id: str) -> list[EventBase]:
     """FHIR R4 Observation/Bundle -> validated lab.result events via the clinical engineer's `schemas.fhir`.
 
-    An Observation whose subject names another patient is refused rather than filed under the route's athlete.
+    An Observation whose subject names another patient, or cannot be checked, is refused (`schemas.fhir`)
+    rather than filed under the route's athlete.
     """
     if not isinstance(document, dict):
         raise Problem(422, [("body", "a FHIR resource must be a JSON object")])
-    entries = document.get("entry") if document.get("resourceType") == "Bundle" else None
-    resources = [e.get("resource") if isinstance(e, dict) else None for e in entries] if isinstance(entries, list) \
-        else [document]
-    for index, resource in enumerate(resources):
-        reference = (resource or {}).get("subject", {}) if isinstance(resource, dict) else {}
-        subject = reference.get("reference") if isinstance(reference, dict) else None
-        if subject is not None and subject != f"Patient/{athlete_id}":
-            where = f"entry[{index}].subject.reference" if entries is not None else "subject.reference"
-            raise Problem(422, [(where, "names another patient than the athlete in the path")])
     try:
         if document.get("resourceType") == "Bundle":
             events = fhir.bundle_to_events(document, athlete_id)

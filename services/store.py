@@ -8,6 +8,7 @@ Production would use a real database server; the SQL here is plain enough to por
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -95,7 +96,13 @@ class StoreError(ValueError):
 
 class Store:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Users, secrets and alert evidence (PHI): readable by the service's user only. SQLite gives its -wal and
+        # -shm files the database file's mode.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if existing.exists():
+                existing.chmod(0o600)
         # Autocommit mode: every statement is its own transaction unless wrapped in `with self._db`.
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")

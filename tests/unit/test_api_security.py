@@ -7,6 +7,7 @@ import gzip
 import json
 import random
 import sqlite3
+import stat
 import time
 
 import pytest
@@ -20,7 +21,7 @@ from aromatrack.services.store import SCHEMA_VERSION, Store
 from aromatrack.streams.fit import fit_payload
 from tests.unit.test_fit_bounds import fit_of_records
 from tests.unit.test_fit_decode import CORPUS, ZWIFT
-from tests.unit.test_api_access import SCALE, World, world  # noqa: F401 (fixture)
+from tests.unit.test_api_access import SCALE, World, alert_for, world  # noqa: F401 (fixture)
 
 
 def withings_group(grpid: int) -> dict:
@@ -218,3 +219,46 @@ def test_a_fit_gzip_bomb_is_refused_at_the_door_naming_the_bound(world: World) -
                                  headers=world.as_("ath-1"))
     assert response.status_code == 413
     assert world.sink.events == []
+
+
+def test_acknowledging_an_unknown_alert_answers_as_another_patients_does(world: World) -> None:
+    world.store.record_alert(alert_for("ath-2", "alert-2"))
+    clinician = world.as_("clin-1")
+    unknown = world.client.post("/v1/alerts/no-such-alert/acknowledge", headers=clinician)
+    other = world.client.post("/v1/alerts/alert-2/acknowledge", headers=clinician)
+    assert unknown.status_code == other.status_code == 403 and unknown.json() == other.json()
+
+
+def test_a_trailing_slash_never_redirects_to_the_host_header(world: World) -> None:
+    response = world.client.get("/v1/athletes/ath-1/alerts/", headers={**world.as_("ath-1"), "Host": "evil.example"},
+                                follow_redirects=False)
+    assert "evil.example" not in response.headers.get("location", "") and response.status_code == 404
+
+
+@pytest.mark.parametrize(("subject", "field"), [
+    ({"subject": {"reference": "Patient/ath-2"}}, "subject.reference"),
+    ({"subject": {"identifier": {"system": "urn:mrn", "value": "ath-2"}}}, "subject"),
+    ({"subject": "Patient/ath-2"}, "subject"),
+    ({"subject": {"reference": "Patient/ath-1", "identifier": {"value": "ath-2"}}}, "subject"),
+    ({"patient": {"reference": "Patient/ath-2"}}, "patient"),
+    ({"subject": {"reference": "Group/ath-1"}}, "subject.reference"),
+])
+def test_a_fhir_subject_in_any_form_is_checked_against_the_athlete(world: World, subject: dict, field: str) -> None:
+    resource = {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-05-01T07:30:00Z",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "2243-4"}]},
+                "valueQuantity": {"value": 21.0, "code": "pg/mL"}, **subject}
+    for body, where in ((resource, field), ({"resourceType": "Bundle", "entry": [{"resource": resource}]},
+                                            f"entry[0].{field}")):
+        response = world.client.post("/v1/athletes/ath-1/labs/fhir", json=body, headers=world.as_("clin-1"))
+        assert response.status_code == 422 and response.json()["detail"][0]["field"] == where, response.json()
+    assert world.sink.events == []
+
+
+def test_store_files_are_private_to_the_service_user(tmp_path) -> None:
+    state = tmp_path / "state"
+    store = Store(state / "api.sqlite3")
+    store.add_user("ath-1", Role.ATHLETE)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    files = list(state.iterdir())
+    assert {p.name for p in files} >= {"api.sqlite3", "api.sqlite3-wal"}
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), [(p.name, oct(p.stat().st_mode)) for p in files]
