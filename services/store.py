@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at REAL NOT NULL, expires_at REAL NOT NULL, revoked_at REAL);
 CREATE TABLE IF NOT EXISTS care_team (
     athlete_id TEXT NOT NULL, member_id TEXT NOT NULL REFERENCES users, PRIMARY KEY (athlete_id, member_id));
-CREATE TABLE IF NOT EXISTS idempotency (scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT);
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS produced (
     athlete_id TEXT NOT NULL, event_id TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0, claimed_at REAL NOT NULL,
     PRIMARY KEY (athlete_id, event_id));
@@ -41,7 +42,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     alert_id TEXT NOT NULL, channel TEXT NOT NULL, round INTEGER NOT NULL, status TEXT NOT NULL,
     attempts INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (alert_id, channel, round));
 """
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Steps that bring an existing store of an older version up to the next (`PRAGMA user_version` is the version;
 # 0 is the unversioned first release). New tables need no step: SCHEMA creates them.
 UPGRADES: dict[int, tuple[str, ...]] = {
@@ -57,7 +58,13 @@ UPGRADES: dict[int, tuple[str, ...]] = {
         "UPDATE tokens SET role = coalesce((SELECT role FROM users WHERE users.user_id = tokens.user_id), ''),"
         " created_at = strftime('%s', 'now'),"
         f" expires_at = strftime('%s', 'now') + {DEFAULT_TOKEN_DAYS * 86400}"),
+    # Idempotency records get an age, so retention can drop them (older ones go at the first prune).
+    4: ("ALTER TABLE idempotency ADD COLUMN created_at REAL NOT NULL DEFAULT 0",),
 }
+# How long what only serves retries is kept (`Store.prune`): an Idempotency-Key replays for a day, as is usual;
+# an event id stays a duplicate for 90 days (the stream still drops a later repeat it remembers); a dead token
+# is listed for 30 days after it expired or was revoked.
+IDEMPOTENCY_DAYS, PRODUCED_DAYS, DEAD_TOKEN_DAYS = 1, 90, 30
 
 # A request holds its claim only while it waits for Kafka (milliseconds; the producer times out long before this).
 STALE_CLAIM_S = 120.0
@@ -262,7 +269,8 @@ class Store:
 
     def remember_response(self, scope: str, fingerprint: str, response: dict) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?)", (scope, fingerprint, json.dumps(response))
+            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
+            (scope, fingerprint, json.dumps(response), time.time()),
         )
 
     def claim_events(
@@ -302,6 +310,21 @@ class Store:
             self._db.executemany("UPDATE produced SET done = 1 WHERE athlete_id = ? AND event_id = ?", marks)
         else:
             self._db.executemany("DELETE FROM produced WHERE athlete_id = ? AND event_id = ? AND done = 0", marks)
+
+    def prune(self, now: float | None = None) -> dict[str, int]:
+        """Delete idempotency records, produced ids and dead tokens past their retention; counts by table."""
+        now = time.time() if now is None else now
+        day = 86400
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            return {
+                "idempotency": self._db.execute("DELETE FROM idempotency WHERE created_at < ?",
+                                                (now - IDEMPOTENCY_DAYS * day,)).rowcount,
+                "produced": self._db.execute("DELETE FROM produced WHERE done = 1 AND claimed_at < ?",
+                                             (now - PRODUCED_DAYS * day,)).rowcount,
+                "tokens": self._db.execute("DELETE FROM tokens WHERE min(expires_at, coalesce(revoked_at, expires_at))"
+                                           " < ?", (now - DEAD_TOKEN_DAYS * day,)).rowcount,
+            }
 
     # --- alert inbox ------------------------------------------------------------------------------
 
