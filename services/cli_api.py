@@ -139,13 +139,19 @@ def api(
 def notifier(
     smtp_host: str = typer.Option(None, help="SMTP server for alert e-mails (none: webhooks only)."),
     smtp_port: int = typer.Option(25),
+    smtp_user: str = typer.Option(None, help="SMTP login (its password from AROMATRACK_SMTP_PASSWORD); needs "
+                                  "STARTTLS."),
+    smtp_ca_file: str = typer.Option(None, help="CA certificate to verify the SMTP server by (default: the "
+                                     "system's)."),
     attempts: int = typer.Option(5, min=1, help="Delivery attempts per channel before dead-lettering."),
     first_delay: float = typer.Option(0.5, help="Seconds before the first retry; doubles each retry."),
     renotify_after: float = typer.Option(86400.0, help="Seconds before an unacknowledged alert is sent again."),
     group: str = typer.Option("aromatrack-notifier", help="Kafka consumer group (one per deployment)."),
 ) -> None:
-    """Deliver alerts from the alerts topic to each athlete's clinicians (webhook and e-mail)."""
+    """Deliver alerts from the alerts topic to each athlete's clinicians (webhook and e-mail). E-mail uses
+    STARTTLS whenever offered, and sends nothing without it off this host."""
     import logging
+    import os
 
     from aromatrack.services.notifier import Retry, SmtpConfig, serve
 
@@ -154,7 +160,8 @@ def notifier(
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    smtp = SmtpConfig(smtp_host, smtp_port) if smtp_host else None
+    smtp = SmtpConfig(smtp_host, smtp_port, username=smtp_user, password=os.environ.get("AROMATRACK_SMTP_PASSWORD"),
+                      ca_file=smtp_ca_file) if smtp_host else None
     asyncio.run(serve(load_settings(), smtp=smtp, retry=Retry(attempts, first_delay), renotify_after_s=renotify_after,
                       group_id=group))
 
