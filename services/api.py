@@ -13,6 +13,7 @@ import base64
 import hashlib
 import logging
 import math
+import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from aromatrack.streams.producer import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("aromatrack.api")
 access_log = logging.getLogger("aromatrack.access")
+_ATHLETE_ID = re.compile(ATHLETE_ID_PATTERN)
 
 MAX_JSON_BYTES = 1_000_000
 # A FIT upload travels gzipped and base64-encoded inside one Kafka message, with room for the envelope.
@@ -154,8 +156,8 @@ def principal(
 
 def require(deps: Services, who: Principal, access: Access, athlete_id: str | None) -> None:
     """403 unless `who` has `access` to the athlete's data (None: no athlete, never allowed)."""
-    care_team = athlete_id is not None and who.role is not Role.ATHLETE and deps.store.on_care_team(athlete_id,
-                                                                                                      who.user_id)
+    care_team = (athlete_id is not None and who.role is not Role.ATHLETE
+                 and deps.store.on_care_team(athlete_id, who.user_id))
     if athlete_id is None or not allowed(who, access, athlete_id, is_care_team=care_team):
         log.info("denied %s %s access for %s", who.role.value, access.value, who.user_id)
         raise HTTPException(403, f"a {who.role.value} may not {access.value} for this athlete")
@@ -309,6 +311,8 @@ async def log_access(request: Request, call_next) -> Any:
     route = request.scope.get("route")
     who: Principal | None = getattr(request.state, "principal", None)
     athlete = request.path_params.get("athlete_id", "-")
+    if athlete != "-" and not _ATHLETE_ID.fullmatch(athlete):
+        athlete = "?"  # not an id (it failed validation): its text stays out of the log
     access_log.info("%s %s athlete=%s %d user=%s role=%s token=%s %.0f ms", request.method,
                     getattr(route, "path", "-"), athlete, response.status_code, who.user_id if who else "-",
                     who.role.value if who else "-", who.token_id if who else "-", (time.monotonic() - started) * 1000)

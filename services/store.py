@@ -117,10 +117,11 @@ class Store:
         self._upgrade()
 
     def _upgrade(self) -> None:
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        fresh = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'users'").fetchone() is None
+        """Bring the store to SCHEMA_VERSION, in one transaction (the API and the notifier may start together)."""
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+            fresh = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'users'").fetchone() is None
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in () if fresh else UPGRADES.get(step, ()):
                     self._db.execute(statement)

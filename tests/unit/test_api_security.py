@@ -337,3 +337,9 @@ def test_idempotency_records_produced_ids_and_dead_tokens_are_pruned(world: Worl
     assert world.store.prune(now=later) == {"idempotency": 1, "produced": 1, "tokens": 5}
     again = world.client.post("/v1/athletes/ath-1/scale-readings", json=SCALE, headers=world.as_("ath-1"))
     assert again.status_code == 401  # every token expired by then; the store holds nothing of them
+
+
+def test_a_path_that_is_not_an_athlete_id_stays_out_of_the_access_log(world: World, api_log: io.StringIO) -> None:
+    world.client.get("/v1/athletes/x%0aforged%20line/alerts", headers=world.as_("ath-1"))
+    log = api_log.getvalue()
+    assert "forged" not in log and "athlete=? 422" in log
