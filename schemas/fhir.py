@@ -72,12 +72,25 @@ def _method(observation: dict[str, Any]) -> str | None:
 
 
 def _athlete(observation: dict[str, Any], athlete_id: str | None) -> str:
-    if athlete_id:
+    """Whose result this is: the subject's `Patient/<id>` reference, which must name `athlete_id` when given.
+
+    A subject in any other form (an identifier, a plain string, a `patient` element) cannot be checked against
+    the athlete, so it is refused rather than filed under the wrong one; no subject means `athlete_id`'s.
+    """
+    if "patient" in observation:
+        raise FhirError("patient: not an Observation element; name the patient in subject.reference")
+    subject = observation.get("subject")
+    if subject is None and athlete_id:
         return athlete_id
-    reference = (observation.get("subject") or {}).get("reference", "")
-    if not reference.startswith("Patient/"):
-        raise FhirError("subject.reference: expected Patient/<id> (or pass athlete_id)")
-    return reference.removeprefix("Patient/")
+    if not isinstance(subject, dict) or set(subject) - {"reference", "display", "type"}:
+        raise FhirError("subject: give the patient as {\"reference\": \"Patient/<id>\"}; other forms cannot be checked")
+    reference = subject.get("reference")
+    if not isinstance(reference, str) or not reference.startswith("Patient/"):
+        raise FhirError("subject.reference: expected Patient/<id>" + ("" if athlete_id else " (or pass athlete_id)"))
+    named = reference.removeprefix("Patient/")
+    if athlete_id and named != athlete_id:
+        raise FhirError("subject.reference: names another patient than the athlete in the path")
+    return named
 
 
 def observation_to_event(observation: dict[str, Any], athlete_id: str | None = None) -> LabResult:

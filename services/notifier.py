@@ -17,8 +17,9 @@ import hmac
 import json
 import logging
 import smtplib
+import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Awaitable, Callable
 
@@ -30,7 +31,7 @@ from aromatrack.schemas import topics
 from aromatrack.schemas.events import Alert
 from aromatrack.services import chart
 from aromatrack.services.store import Contact, Store
-from aromatrack.services.webhooks import WebhookSecretError, signed_headers, webhook_url_problem
+from aromatrack.services.webhooks import WebhookSecretError, is_loopback, signed_headers, webhook_url_problem
 from aromatrack.streams.admin import ensure_topics
 from aromatrack.streams.influx import InfluxClient, InfluxError
 
@@ -44,9 +45,21 @@ GROUP_ID = "aromatrack-notifier"
 
 @dataclass(frozen=True)
 class SmtpConfig:
+    """Where alert e-mails go. STARTTLS is used whenever the server offers it, and required (else nothing is
+    sent) off this host or with a login, since the mails carry lab values."""
+
     host: str
     port: int
     sender: str = "alerts@aromatrack.local"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    require_tls: bool | None = None  # None: required unless the server is on loopback without a login
+    ca_file: str | None = None  # verify the server against this CA instead of the system's
+
+    def tls_required(self) -> bool:
+        if self.require_tls is not None:
+            return self.require_tls
+        return self.username is not None or not is_loopback(self.host)
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,15 @@ async def post_webhook(http: httpx.AsyncClient, contact: Contact, message: Messa
 async def send_email(smtp: SmtpConfig, contact: Contact, message: Message) -> None:
     def send() -> None:
         with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as client:
+            client.ehlo()
+            if client.has_extn("starttls"):
+                client.starttls(context=ssl.create_default_context(cafile=smtp.ca_file))
+                client.ehlo()
+            elif smtp.tls_required():
+                raise DeliveryError("email: the server offers no STARTTLS; lab values are not sent in clear",
+                                    retryable=False)
+            if smtp.username is not None:
+                client.login(smtp.username, smtp.password or "")
             client.send_message(message.email(smtp.sender, contact.email or ""))
 
     try:
