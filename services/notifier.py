@@ -6,6 +6,10 @@ already succeeded, so a restart never sends twice. Channels: an HTTP webhook sig
 (services/webhooks.py; never unsigned, never plain http off this host), and e-mail over SMTP; both carry the
 evidence chart. Failed channels are retried with exponential backoff and dead-lettered after N attempts.
 Unacknowledged alerts are re-notified after a while; acknowledging one (API) stops that.
+
+Updates: the engine sends new evidence for an alert as a new version with the same `alert_id`. The inbox keeps
+the latest version; an update is not a new page: it goes out with the next reminder (which names the version),
+and never for an acknowledged alert, which stays quiet until the engine raises a new alert.
 """
 
 from __future__ import annotations
@@ -101,6 +105,8 @@ class Message:
         alert = self.alert
         mail = EmailMessage()
         reminder = "Reminder: " if self.round > 1 else ""
+        if alert.version > 1:
+            reminder += f"(updated, version {alert.version}) "
         mail["Subject"] = f"{reminder}[{alert.severity}] {alert.kind} for athlete {alert.athlete_id} ({alert.rule})"
         mail["From"], mail["To"] = sender, recipient
         mail["Message-ID"] = f"<{alert.alert_id}.{self.round}@aromatrack.local>"
@@ -175,14 +181,17 @@ class Notifier:
         await self._http.aclose()
 
     async def handle(self, raw: bytes) -> None:
-        """One message from the alerts topic: record it in the inbox and deliver it (round 1)."""
+        """One message from the alerts topic: record it in the inbox and deliver its first notice (round 1) on the
+        channels that have not had it. An update of an alert already delivered sends nothing now (see above);
+        one that arrives before round 1 finished (a restart in between) completes it with the latest version."""
         try:
             alert = Alert.model_validate_json(raw)
         except ValidationError as exc:
             await self._dead_letter(raw, f"not an alert: {exc.error_count()} validation errors")
             return
         self.store.record_alert(alert)
-        await self.deliver(alert, round_=1)
+        latest = self.store.alert(alert.alert_id)
+        await self.deliver(latest.alert if latest is not None else alert, round_=1)
 
     async def deliver(self, alert: Alert, round_: int) -> None:
         """Send `alert` on every channel of every clinician, skipping channels the log says are done."""

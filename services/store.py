@@ -330,9 +330,12 @@ class Store:
     # --- alert inbox ------------------------------------------------------------------------------
 
     def record_alert(self, alert: Alert) -> bool:
-        """Put an alert in the inbox; False if it was already there (a redelivered Kafka message)."""
+        """Put an alert in the inbox, or a newer version of it over the one there (an update keeps its
+        acknowledgement and delivery log); False if this version or a newer one was there already."""
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO alerts (alert_id, athlete_id, body, received_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO alerts (alert_id, athlete_id, body, received_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (alert_id) DO UPDATE SET body = excluded.body"
+            " WHERE coalesce(json_extract(alerts.body, '$.version'), 1) < json_extract(excluded.body, '$.version')",
             (alert.alert_id, alert.athlete_id, alert.model_dump_json(), time.time()),
         )
         return cursor.rowcount == 1
