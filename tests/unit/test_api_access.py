@@ -9,7 +9,7 @@ from typing import Sequence
 import pytest
 from fastapi.testclient import TestClient
 
-from aromatrack.schemas.events import Alert, AlertEvidence, EventBase
+from aromatrack.schemas.events import Alert, AlertEvidence, EventBase, dump_event
 from aromatrack.services.api import Services, create_app
 from aromatrack.services.auth import Role
 from aromatrack.services.store import Store
@@ -25,6 +25,8 @@ class RecordingSink:
     async def send_all(self, events: Sequence[EventBase]) -> int:
         if self.fail:
             raise ConnectionError("broker down")
+        for event in events:
+            dump_event(event)  # as the producer does: an event that cannot be serialised fails here
         self.events.extend(events)
         return len(events)
 
@@ -138,4 +140,4 @@ def test_the_clinician_acknowledges_once_and_the_first_acknowledgement_stays(wor
     assert again.json()["acknowledged_at"] == first.json()["acknowledged_at"]
     listed = world.client.get("/v1/athletes/ath-1/alerts?open=true", headers=world.as_("clin-1"))
     assert listed.json() == []
-    assert world.client.post("/v1/alerts/nope/acknowledge", headers=world.as_("clin-1")).status_code == 404
+    assert world.client.post("/v1/alerts/nope/acknowledge", headers=world.as_("clin-1")).status_code == 403
