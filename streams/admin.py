@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -19,9 +21,21 @@ async def ensure_topics(bootstrap: str) -> list[str]:
             await admin.create_topics(
                 [NewTopic(name, num_partitions=topics.PARTITIONS, replication_factor=1) for name in missing]
             )
+            await _wait_for_leaders(admin, missing)
         return missing
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 10.0) -> None:
+    """Until every partition of new topics has a leader: Kafka answers CreateTopics before the leaders are in
+    place, and a producer that sends at once gets NotLeaderForPartition retries for the first few hundred ms."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        described = await admin.describe_topics(names)
+        if all(item["partitions"] and all(p["leader"] >= 0 for p in item["partitions"]) for item in described):
+            return
+        await asyncio.sleep(0.1)
 
 
 async def topic_partitions(admin: AIOKafkaAdminClient, topic_names: list[str]) -> list[TopicPartition]:
