@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -21,21 +19,22 @@ async def ensure_topics(bootstrap: str) -> list[str]:
             await admin.create_topics(
                 [NewTopic(name, num_partitions=topics.PARTITIONS, replication_factor=1) for name in missing]
             )
-            await _wait_for_leaders(admin, missing)
+            await _wait_for_leaders(bootstrap, missing)
         return missing
     finally:
         await admin.close()
 
 
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 10.0) -> None:
-    """Until every partition of new topics has a leader: Kafka answers CreateTopics before the leaders are in
-    place, and a producer that sends at once gets NotLeaderForPartition retries for the first few hundred ms."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
-        described = await admin.describe_topics(names)
-        if all(item["partitions"] and all(p["leader"] >= 0 for p in item["partitions"]) for item in described):
-            return
-        await asyncio.sleep(0.1)
+async def _wait_for_leaders(bootstrap: str, names: list[str]) -> None:
+    """Until every partition of new topics answers as its leader: Kafka answers CreateTopics (and lists the
+    leaders in its metadata) a moment before the partitions take writes, and a producer that sends at once gets
+    NotLeaderForPartition retries. A ListOffsets request is retried by aiokafka until the leader answers."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer.end_offsets([TopicPartition(name, index) for name in names for index in range(topics.PARTITIONS)])
+    finally:
+        await consumer.stop()
 
 
 async def topic_partitions(admin: AIOKafkaAdminClient, topic_names: list[str]) -> list[TopicPartition]:
