@@ -147,13 +147,18 @@ def notifier(
     first_delay: float = typer.Option(0.5, help="Seconds before the first retry; doubles each retry."),
     renotify_after: float = typer.Option(86400.0, help="Seconds before an unacknowledged alert is sent again."),
     group: str = typer.Option("aromatrack-notifier", help="Kafka consumer group (one per deployment)."),
+    historical_after: float = typer.Option(
+        14.0, min=0, help="Days: an alert older than this when it arrives (a history import) is stored and "
+        "summarised once per athlete and clinician, not delivered on its own."),
+    summary_quiet: float = typer.Option(
+        30.0, min=0, help="Seconds without a historical alert for an athlete before the import's summary goes out."),
 ) -> None:
     """Deliver alerts from the alerts topic to each athlete's clinicians (webhook and e-mail). E-mail uses
     STARTTLS whenever offered, and sends nothing without it off this host."""
     import logging
     import os
 
-    from aromatrack.services.notifier import Retry, SmtpConfig, serve
+    from aromatrack.services.notifier import HistoricalImports, Retry, SmtpConfig, serve
 
     # Delivery lines name alert ids and channels only, never alert content.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -163,7 +168,7 @@ def notifier(
     smtp = SmtpConfig(smtp_host, smtp_port, username=smtp_user, password=os.environ.get("AROMATRACK_SMTP_PASSWORD"),
                       ca_file=smtp_ca_file) if smtp_host else None
     asyncio.run(serve(load_settings(), smtp=smtp, retry=Retry(attempts, first_delay), renotify_after_s=renotify_after,
-                      group_id=group))
+                      group_id=group, historical=HistoricalImports(historical_after * 86400, summary_quiet)))
 
 
 def register_api_commands(app: typer.Typer) -> None:

@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, body TEXT NOT NULL, received_at REAL NOT NULL,
     acknowledged_at REAL, acknowledged_by TEXT);
 CREATE INDEX IF NOT EXISTS alerts_by_athlete ON alerts (athlete_id, received_at);
+CREATE TABLE IF NOT EXISTS historical_alerts (
+    alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, received_at REAL NOT NULL, summarised_at REAL);
+CREATE INDEX IF NOT EXISTS historical_unsummarised ON historical_alerts (summarised_at, athlete_id);
 CREATE TABLE IF NOT EXISTS deliveries (
     alert_id TEXT NOT NULL, channel TEXT NOT NULL, round INTEGER NOT NULL, status TEXT NOT NULL,
     attempts INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (alert_id, channel, round));
@@ -339,6 +342,48 @@ class Store:
             (alert.alert_id, alert.athlete_id, alert.model_dump_json(), time.time()),
         )
         return cursor.rowcount == 1
+
+    def record_historical(self, alert: Alert) -> None:
+        """An alert raised on imported history: in the inbox like any other, and queued for the athlete's
+        summary (an update of one already queued or summarised only updates the inbox)."""
+        with self._db:
+            self.record_alert(alert)
+            self._db.execute(
+                "INSERT OR IGNORE INTO historical_alerts (alert_id, athlete_id, received_at) VALUES (?, ?, ?)",
+                (alert.alert_id, alert.athlete_id, time.time()),
+            )
+
+    def historical_due(self, quiet_s: float) -> dict[str, list[Alert]]:
+        """Per athlete, the historical alerts not summarised yet, once none has arrived for `quiet_s` (the import
+        has settled), oldest first."""
+        athletes = [row[0] for row in self._db.execute(
+            "SELECT athlete_id FROM historical_alerts WHERE summarised_at IS NULL GROUP BY athlete_id"
+            " HAVING max(received_at) < ?", (time.time() - quiet_s,),
+        ).fetchall()]
+        due = {}
+        for athlete_id in athletes:
+            rows = self._db.execute(
+                "SELECT a.body FROM historical_alerts h JOIN alerts a USING (alert_id)"
+                " WHERE h.athlete_id = ? AND h.summarised_at IS NULL ORDER BY json_extract(a.body, '$.time')",
+                (athlete_id,),
+            ).fetchall()
+            due[athlete_id] = [Alert.model_validate_json(body) for (body,) in rows]
+        return due
+
+    def summarised(self, alert_ids: Iterable[str]) -> set[str]:
+        """Those of `alert_ids` that a delivered import summary covered."""
+        ids = list(alert_ids)
+        rows = self._db.execute(
+            f"SELECT alert_id FROM historical_alerts WHERE summarised_at IS NOT NULL AND alert_id IN "
+            f"({','.join('?' * len(ids))})", ids,
+        ).fetchall() if ids else []
+        return {row[0] for row in rows}
+
+    def mark_summarised(self, alert_ids: Iterable[str]) -> None:
+        self._db.executemany(
+            "UPDATE historical_alerts SET summarised_at = ? WHERE alert_id = ?",
+            [(time.time(), alert_id) for alert_id in alert_ids],
+        )
 
     def alerts_for(self, athlete_id: str, *, open_only: bool = False) -> list[InboxAlert]:
         query = "SELECT body, acknowledged_at, acknowledged_by FROM alerts WHERE athlete_id = ?"
