@@ -113,12 +113,11 @@ def _secure(request: Request) -> bool:
 
 @contextmanager
 def refusals_as_pages() -> Iterator[None]:
-    """The API's refusals (404 unknown alert, 403 another care team's) as inbox pages."""
+    """The API's refusals as inbox pages. An unknown alert and another care team's look alike (403)."""
     try:
         yield
     except HTTPException as exc:
-        message = "No such alert." if exc.status_code == 404 else "This alert is not for one of your patients."
-        raise PageError(exc.status_code, message) from None
+        raise PageError(exc.status_code, "None of your patients has an alert with this id.") from None
 
 
 def _same(submitted: str, expected: str | None) -> bool:
@@ -158,6 +157,7 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
         who = authenticate_hash(deps.store, session.token_hash) if session else None
         if who is None or who.role is not Role.CLINICIAN:
             raise SignInRequired
+        request.state.principal = who  # for the API's access log
         return SignedIn(who, session, cookie)
 
 

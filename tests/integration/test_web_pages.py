@@ -325,7 +325,7 @@ async def test_another_clinicians_alert_is_not_reachable_by_url(visit: Visit, si
     assert "Clinician B" not in content and "e2_low_with_fat_loss" not in content
     await page.screenshot(path=site.screenshots / "inbox-forbidden.png")
     assert (await page.request.get(site.url + "/inbox/alerts/b1-urgent/chart.png")).status == 403
-    assert (await page.goto(site.url + "/inbox/alerts/no-such-alert")).status == 404
+    assert (await page.goto(site.url + "/inbox/alerts/no-such-alert")).status == 403  # as if someone else's
 
     await page.goto(site.url + "/inbox?athlete=ath-b1")
     await expect(page.locator("table.alerts")).to_have_count(0)

@@ -144,7 +144,8 @@ def test_another_care_teams_alert_is_refused_by_url(store: Store) -> None:
     page = client.get("/inbox/alerts/b-1")
     assert page.status_code == 403 and SUMMARY not in page.text
     assert client.get("/inbox/alerts/b-1/chart.png").status_code == 403
-    assert client.get("/inbox/alerts/nope").status_code == 404
+    unknown = client.get("/inbox/alerts/nope")
+    assert unknown.status_code == 403 and unknown.text == page.text  # an id's existence does not show
     csrf = csrf_of(client.get("/inbox").text)
     assert client.post("/inbox/alerts/b-1/acknowledge", data={"csrf": csrf, "note": "x"}).status_code == 403
     assert store.alert("b-1").acknowledged_at is None
@@ -227,13 +228,19 @@ def test_a_session_ends_with_its_token_or_its_users_clinician_role(store: Store)
     assert demoted.get("/inbox").headers["location"] == "/inbox/sign-in"
 
 
-def test_a_version_3_store_gains_the_note_column(tmp_path) -> None:
+def test_a_store_of_the_first_version_gains_the_note_column(tmp_path) -> None:
     path = tmp_path / "old.sqlite3"
-    Store(path).close()
     old = sqlite3.connect(path)
-    old.execute("ALTER TABLE alerts DROP COLUMN acknowledgement_note")
-    old.execute("PRAGMA user_version = 3")
-    old.commit()
+    old.executescript(  # the first release's tables (user_version 0)
+        "CREATE TABLE users (user_id TEXT PRIMARY KEY, role TEXT NOT NULL, email TEXT, webhook_url TEXT,"
+        " webhook_secret TEXT);"
+        "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users);"
+        "CREATE TABLE care_team (athlete_id TEXT NOT NULL, member_id TEXT NOT NULL REFERENCES users,"
+        " PRIMARY KEY (athlete_id, member_id));"
+        "CREATE TABLE idempotency (scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT);"
+        "CREATE TABLE produced (event_id TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, claimed_at REAL NOT NULL);"
+        "CREATE TABLE alerts (alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, body TEXT NOT NULL,"
+        " received_at REAL NOT NULL, acknowledged_at REAL, acknowledged_by TEXT);")
     old.close()
     store = Store(path)
     store.record_alert(make_alert("a-9", "ath-9"))
@@ -261,3 +268,13 @@ def test_a_view_holds_exactly_its_matching_alerts_in_triage_order(items, view, a
     else:
         keys = [-i.acknowledged_at for i in chosen]
     assert keys == sorted(keys)
+
+
+def test_an_updated_alert_shows_when_it_was_raised_and_updated(store: Store) -> None:
+    first = make_alert("a-1", "ath-1", "urgent")
+    store.record_alert(first.model_copy(update={
+        "version": 2, "raised_at": first.time, "time": first.time + timedelta(days=3)}))
+    client = signed_in(store)
+    listed = client.get("/inbox").text
+    assert "2026-04-30 00:00 UTC" in listed and "updated 2026-05-03 00:00 UTC" in listed
+    assert "version 2" in client.get("/inbox/alerts/a-1").text
