@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Awaitable, Callable, Iterator
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.protocol.group import MemberAssignment
 
 from aromatrack.deploy import local_stack
 from aromatrack.deploy.settings import Settings, load_settings
@@ -115,6 +117,22 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30
             return
         await asyncio.sleep(every_s)
     pytest.fail(f"condition not met within {timeout_s}s")
+
+
+async def group_assignments(settings: Settings, group: str) -> list[set[tuple[str, int]]]:
+    """The partitions each member of a consumer group holds now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    (group_entry,) = described.to_object()["groups"]
+    held = []
+    for member in group_entry["members"]:
+        assignment = MemberAssignment.decode(member["member_assignment"])
+        held.append({(topic, partition) for topic, partitions in assignment.assignment for partition in partitions})
+    return held
 
 
 def unique_athlete(prefix: str = "ath") -> str:

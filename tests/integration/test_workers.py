@@ -13,8 +13,6 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.protocol.group import MemberAssignment
 
 from aromatrack.deploy import local_stack
 from aromatrack.domain import engine
@@ -24,7 +22,7 @@ from aromatrack.services import cohort
 from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
 from aromatrack.streams.replay import replay_paced
 
-from .conftest import Worker
+from .conftest import Worker, group_assignments
 from .test_clinical_stream import alerts_on_topic
 
 GRACE_S = 5  # a replayed week reaches the clinical agent skewed by its processing time (README: bulk histories)
@@ -51,22 +49,6 @@ async def influx_dump(settings, database: str) -> dict[str, list[dict]]:
         return dump
 
 
-async def assignments(settings, group: str) -> list[set[tuple[str, int]]]:
-    """The partitions each member of a consumer group holds now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    (group_entry,) = described.to_object()["groups"]
-    held = []
-    for member in group_entry["members"]:
-        assignment = MemberAssignment.decode(member["member_assignment"])
-        held.append({(topic, partition) for topic, partitions in assignment.assignment for partition in partitions})
-    return held
-
-
 async def run_cohort(tmp_path: Path, name: str, worker_count: int, kafka_port: int, influx_port: int, events: list):
     with local_stack.throwaway_stack(kafka_port, influx_port) as settings:
         workers = [
@@ -78,8 +60,8 @@ async def run_cohort(tmp_path: Path, name: str, worker_count: int, kafka_port: i
                 worker.start(timeout_s=90)
             await replay_paced(settings, events)
             spread = {
-                topics.AGENT_TOPICS: await assignments(settings, settings.app_id),
-                topics.INGEST_TOPICS: await assignments(settings, topics.ingest_group(settings.app_id)),
+                topics.AGENT_TOPICS: await group_assignments(settings, settings.app_id),
+                topics.INGEST_TOPICS: await group_assignments(settings, topics.ingest_group(settings.app_id)),
             }
             await asyncio.sleep(GRACE_S * 1.25 + 1)  # the last alerts wait out the grace
             athletes = {event.athlete_id for event in events}
