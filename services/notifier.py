@@ -47,7 +47,7 @@ from aromatrack.services.auth import Role
 from aromatrack.services.store import Contact, Store
 from aromatrack.services.webhooks import WebhookSecretError, is_loopback, signed_headers, webhook_url_problem
 from aromatrack.streams.admin import ensure_topics
-from aromatrack.streams.influx import InfluxClient, InfluxError
+from aromatrack.streams.influx import InfluxClient
 
 log = logging.getLogger("aromatrack.notifier")
 
@@ -261,7 +261,7 @@ class Notifier:
                 if self.store.delivery_status(alert.alert_id, key, round_) is not None:
                     continue  # delivered or dead-lettered before a restart: never twice
                 if message is None:
-                    message = Message(alert, await self._chart(alert), round_)
+                    message = Message(alert, await chart.alert_png(self.influx, alert), round_)
                 await self._attempt(key, message, lambda m=message, s=send, c=contact: s(c, m))
 
     def _channels(self, contact: Contact):
@@ -289,15 +289,6 @@ class Notifier:
             return
         self.store.log_delivery(alert_id, key, message.round, "dead", attempts)
         await self._dead_letter(message.alert.model_dump_json().encode(), f"{key} failed {attempts} times: {reason}")
-
-    async def _chart(self, alert: Alert) -> bytes:
-        try:
-            evidence = await chart.gather(self.influx, alert.athlete_id, alert.time)
-        except (InfluxError, httpx.HTTPError, ValueError) as exc:
-            log.warning("alert %s: evidence unavailable (%s); sending an empty chart", alert.alert_id,
-                        type(exc).__name__)
-            evidence = chart.Evidence()
-        return chart.render(evidence, f"{alert.kind} · {alert.rule} · athlete {alert.athlete_id}", alert.time)
 
     async def _dead_letter(self, raw: bytes, reason: str) -> None:
         log.error("dead-lettering an alert: %s", reason)
