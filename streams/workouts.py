@@ -47,14 +47,10 @@ STATE_VERSION = 1  # of the workout_state table's values (`history_to_json`)
 fit_topic = app.topic(topics.topic_for("workout.fit"), value_serializer="raw", key_serializer="raw")
 summary_topic = app.topic(topics.topic_for("workout.summary"), value_serializer="raw", key_serializer="raw")
 scale_topic = app.topic(topics.topic_for("scale.reading"), value_serializer="raw", key_serializer="raw")
-state_table = app.Table(
-    "workout_state", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
-)
+state_table = athlete_keyed_table("workout_state")
 seen_table = athlete_keyed_table("workout_seen")
 profile_topic = app.topic(topics.topic_for("athlete.profile"), value_serializer="raw", key_serializer="raw")
-profile_table = app.Table(
-    "athlete_profiles", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
-)
+profile_table = athlete_keyed_table("athlete_profiles")
 
 
 def _read_json(table: faust.Table, key: bytes, empty: Any) -> Any:
