@@ -274,10 +274,14 @@ class Store:
         return [athlete_id for (athlete_id,) in rows]
 
     def clinicians_of(self, athlete_id: str) -> list[Contact]:
+        return self.care_team_contacts(athlete_id, Role.CLINICIAN)
+
+    def care_team_contacts(self, athlete_id: str, role: Role) -> list[Contact]:
+        """Where the athlete's care-team members of `role` want alerts."""
         rows = self._db.execute(
             "SELECT user_id, email, webhook_url, webhook_secret FROM care_team JOIN users ON member_id = user_id"
             " WHERE athlete_id = ? AND role = ? ORDER BY user_id",
-            (athlete_id, Role.CLINICIAN.value),
+            (athlete_id, role.value),
         ).fetchall()
         return [Contact(*row) for row in rows]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from itertools import groupby
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 import faust
@@ -40,10 +40,9 @@ log = logging.getLogger(__name__)
 
 SAMPLE_BUCKET_S = 10
 SEEN_MONTHS = 60  # months with workouts whose ids are remembered per athlete, for duplicate detection
-SESSION_MEMORY_DAYS = 70  # sessions kept for the weekly modality mix
 SUMMARY_BATCH_SIZE = 500
 SUMMARY_BATCH_WINDOW_S = 0.02
-DAILY_MEMORY_DAYS = 200  # daily loads kept; older ones live on as the model's carried CTL/ATL
+STATE_VERSION = 1  # of the workout_state table's values (`history_to_json`)
 
 fit_topic = app.topic(topics.topic_for("workout.fit"), value_serializer="raw", key_serializer="raw")
 summary_topic = app.topic(topics.topic_for("workout.summary"), value_serializer="raw", key_serializer="raw")
@@ -60,12 +59,12 @@ def _read_json(table: faust.Table, key: bytes, empty: Any) -> Any:
     return json.loads(stored) if stored else empty
 
 
-def _load_state(athlete_key: bytes) -> dict[str, Any]:
-    return _read_json(state_table, athlete_key, {"daily": {}, "sessions": []})
+def _load_history(athlete_key: bytes) -> tl.LoadHistory:
+    return history_from_json(_read_json(state_table, athlete_key, {"version": STATE_VERSION}))
 
 
-def _save_state(athlete_key: bytes, state: dict[str, Any]) -> None:
-    state_table[athlete_key] = json.dumps(state, separators=(",", ":")).encode()
+def _save_history(athlete_key: bytes, history: tl.LoadHistory) -> None:
+    state_table[athlete_key] = json.dumps(history_to_json(history), separators=(",", ":")).encode()
 
 
 class SeenIds:
@@ -140,47 +139,51 @@ def sample_points(athlete_id: str, workout_id: str, samples: Samples) -> list[Po
 
 def with_load(summary: WorkoutSummary, athlete: tl.Athlete) -> dict[str, Any]:
     """The summary as a dict, with `trimp`, `load`, `modality` computed with the athlete's numbers when the
-    sender did not give them."""
+    sender did not give them (`training_load.summary_load`, as the clinical engine does)."""
     body = summary.model_dump(mode="json", exclude_none=True)
-    if "load" not in body or "modality" not in body:
-        load = tl.workout_load(tl.WorkoutInput.from_summary(body), athlete)
-        body.setdefault("trimp", load.trimp)
-        body.setdefault("load", round(load.load, 3))
-        body.setdefault("modality", load.modality)
+    loaded = tl.summary_load(body, athlete)
+    body.setdefault("trimp", loaded.trimp)
+    body.update(load=loaded.load, modality=loaded.modality)
     return {name: value for name, value in body.items() if value is not None}
 
 
-def record_workout(state: dict[str, Any], body: dict[str, Any]) -> tuple[list[tl.DailyLoad], list[tl.WeeklyModality]]:
-    """Add one workout to the athlete's state; the days and weeks whose points must be rewritten.
-
-    Daily loads older than DAILY_MEMORY_DAYS before the newest are folded into `carry` (the CTL/ATL of the day
-    before the first kept day), so the state stays bounded as history grows and the model stays exact. A
-    workout older than the kept days is counted on the first kept day."""
+def record_workout(history: tl.LoadHistory, body: dict[str, Any]) -> tl.LoadUpdate:
+    """One summary (with its load and modality) added to the athlete's load history."""
     start = datetime.fromisoformat(body["time"]).astimezone(timezone.utc)
-    carry = state.get("carry")
-    first_kept = date.fromisoformat(carry["day"]) if carry else None
-    day = max(start.date(), first_kept) if first_kept else start.date()
-    state["daily"][day.isoformat()] = state["daily"].get(day.isoformat(), 0.0) + float(body["load"])
-    state["sessions"].append([start.isoformat(), body["modality"], float(body["load"]), body["duration_s"] / 60])
-    daily = {date.fromisoformat(d): load for d, load in state["daily"].items()}
-    newest = max(date.fromisoformat(s[0][:10]) for s in state["sessions"])
-    state["sessions"] = [s for s in state["sessions"] if date.fromisoformat(s[0][:10]) > newest - timedelta(days=SESSION_MEMORY_DAYS)]
-    history = tl.daily_load_model(daily, start=first_kept, carry=(carry["ctl"], carry["atl"]) if carry else (0.0, 0.0))
-    _forget_old_days(state, history)
-    model = [d for d in history if d.day >= day]
-    week = tl.week_start(day)
-    sessions = (tl.Session(datetime.fromisoformat(s[0]), s[1], s[2], s[3]) for s in state["sessions"])
-    mix = [w for w in tl.weekly_modality_mix(sessions) if w.week_start == week]
-    return model, mix
+    return tl.add_session(history, tl.Session(start, body["modality"], float(body["load"]), body["duration_s"] / 60))
 
 
-def _forget_old_days(state: dict[str, Any], history: list[tl.DailyLoad]) -> None:
-    cut = history[-1].day - timedelta(days=DAILY_MEMORY_DAYS)
-    if history[0].day >= cut:
-        return
-    before_cut = history[(cut - history[0].day).days - 1]
-    state["carry"] = {"day": cut.isoformat(), "ctl": before_cut.ctl, "atl": before_cut.atl}
-    state["daily"] = {d: load for d, load in state["daily"].items() if date.fromisoformat(d) >= cut}
+def history_to_json(history: tl.LoadHistory) -> dict[str, Any]:
+    """The stored form of a load history (the `workout_state` table's value), versioned."""
+    carry = history.carry
+    return {
+        "version": STATE_VERSION,
+        "daily": {day.isoformat(): load for day, load in sorted(history.daily.items())},
+        "sessions": [
+            {"start": s.start.isoformat(), "modality": s.modality, "load": s.load, "minutes": s.minutes}
+            for s in history.sessions
+        ],
+        "carry": {"day": carry.day.isoformat(), "ctl": carry.ctl, "atl": carry.atl} if carry else None,
+    }
+
+
+def history_from_json(stored: dict[str, Any]) -> tl.LoadHistory:
+    """A stored load history; the unversioned form written before version 1 kept each session as a
+    `[start, modality, load, minutes]` list."""
+    sessions = stored.get("sessions", [])
+    if stored.get("version") is None:
+        sessions = [dict(zip(("start", "modality", "load", "minutes"), session)) for session in sessions]
+    elif stored["version"] != STATE_VERSION:
+        raise ValueError(f"workout_state version {stored['version']} is newer than this worker ({STATE_VERSION})")
+    carry = stored.get("carry")
+    return tl.LoadHistory(
+        daily={date.fromisoformat(day): float(load) for day, load in stored.get("daily", {}).items()},
+        sessions=tuple(
+            tl.Session(datetime.fromisoformat(s["start"]), s["modality"], float(s["load"]), float(s["minutes"]))
+            for s in sessions
+        ),
+        carry=tl.CarriedFitness(date.fromisoformat(carry["day"]), carry["ctl"], carry["atl"]) if carry else None,
+    )
 
 
 def load_points(athlete_id: str, body: dict[str, Any], days: list[tl.DailyLoad], mix: list[tl.WeeklyModality]) -> list[Point]:
@@ -256,33 +259,36 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
 
 
 def summary_step(
-    states: dict[bytes, dict[str, Any]], seen: SeenIds, raw: bytes
+    histories: dict[bytes, tl.LoadHistory], seen: SeenIds, raw: bytes
 ) -> tuple[WorkoutSummary, dict[str, Any], list[Point]] | None:
-    """Validate one summary and add it to its athlete's state (loaded once per batch into `states`); returns the
-    event, the body to forward and its points, or None for a repeat. EventError for an invalid message."""
+    """Validate one summary and add it to its athlete's load history (loaded once per batch into `histories`);
+    returns the event, the body to forward and its points, or None for a repeat. EventError for an invalid
+    message."""
     event = parse_event(raw)
     if not isinstance(event, WorkoutSummary):
         raise EventError(f"type: {event.type} events do not belong on {topics.topic_for('workout.summary')}")
     key = event.athlete_id.encode()
-    state = states[key] if key in states else states.setdefault(key, _load_state(key))
+    if key not in histories:
+        histories[key] = _load_history(key)
     if not seen.add(key, event.time, event.event_id):
         return None
     body = with_load(event, tl.athlete_at(_profile_history(key), event.time.timestamp()))
-    days, mix = record_workout(state, body)
-    return event, body, load_points(event.athlete_id, body, days, mix)
+    update = record_workout(histories[key], body)
+    histories[key] = update.history
+    return event, body, load_points(event.athlete_id, body, update.days, update.week)
 
 
 async def handle_summaries(messages: list[tuple[bytes | None, bytes]]) -> None:
-    """A batch of summaries: each athlete's state loaded and saved once, one InfluxDB write (one write per
+    """A batch of summaries: each athlete's load history loaded and saved once, one InfluxDB write (one write per
     workout was a fifth of a backfill's time), then the forwards to the timeline."""
     source = topics.topic_for("workout.summary")
-    states: dict[bytes, dict[str, Any]] = {}
+    histories: dict[bytes, tl.LoadHistory] = {}
     seen = SeenIds("summary")
     points: list[Point] = []
     forwards = []
     for athlete_key, raw in messages:
         try:
-            accepted = summary_step(states, seen, raw)
+            accepted = summary_step(histories, seen, raw)
         except EventError as exc:
             await dead_letter(raw, str(exc), source, athlete_key)
             continue
@@ -298,8 +304,8 @@ async def handle_summaries(messages: list[tuple[bytes | None, bytes]]) -> None:
     # rather than losing the workout for the timeline.
     for key, body in forwards:
         await timeline_topic.send(key=key, value=json.dumps(body).encode())
-    for key, state in states.items():
-        _save_state(key, state)
+    for key, history in histories.items():
+        _save_history(key, history)
     seen.save()
 
 
