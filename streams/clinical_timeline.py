@@ -1,0 +1,191 @@
+"""One athlete's whole history in event-time order, folded through the engine as `aromatrack evaluate` folds it.
+
+Events arrive in any order (several input topics, bulk imports, labs entered weeks late). `AthleteTimeline`
+keeps every event of the athlete (no tail that forgets: a history is ~500 events a year), sorted by the
+engine's order key, and the fold's result for each one (alerts raised, derived points). An event that extends
+the history is stepped onto the current state; one that lands inside it is inserted and the engine re-folded
+from the last checkpoint before it, so the results are those of the sorted fold whatever the arrival order.
+Checkpoints (the engine state before every CHECKPOINT_EVERY-th event) are in-memory copies only; the stored
+form is the events themselves (`clinical_codec`), so a restore re-folds and no engine internals are stored.
+
+`alerts()` is every alert the history raises: exactly `engine.evaluate` over the same events.
+"""
+
+from __future__ import annotations
+
+import bisect
+import pickle
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from aromatrack.domain import engine
+from aromatrack.schemas import series
+from aromatrack.schemas.events import Alert, EventBase
+from aromatrack.schemas.series import Point
+
+CHECKPOINT_EVERY = 32
+
+
+@dataclass(frozen=True, order=True)
+class OrderKey:
+    """The engine's processing order: event time, then type rank, then event id (`engine.order_key`)."""
+
+    time_s: float
+    type_rank: int
+    event_id: str
+
+    @classmethod
+    def of(cls, event: EventBase) -> "OrderKey":
+        return cls(event.time.timestamp(), engine.TYPE_ORDER.get(event.type, 9), event.event_id or "")
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """What one event gave when folded in its place: the alerts it raised and the derived series points."""
+
+    alerts: tuple[Alert, ...]
+    points: tuple[Point, ...]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The engine state just before the event with key `before`. Stored pickled in memory only, as a fast deep
+    copy (copy.deepcopy of a state costs several engine steps)."""
+
+    before: OrderKey
+    state: bytes
+
+
+@dataclass(frozen=True)
+class Change:
+    """What adding a batch changed: the events newly placed, and the points to (re)write because an event's fold
+    result is new or differs from what it gave before the batch."""
+
+    added: tuple[EventBase, ...]
+    points: tuple[Point, ...]
+
+
+def _copy(state: engine.AthleteState) -> engine.AthleteState:
+    return pickle.loads(pickle.dumps(state))
+
+
+def outcome_points(event: EventBase, outcome: engine.Outcome) -> tuple[Point, ...]:
+    """Derived series for one engine outcome: the body-fat trend and the E2 correlation context."""
+    tags = {"athlete_id": event.athlete_id}
+    points = []
+    if outcome.trend is not None:
+        trend = outcome.trend
+        points.append(series.BODY_FAT_TREND.point(event.time, tags, {
+            "smoothed_pct": trend.smoothed_pct,
+            "slope_pct_per_week": trend.slope_pct_per_week,
+            "change_since_e2_pct": trend.change_since_e2_pct,
+        }))
+    if outcome.e2 is not None:
+        e2 = outcome.e2
+        points.append(series.E2_CORRELATION.point(event.time, tags, {
+            "e2_pg_ml": e2.e2_pg_ml,
+            "body_fat_pct": e2.body_fat_pct,
+            "body_fat_change_pct": e2.body_fat_change_pct,
+            "weekly_load": e2.weekly_load,
+            "anastrozole_weekly_mg": e2.anastrozole_weekly_mg,
+            "slope_pg_ml_per_pct": e2.slope_pg_ml_per_pct,
+            "pairs": e2.pairs,
+            "predicted_e2_pg_ml": e2.predicted_e2_pg_ml,
+        }))
+    return tuple(points)
+
+
+@dataclass(repr=False)  # no lab values or doses in crash logs
+class AthleteTimeline:
+    athlete_id: str
+    settings: engine.EngineSettings = field(default_factory=engine.EngineSettings)
+    keys: list[OrderKey] = field(default_factory=list)
+    events: list[EventBase] = field(default_factory=list)
+    results: list[FoldResult] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+    state: engine.AthleteState | None = None
+    _alerts: dict[str, Alert] | None = None
+
+    def __post_init__(self) -> None:
+        if self.state is None:
+            self.state = engine.AthleteState(self.athlete_id)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self.ids
+
+    def add(self, events: Iterable[EventBase]) -> Change:
+        """Place a batch of this athlete's events (repeats of placed ids are skipped) and fold what changed.
+
+        Events later than the history are stepped on the current state; otherwise the engine is re-folded once
+        for the batch, from the last checkpoint before the earliest inserted event."""
+        fresh: dict[str, EventBase] = {}
+        for event in events:
+            if event.event_id and event.event_id not in self.ids and event.event_id not in fresh:
+                fresh[event.event_id] = event
+        if not fresh:
+            return Change((), ())
+        batch = sorted(fresh.values(), key=OrderKey.of)
+        self.ids.update(fresh)
+        self._alerts = None
+        first_key = OrderKey.of(batch[0])
+        if not self.keys or first_key > self.keys[-1]:
+            start = len(self.events)
+            for event in batch:
+                self._append(event)
+            return Change(tuple(batch), tuple(p for r in self.results[start:] for p in r.points))
+        previous = {key.event_id: result for key, result in zip(self.keys, self.results)}
+        for event in batch:
+            key = OrderKey.of(event)
+            position = bisect.bisect_left(self.keys, key)
+            self.keys.insert(position, key)
+            self.events.insert(position, event)
+        start = self._restore_before(first_key)
+        replayed = self.events[start:]
+        del self.keys[start:], self.events[start:], self.results[start:]
+        for event in replayed:
+            self._append(event)
+        changed = tuple(
+            point
+            for key, result in zip(self.keys[start:], self.results[start:])
+            if previous.get(key.event_id) != result
+            for point in result.points
+        )
+        return Change(tuple(batch), changed)
+
+    def _restore_before(self, key: OrderKey) -> int:
+        """Drop the checkpoints at or after `key` and restore the state of the last one before it (the empty
+        state if none); returns the index of the event that checkpoint precedes."""
+        kept = bisect.bisect_left([c.before for c in self.checkpoints], key)
+        del self.checkpoints[kept:]
+        if not self.checkpoints:
+            self.state = engine.AthleteState(self.athlete_id)
+            return 0
+        checkpoint = self.checkpoints[-1]
+        self.state = pickle.loads(checkpoint.state)
+        return bisect.bisect_left(self.keys, checkpoint.before)
+
+    def _append(self, event: EventBase) -> None:
+        key = OrderKey.of(event)
+        self.keys.append(key)
+        self.events.append(event)
+        index = len(self.results)
+        if index and index % CHECKPOINT_EVERY == 0 and (not self.checkpoints or self.checkpoints[-1].before < key):
+            self.checkpoints.append(Checkpoint(key, pickle.dumps(self.state)))
+        _, outcome = engine.step(self.state, event, self.settings)
+        self.results.append(FoldResult(tuple(outcome.alerts), outcome_points(event, outcome)))
+
+    def alerts(self) -> dict[str, Alert]:
+        """Every alert the whole history raises, by id (what `engine.evaluate` gives for these events)."""
+        if self._alerts is None:
+            self._alerts = {alert.alert_id: alert for result in self.results for alert in result.alerts}
+        return self._alerts
+
+    @classmethod
+    def of(cls, athlete_id: str, events: Iterable[EventBase], settings: engine.EngineSettings | None = None) -> "AthleteTimeline":
+        timeline = cls(athlete_id, settings or engine.EngineSettings())
+        timeline.add(events)
+        return timeline
