@@ -9,19 +9,21 @@ A thin faust wrapper around three pure parts:
 - `alert_outbox.Outbox`: what has been sent; a release sends new and changed alerts and withdraws sent ones the
   history no longer raises.
 
-Per batch: events are placed in their athletes' timelines, the derived points written (only those whose fold
-result changed), the changed periods and outboxes stored (`clinical_codec`, versioned JSON in the
-`clinical_history` table, keyed by athlete and part so every key shares its athlete's partition), and then the
-athletes of each partition whose watermark is complete are released. Live, where lag is near zero, the stage
-markers follow their events within milliseconds, so alerts go out with the batch; in a bulk import, nothing goes
-out for a partition until all of its inputs are in, and an event that arrives later still (a lab entered weeks
-late) is placed at its time and the difference released with withdrawals.
+Per batch: events are placed in their athletes' timelines (no fold yet) and the changed periods stored
+(`clinical_codec`, versioned JSON in the `clinical_history` table, keyed by athlete and part so every key shares
+its athlete's partition) with the outbox marked `unreleased`. Then, for each partition whose watermark is
+complete, the athletes with a release due are folded once (from where their history changed), the points whose
+values changed are written, and the outboxes released. Live, where lag is near zero, the stage markers follow
+their events within milliseconds, so alerts go out with the batch; in a bulk import, nothing is folded or sent
+for a partition until all of its inputs are in (one fold per athlete instead of one per out-of-order batch), and
+an event that arrives later still (a lab entered weeks late) is placed at its time and the difference released
+with withdrawals.
 
 Restarts: the table holds every event, so a re-delivered event is recognised by its id whatever its age, and a
-restore re-folds the events (no engine state is stored). Points are written before the parts are stored (a crash
-in between re-delivers events the table lacks, which rewrite the same points). An outbox stores `unreleased`
-while a release is due, so athletes whose alerts were held at a stop are released after the restart, once the
-stages' markers (repeated every heartbeat) complete their partitions again.
+restore re-folds the events (no engine state is stored). An outbox stays `unreleased` from the store of new
+events until its release is confirmed, so after a crash anywhere in between the athlete is released again once
+the stages' markers (repeated every heartbeat) complete its partition, and that first fold of the restored
+history rewrites all of its points.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from pydantic import ValidationError
 from aromatrack.schemas import series, topics
 from aromatrack.schemas.events import Alert, EventBase, EventError, dump_event, parse_event
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, parse_marker
-from aromatrack.schemas.series import Point
 from aromatrack.streams.alert_outbox import OutboxMessage
 from aromatrack.streams.app import PART_SEPARATOR, app, athlete_keyed_table, dead_letter, influx, part_key, timeline_topic
 from aromatrack.streams.clinical_codec import (
@@ -67,10 +68,14 @@ def alert_point(alert: Alert) -> Point:
 
 
 def _load(athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
+    """The athlete's record, from memory or restored from the table. A restored history is folded at once unless
+    a release is due (then the release's fold writes every point: some may not have been written before a crash)."""
     record = _records.get(athlete_key)
     if record is None:
         record = read_record(athlete_id, lambda part: history_table.get(part_key(athlete_key, part)))
         record = record or ClinicalRecord.new(athlete_id)
+        if not record.outbox.unreleased:
+            record.timeline.fold()
         _records[athlete_key] = record
         while len(_records) > MAX_RECORDS:
             _records.popitem(last=False)
@@ -104,21 +109,28 @@ async def track_unreleased_at_the_last_stop() -> None:
 
 
 async def _release(partitions: set[int]) -> None:
-    """Send what the outbox of every athlete with a release due owes, for the partitions whose inputs are in."""
+    """For the partitions whose inputs are in: fold the histories of the athletes with a release due, write the
+    points that changed, then send what their outboxes owe (stored in flight first, confirmed after)."""
+    due = [
+        athlete_key
+        for partition in partitions
+        if _progress.get(partition, PartitionProgress()).complete
+        for athlete_key in sorted(_unreleased.pop(partition, set()))
+    ]
+    if not due:
+        return
+    records = {athlete_key: _load(athlete_key, athlete_key.decode()) for athlete_key in due}
+    await influx().write([point for record in records.values() for point in record.timeline.fold()])
     sent: list[OutboxMessage] = []
-    for partition in partitions:
-        if not _progress.get(partition, PartitionProgress()).complete:
-            continue
-        for athlete_key in sorted(_unreleased.pop(partition, set())):
-            record = _load(athlete_key, athlete_key.decode())
-            messages = record.outbox.release(record.timeline.alerts())
-            if messages:
-                _store(athlete_key, [outbox_write(record)])  # in flight: sent again if we crash before confirming
-                for message in messages:
-                    await alerts_topic.send(key=athlete_key, value=dump_event(message))
-            record.outbox.confirm()
-            _store(athlete_key, [outbox_write(record)])
-            sent += messages
+    for athlete_key, record in records.items():
+        messages = record.outbox.release(record.timeline.alerts())
+        if messages:
+            _store(athlete_key, [outbox_write(record)])  # in flight: sent again if we crash before confirming
+            for message in messages:
+                await alerts_topic.send(key=athlete_key, value=dump_event(message))
+        record.outbox.confirm()
+        _store(athlete_key, [outbox_write(record)])
+        sent += messages
     alerts = [message for message in sent if isinstance(message, Alert)]
     if alerts:
         await influx().write([alert_point(alert) for alert in alerts])
@@ -146,24 +158,12 @@ async def clinical(stream: faust.StreamT) -> None:
                 continue
             progress.on_event(header(message.headers, INPUT_HEADER))
             by_athlete.setdefault((partition, event.athlete_id.encode()), []).append(event)
-        points: list[Point] = []
-        writes: dict[bytes, list[tuple[bytes, bytes]]] = {}
         async with _lock:
             for (partition, athlete_key), events in by_athlete.items():
                 record = _load(athlete_key, events[0].athlete_id)
-                try:
-                    change = record.timeline.add(events)
-                except Exception:
-                    _records.pop(athlete_key, None)  # half-placed in memory; the table has the last stored one
-                    raise
-                if change.added:
-                    points += change.points
+                added = record.timeline.add(events)
+                if added:
                     record.outbox.unreleased = True
-                    writes[athlete_key] = [*event_writes(record, change.added), outbox_write(record)]
+                    _store(athlete_key, [*event_writes(record, added), outbox_write(record)])
                     _unreleased.setdefault(partition, set()).add(athlete_key)
-            # Points first, parts after: a crash in between re-delivers events the table lacks, which rewrite the
-            # same points, instead of events it holds, which are skipped as seen and would leave points unwritten.
-            await influx().write(points)
-            for athlete_key, athlete_writes in writes.items():
-                _store(athlete_key, athlete_writes)
             await _release(partitions)

@@ -56,19 +56,6 @@ class Checkpoint:
     state: bytes
 
 
-@dataclass(frozen=True)
-class Change:
-    """What adding a batch changed: the events newly placed, and the points to (re)write because an event's fold
-    result is new or differs from what it gave before the batch."""
-
-    added: tuple[EventBase, ...]
-    points: tuple[Point, ...]
-
-
-def _copy(state: engine.AthleteState) -> engine.AthleteState:
-    return pickle.loads(pickle.dumps(state))
-
-
 def outcome_points(event: EventBase, outcome: engine.Outcome) -> tuple[Point, ...]:
     """Derived series for one engine outcome: the body-fat trend and the E2 correlation context."""
     tags = {"athlete_id": event.athlete_id}
@@ -97,14 +84,19 @@ def outcome_points(event: EventBase, outcome: engine.Outcome) -> tuple[Point, ..
 
 @dataclass(repr=False)  # no lab values or doses in crash logs
 class AthleteTimeline:
+    """`add` places events (cheap: no fold); `fold` brings the results up to date with one pass from where the
+    earliest event placed since the last fold changed the history, and returns the points that changed."""
+
     athlete_id: str
     settings: engine.EngineSettings = field(default_factory=engine.EngineSettings)
     keys: list[OrderKey] = field(default_factory=list)
     events: list[EventBase] = field(default_factory=list)
-    results: list[FoldResult] = field(default_factory=list)
+    results: dict[str, FoldResult] = field(default_factory=dict)  # event id -> its result in the last fold
     checkpoints: list[Checkpoint] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
-    state: engine.AthleteState | None = None
+    state: engine.AthleteState | None = None  # after the events up to `last_folded`
+    last_folded: OrderKey | None = None
+    unfolded_from: OrderKey | None = None  # the earliest key placed since the last fold
     _alerts: dict[str, Alert] | None = None
 
     def __post_init__(self) -> None:
@@ -114,47 +106,54 @@ class AthleteTimeline:
     def __len__(self) -> int:
         return len(self.events)
 
-    def __contains__(self, event_id: str) -> bool:
-        return event_id in self.ids
-
-    def add(self, events: Iterable[EventBase]) -> Change:
-        """Place a batch of this athlete's events (repeats of placed ids are skipped) and fold what changed.
-
-        Events later than the history are stepped on the current state; otherwise the engine is re-folded once
-        for the batch, from the last checkpoint before the earliest inserted event."""
+    def add(self, events: Iterable[EventBase]) -> tuple[EventBase, ...]:
+        """Place this athlete's events in event-time order; returns those newly placed (repeats of placed ids,
+        whatever their age, are skipped)."""
         fresh: dict[str, EventBase] = {}
         for event in events:
             if event.event_id and event.event_id not in self.ids and event.event_id not in fresh:
                 fresh[event.event_id] = event
         if not fresh:
-            return Change((), ())
-        batch = sorted(fresh.values(), key=OrderKey.of)
+            return ()
         self.ids.update(fresh)
-        self._alerts = None
-        first_key = OrderKey.of(batch[0])
-        if not self.keys or first_key > self.keys[-1]:
-            start = len(self.events)
-            for event in batch:
-                self._append(event)
-            return Change(tuple(batch), tuple(p for r in self.results[start:] for p in r.points))
-        previous = {key.event_id: result for key, result in zip(self.keys, self.results)}
+        batch = sorted(fresh.values(), key=OrderKey.of)
         for event in batch:
             key = OrderKey.of(event)
-            position = bisect.bisect_left(self.keys, key)
-            self.keys.insert(position, key)
-            self.events.insert(position, event)
-        start = self._restore_before(first_key)
-        replayed = self.events[start:]
-        del self.keys[start:], self.events[start:], self.results[start:]
-        for event in replayed:
-            self._append(event)
-        changed = tuple(
-            point
-            for key, result in zip(self.keys[start:], self.results[start:])
-            if previous.get(key.event_id) != result
-            for point in result.points
-        )
-        return Change(tuple(batch), changed)
+            if self.keys and key < self.keys[-1]:
+                position = bisect.bisect_left(self.keys, key)
+                self.keys.insert(position, key)
+                self.events.insert(position, event)
+            else:
+                self.keys.append(key)
+                self.events.append(event)
+        first = OrderKey.of(batch[0])
+        self.unfolded_from = first if self.unfolded_from is None else min(self.unfolded_from, first)
+        return tuple(batch)
+
+    def fold(self) -> tuple[Point, ...]:
+        """Fold what changed since the last fold: on from the current state when only later events were placed,
+        else from the last checkpoint before the earliest placed one. Returns the points of the events whose
+        result is new or differs from the last fold's."""
+        if self.unfolded_from is None:
+            return ()
+        if self.last_folded is not None and self.last_folded < self.unfolded_from:
+            start = bisect.bisect_right(self.keys, self.last_folded)
+        else:
+            start = self._restore_before(self.unfolded_from)
+        self.unfolded_from = None
+        self._alerts = None
+        points: list[Point] = []
+        for index in range(start, len(self.events)):
+            key, event = self.keys[index], self.events[index]
+            if index and index % CHECKPOINT_EVERY == 0 and (not self.checkpoints or self.checkpoints[-1].before < key):
+                self.checkpoints.append(Checkpoint(key, pickle.dumps(self.state)))
+            _, outcome = engine.step(self.state, event, self.settings)
+            result = FoldResult(tuple(outcome.alerts), outcome_points(event, outcome))
+            if self.results.get(key.event_id) != result:
+                points.extend(result.points)
+                self.results[key.event_id] = result
+        self.last_folded = self.keys[-1]
+        return tuple(points)
 
     def _restore_before(self, key: OrderKey) -> int:
         """Drop the checkpoints at or after `key` and restore the state of the last one before it (the empty
@@ -168,24 +167,17 @@ class AthleteTimeline:
         self.state = pickle.loads(checkpoint.state)
         return bisect.bisect_left(self.keys, checkpoint.before)
 
-    def _append(self, event: EventBase) -> None:
-        key = OrderKey.of(event)
-        self.keys.append(key)
-        self.events.append(event)
-        index = len(self.results)
-        if index and index % CHECKPOINT_EVERY == 0 and (not self.checkpoints or self.checkpoints[-1].before < key):
-            self.checkpoints.append(Checkpoint(key, pickle.dumps(self.state)))
-        _, outcome = engine.step(self.state, event, self.settings)
-        self.results.append(FoldResult(tuple(outcome.alerts), outcome_points(event, outcome)))
-
     def alerts(self) -> dict[str, Alert]:
-        """Every alert the whole history raises, by id (what `engine.evaluate` gives for these events)."""
+        """Every alert the whole history raises, by id (what `engine.evaluate` gives for these events); folds
+        first if events were placed since the last fold."""
+        self.fold()
         if self._alerts is None:
-            self._alerts = {alert.alert_id: alert for result in self.results for alert in result.alerts}
+            self._alerts = {alert.alert_id: alert for result in self.results.values() for alert in result.alerts}
         return self._alerts
 
     @classmethod
     def of(cls, athlete_id: str, events: Iterable[EventBase], settings: engine.EngineSettings | None = None) -> "AthleteTimeline":
+        """Placed, not folded: the first `fold` returns every point."""
         timeline = cls(athlete_id, settings or engine.EngineSettings())
         timeline.add(events)
         return timeline

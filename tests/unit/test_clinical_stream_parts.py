@@ -59,6 +59,8 @@ def test_any_arrival_order_and_batching_gives_evaluates_alerts(name, rng, batch_
     timeline = AthleteTimeline(events[0].athlete_id)
     for start in range(0, len(arrival), batch_size):
         timeline.add(arrival[start : start + batch_size])
+        if rng.random() < 0.3:  # folded now and then (a release), from the state or a checkpoint
+            timeline.fold()
     assert as_json(timeline.alerts().values()) == evaluated(events)
     assert len(timeline) == len(events)
 
@@ -66,7 +68,8 @@ def test_any_arrival_order_and_batching_gives_evaluates_alerts(name, rng, batch_
 def test_repeated_ids_are_placed_once_whatever_their_age():
     events = COHORT[1]
     timeline = AthleteTimeline.of(events[0].athlete_id, events)
-    assert timeline.add(events[:50] + events[-5:]).added == ()
+    timeline.fold()
+    assert timeline.add(events[:50] + events[-5:]) == ()
     assert len(timeline) == len(events) and as_json(timeline.alerts().values()) == evaluated(events)
 
 
@@ -74,10 +77,11 @@ def test_an_event_inside_the_history_refolds_from_the_checkpoint_before_it():
     events = COHORT[2]
     late = events[len(events) // 2]
     timeline = AthleteTimeline.of(late.athlete_id, [e for e in events if e is not late])
+    timeline.fold()
     assert len(timeline.checkpoints) >= len(events) // CHECKPOINT_EVERY - 1
     kept = [c for c in timeline.checkpoints if c.before.time_s < late.time.timestamp()]
-    change = timeline.add([late])
-    assert change.added == (late,)
+    assert timeline.add([late]) == (late,)
+    timeline.fold()
     assert timeline.checkpoints[: len(kept)] == kept  # the ones before the late event survive the re-fold
     assert as_json(timeline.alerts().values()) == evaluated(events)
 
@@ -87,8 +91,9 @@ def test_a_late_event_rewrites_only_the_points_whose_values_changed():
     scale = [e for e in events if e.type == "scale.reading"]
     late = scale[len(scale) // 2]
     timeline = AthleteTimeline.of(late.athlete_id, [e for e in events if e is not late])
-    change = timeline.add([late])
-    trend_after = [p for p in change.points if p.measurement == "body_fat_trend"]
+    assert len(timeline.fold()) > len(scale) // 2  # the first fold: every point
+    timeline.add([late])
+    trend_after = [p for p in timeline.fold() if p.measurement == "body_fat_trend"]
     assert trend_after and trend_after[0].time == late.time  # its own trend point, then later ones it moved
     assert len(trend_after) < len([e for e in scale if e.time >= late.time])  # not every later reading's
 
@@ -116,9 +121,9 @@ def test_outbox_sends_new_and_changed_alerts_and_withdraws_what_no_longer_holds(
 def test_codec_round_trips_events_and_outbox_and_refuses_other_versions():
     events = EVENTS["fat_loss_unchanged_ai"]
     record = ClinicalRecord.new(events[0].athlete_id)
-    change = record.timeline.add(events)
+    added = record.timeline.add(events)
     record.outbox.release(record.timeline.alerts())
-    store = dict(codec.event_writes(record, change.added) + [codec.outbox_write(record)])
+    store = dict(codec.event_writes(record, added) + [codec.outbox_write(record)])
     restored = codec.read_record(record.timeline.athlete_id, store.get)
     assert [dump_event(e) for e in restored.timeline.events] == [dump_event(e) for e in record.timeline.events]
     assert restored.outbox == record.outbox and restored.periods == record.periods
@@ -132,8 +137,8 @@ def test_codec_round_trips_events_and_outbox_and_refuses_other_versions():
 def test_a_batch_stores_only_the_periods_it_touched():
     events = COHORT[1]
     record = ClinicalRecord.new(events[0].athlete_id)
-    codec.event_writes(record, record.timeline.add(events[:-1]).added)
-    writes = codec.event_writes(record, record.timeline.add(events[-1:]).added)
+    codec.event_writes(record, record.timeline.add(events[:-1]))
+    writes = codec.event_writes(record, record.timeline.add(events[-1:]))
     assert [part for part, _ in writes] == [codec.period_part(codec.period_of(events[-1]))]
 
 
@@ -198,11 +203,11 @@ def test_random_interleavings_lateness_releases_and_crashes_end_in_evaluates_ale
         batch = arrival[position : position + max(redelivered, rng.randint(1, 40))]
         redelivered = 0
         record = record or codec.read_record(athlete, store.get) or ClinicalRecord.new(athlete)
-        change = record.timeline.add(batch)
+        added = record.timeline.add(batch)
         writes = []
-        if change.added:
+        if added:
             record.outbox.unreleased = True
-            writes = [*codec.event_writes(record, change.added), codec.outbox_write(record)]
+            writes = [*codec.event_writes(record, added), codec.outbox_write(record)]
         crash = rng.random()
         if crash < 0.05:  # before or in the middle of the store: delivered again from the committed offset
             store.update(writes[: rng.randint(0, len(writes))])
