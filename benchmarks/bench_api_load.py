@@ -122,6 +122,7 @@ async def main(args: argparse.Namespace) -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "aromatrack.services.cli", "api", "--port", str(PORT)],
         env={**os.environ, "AROMATRACK_STATE_DIR": str(state)},
+        stderr=(state / "api.log").open("wb"),  # its access log: a line per request
     )
     base = f"http://127.0.0.1:{PORT}"
     try:

@@ -6,6 +6,10 @@ already succeeded, so a restart never sends twice. Channels: an HTTP webhook sig
 (services/webhooks.py; never unsigned, never plain http off this host), and e-mail over SMTP; both carry the
 evidence chart. Failed channels are retried with exponential backoff and dead-lettered after N attempts.
 Unacknowledged alerts are re-notified after a while; acknowledging one (API) stops that.
+
+Updates: the engine sends new evidence for an alert as a new version with the same `alert_id`. The inbox keeps
+the latest version; an update is not a new page: it goes out with the next reminder (which names the version),
+and never for an acknowledged alert, which stays quiet until the engine raises a new alert.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import hmac
 import json
 import logging
 import smtplib
+import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Awaitable, Callable
 
@@ -30,7 +35,7 @@ from aromatrack.schemas import topics
 from aromatrack.schemas.events import Alert
 from aromatrack.services import chart
 from aromatrack.services.store import Contact, Store
-from aromatrack.services.webhooks import WebhookSecretError, signed_headers, webhook_url_problem
+from aromatrack.services.webhooks import WebhookSecretError, is_loopback, signed_headers, webhook_url_problem
 from aromatrack.streams.admin import ensure_topics
 from aromatrack.streams.influx import InfluxClient, InfluxError
 
@@ -44,9 +49,21 @@ GROUP_ID = "aromatrack-notifier"
 
 @dataclass(frozen=True)
 class SmtpConfig:
+    """Where alert e-mails go. STARTTLS is used whenever the server offers it, and required (else nothing is
+    sent) off this host or with a login, since the mails carry lab values."""
+
     host: str
     port: int
     sender: str = "alerts@aromatrack.local"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    require_tls: bool | None = None  # None: required unless the server is on loopback without a login
+    ca_file: str | None = None  # verify the server against this CA instead of the system's
+
+    def tls_required(self) -> bool:
+        if self.require_tls is not None:
+            return self.require_tls
+        return self.username is not None or not is_loopback(self.host)
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,8 @@ class Message:
         alert = self.alert
         mail = EmailMessage()
         reminder = "Reminder: " if self.round > 1 else ""
+        if alert.version > 1:
+            reminder += f"(updated, version {alert.version}) "
         mail["Subject"] = f"{reminder}[{alert.severity}] {alert.kind} for athlete {alert.athlete_id} ({alert.rule})"
         mail["From"], mail["To"] = sender, recipient
         mail["Message-ID"] = f"<{alert.alert_id}.{self.round}@aromatrack.local>"
@@ -126,6 +145,15 @@ async def post_webhook(http: httpx.AsyncClient, contact: Contact, message: Messa
 async def send_email(smtp: SmtpConfig, contact: Contact, message: Message) -> None:
     def send() -> None:
         with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as client:
+            client.ehlo()
+            if client.has_extn("starttls"):
+                client.starttls(context=ssl.create_default_context(cafile=smtp.ca_file))
+                client.ehlo()
+            elif smtp.tls_required():
+                raise DeliveryError("email: the server offers no STARTTLS; lab values are not sent in clear",
+                                    retryable=False)
+            if smtp.username is not None:
+                client.login(smtp.username, smtp.password or "")
             client.send_message(message.email(smtp.sender, contact.email or ""))
 
     try:
@@ -153,14 +181,17 @@ class Notifier:
         await self._http.aclose()
 
     async def handle(self, raw: bytes) -> None:
-        """One message from the alerts topic: record it in the inbox and deliver it (round 1)."""
+        """One message from the alerts topic: record it in the inbox and deliver its first notice (round 1) on the
+        channels that have not had it. An update of an alert already delivered sends nothing now (see above);
+        one that arrives before round 1 finished (a restart in between) completes it with the latest version."""
         try:
             alert = Alert.model_validate_json(raw)
         except ValidationError as exc:
             await self._dead_letter(raw, f"not an alert: {exc.error_count()} validation errors")
             return
         self.store.record_alert(alert)
-        await self.deliver(alert, round_=1)
+        latest = self.store.alert(alert.alert_id)
+        await self.deliver(latest.alert if latest is not None else alert, round_=1)
 
     async def deliver(self, alert: Alert, round_: int) -> None:
         """Send `alert` on every channel of every clinician, skipping channels the log says are done."""

@@ -44,12 +44,16 @@ _partitioner = DefaultPartitioner()  # the producers' default: how every topic i
 
 
 class AthleteKeyedTable(faust.Table):
-    """A table keyed `athlete key + PART_SEPARATOR + part`: every key goes to the changelog partition of its
-    athlete (the athlete's partition of every topic), so one athlete's state can be split over several keys and
-    a change writes one small part instead of the whole state."""
+    """A table keyed `athlete key + PART_SEPARATOR + part` (or by the athlete key alone): every key goes to the
+    changelog partition of its athlete (the athlete's partition of every topic), so one athlete's state can be
+    split over several keys and a change writes one small part instead of the whole state. The partition is
+    computed here, not by the producer: faust's `use_partitioner` asks the producer, whose metadata may not know
+    a just-created changelog topic yet (on Apache Kafka that raised TypeError in the workout and profile agents,
+    which crashed the summary agent and dead-lettered profiles)."""
 
     def partition_for_key(self, key: bytes) -> int:
-        return _partitioner(key.rpartition(PART_SEPARATOR)[0], _ALL_PARTITIONS, _ALL_PARTITIONS)
+        athlete, separator, _ = key.rpartition(PART_SEPARATOR)
+        return _partitioner(athlete if separator else key, _ALL_PARTITIONS, _ALL_PARTITIONS)
 
 
 def athlete_keyed_table(name: str) -> AthleteKeyedTable:

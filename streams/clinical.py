@@ -19,6 +19,10 @@ for a partition until all of its inputs are in (one fold per athlete instead of 
 an event that arrives later still (a lab entered weeks late) is placed at its time and the difference released
 with withdrawals.
 
+Clocks: a release runs the athlete's clock on to the wall clock (`alerts(as_of_s=now)`: the same alerts as
+`aromatrack evaluate --as-of`), and remembers when the next scheduled recheck falls due; a timer releases the
+athletes whose due time has come, so a quiet athlete's recheck is not left waiting for the next event.
+
 Restarts: the table holds every event, so a re-delivered event is recognised by its id whatever its age, and a
 restore re-folds the events (no engine state is stored). An outbox stays `unreleased` from the store of new
 events until its release is confirmed, so after a crash anywhere in between the athlete is released again once
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 
 import faust
@@ -56,9 +61,13 @@ MAX_RECORDS = 1000
 alerts_topic = app.topic(topics.ALERTS_TOPIC, value_serializer="raw", key_serializer="raw")
 history_table = athlete_keyed_table("clinical_history")
 
+# How often the worker runs its athletes' clocks on to the wall clock (scheduled rechecks fall due with no event).
+CLOCK_INTERVAL_S = 10.0
+
 _records: OrderedDict[bytes, ClinicalRecord] = OrderedDict()
 _progress: dict[int, PartitionProgress] = {}
 _unreleased: dict[int, set[bytes]] = {}  # timeline partition -> athletes with a release due
+_next_due: dict[bytes, float] = {}  # athlete -> when its clock next makes a scheduled recheck fall due
 _lock = asyncio.Lock()
 
 
@@ -95,22 +104,44 @@ async def forget_on_revoke(app: faust.App, revoked: set, **kwargs: object) -> No
     _records.clear()
     _progress.clear()
     _unreleased.clear()
+    _next_due.clear()
 
 
 @history_table.on_recover
 async def track_unreleased_at_the_last_stop() -> None:
     """Once the table is recovered: athletes whose stored outbox has a release due are released again once their
-    partition's watermark is complete (the stages repeat their markers every heartbeat)."""
+    partition's watermark is complete (the stages repeat their markers every heartbeat), and every athlete's
+    clock is run on at the next clock tick (what fell due while no worker ran)."""
     suffix = PART_SEPARATOR + OUTBOX_PART
     for key in [key for key in history_table.keys() if key.endswith(suffix)]:
         athlete_key = key[: -len(suffix)]
+        _next_due[athlete_key] = 0.0
         if decode_outbox(athlete_key.decode(), history_table[key]).unreleased:
             _unreleased.setdefault(history_table.partition_for_key(key), set()).add(athlete_key)
 
 
+def _partition_of(athlete_key: bytes) -> int:
+    return history_table.partition_for_key(part_key(athlete_key, OUTBOX_PART))
+
+
+@app.timer(interval=CLOCK_INTERVAL_S)
+async def run_clocks() -> None:
+    """Release the athletes whose clock has reached a scheduled recheck (the release runs it on to now)."""
+    now = time.time()
+    async with _lock:
+        partitions = set()
+        for athlete_key in [key for key, due in _next_due.items() if due <= now]:
+            del _next_due[athlete_key]
+            partition = _partition_of(athlete_key)
+            partitions.add(partition)
+            _unreleased.setdefault(partition, set()).add(athlete_key)
+        await _release(partitions)
+
+
 async def _release(partitions: set[int]) -> None:
     """For the partitions whose inputs are in: fold the histories of the athletes with a release due, write the
-    points that changed, then send what their outboxes owe (stored in flight first, confirmed after)."""
+    points that changed, then send what their outboxes owe with the clock run on to now (stored in flight first,
+    confirmed after)."""
     due = [
         athlete_key
         for partition in partitions
@@ -122,8 +153,12 @@ async def _release(partitions: set[int]) -> None:
     records = {athlete_key: _load(athlete_key, athlete_key.decode()) for athlete_key in due}
     await influx().write([point for record in records.values() for point in record.timeline.fold()])
     sent: list[OutboxMessage] = []
+    now = time.time()
     for athlete_key, record in records.items():
-        messages = record.outbox.release(record.timeline.alerts())
+        messages = record.outbox.release(record.timeline.alerts(as_of_s=now))
+        next_due = record.timeline.next_due_s(now)
+        if next_due is not None:
+            _next_due[athlete_key] = next_due
         if messages:
             _store(athlete_key, [outbox_write(record)])  # in flight: sent again if we crash before confirming
             for message in messages:

@@ -8,7 +8,9 @@ from the last checkpoint before it, so the results are those of the sorted fold 
 Checkpoints (the engine state before every CHECKPOINT_EVERY-th event) are in-memory copies only; the stored
 form is the events themselves (`clinical_codec`), so a restore re-folds and no engine internals are stored.
 
-`alerts()` is every alert the history raises: exactly `engine.evaluate` over the same events.
+`alerts(as_of_s)` is every alert the history raises with the athlete's clock run on to `as_of_s` (scheduled
+rechecks that fall due with no new event; `engine.advance` on a copy of the state, so a later event still folds
+in order): exactly `engine.evaluate(events, as_of_s=...)` over the same events, latest version per alert id.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from aromatrack.domain import engine
+from aromatrack.domain import engine, rules
 from aromatrack.schemas import series
 from aromatrack.schemas.events import Alert, EventBase
 from aromatrack.schemas.series import Point
@@ -31,12 +33,12 @@ class OrderKey:
     """The engine's processing order: event time, then type rank, then event id (`engine.order_key`)."""
 
     time_s: float
-    type_rank: int
+    type_rank: tuple[int, int]
     event_id: str
 
     @classmethod
     def of(cls, event: EventBase) -> "OrderKey":
-        return cls(event.time.timestamp(), engine.TYPE_ORDER.get(event.type, 9), event.event_id or "")
+        return cls(event.time.timestamp(), engine.type_rank(event), event.event_id or "")
 
 
 @dataclass(frozen=True)
@@ -167,13 +169,28 @@ class AthleteTimeline:
         self.state = pickle.loads(checkpoint.state)
         return bisect.bisect_left(self.keys, checkpoint.before)
 
-    def alerts(self) -> dict[str, Alert]:
-        """Every alert the whole history raises, by id (what `engine.evaluate` gives for these events); folds
-        first if events were placed since the last fold."""
+    def alerts(self, as_of_s: float | None = None) -> dict[str, Alert]:
+        """Every alert the whole history raises, latest version by id, with the clock run on to `as_of_s` (what
+        `engine.evaluate(events, as_of_s=as_of_s)` gives); folds first if events were placed since the last fold."""
         self.fold()
         if self._alerts is None:
-            self._alerts = {alert.alert_id: alert for result in self.results.values() for alert in result.alerts}
-        return self._alerts
+            self._alerts = {
+                alert.alert_id: alert for key in self.keys for alert in self.results[key.event_id].alerts
+            }
+        if as_of_s is None or not self.events:
+            return self._alerts
+        clock = pickle.loads(pickle.dumps(self.state))
+        return {**self._alerts, **{alert.alert_id: alert for alert in engine.advance(clock, as_of_s, self.settings)}}
+
+    def next_due_s(self, after_s: float) -> float | None:
+        """When, after `after_s`, the athlete's clock next makes a scheduled recheck fall due with no new event
+        (None: nothing is scheduled)."""
+        self.fold()
+        if self.state.last_time_s is None:
+            return None
+        clock = pickle.loads(pickle.dumps(self.state))
+        engine.advance(clock, after_s, self.settings)
+        return rules.next_due_s(engine.situation(clock, clock.last_time_s, self.settings), self.settings.rules)
 
     @classmethod
     def of(cls, athlete_id: str, events: Iterable[EventBase], settings: engine.EngineSettings | None = None) -> "AthleteTimeline":

@@ -27,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
+from itertools import groupby
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -48,7 +48,7 @@ from aromatrack.schemas.series import Point
 from aromatrack.streams.app import app, athlete_keyed_table, dead_letter, influx, part_key, settings, timeline_topic
 from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, StageProgress
 from aromatrack.streams import fit
-from aromatrack.streams.fit import DecodedWorkout, FitDecodeError, decode_fit, fit_payload
+from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,10 @@ DAILY_MEMORY_DAYS = 200  # daily loads kept; older ones live on as the model's c
 fit_topic = app.topic(topics.topic_for("workout.fit"), value_serializer="raw", key_serializer="raw")
 summary_topic = app.topic(topics.topic_for("workout.summary"), value_serializer="raw", key_serializer="raw")
 scale_topic = app.topic(topics.topic_for("scale.reading"), value_serializer="raw", key_serializer="raw")
-state_table = app.Table(
-    "workout_state", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
-)
+state_table = athlete_keyed_table("workout_state")
 seen_table = athlete_keyed_table("workout_seen")
 profile_topic = app.topic(topics.topic_for("athlete.profile"), value_serializer="raw", key_serializer="raw")
-profile_table = app.Table(
-    "athlete_profiles", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
-)
+profile_table = athlete_keyed_table("athlete_profiles")
 
 
 def _read_json(table: faust.Table, key: bytes, empty: Any) -> Any:
@@ -137,22 +133,23 @@ def _profile_history(athlete_key: bytes) -> list[list[Any]]:
     return _read_json(profile_table, athlete_key, [])
 
 
-def sample_points(athlete_id: str, workout_id: str, workout: DecodedWorkout) -> list[Point]:
-    """10 s means of the ~1 Hz samples, for boards."""
-    buckets: dict[datetime, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for sample in workout.samples:
-        epoch = int(sample.time.timestamp())
-        bucket = buckets[datetime.fromtimestamp(epoch - epoch % SAMPLE_BUCKET_S, timezone.utc)]
-        for name in ("hr_bpm", "power_w", "speed_mps", "cadence_rpm"):
-            value = getattr(sample, name)
-            if value is not None:
-                bucket[name].append(value)
+def sample_points(athlete_id: str, workout_id: str, samples: Samples) -> list[Point]:
+    """10 s means of the ~1 Hz samples, for boards (a bucket's mean per channel over the samples that have it)."""
+    keys = [seconds - seconds % SAMPLE_BUCKET_S for seconds in samples.time_s]
+    order = range(len(keys)) if keys == sorted(keys) else sorted(range(len(keys)), key=keys.__getitem__)
+    columns = [(name, getattr(samples, name)) for name in Samples.CHANNELS]
     tags = {"athlete_id": athlete_id, "workout_id": workout_id}
-    return [
-        series.WORKOUT_SAMPLES.point(moment, tags, {name: sum(v) / len(v) for name, v in values.items()})
-        for moment, values in sorted(buckets.items())
-        if values
-    ]
+    points = []
+    for key, group in groupby(order, keys.__getitem__):
+        indices = list(group)
+        fields = {}
+        for name, column in columns:
+            values = [column[index] for index in indices if column[index] is not None]
+            if values:
+                fields[name] = sum(values) / len(values)
+        if fields:
+            points.append(series.WORKOUT_SAMPLES.point(datetime.fromtimestamp(key, timezone.utc), tags, fields))
+    return points
 
 
 def with_load(summary: WorkoutSummary, athlete: tl.Athlete) -> dict[str, Any]:
@@ -262,7 +259,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
         summary = fit.upload_summary(
             decoded, event.athlete_id, data, tl.athlete_at(_profile_history(key), decoded.workout.start.timestamp())
         )
-        await influx().write(sample_points(event.athlete_id, workout_id, decoded.workout))
+        await influx().write(sample_points(event.athlete_id, workout_id, decoded.workout.samples))
         await summary_topic.send(key=key, value=json.dumps(summary).encode(), headers={INPUT_HEADER: FIT_TOPIC.encode()})
     seen.save()
 

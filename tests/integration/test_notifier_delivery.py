@@ -243,7 +243,9 @@ async def test_a_failing_webhook_is_retried_then_dead_lettered(setup, receiver, 
                       setup.athlete.encode())
 
         async def delivered() -> bool:
-            return len(receiver.requests) == 1
+            # The receiver answers before the notifier records the delivery: wait for the record too.
+            return len(receiver.requests) == 1 and any(
+                channel.startswith("webhook:") for channel, *_ in setup.store.deliveries(ok_alert.alert_id))
 
         await eventually(delivered)
         assert ("webhook:clin-" + setup.athlete, 1, "delivered", 3) in setup.store.deliveries(ok_alert.alert_id)
@@ -288,3 +290,33 @@ async def test_an_alert_for_an_athlete_without_a_clinician_is_dead_lettered_once
     letters = [m for m in await records_since(setup.settings.kafka_bootstrap, end) if orphan.alert_id.encode() in m.value]
     assert [dict(m.headers)["reason"] for m in letters] == [b"no clinician assigned to the athlete"]
     assert receiver.requests == []
+
+
+async def test_an_update_is_not_a_new_page_it_rides_the_next_reminder_and_an_acknowledged_alert_stays_quiet(
+    setup, receiver, mailbox
+):
+    first = make_alert(setup.athlete)
+    update = first.model_copy(update={"version": 2, "summary": first.summary.replace("Estradiol", "E2")})
+    other = make_alert(setup.athlete)
+    async with Running(setup) as running:
+        for alert in (first, update, other):
+            await produce(setup.settings.kafka_bootstrap, topics.ALERTS_TOPIC, alert.model_dump_json().encode(),
+                          setup.athlete.encode())
+
+        async def both_delivered_once() -> bool:
+            return setup.store.alert(other.alert_id) is not None and len(receiver.requests) == 2
+
+        await eventually(both_delivered_once)
+        await asyncio.sleep(1)  # time for a wrong second page of the update to arrive
+        assert sorted(json.loads(body)["alert"]["alert_id"] for _, body in receiver.requests) == sorted(
+            [first.alert_id, other.alert_id])
+        assert setup.store.alert(first.alert_id).alert.version == 2  # the inbox shows the latest version
+        setup.store.acknowledge(other.alert_id, "clin-" + setup.athlete)
+        newer = other.model_copy(update={"version": 2})
+        await running.notifier.handle(newer.model_dump_json().encode())
+        assert await running.notifier.renotify(older_than_s=0) == 1  # only the unacknowledged one
+    reminders = [json.loads(body) for _, body in receiver.requests if json.loads(body)["round"] == 2]
+    assert [(r["alert"]["alert_id"], r["alert"]["version"]) for r in reminders] == [(first.alert_id, 2)]
+    assert not any(json.loads(body)["alert"]["alert_id"] == other.alert_id and json.loads(body)["round"] > 1
+                   for _, body in receiver.requests)
+    assert any("(updated, version 2)" in m["Subject"] for m in mailbox.messages if m["Subject"].startswith("Reminder"))

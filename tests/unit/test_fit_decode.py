@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from aromatrack.services.cli import app
-from aromatrack.streams.fit import FitDecodeError, decode_fit, summary_event
+from aromatrack.streams import fit
+from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, decode_fit_salvaging, summary_event
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus" / "fit"
 ZWIFT = "pyfitness/indoor/Zwift_Innsbruck.fit"
@@ -58,6 +59,41 @@ def test_every_workout_file_in_the_corpus_summarises_plausibly():
     assert summarised >= 10
 
 
+def _outcome(decode, data: bytes) -> object:
+    try:
+        decoded = decode(data)
+    except FitDecodeError:
+        return "refused"
+    if decoded.workout is None:
+        return decoded.weigh_ins
+    return summary_event(decoded, "a1"), decoded.workout.samples, decoded.laps, decoded.sessions, decoded.salvaged
+
+
+def test_the_native_decoder_gives_the_same_summaries_as_garmin_fit_sdk(monkeypatch):
+    """Intact corpus files go through pyfitparsernative alone (the salvage decoder is made to fail) and come out
+    as garmin-fit-sdk makes them: summary, samples, laps, sessions. The benchmark checks the big files too."""
+    compared = 0
+    for path in corpus_files():
+        if path.stat().st_size > 160_000:
+            continue
+        data = path.read_bytes()
+        reference = _outcome(decode_fit_salvaging, data)
+        with monkeypatch.context() as patch:
+            patch.setattr(fit, "decode_fit_salvaging", lambda _: pytest.fail(f"{path}: native decoder refused it"))
+            native = _outcome(decode_fit, data) if reference != "refused" else "refused"
+        assert native == reference, path
+        compared += reference != "refused"
+    assert compared >= 10
+
+
+def test_a_damaged_file_the_native_decoder_refuses_is_salvaged_by_garmin_fit_sdk():
+    data = bytearray(corpus_bytes(ZWIFT))
+    data[5000] ^= 0xFF  # inside a record: the CRC no longer matches
+    decoded = decode_fit(bytes(data))
+    assert decoded.salvaged and "CRC" in decoded.salvage_reason
+    assert decoded.workout.records == 7967
+
+
 def test_summary_reads_distance_by_name_despite_a_second_empty_distance_field():
     event = summary_event(decode_fit(corpus_bytes(ZWIFT)), "a1")
     assert event["distance_m"] == pytest.approx(64166.66)
@@ -70,7 +106,9 @@ def test_truncated_file_is_salvaged_up_to_the_damage_and_marked():
     half = decode_fit(data[: len(data) // 2])
     assert half.salvaged and "truncated" in half.salvage_reason
     assert 0.4 * whole.workout.records < half.workout.records < 0.6 * whole.workout.records
-    assert half.workout.samples == whole.workout.samples[: len(half.workout.samples)]
+    kept = len(half.workout.samples)
+    for name in ("time_s", *Samples.CHANNELS):
+        assert getattr(half.workout.samples, name) == getattr(whole.workout.samples, name)[:kept]
 
 
 def test_unfinished_recording_with_zero_data_size_is_salvaged():
