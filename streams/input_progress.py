@@ -22,7 +22,7 @@ from aromatrack.schemas.progress import TIMELINE_INPUTS, ProgressMarker
 
 # A stage repeats its markers this often even when nothing changed, so a consumer that (re)starts or takes over
 # a partition learns every path's state, and an idle path (no FIT uploads at all) still counts as caught up.
-HEARTBEAT_S = 0.5
+HEARTBEAT_S = 2.0
 
 
 @dataclass
