@@ -60,15 +60,16 @@ def decode_all(decoder: str, paths: list[str]) -> dict:
 
 def outcome(decode, data: bytes) -> object:
     """What the pipeline makes of a file with one decoder: summary, samples, laps and sessions, or the refusal."""
-    from aromatrack.streams.fit import FitDecodeError, summary_event
+    from aromatrack.streams.fit import FitDecodeError, summary_events
 
     try:
         decoded = decode(data)
     except FitDecodeError:
         return "refused"
-    if decoded.workout is None:
+    if not decoded.workouts:
         return decoded.weigh_ins
-    return summary_event(decoded, "bench"), decoded.workout.samples, decoded.laps, decoded.sessions
+    samples = tuple(workout.samples for workout in decoded.workouts)
+    return summary_events(decoded, "bench"), samples, decoded.laps, decoded.sessions
 
 
 def identical_summaries(paths: list[str]) -> list[str]:

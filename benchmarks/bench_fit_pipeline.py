@@ -20,7 +20,7 @@ from garmin_fit_sdk import Decoder, Stream
 from pyfitparsernative import parse_fit_bytes
 
 from aromatrack.deploy.settings import load_settings
-from aromatrack.streams.fit import FitDecodeError, decode_fit, decode_fit_salvaging, summary_event
+from aromatrack.streams.fit import FitDecodeError, decode_fit, decode_fit_salvaging, summary_events
 from aromatrack.streams.influx import InfluxClient, InfluxConfig
 from aromatrack.streams.workouts import load_points, record_workout, sample_points
 
@@ -46,10 +46,11 @@ class Clock:
 async def pipeline(influx: InfluxClient, decode, data: bytes, name: str, state: dict) -> int:
     """One file through the agents' step; the points written."""
     decoded = decode(data)
-    body = summary_event(decoded, "bench")
-    body["event_id"] = body["workout_id"] = name
-    days, mix = record_workout(state, body)
-    points = sample_points("bench", name, decoded.workout.samples) + load_points("bench", body, days, mix)
+    points = []
+    for number, (workout, body) in enumerate(zip(decoded.workouts, summary_events(decoded, "bench"))):
+        body["event_id"] = body["workout_id"] = f"{name}-{number}"
+        days, mix = record_workout(state, body)
+        points += sample_points("bench", body["workout_id"], workout.samples) + load_points("bench", body, days, mix)
     await influx.write(points)
     return len(points)
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, TypeVar
 
 import typer
 
-from aromatrack.deploy.settings import load_settings
+from aromatrack.deploy.settings import API_PORT, load_settings
 from aromatrack.services.auth import DEFAULT_TOKEN_DAYS, Role
 
 T = TypeVar("T")
@@ -121,13 +121,14 @@ def users_unassign(athlete_id: str, member_id: str) -> None:
 def api(
     host: str = typer.Option("127.0.0.1", help="Listen address (loopback by default; put a TLS-terminating "
                              "proxy in front for anything else)."),
-    port: int = typer.Option(38480, help="Listen port."),
+    port: int = typer.Option(API_PORT, help="Listen port."),
     rate: float = typer.Option(20.0, min=0.01, help="Requests per second each token may sustain."),
     burst: int = typer.Option(200, min=1, help="Requests a token may send at once above the rate."),
     body_timeout: float = typer.Option(30.0, min=0.1, help="Seconds a request body may take to arrive."),
 ) -> None:
-    """Serve the HTTP ingest API (OpenAPI at /docs and /openapi.json). Logs an access line per request and
-    the audit lines (denials, acknowledgements) on stderr: ids, roles and statuses, never health data."""
+    """Serve the HTTP ingest API (OpenAPI at /docs and /openapi.json) and the clinicians' inbox at /inbox. Logs
+    an access line per request and the audit lines (denials, acknowledgements) on stderr: ids, roles and
+    statuses, never health data."""
     import uvicorn
 
     from aromatrack.services.api import Limits, api_log_config, create_app
@@ -147,13 +148,18 @@ def notifier(
     first_delay: float = typer.Option(0.5, help="Seconds before the first retry; doubles each retry."),
     renotify_after: float = typer.Option(86400.0, help="Seconds before an unacknowledged alert is sent again."),
     group: str = typer.Option("aromatrack-notifier", help="Kafka consumer group (one per deployment)."),
+    historical_after: float = typer.Option(
+        14.0, min=0, help="Days: an alert older than this when it arrives (a history import) is stored and "
+        "summarised once per athlete and clinician, not delivered on its own."),
+    summary_quiet: float = typer.Option(
+        30.0, min=0, help="Seconds without a historical alert for an athlete before the import's summary goes out."),
 ) -> None:
     """Deliver alerts from the alerts topic to each athlete's clinicians (webhook and e-mail). E-mail uses
     STARTTLS whenever offered, and sends nothing without it off this host."""
     import logging
     import os
 
-    from aromatrack.services.notifier import Retry, SmtpConfig, serve
+    from aromatrack.services.notifier import HistoricalImports, Retry, SmtpConfig, serve
 
     # Delivery lines name alert ids and channels only, never alert content.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -163,7 +169,7 @@ def notifier(
     smtp = SmtpConfig(smtp_host, smtp_port, username=smtp_user, password=os.environ.get("AROMATRACK_SMTP_PASSWORD"),
                       ca_file=smtp_ca_file) if smtp_host else None
     asyncio.run(serve(load_settings(), smtp=smtp, retry=Retry(attempts, first_delay), renotify_after_s=renotify_after,
-                      group_id=group))
+                      group_id=group, historical=HistoricalImports(historical_after * 86400, summary_quiet)))
 
 
 def register_api_commands(app: typer.Typer) -> None:

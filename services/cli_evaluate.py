@@ -22,11 +22,11 @@ from aromatrack.services.jsonl import read_events, report_to_stderr
 
 
 def with_fit_decoded(events: Iterable[EventBase], source: Path) -> Iterator[EventBase]:
-    """FIT uploads replaced by their workout summaries, their load computed with the athlete's profile in effect
+    """FIT uploads replaced by their workout summaries (one per session), their load computed with the athlete's profile in effect
     at the workout's time, as the stream does (uploads without a workout are dropped, as the stream drops them;
     undecodable ones are reported, as the stream dead-letters them)."""
     from aromatrack.domain import training_load
-    from aromatrack.streams.fit import FitDecodeError, decode_fit, fit_payload, upload_summary
+    from aromatrack.streams.fit import FitDecodeError, decode_fit, fit_payload, upload_summaries
 
     events = list(events)
     profiles: dict[str, list] = {}
@@ -44,9 +44,10 @@ def with_fit_decoded(events: Iterable[EventBase], source: Path) -> Iterator[Even
         except (EventError, FitDecodeError, OSError) as exc:
             report_to_stderr(f"{source}: event {event.event_id}: FIT file not decoded: {exc}")
             continue
-        if decoded.workout is not None:
-            athlete = training_load.athlete_at(profiles.get(event.athlete_id, []), decoded.workout.start.timestamp())
-            yield parse_event(upload_summary(decoded, event.athlete_id, data, athlete))
+        if decoded.workouts:
+            athlete = training_load.athlete_at(profiles.get(event.athlete_id, []), decoded.workouts[0].start.timestamp())
+            for summary in upload_summaries(decoded, event.athlete_id, data, athlete):
+                yield parse_event(summary)
 
 
 def lab_methods(pairs: list[str]) -> dict[str, str]:

@@ -4,8 +4,9 @@ Starts the local servers, the stream worker and the alert notifier, registers th
 with a local webhook receiver (which verifies every signature), writes the cohort to a JSON-lines file
 (so it can be replayed with `aromatrack evaluate`), produces it to Kafka with a progress bar, waits until
 the worker has consumed everything and the alerts are delivered, and reports what was stored,
-dead-lettered, alerted and delivered. Re-running is safe: the same seed gives the same events with the
-same ids, which the pipeline deduplicates.
+dead-lettered, alerted and delivered. It leaves the API running and prints the address of the clinicians'
+inbox with a fresh token for one demo clinician. Re-running is safe: the same seed gives the same events
+with the same ids, which the pipeline deduplicates.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.services import cohort
 from aromatrack.services.auth import Role
+from aromatrack.services.notifier import SUMMARY_RULE
 from aromatrack.services.webhooks import new_webhook_secret, verify
 from aromatrack.services.store import Store
 from aromatrack.streams.admin import LagProbe, wait_until_consumed
@@ -56,6 +58,8 @@ class DemoReport:
     alert_ids: set[str] = field(default_factory=set)
     delivered: int = 0
     delivered_before: int = 0
+    summaries: int = 0  # import summaries delivered
+    summarised: int = 0  # historical alerts they covered
     bad_signatures: int = 0
     seconds: float = 0.0
 
@@ -66,7 +70,9 @@ class WebhookReceiver:
     def __init__(self, secret: str, chart_dir: Path):
         self.secret = secret
         self.chart_dir = chart_dir
-        self.alert_ids: set[str] = set()
+        self.alert_ids: set[str] = set()  # alerts delivered one by one
+        self.summaries: set[str] = set()
+        self.summarised: set[str] = set()  # historical alerts covered by a summary
         self.bad_signatures = 0
         receiver = self
 
@@ -93,12 +99,48 @@ class WebhookReceiver:
 
     def accept(self, payload: dict) -> None:
         alert_id = payload["alert"]["alert_id"]
-        self.alert_ids.add(alert_id)
+        if payload["alert"]["rule"] == SUMMARY_RULE:
+            self.summaries.add(alert_id)
+            covered = next(e for e in payload["alert"]["evidence"] if e["name"] == "alerts_summarised")
+            self.summarised.update(covered["event_ids"])
+        else:
+            self.alert_ids.add(alert_id)
         self.chart_dir.mkdir(parents=True, exist_ok=True)
         (self.chart_dir / f"{alert_id}.png").write_bytes(base64.b64decode(payload["chart_png_b64"]))
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+@dataclass(frozen=True)
+class InboxAccess:
+    """Where a demo clinician signs in to the web inbox, with a token issued for this run."""
+
+    url: str
+    clinician: str
+    token: str
+    open_alerts: int
+
+
+def open_inbox(settings: Settings, events: list[dict]) -> InboxAccess | None:
+    """Start `aromatrack api` (left running, like the stack's servers) and issue a token for the cohort's
+    clinician with the most open alerts; None, saying why, if the API cannot start."""
+    try:
+        console.print(local_stack.start(settings, local_stack.api_server(settings)))
+    except local_stack.StackError as exc:
+        console.print(f"[yellow]the inbox is not available: {exc}[/yellow]")
+        return None
+    store = Store(settings.state_dir / "api.sqlite3")
+    try:
+        clinicians = sorted({e["clinician_id"] for e in events if e["type"] == "athlete.profile"})
+        open_alerts = {c: sum(len(store.alerts_for(a, open_only=True)) for a in store.athletes_of(c))
+                       for c in clinicians}
+        clinician = max(clinicians, key=lambda c: (open_alerts[c], c))
+        server = local_stack.api_server(settings)
+        return InboxAccess(f"http://{server.host}:{server.port}/inbox", clinician, store.issue_token(clinician),
+                           open_alerts[clinician])
+    finally:
+        store.close()
 
 
 def _progress() -> Progress:
@@ -141,28 +183,31 @@ def register_clinicians(settings: Settings, events: list[dict], receiver: Webhoo
 
 
 def delivered_earlier(settings: Settings, alert_ids: set[str], received_now: set[str]) -> set[str]:
-    """Alerts the notifier's delivery log shows as sent, other than those received in this run."""
+    """Alerts the notifier's delivery log shows as sent, or summarised, other than those received in this run."""
     store = Store(settings.state_dir / "api.sqlite3")
     try:
-        return {a for a in alert_ids - received_now if any(d[2] == "delivered" for d in store.deliveries(a))}
+        pending = alert_ids - received_now
+        return {a for a in pending if any(d[2] == "delivered" for d in store.deliveries(a))} | store.summarised(pending)
     finally:
         store.close()
 
 
 async def wait_until_delivered(settings: Settings, receiver: WebhookReceiver, report: DemoReport,
                                timeout_s: float = 300) -> None:
-    """Every alert is delivered once: in this run, or (on a re-run) already in an earlier one."""
+    """Every alert is delivered once, or summarised with its athlete's imported history: in this run, or (on a
+    re-run) already in an earlier one."""
     with _progress() as progress:
         task = progress.add_task("delivering alerts", total=max(len(report.alert_ids), 1))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            received = set(receiver.alert_ids)
+            received = receiver.alert_ids | receiver.summarised
             earlier = delivered_earlier(settings, report.alert_ids, received)
             progress.update(task, completed=len(received | earlier))
             if report.alert_ids <= received | earlier:
                 break
             await asyncio.sleep(0.5)
     report.delivered, report.delivered_before = len(receiver.alert_ids), len(earlier)
+    report.summaries, report.summarised = len(receiver.summaries), len(receiver.summarised)
     report.bad_signatures = receiver.bad_signatures
 
 
@@ -228,7 +273,7 @@ async def collect(settings: Settings, report: DemoReport) -> None:
                 report.stored_points[measurement] = int(max(v for k, v in counted[0].items() if k != "time"))
 
 
-def print_report(settings: Settings, report: DemoReport, cohort_file: Path) -> None:
+def print_report(settings: Settings, report: DemoReport, cohort_file: Path, inbox: InboxAccess | None) -> None:
     table = Table(title="ingested (events sent to Kafka)")
     table.add_column("event type")
     table.add_column("events", justify="right")
@@ -253,7 +298,8 @@ def print_report(settings: Settings, report: DemoReport, cohort_file: Path) -> N
     dead = ", ".join(f"{n} from {t}" for t, n in report.dead_letters.items()) or "none"
     console.print(f"dead-lettered: {dead}")
     console.print(
-        f"delivered to the clinicians' webhook: {report.delivered} of {len(report.alert_ids)} alerts in this run"
+        f"delivered to the clinicians' webhook: {report.delivered} of {len(report.alert_ids)} alerts one by one and "
+        f"{report.summarised} as imported history in {report.summaries} summaries (one per athlete) in this run"
         f" ({report.delivered_before} already delivered by an earlier run, not sent again); every signature "
         f"verified ({report.bad_signatures} bad); charts in {settings.state_dir / 'demo-charts'}"
     )
@@ -266,7 +312,13 @@ def print_report(settings: Settings, report: DemoReport, cohort_file: Path) -> N
         "--data-urlencode \"q=SELECT mean(body_fat_pct) FROM body_composition GROUP BY athlete_id\""
     )
     console.print("- Grafana boards: grafana/ (run `docker compose up` where Docker is available)")
-    console.print("- the local servers keep running; `make stack-down` stops them")
+    if inbox is not None:
+        docs = inbox.url.removesuffix("/inbox") + "/docs"
+        console.print(f"- the clinicians' alert inbox: open {inbox.url} in a browser and sign in as {inbox.clinician}"
+                      f" ({inbox.open_alerts} open alerts) with this token, issued for this run:")
+        console.print(f"    {inbox.token}", soft_wrap=True, highlight=False)
+        console.print(f"- the API and its docs: {docs}")
+    console.print("- the local servers and the API keep running; `make stack-down` stops them")
 
 
 def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
@@ -299,6 +351,7 @@ def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
         receiver.close()
+    inbox = open_inbox(settings, events)
     report.seconds = time.monotonic() - began
-    print_report(settings, report, cohort_file)
+    print_report(settings, report, cohort_file, inbox)
     return report

@@ -5,17 +5,26 @@ dead-lettered, so a crash redelivers the message; the delivery log in the store 
 already succeeded, so a restart never sends twice. Channels: an HTTP webhook signed by Standard Webhooks
 (services/webhooks.py; never unsigned, never plain http off this host), and e-mail over SMTP; both carry the
 evidence chart. Failed channels are retried with exponential backoff and dead-lettered after N attempts.
-Unacknowledged alerts are re-notified after a while; acknowledging one (API) stops that.
+Unacknowledged alerts are re-notified after a while; acknowledging one (API) stops that. A `training_review`
+alert (training load in post-TRT recovery: no lab values) goes to the athlete's coaches as well.
 
 Updates: the engine sends new evidence for an alert as a new version with the same `alert_id`. The inbox keeps
 the latest version; an update is not a new page: it goes out with the next reminder (which names the version),
 and never for an acknowledged alert, which stays quiet until the engine raises a new alert.
+
+Imports do not page: an alert marked `historical`, or whose time is older than `HistoricalImports.after_s` when it
+arrives (a backfill, a bulk send, a clinic onboarding its history), is stored in the inbox but not delivered on
+its own. Once an athlete's import has settled (no historical alert for `quiet_s`), each of the athlete's
+clinicians gets one summary ("N historical alerts imported for athlete X, the latest: ..."), delivered, logged
+and reminded like an alert (rule `summary.historical_import`; its `alerts_summarised` evidence lists the alert
+ids it covers). Live alerts are unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import hmac
 import json
@@ -32,12 +41,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from aromatrack.schemas import topics
-from aromatrack.schemas.events import Alert
+from aromatrack.schemas.events import Alert, AlertEvidence
 from aromatrack.services import chart
+from aromatrack.services.auth import Role
 from aromatrack.services.store import Contact, Store
 from aromatrack.services.webhooks import WebhookSecretError, is_loopback, signed_headers, webhook_url_problem
 from aromatrack.streams.admin import ensure_topics
-from aromatrack.streams.influx import InfluxClient, InfluxError
+from aromatrack.streams.influx import InfluxClient
 
 log = logging.getLogger("aromatrack.notifier")
 
@@ -75,6 +85,37 @@ class Retry:
     def delays(self) -> list[float]:
         """Sleeps between attempts: doubling from `first_delay_s`, capped."""
         return [min(self.first_delay_s * 2**n, self.max_delay_s) for n in range(self.attempts - 1)]
+
+
+@dataclass(frozen=True)
+class HistoricalImports:
+    after_s: float = 14 * 86400.0  # an alert this much older than its arrival is history, not news
+    quiet_s: float = 30.0  # an athlete's import has settled after this long without a historical alert
+
+
+SUMMARY_RULE = "summary.historical_import"
+
+
+def historical_summary(athlete_id: str, alerts: list[Alert]) -> Alert:
+    """One alert-shaped summary of an athlete's imported alerts (pure; the same alerts give the same id, so a
+    restart before they are marked summarised re-sends nothing that was delivered)."""
+    latest = max(alerts, key=lambda alert: alert.time)
+    ids = sorted(alert.alert_id for alert in alerts)
+    by_rule = collections.Counter(alert.rule for alert in alerts)
+    return Alert(
+        alert_id="summary-" + hashlib.sha256("|".join(ids).encode()).hexdigest()[:24],
+        athlete_id=athlete_id,
+        time=latest.time,
+        kind=latest.kind,
+        rule=SUMMARY_RULE,
+        severity=max((alert.severity for alert in alerts), key=["info", "warning", "urgent"].index),
+        summary=f"{len(alerts)} historical alerts imported for athlete {athlete_id}, the latest "
+        f"({latest.time.date().isoformat()}, {latest.rule}): {latest.summary}",
+        evidence=[AlertEvidence(name="alerts_summarised", value=len(alerts), event_ids=ids)]
+        + [AlertEvidence(name=rule, value=count) for rule, count in sorted(by_rule.items())],
+        sources=sorted({source for alert in alerts for source in alert.sources}),
+        historical=True,
+    )
 
 
 class DeliveryError(RuntimeError):
@@ -171,10 +212,13 @@ class Notifier:
         *,
         smtp: SmtpConfig | None,
         retry: Retry = Retry(),
+        historical: HistoricalImports = HistoricalImports(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
     ):
         self.store, self.influx, self.dead_letters, self.smtp, self.retry = store, influx, dead_letters, smtp, retry
-        self._sleep = sleep
+        self.historical = historical
+        self._sleep, self._clock = sleep, clock
         self._http = httpx.AsyncClient(timeout=10)
 
     async def close(self) -> None:
@@ -189,6 +233,9 @@ class Notifier:
         except ValidationError as exc:
             await self._dead_letter(raw, f"not an alert: {exc.error_count()} validation errors")
             return
+        if alert.historical or self._clock() - alert.time.timestamp() > self.historical.after_s:
+            self.store.record_historical(alert.model_copy(update={"historical": True}))
+            return
         self.store.record_alert(alert)
         latest = self.store.alert(alert.alert_id)
         await self.deliver(latest.alert if latest is not None else alert, round_=1)
@@ -199,6 +246,9 @@ class Notifier:
         if inbox is not None and inbox.acknowledged_at is not None:
             return
         contacts = self.store.clinicians_of(alert.athlete_id)
+        if contacts and alert.kind == "training_review":
+            # a coach's question too (no lab values in it); without a clinician it is dead-lettered as any alert
+            contacts += self.store.care_team_contacts(alert.athlete_id, Role.COACH)
         if not contacts:
             if self.store.delivery_status(alert.alert_id, "none", round_) is None:
                 self.store.log_delivery(alert.alert_id, "none", round_, "dead", 0)
@@ -211,7 +261,7 @@ class Notifier:
                 if self.store.delivery_status(alert.alert_id, key, round_) is not None:
                     continue  # delivered or dead-lettered before a restart: never twice
                 if message is None:
-                    message = Message(alert, await self._chart(alert), round_)
+                    message = Message(alert, await chart.alert_png(self.influx, alert), round_)
                 await self._attempt(key, message, lambda m=message, s=send, c=contact: s(c, m))
 
     def _channels(self, contact: Contact):
@@ -240,15 +290,6 @@ class Notifier:
         self.store.log_delivery(alert_id, key, message.round, "dead", attempts)
         await self._dead_letter(message.alert.model_dump_json().encode(), f"{key} failed {attempts} times: {reason}")
 
-    async def _chart(self, alert: Alert) -> bytes:
-        try:
-            evidence = await chart.gather(self.influx, alert.athlete_id, alert.time)
-        except (InfluxError, httpx.HTTPError, ValueError) as exc:
-            log.warning("alert %s: evidence unavailable (%s); sending an empty chart", alert.alert_id,
-                        type(exc).__name__)
-            evidence = chart.Evidence()
-        return chart.render(evidence, f"{alert.kind} · {alert.rule} · athlete {alert.athlete_id}", alert.time)
-
     async def _dead_letter(self, raw: bytes, reason: str) -> None:
         log.error("dead-lettering an alert: %s", reason)
         # Same headers as the stream worker's dead letters; reasons never carry alert content.
@@ -257,6 +298,16 @@ class Notifier:
             raw,
             headers=[("reason", reason.encode()[:2000]), ("source_topic", topics.ALERTS_TOPIC.encode())],
         )
+
+    async def summarise_imports(self) -> int:
+        """Deliver one summary per athlete whose imported alerts have settled; returns how many were sent."""
+        due = self.store.historical_due(self.historical.quiet_s)
+        for athlete_id, alerts in due.items():
+            summary = historical_summary(athlete_id, alerts)
+            self.store.record_alert(summary)
+            await self.deliver(summary, round_=1)
+            self.store.mark_summarised(alert.alert_id for alert in alerts)
+        return len(due)
 
     async def renotify(self, older_than_s: float) -> int:
         """Send a reminder round for each unacknowledged alert last delivered over `older_than_s` ago."""
@@ -293,6 +344,7 @@ async def run(
                 for message in messages:
                     await notifier.handle(message.value)
                     await consumer.commit({partition: message.offset + 1})
+            await notifier.summarise_imports()
             if time.monotonic() - last_renotify >= min(renotify_after_s, 60):
                 await notifier.renotify(renotify_after_s)
                 last_renotify = time.monotonic()
@@ -301,7 +353,8 @@ async def run(
 
 
 async def serve(
-    settings, *, smtp: SmtpConfig | None, retry: Retry, renotify_after_s: float, group_id: str = GROUP_ID
+    settings, *, smtp: SmtpConfig | None, retry: Retry, renotify_after_s: float, group_id: str = GROUP_ID,
+    historical: HistoricalImports = HistoricalImports(),
 ) -> None:
     """Run the notifier against the settings' broker, InfluxDB and store until SIGINT/SIGTERM."""
     import signal
@@ -316,7 +369,7 @@ async def serve(
     dead_letters = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await dead_letters.start()
     async with InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database), max_attempts=2) as influx:
-        notifier = Notifier(store, influx, dead_letters, smtp=smtp, retry=retry)
+        notifier = Notifier(store, influx, dead_letters, smtp=smtp, retry=retry, historical=historical)
         try:
             await run(notifier, settings.kafka_bootstrap, renotify_after_s=renotify_after_s, stop=stop,
                       group_id=group_id)

@@ -19,6 +19,7 @@ Damage handling, so an upload is never lost silently:
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import gzip
 import io
@@ -102,7 +103,10 @@ class WeighIn:
 
 @dataclass(frozen=True)
 class DecodedFit:
-    workout: DecodedWorkout | None
+    """A decoded file: one workout per sport session in time order (a multisport or brick file has several;
+    transitions are sessions of their own, sport `transition`), weigh-ins, and what the salvage had to do."""
+
+    workouts: tuple[DecodedWorkout, ...]
     weigh_ins: tuple[WeighIn, ...]
     messages: int
     laps: int = 0
@@ -187,8 +191,8 @@ def _column(records: list[dict[str, Any]], name: str) -> tuple[float | None, ...
     return tuple(map(_number, values))
 
 
-def _samples(records: list[dict[str, Any]]) -> Samples:
-    times = _record_times(records)
+def _samples(records: list[dict[str, Any]], times: list[int | None]) -> Samples:
+    """The samples of the records that have a timestamp (`times`: theirs, from `_record_times`)."""
     if None in times:
         timed = [(seconds, record) for seconds, record in zip(times, records) if seconds is not None]
         times, rows = [seconds for seconds, _ in timed], [record for _, record in timed]
@@ -222,14 +226,38 @@ def _record_distance(records: list[dict[str, Any]]) -> float | None:
     return _max([d for d in map(_number, (record.get("distance") for record in records)) if d is not None])
 
 
-def _workout(messages: dict[str, list[dict[str, Any]]]) -> DecodedWorkout | None:
-    """Summary from the session message where present, filled in from the records (a salvaged file has no session)."""
+def _workouts(messages: dict[str, list[dict[str, Any]]]) -> tuple[DecodedWorkout, ...]:
+    """One workout per session, each from its own session message and records (a record belongs to the
+    latest session started at or before its time; a record without a time to the session of the record
+    before it). A file without sessions (salvaged before its end) is one workout made of its records."""
     records = messages.get("record", [])
+    times = _record_times(records)
     sessions = messages.get("session", [])
-    samples = _samples(records)
-    if not samples and not sessions:
+    if len(sessions) <= 1:
+        file_sport = (messages.get("sport") or [{}])[0].get("sport")
+        workout = _workout(sessions[0] if sessions else {}, records, times, file_sport)
+        return (workout,) if workout else ()
+    sessions = sorted((s for s in sessions if isinstance(s.get("start_time"), datetime)), key=lambda s: s["start_time"])
+    starts = [int(session["start_time"].timestamp()) for session in sessions]
+    parts: list[tuple[list[dict[str, Any]], list[int | None]]] = [([], []) for _ in sessions]
+    index = 0
+    for record, seconds in zip(records, times):
+        if seconds is not None:
+            index = max(bisect.bisect_right(starts, seconds) - 1, 0)
+        parts[index][0].append(record)
+        parts[index][1].append(seconds)
+    found = (_workout(session, *part, None) for session, part in zip(sessions, parts))
+    return tuple(workout for workout in found if workout)
+
+
+def _workout(
+    session: dict[str, Any], records: list[dict[str, Any]], times: list[int | None], file_sport: str | None
+) -> DecodedWorkout | None:
+    """Summary from the session message where present, filled in from its records (a salvaged file has no
+    session); `file_sport`, a single-session file's `sport` message, names the sport before the session does."""
+    samples = _samples(records, times)
+    if not samples and not session:
         return None
-    session = sessions[0] if sessions else {}
     hrs = [hr for hr in samples.hr_bpm if hr]
     powers = [power for power in samples.power_w if power is not None]
     times = samples.time_s
@@ -237,7 +265,7 @@ def _workout(messages: dict[str, list[dict[str, Any]]]) -> DecodedWorkout | None
     duration = _number(session.get("total_timer_time")) or (float(times[-1] - times[0]) if len(times) > 1 else None)
     if not isinstance(start, datetime) or not duration:
         return None
-    sport = (messages.get("sport") or [{}])[0].get("sport") or session.get("sport") or "generic"
+    sport = file_sport or session.get("sport") or "generic"
     sub_sport = session.get("sub_sport")
     return DecodedWorkout(
         start=start.astimezone(timezone.utc),
@@ -305,27 +333,31 @@ def _native_messages(data: bytes) -> dict[str, list[dict[str, Any]]]:
 
 
 def _decoded(messages: dict[str, list[dict[str, Any]]], problems: list[str]) -> DecodedFit:
-    """The workout and weigh-ins of decoded messages (grouped by message name without `_mesgs`)."""
-    workout = _workout(messages)
+    """The workouts and weigh-ins of decoded messages (grouped by message name without `_mesgs`)."""
+    workouts = _workouts(messages)
     weigh_ins = tuple(w for w in map(_weigh_in, messages.get("weight_scale", [])) if w is not None)
     count = sum(len(group) for group in messages.values())
-    if workout is None and not weigh_ins:
+    if not workouts and not weigh_ins:
         detail = f" ({'; '.join(problems)})" if problems else ""
         raise FitDecodeError(
             f"no workout or weigh-in in the file: {count} messages decoded, none a record, session or weight_scale"
             f"{detail}; upload the activity's original .fit export"
         )
     return DecodedFit(
-        workout, weigh_ins, count, len(messages.get("lap", ())), len(messages.get("session", ())),
+        workouts, weigh_ins, count, len(messages.get("lap", ())), len(messages.get("session", ())),
         bool(problems), "; ".join(problems) or None,
     )
 
 
-def summary_event(decoded: DecodedFit, athlete_id: str, athlete: Athlete = Athlete()) -> dict[str, Any]:
-    """The `workout.summary` event for a decoded workout, with `records`, `start`, `trimp`, `load`, `modality`."""
-    workout = decoded.workout
-    if workout is None:
+def summary_events(decoded: DecodedFit, athlete_id: str, athlete: Athlete = Athlete()) -> list[dict[str, Any]]:
+    """One `workout.summary` event per workout (sport session) of the file, in time order, each with `records`,
+    `start`, `trimp`, `load`, `modality` of its own; a salvage mark applies to every one."""
+    if not decoded.workouts:
         raise FitDecodeError("the file holds weigh-ins only, no workout to summarise")
+    return [_summary_event(workout, decoded, athlete_id, athlete) for workout in decoded.workouts]
+
+
+def _summary_event(workout: DecodedWorkout, decoded: DecodedFit, athlete_id: str, athlete: Athlete) -> dict[str, Any]:
     hr_samples = [hr for hr in workout.samples.hr_bpm if hr]
     power_samples = [power or 0.0 for power in workout.samples.power_w] if workout.avg_power_w else []
     load = workout_load(
@@ -382,13 +414,21 @@ def workout_id(athlete_id: str, data: bytes) -> str:
     return hashlib.sha256(athlete_id.encode() + b"\x00" + data).hexdigest()[:32]
 
 
-def upload_summary(decoded: DecodedFit, athlete_id: str, data: bytes, athlete: Athlete = Athlete()) -> dict[str, Any]:
-    """The `workout.summary` event made of an upload, identified by its workout id, its load computed with the
-    athlete's numbers (the stream and `evaluate` both use this, so both see the same timeline)."""
-    summary = summary_event(decoded, athlete_id, athlete)
+def session_workout_ids(athlete_id: str, data: bytes, sessions: int) -> list[str]:
+    """The workout id of each session of an upload: the file's workout id for a single-session file, with the
+    session's number (`-1`, `-2`, ...) for a multisport one, so a file's sessions stay recognisable together."""
     identity = workout_id(athlete_id, data)
-    summary.update(event_id=identity, workout_id=identity)
-    return summary
+    return [identity] if sessions == 1 else [f"{identity}-{number}" for number in range(1, sessions + 1)]
+
+
+def upload_summaries(decoded: DecodedFit, athlete_id: str, data: bytes, athlete: Athlete = Athlete()) -> list[dict[str, Any]]:
+    """The `workout.summary` events made of an upload, one per session, identified by their workout ids, their
+    load computed with the athlete's numbers (the stream and `evaluate` both use this, so both see the same
+    timeline)."""
+    summaries = summary_events(decoded, athlete_id, athlete)
+    for summary, identity in zip(summaries, session_workout_ids(athlete_id, data, len(summaries))):
+        summary.update(event_id=identity, workout_id=identity)
+    return summaries
 
 
 def fit_payload(event: WorkoutFit) -> bytes:

@@ -43,7 +43,7 @@ from pydantic import ValidationError
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, ProgressMarker, dump_marker, header, parse_marker, via
-from aromatrack.streams.app import app, dead_letter, influx, settings
+from aromatrack.streams.app import app, dead_letter, influx, session_timeouts_ms, settings
 from aromatrack.streams.input_progress import InputPartition, StageProgress
 from aromatrack.streams.points import event_points
 
@@ -125,6 +125,7 @@ class IngestConsumer(faust.Service):
             group_id=topics.ingest_group(settings.app_id),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **session_timeouts_ms(),
         )
         await consumer.start()
         progress = StageProgress()

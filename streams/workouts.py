@@ -242,7 +242,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
     key = event.athlete_id.encode()
     workout_id = fit.workout_id(event.athlete_id, data)
     seen = SeenIds("fit")
-    recorded_at = decoded.workout.start if decoded.workout else min(weigh_in.time for weigh_in in decoded.weigh_ins)
+    recorded_at = decoded.workouts[0].start if decoded.workouts else min(weigh_in.time for weigh_in in decoded.weigh_ins)
     if not seen.add(key, recorded_at, workout_id):
         log.info("duplicate FIT upload skipped (workout %s)", workout_id[:8])
         return
@@ -255,12 +255,17 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
             await dead_letter(raw, f"weight_scale message is not a valid scale.reading: {exc.errors()[0]['msg']}", source, key)
             continue
         await scale_topic.send(key=key, value=dump_event(reading), headers={INPUT_HEADER: FIT_TOPIC.encode()})
-    if decoded.workout is not None:
-        summary = fit.upload_summary(
-            decoded, event.athlete_id, data, tl.athlete_at(_profile_history(key), decoded.workout.start.timestamp())
-        )
-        await influx().write(sample_points(event.athlete_id, workout_id, decoded.workout.samples))
-        await summary_topic.send(key=key, value=json.dumps(summary).encode(), headers={INPUT_HEADER: FIT_TOPIC.encode()})
+    if decoded.workouts:
+        # One profile for all of a file's sessions: the one in effect when its first session started.
+        athlete = tl.athlete_at(_profile_history(key), decoded.workouts[0].start.timestamp())
+        summaries = fit.upload_summaries(decoded, event.athlete_id, data, athlete)
+        await influx().write([
+            point
+            for workout, summary in zip(decoded.workouts, summaries)
+            for point in sample_points(event.athlete_id, summary["workout_id"], workout.samples)
+        ])
+        for summary in summaries:
+            await summary_topic.send(key=key, value=json.dumps(summary).encode(), headers={INPUT_HEADER: FIT_TOPIC.encode()})
     seen.save()
 
 

@@ -6,7 +6,7 @@ sport sessions). A small little-endian FIT writer; field numbers, types and scal
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from aromatrack.streams.fit import DecodedWorkout, Samples
@@ -156,3 +156,13 @@ def build_activity(parts: list[Part], compress_from: int | None = None) -> bytes
         }, local=3)
     writer.write(ACTIVITY, {TIMESTAMP: (UINT32, fit_time(parts[-1].end_s)), 1: (UINT16, len(parts)), 2: (ENUM, 0)}, local=3)
     return writer.file()
+
+
+def excerpt(workout: DecodedWorkout, count: int) -> DecodedWorkout:
+    """The first `count` samples of a workout as a workout of their own, without session totals (the decoder
+    takes them from the records), e.g. a transition."""
+    samples = Samples(*(getattr(workout.samples, name)[:count] for name in ("time_s", *Samples.CHANNELS)))
+    return replace(
+        workout, duration_s=float(samples.time_s[-1] - samples.time_s[0]), avg_hr_bpm=None, max_hr_bpm=None,
+        avg_power_w=None, max_power_w=None, distance_m=None, records=count, samples=samples,
+    )

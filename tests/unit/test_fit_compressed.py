@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from aromatrack.streams.fit import FitDecodeError, decode_fit, summary_event
+from aromatrack.streams.fit import FitDecodeError, decode_fit, summary_events
 
 from .fit_files import Part, build_activity
 from .test_fit_decode import corpus_bytes
@@ -22,7 +22,7 @@ def run():
 
 
 def compressed_copy(run, compress_from: int = 1) -> bytes:
-    workout = run.workout
+    workout = run.workouts[0]
     return build_activity([Part(workout, "running", workout.samples.time_s[0], "treadmill")], compress_from=compress_from)
 
 
@@ -31,17 +31,17 @@ def test_every_compressed_timestamp_record_is_decoded_with_its_time(run):
     assert sum(byte & 0x80 for byte in data) > 0
     decoded = decode_fit(data)
     assert not decoded.salvaged
-    assert decoded.workout.records == run.workout.records == 3862
-    assert decoded.workout.samples == run.workout.samples  # times, HR, power, speed, cadence record by record
-    first_record = datetime.fromtimestamp(run.workout.samples.time_s[0], timezone.utc).isoformat()
-    expected = {**summary_event(run, "a1"), "time": first_record, "start": first_record}
-    assert summary_event(decoded, "a1") == expected
+    assert decoded.workouts[0].records == run.workouts[0].records == 3862
+    assert decoded.workouts[0].samples == run.workouts[0].samples  # times, HR, power, speed, cadence record by record
+    first_record = datetime.fromtimestamp(run.workouts[0].samples.time_s[0], timezone.utc).isoformat()
+    expected = {**summary_events(run, "a1")[0], "time": first_record, "start": first_record}
+    assert summary_events(decoded, "a1")[0] == expected
 
 
 def test_the_offset_rolls_over_past_32_seconds_of_the_last_full_timestamp(run):
     """Every record after the first is compressed, so the offsets wrap every 32 s many times over the hour."""
     decoded = decode_fit(compressed_copy(run))
-    times = decoded.workout.samples.time_s
+    times = decoded.workouts[0].samples.time_s
     assert times[-1] - times[0] > 3000 and list(times) == sorted(times)
 
 
@@ -52,8 +52,8 @@ def test_a_damaged_file_whose_salvage_stops_at_compressed_records_is_marked_salv
     data[-1] ^= 0xFF
     decoded = decode_fit(bytes(data))
     assert decoded.salvaged and "Compressed timestamp" in decoded.salvage_reason
-    assert decoded.workout.records == 600
-    event = summary_event(decoded, "a1")
+    assert decoded.workouts[0].records == 600
+    event = summary_events(decoded, "a1")[0]
     assert event["salvaged"] is True and "Compressed timestamp" in event["salvage_reason"]
 
 
