@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = int(os.environ.get("AROMATRACK_INGEST_BATCH", "1000"))
 BATCH_WINDOW_MS = 50
 RETRY_DELAY_S = 1.0
+POSITION_WAIT_S = 1.0  # a partition's position is local once known; unknown (just assigned), it is fetched
 
 
 def input_path(record: ConsumerRecord) -> str:
@@ -141,15 +142,19 @@ class IngestConsumer(faust.Service):
     async def _report_progress(
         self, consumer: AIOKafkaConsumer, progress: StageProgress, fetched: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
-        """The markers due: each owned input partition's consumed position against the end offset last fetched."""
-        assigned = consumer.assignment()
-        ends = {InputPartition(tp.topic, tp.partition): consumer.highwater(tp) for tp in assigned}
-        positions = {InputPartition(tp.topic, tp.partition): await consumer.position(tp) for tp in assigned}
-        forwarded = [InputPartition(tp.topic, tp.partition) for tp in fetched]
+        """The markers due: each owned input partition's consumed position against the end offset last fetched.
+        A failure (the broker away, a position not known yet) leaves them to the next round: the consumer loop
+        must outlive it, and a partition without a marker only holds its athletes' alerts back."""
         try:
-            await send_markers(progress.markers(ends, positions, forwarded))
-        except (KafkaError, ProducerSendError) as exc:
-            log.warning("progress markers not sent (%s); the next report repeats them", type(exc).__name__)
+            assigned = consumer.assignment()
+            ends = {InputPartition(tp.topic, tp.partition): consumer.highwater(tp) for tp in assigned}
+            positions = {
+                InputPartition(tp.topic, tp.partition): await asyncio.wait_for(consumer.position(tp), POSITION_WAIT_S)
+                for tp in assigned
+            }
+            await send_markers(progress.markers(ends, positions, [InputPartition(tp.topic, tp.partition) for tp in fetched]))
+        except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:
+            log.warning("progress markers not sent (%s); the next round repeats them", type(exc).__name__)
 
     async def _process(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """On a Kafka error the batch is not committed: its partitions are rewound and it is fetched again."""

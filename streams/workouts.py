@@ -35,6 +35,8 @@ from typing import Any
 import faust
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from pydantic import ValidationError
 
 from aromatrack.domain import training_load as tl
@@ -397,7 +399,10 @@ async def workouts_summary(stream: faust.StreamT) -> None:
             for event in batch:
                 summary_progress.handle(event.message.topic, event.message.partition, event.message.offset)
             forwarded = {InputPartition(event.message.topic, event.message.partition) for event in batch}
-            await send_markers(topics.TIMELINE_TOPIC, await _stage_markers(summary_progress, SUMMARY_TOPIC, forwarded))
+            try:
+                await send_markers(topics.TIMELINE_TOPIC, await _stage_markers(summary_progress, SUMMARY_TOPIC, forwarded))
+            except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:  # the heartbeat repeats them
+                log.warning("summary progress markers not sent (%s)", type(exc).__name__)
 
 
 async def send_markers(topic: str, markers: list[ProgressMarker]) -> None:
@@ -442,6 +447,13 @@ async def committed_offsets(partitions: list) -> dict:
 async def report_workout_progress() -> None:
     """Markers of both workout stages: the FIT agent's onto the summary and scale topics (those stages forward
     them to the timeline after what the FIT agent produced before), the summary agent's onto the timeline."""
+    try:
+        await _report_workout_progress()
+    except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:  # the broker away: the next tick repeats
+        log.warning("workout progress markers not sent (%s)", type(exc).__name__)
+
+
+async def _report_workout_progress() -> None:
     # The summary stage first: measured after this tick's FIT markers were sent, it would count them as unread.
     async with summary_stage_lock:
         await send_markers(topics.TIMELINE_TOPIC, await _stage_markers(summary_progress, SUMMARY_TOPIC))
