@@ -1,6 +1,6 @@
 """Table recovery time on the real broker: faust's memory store against its RocksDB store (rocksdict).
 
-A cohort's history is backfilled through one worker (paced replay, the way long histories go in) on a fresh
+A cohort's history is backfilled through one worker (sent at once, as a bulk import) on a fresh
 throwaway stack (ports 39531/38531), which fills the tables' changelogs. Then a worker is started again and timed
 until it is ready, which faust reports once the tables of its partitions are recovered:
 - memory store: every start rebuilds the tables from the changelogs;
@@ -28,7 +28,8 @@ from aromatrack.deploy.settings import Settings
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.services import cohort
 from aromatrack.streams.admin import topic_partitions
-from aromatrack.streams.replay import replay_paced
+from aromatrack.streams.admin import LagProbe, wait_until_consumed
+from aromatrack.streams.producer import EventProducer
 from harness import running_worker, stop_on_sigterm
 
 
@@ -65,6 +66,13 @@ def time_to_ready(settings: Settings, **env: str) -> float:
         return time.perf_counter() - began
 
 
+async def send_and_wait(settings, events: list) -> None:
+    """The backfill at once (no pacing), until the worker has consumed it."""
+    async with EventProducer(settings.kafka_bootstrap) as producer, LagProbe(settings.kafka_bootstrap) as probe:
+        await producer.send_all(events)
+        await wait_until_consumed(probe, settings.app_id)
+
+
 def main() -> None:
     stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,9 +84,8 @@ def main() -> None:
         rocks_dir = str(settings.state_dir / "rocks-own")
         began = time.perf_counter()
         # The backfill fills the RocksDB worker's own directory too: the changelogs are the same whichever store.
-        with running_worker(settings, AROMATRACK_TABLE_STORE="rocksdb", AROMATRACK_WORKER_DIR=rocks_dir,
-                            AROMATRACK_CLINICAL_GRACE_S="5"):
-            asyncio.run(replay_paced(settings, events))
+        with running_worker(settings, AROMATRACK_TABLE_STORE="rocksdb", AROMATRACK_WORKER_DIR=rocks_dir):
+            asyncio.run(send_and_wait(settings, events))
             time.sleep(8)
         backfill_s = time.perf_counter() - began
         records = asyncio.run(changelog_records(settings))
