@@ -19,7 +19,7 @@ from aromatrack.streams import clinical_codec as codec
 from aromatrack.streams.alert_outbox import Outbox
 from aromatrack.streams.clinical_codec import ClinicalRecord
 from aromatrack.streams.clinical_timeline import CHECKPOINT_EVERY, AthleteTimeline
-from aromatrack.streams.input_progress import InputPartition, PartitionProgress, StageProgress
+from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, PartitionProgress, StageProgress
 
 TIMELINES = Path(__file__).parent.parent / "timelines"
 EVENTS = {name: sorted(read_events(TIMELINES / f"{name}.jsonl"), key=engine.order_key)
@@ -167,8 +167,8 @@ def test_stage_progress_reports_changes_forwards_and_heartbeats():
     stage.handle(scale.topic, 1, 10)
     # caught up again after forwarding: the downstream path is busy until this marker
     assert [m.caught_up for m in stage.markers({scale: 11}, {}, [scale], now=100.3)] == [True]
-    assert [m.caught_up for m in stage.markers({scale: 11}, {}, now=101.0)] == [True]  # heartbeat
-    assert stage.markers({scale: None}, {}, now=101.1)[0].caught_up is False  # end offset unknown
+    assert [m.caught_up for m in stage.markers({scale: 11}, {}, now=100.0 + HEARTBEAT_S)] == [True]  # heartbeat
+    assert stage.markers({scale: None}, {}, now=100.1 + HEARTBEAT_S)[0].caught_up is False  # end offset unknown
 
 
 def topic_state(messages):
