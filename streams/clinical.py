@@ -161,8 +161,9 @@ async def _release(partitions: set[int]) -> None:
             _next_due[athlete_key] = next_due
         if messages:
             _store(athlete_key, [outbox_write(record)])  # in flight: sent again if we crash before confirming
-            for message in messages:
-                await alerts_topic.send(key=athlete_key, value=dump_event(message))
+            acks = [await alerts_topic.send(key=athlete_key, value=dump_event(message)) for message in messages]
+            for ack in acks:  # on the broker before the confirmation is even written
+                await ack
         record.outbox.confirm()
         _store(athlete_key, [outbox_write(record)])
         sent += messages
