@@ -332,7 +332,7 @@ async def test_alerts_after_a_stop_mid_stream_and_a_restart_equal_evaluates(stac
 
         await eventually(some_points, timeout_s=60, every_s=0.05)
     own_worker.stop(sig)
-    own_worker.start()
+    own_worker.start(timeout_s=180)  # after a kill, the group waits out the dead member's session first
     expected = expected_state(events)
     found = await alerts_on_topic(stack.kafka_bootstrap, athletes, len(expected), timeout_s=120)
     assert topic_state(found) == expected

@@ -60,7 +60,11 @@ async def run_cohort(tmp_path: Path, name: str, worker_count: int, kafka_port: i
             for worker in workers:
                 worker.start(timeout_s=90)
             async with EventProducer(settings.kafka_bootstrap) as producer, LagProbe(settings.kafka_bootstrap) as probe:
-                await producer.send_all(events)
+                # Profiles first: the workouts agent's own series (loads, modality mix) use the profile it holds
+                # when a workout is processed (README, Known limits); the clinical alerts need no such order.
+                await producer.send_all([event for event in events if event.type == "athlete.profile"])
+                await wait_until_consumed(probe, settings.app_id)
+                await producer.send_all([event for event in events if event.type != "athlete.profile"])
                 await wait_until_consumed(probe, settings.app_id)
             spread = {
                 topics.AGENT_TOPICS: await group_assignments(settings, settings.app_id),
