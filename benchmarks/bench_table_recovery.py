@@ -1,6 +1,6 @@
 """Table recovery time on the real broker: how long a worker takes to rebuild its tables from their changelogs.
 
-A cohort's history is backfilled through one worker (paced replay, the way long histories go in) on a fresh
+A cohort's history is backfilled through one worker (sent at once, as a bulk import) on a fresh
 throwaway stack (ports 39531/38531), which fills the tables' changelogs. Then a worker is started again and timed
 until it is ready, which faust reports once the tables of its partitions are recovered (faust's memory store
 rebuilds them from the changelogs at every start). The comparison in the same run: a worker of an app with empty
@@ -30,7 +30,8 @@ from aromatrack.deploy.settings import Settings
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.services import cohort
 from aromatrack.streams.admin import topic_partitions
-from aromatrack.streams.replay import replay_paced
+from aromatrack.streams.admin import LagProbe, wait_until_consumed
+from aromatrack.streams.producer import EventProducer
 from harness import running_worker, stop_on_sigterm
 
 
@@ -67,6 +68,13 @@ def time_to_ready(settings: Settings, **env: str) -> float:
         return time.perf_counter() - began
 
 
+async def send_and_wait(settings, events: list) -> None:
+    """The backfill at once (no pacing), until the worker has consumed it."""
+    async with EventProducer(settings.kafka_bootstrap) as producer, LagProbe(settings.kafka_bootstrap) as probe:
+        await producer.send_all(events)
+        await wait_until_consumed(probe, settings.app_id)
+
+
 def main() -> None:
     stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,9 +84,8 @@ def main() -> None:
     events = backfill_events(args.athletes, args.days)
     with local_stack.throwaway_stack(39531, 38531) as settings:
         began = time.perf_counter()
-        with running_worker(settings, AROMATRACK_CLINICAL_GRACE_S="5",
-                            AROMATRACK_WORKER_DIR=str(settings.state_dir / "backfill")):
-            asyncio.run(replay_paced(settings, events))
+        with running_worker(settings, AROMATRACK_WORKER_DIR=str(settings.state_dir / "backfill")):
+            asyncio.run(send_and_wait(settings, events))
             time.sleep(8)
         backfill_s = time.perf_counter() - began
         records = asyncio.run(changelog_records(settings))

@@ -9,7 +9,12 @@
 - `workout.summary` agent (FIT-derived or sent directly by a tracker): adds `trimp`, `load`, `modality` when
   absent, skips event ids already counted, updates the athlete's daily loads in the `workout_state` table and
   writes WORKOUT, TRAINING_LOAD_DAILY (from the workout's day to the athlete's latest day) and
-  MODALITY_WEEKLY points, then forwards the event to the timeline for the clinical engine.
+  MODALITY_WEEKLY points, then forwards the event as it came (the clinical engine computes a load the sender
+  did not give from the athlete's profile in event-time order, as `evaluate` does) to the timeline.
+- Progress: what the FIT agent produces carries `INPUT_HEADER` (the FIT topic) and the summary agent's forwards
+  their path; both agents report a `ProgressMarker` per owned input partition every `HEARTBEAT_S` (the FIT
+  agent's onto the summary and scale topics, which forward them; the summary agent's, and the FIT markers it
+  found, onto the timeline), so the clinical agent knows when these paths are consumed (streams/input_progress.py).
 
 - `athlete.profile` agent: keeps each athlete's profiles over time in the `athlete_profiles` table, so a
   workout's load uses the HR rest/max, FTP and sex in effect at its time (`training_load.athlete_at`, the same
@@ -19,20 +24,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from itertools import groupby
 from datetime import date, datetime, timezone
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from pydantic import ValidationError
 
 from aromatrack.domain import training_load as tl
 from aromatrack.schemas import series, topics
 from aromatrack.schemas.events import AthleteProfile, EventError, ScaleReading, WorkoutFit, WorkoutSummary, dump_event, parse_event
+from aromatrack.schemas.progress import (
+    FIT_TOPIC, INPUT_HEADER, MARKER_HEADER, SCALE_TOPIC, SUMMARY_TOPIC, ProgressMarker, dump_marker, header,
+    parse_marker, via,
+)
 from aromatrack.schemas.series import Point
-from aromatrack.streams.app import app, athlete_keyed_table, dead_letter, influx, part_key, timeline_topic
+from aromatrack.streams.app import app, athlete_keyed_table, dead_letter, influx, part_key, settings, timeline_topic
+from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, StageProgress
 from aromatrack.streams import fit
 from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
 
@@ -243,7 +259,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
         except ValidationError as exc:
             await dead_letter(raw, f"weight_scale message is not a valid scale.reading: {exc.errors()[0]['msg']}", source, key)
             continue
-        await scale_topic.send(key=key, value=dump_event(reading))
+        await scale_topic.send(key=key, value=dump_event(reading), headers={INPUT_HEADER: FIT_TOPIC.encode()})
     if decoded.workouts:
         # One profile for all of a file's sessions: the one in effect when its first session started.
         athlete = tl.athlete_at(_profile_history(key), decoded.workouts[0].start.timestamp())
@@ -254,7 +270,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
             for point in sample_points(event.athlete_id, summary["workout_id"], workout.samples)
         ])
         for summary in summaries:
-            await summary_topic.send(key=key, value=json.dumps(summary).encode())
+            await summary_topic.send(key=key, value=json.dumps(summary).encode(), headers={INPUT_HEADER: FIT_TOPIC.encode()})
     seen.save()
 
 
@@ -275,18 +291,37 @@ def summary_step(
     body = with_load(event, tl.athlete_at(_profile_history(key), event.time.timestamp()))
     update = record_workout(histories[key], body)
     histories[key] = update.history
-    return event, body, load_points(event.athlete_id, body, update.days, update.week)
+    return event, event.model_dump(mode="json", exclude_none=True), load_points(
+        event.athlete_id, body, update.days, update.week)
 
 
-async def handle_summaries(messages: list[tuple[bytes | None, bytes]]) -> None:
-    """A batch of summaries: each athlete's load history loaded and saved once, one InfluxDB write (one write per
-    workout was a fifth of a backfill's time), then the forwards to the timeline."""
+@dataclass(frozen=True)
+class SummaryMessage:
+    athlete_key: bytes | None
+    value: bytes
+    path: str  # the input path: the summary topic, after the FIT topic for an upload's summary
+    marker: bool  # a progress marker from the FIT agent, forwarded (re-labelled) after the batch's events
+
+
+async def handle_summaries(messages: list[SummaryMessage]) -> None:
+    """A batch of summaries: each athlete's state loaded and saved once, one InfluxDB write (one write per
+    workout was a fifth of a backfill's time), then the forwards to the timeline and the upstream markers."""
     source = topics.topic_for("workout.summary")
     histories: dict[bytes, tl.LoadHistory] = {}
     seen = SeenIds("summary")
     points: list[Point] = []
     forwards = []
-    for athlete_key, raw in messages:
+    markers = []
+    for message in messages:
+        athlete_key, raw = message.athlete_key, message.value
+        if message.marker:
+            try:
+                marker = parse_marker(raw)
+            except ValidationError:
+                await dead_letter(raw, "progress marker: not a valid v1 marker", source, athlete_key)
+            else:
+                markers.append(marker.model_copy(update={"input": via(marker.input, SUMMARY_TOPIC)}))
+            continue
         try:
             accepted = summary_step(histories, seen, raw)
         except EventError as exc:
@@ -298,12 +333,13 @@ async def handle_summaries(messages: list[tuple[bytes | None, bytes]]) -> None:
         if accepted is not None:
             event, body, event_points = accepted
             points += event_points
-            forwards.append((event.athlete_id.encode(), body))
+            forwards.append((event.athlete_id.encode(), body, message.path))
     await influx().write(points)
     # Forward before remembering: a crash in between re-sends (the clinical engine drops repeated event ids)
     # rather than losing the workout for the timeline.
-    for key, body in forwards:
-        await timeline_topic.send(key=key, value=json.dumps(body).encode())
+    for key, body, path in forwards:
+        await timeline_topic.send(key=key, value=json.dumps(body).encode(), headers={INPUT_HEADER: path.encode()})
+    await send_markers(topics.TIMELINE_TOPIC, markers)
     for key, history in histories.items():
         _save_history(key, history)
     seen.save()
@@ -341,13 +377,94 @@ async def workouts_profiles(stream: faust.StreamT) -> None:
         await _guarded(handle_profile, athlete_key, raw, topics.topic_for("athlete.profile"))
 
 
+fit_progress = StageProgress()
+summary_progress = StageProgress()
+# Held while a stage handles a message or batch, and while its markers are measured and sent: a marker sent in
+# the middle of a batch's forwards would vouch for a path whose batch is half forwarded.
+fit_stage_lock = asyncio.Lock()
+summary_stage_lock = asyncio.Lock()
+
+
 @app.agent(fit_topic, name="aromatrack.workouts.fit")
 async def workouts_fit(stream: faust.StreamT) -> None:
-    async for athlete_key, raw in stream.items():
-        await _guarded(handle_fit, athlete_key, raw, topics.topic_for("workout.fit"))
+    async for event in stream.events():
+        async with fit_stage_lock:
+            await _guarded(handle_fit, event.key, event.value, topics.topic_for("workout.fit"))
+            fit_progress.handle(event.message.topic, event.message.partition, event.message.offset)
 
 
 @app.agent(summary_topic, name="aromatrack.workouts.summary")
 async def workouts_summary(stream: faust.StreamT) -> None:
     async for batch in stream.take_events(SUMMARY_BATCH_SIZE, within=SUMMARY_BATCH_WINDOW_S):
-        await handle_summaries([(event.key, event.value) for event in batch])
+        messages = []
+        for event in batch:
+            upstream = header(event.headers, INPUT_HEADER)
+            path = via(upstream, SUMMARY_TOPIC) if upstream else SUMMARY_TOPIC
+            messages.append(SummaryMessage(event.key, event.value, path, header(event.headers, MARKER_HEADER) is not None))
+        async with summary_stage_lock:
+            await handle_summaries(messages)
+            for event in batch:
+                summary_progress.handle(event.message.topic, event.message.partition, event.message.offset)
+            forwarded = {InputPartition(event.message.topic, event.message.partition) for event in batch}
+            try:
+                await send_markers(topics.TIMELINE_TOPIC, await _stage_markers(summary_progress, SUMMARY_TOPIC, forwarded))
+            except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:  # the heartbeat repeats them
+                log.warning("summary progress markers not sent (%s)", type(exc).__name__)
+
+
+async def send_markers(topic: str, markers: list[ProgressMarker]) -> None:
+    for marker in markers:
+        await app.producer.send(topic, None, dump_marker(marker), marker.partition, None, {MARKER_HEADER: b"1"})
+
+
+async def _stage_markers(
+    progress: StageProgress, topic: str, forwarded: set[InputPartition] = frozenset()
+) -> list[ProgressMarker]:
+    """The stage's markers for its owned partitions of `topic`: handled offsets (or the group's committed offset
+    where nothing was handled since the assignment) against the partitions' end offsets."""
+    owned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
+    if not owned:
+        return []
+    ends = {tp: app.consumer.highwater(tp) for tp in owned}  # as of the last fetch: no request per report
+    committed = await committed_offsets([tp for tp in owned if InputPartition(tp.topic, tp.partition) not in progress.handled])
+    return progress.markers(
+        {InputPartition(tp.topic, tp.partition): ends.get(tp) for tp in owned},
+        {InputPartition(tp.topic, tp.partition): committed.get((tp.topic, tp.partition), 0) for tp in owned},
+        forwarded,
+    )
+
+
+_admin: AIOKafkaAdminClient | None = None
+
+
+async def committed_offsets(partitions: list) -> dict:
+    """The app group's committed offsets for these partitions (missing where nothing was committed yet)."""
+    global _admin
+    if not partitions:
+        return {}
+    if _admin is None:
+        _admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await _admin.start()
+    wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+    offsets = await _admin.list_consumer_group_offsets(settings.app_id, partitions=wanted)
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+@app.timer(interval=HEARTBEAT_S)
+async def report_workout_progress() -> None:
+    """Markers of both workout stages: the FIT agent's onto the summary and scale topics (those stages forward
+    them to the timeline after what the FIT agent produced before), the summary agent's onto the timeline."""
+    try:
+        await _report_workout_progress()
+    except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:  # the broker away: the next tick repeats
+        log.warning("workout progress markers not sent (%s)", type(exc).__name__)
+
+
+async def _report_workout_progress() -> None:
+    # The summary stage first: measured after this tick's FIT markers were sent, it would count them as unread.
+    async with summary_stage_lock:
+        await send_markers(topics.TIMELINE_TOPIC, await _stage_markers(summary_progress, SUMMARY_TOPIC))
+    async with fit_stage_lock:
+        fit_markers = await _stage_markers(fit_progress, FIT_TOPIC)
+        await send_markers(SUMMARY_TOPIC, fit_markers)
+        await send_markers(SCALE_TOPIC, fit_markers)
