@@ -36,12 +36,13 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from datetime import timezone
 
 import faust
 from pydantic import ValidationError
 
 from aromatrack.schemas import series, topics
-from aromatrack.schemas.events import Alert, EventBase, EventError, dump_event, parse_event
+from aromatrack.schemas.events import Alert, AlertWithdrawal, EventBase, EventError, dump_event, parse_event
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, parse_marker
 from aromatrack.streams.alert_outbox import OutboxMessage
 from aromatrack.streams.app import PART_SEPARATOR, app, athlete_keyed_table, dead_letter, influx, part_key, timeline_topic
@@ -74,6 +75,22 @@ _lock = asyncio.Lock()
 def alert_point(alert: Alert) -> Point:
     tags = {"athlete_id": alert.athlete_id, "kind": alert.kind, "rule": alert.rule, "severity": alert.severity}
     return series.ALERTS.point(alert.time, tags, {"alert_id": alert.alert_id, "summary": alert.summary})
+
+
+def _influxql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def withdrawn_point_delete(withdrawal: AlertWithdrawal) -> str:
+    """InfluxQL that removes a withdrawn alert's point (its identity: the ALERTS tags it shares with the alert, and
+    its time), so the open-alerts table and annotations stop showing an alert the whole history no longer
+    supports."""
+    moment = withdrawal.time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (
+        f'DELETE FROM "{series.ALERTS.measurement}" WHERE "athlete_id" = {_influxql_string(withdrawal.athlete_id)}'
+        f' AND "kind" = {_influxql_string(withdrawal.kind)} AND "rule" = {_influxql_string(withdrawal.rule)}'
+        f" AND time = '{moment}'"
+    )
 
 
 def _load(athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
@@ -167,6 +184,12 @@ async def _release(partitions: set[int]) -> None:
         record.outbox.confirm()
         _store(athlete_key, [outbox_write(record)])
         sent += messages
+    # Withdrawn points go before the new points are written: a new alert can share a withdrawn one's identity.
+    for withdrawal in (message for message in sent if isinstance(message, AlertWithdrawal)):
+        try:
+            await influx().query(withdrawn_point_delete(withdrawal), method="POST")
+        except Exception as exc:  # noqa: BLE001 - the alerts topic is the record; a stale point must not stop the agent
+            log.warning("could not remove a withdrawn alert's point (%s)", type(exc).__name__)
     alerts = [message for message in sent if isinstance(message, Alert)]
     if alerts:
         await influx().write([alert_point(alert) for alert in alerts])
