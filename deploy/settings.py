@@ -9,10 +9,24 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # `aromatrack api` listens on loopback at this port unless told otherwise.
 API_PORT = 38480
+# The assays a lab result may name (lab.result v1 `method`).
+LAB_METHODS = ("lc_msms", "immunoassay")
+
+
+def parse_lab_methods(pairs: Iterable[str]) -> dict[str, str]:
+    """`LAB=METHOD` items as a mapping; ValueError names a malformed one."""
+    methods = {}
+    for pair in pairs:
+        lab, _, method = pair.strip().partition("=")
+        if not lab or method not in LAB_METHODS:
+            raise ValueError(f"{pair!r}: expected LAB=lc_msms or LAB=immunoassay")
+        methods[lab] = method
+    return methods
 
 
 @dataclass(frozen=True)
@@ -22,11 +36,23 @@ class Settings:
     influx_database: str
     state_dir: Path
     app_id: str
+    # The clinical engine's settings that the stream workers and `aromatrack evaluate` must share to give the
+    # same alerts: each lab's assay when its results name none, and when an alert is imported history.
+    lab_methods: tuple[tuple[str, str], ...] = ()
+    historical_after_days: float = 14.0
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:
         host, _, port = self.kafka_bootstrap.split(",")[0].rpartition(":")
         return host, int(port)
+
+    def engine_settings(self):
+        """The clinical engine's settings: the stream workers', and `aromatrack evaluate`'s by default."""
+        from aromatrack.domain.engine import EngineSettings
+        from aromatrack.domain.rules import RuleSettings
+
+        return EngineSettings(rules=RuleSettings(default_method_by_lab=dict(self.lab_methods)),
+                              historical_after_days=self.historical_after_days)
 
     def as_env(self) -> dict[str, str]:
         """These settings as the environment variables a child process (a worker) reads."""
@@ -36,11 +62,33 @@ class Settings:
             "AROMATRACK_INFLUX_DB": self.influx_database,
             "AROMATRACK_STATE_DIR": str(self.state_dir),
             "AROMATRACK_APP_ID": self.app_id,
+            "AROMATRACK_LAB_METHODS": ",".join(f"{lab}={method}" for lab, method in self.lab_methods),
+            "AROMATRACK_HISTORICAL_AFTER_DAYS": str(self.historical_after_days),
         }
 
 
+def _env_lab_methods() -> tuple[tuple[str, str], ...]:
+    items = os.environ.get("AROMATRACK_LAB_METHODS", "")
+    try:
+        return tuple(parse_lab_methods(items.split(",") if items else []).items())
+    except ValueError as exc:
+        raise ValueError(f"AROMATRACK_LAB_METHODS: {exc}") from None
+
+
+def _env_days(name: str, default: float) -> float:
+    text = os.environ.get(name, "")
+    try:
+        days = float(text) if text else default
+    except ValueError:
+        days = -1.0
+    if not days >= 0:
+        raise ValueError(f"{name}: {text!r} is not a number of days")
+    return days
+
+
 def load_settings() -> Settings:
-    """Settings from AROMATRACK_* environment variables, with loopback defaults."""
+    """Settings from AROMATRACK_* environment variables, with loopback defaults. AROMATRACK_LAB_METHODS is
+    `LAB=METHOD` items separated by commas; a malformed variable is a ValueError naming it."""
     return Settings(
         kafka_bootstrap=os.environ.get("AROMATRACK_KAFKA", "127.0.0.1:39092"),
         influx_url=os.environ.get("AROMATRACK_INFLUX_URL", "http://127.0.0.1:38086"),
@@ -48,4 +96,6 @@ def load_settings() -> Settings:
         state_dir=Path(os.environ.get("AROMATRACK_STATE_DIR", PROJECT_ROOT / ".state")),
         # The faust app id is also the consumer group and the prefix of its table changelogs.
         app_id=os.environ.get("AROMATRACK_APP_ID", "aromatrack"),
+        lab_methods=_env_lab_methods(),
+        historical_after_days=_env_days("AROMATRACK_HISTORICAL_AFTER_DAYS", 14.0),
     )

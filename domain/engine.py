@@ -13,6 +13,13 @@ same alert again with the next `version`. Anything else is the same question aga
 reminders are the delivery layer's job. A step up in severity is a new question: a new alert (new id).
 A new draw is a new anchor, so a new alert.
 
+Imports do not page: an alert is `historical` when its time is more than `historical_after_days` older than
+the moment it is raised (made known), i.e. it is news from a history imported long after the fact (a
+backfill, a bulk send, a clinic onboarding). The fold has no wall clock, so the mark is made where the raise
+time is known (`mark_historical`): by the stream when it releases an alert version (the release time), and by
+`evaluate(..., as_of_s=T)`, which reads the timeline as a history received whole at T, as the stream would
+see a bulk send at T. A timeline folded without `as_of_s` is read as arriving live: nothing is old when raised.
+
 State stays bounded: the trend keeps `keep_days`, pairs keep `max_pairs`, symptoms keep their window,
 training load is a running total since the last E2, and alerts whose question has not come up for
 `ALERT_MEMORY_DAYS` are forgotten.
@@ -58,6 +65,8 @@ class EngineSettings:
     rules: rules.RuleSettings = field(default_factory=rules.RuleSettings)
     trend: bodycomp.TrendSettings = field(default_factory=bodycomp.TrendSettings)
     correlation: correlation.CorrelationSettings = field(default_factory=correlation.CorrelationSettings)
+    # An alert raised this long after its time is history, not news: stored and summarised, not paged.
+    historical_after_days: float = 14.0
 
 
 @dataclass(frozen=True)
@@ -438,6 +447,16 @@ def _raise(state: AthleteState, findings: list[rules.Finding], now_s: float) -> 
     return alerts
 
 
+def is_historical(alert: Alert, raised_at_s: float, settings: EngineSettings = EngineSettings()) -> bool:
+    """Whether an alert version raised (made known) at `raised_at_s` is news from imported history."""
+    return raised_at_s - alert.time.timestamp() > settings.historical_after_days * DAY_S
+
+
+def mark_historical(alert: Alert, raised_at_s: float, settings: EngineSettings = EngineSettings()) -> Alert:
+    """The alert as raised at `raised_at_s`: marked `historical` when it is (see the module docstring)."""
+    return alert.model_copy(update={"historical": is_historical(alert, raised_at_s, settings)})
+
+
 def _prune(state: AthleteState, now_s: float, settings: EngineSettings) -> None:
     symptom_start = now_s - 2 * settings.rules.symptom_window_days * DAY_S
     state.symptoms = [s for s in state.symptoms if s.time_s >= symptom_start]
@@ -508,10 +527,13 @@ def evaluate(
     events: Iterable[EventBase], settings: EngineSettings = EngineSettings(), as_of_s: float | None = None
 ) -> list[Alert]:
     """Every alert version a timeline raises, in event-time order, then those falling due as every athlete's
-    clock runs on to `as_of_s` (default: none; each clock stops at the athlete's last event)."""
+    clock runs on to `as_of_s`. With `as_of_s` the timeline is a history received whole at that time (as the
+    stream sees a bulk send then): each version is marked `historical` as raised at `as_of_s`. Without it each
+    clock stops at the athlete's last event and nothing is marked (a timeline arriving live)."""
     states: dict[str, AthleteState] = {}
     alerts = [alert for _, outcome in fold(events, settings, states) for alert in outcome.alerts]
-    if as_of_s is not None:
-        for state in states.values():
-            alerts += advance(state, as_of_s, settings)
-    return alerts
+    if as_of_s is None:
+        return alerts
+    for state in states.values():
+        alerts += advance(state, as_of_s, settings)
+    return [mark_historical(alert, as_of_s, settings) for alert in alerts]

@@ -140,8 +140,8 @@ E2_CORRELATION = Series(
 ALERTS = Series(
     "alerts",
     tags=("athlete_id", "kind", "rule", "severity"),
-    fields=("alert_id", "summary"),
-    doc="Every alert emitted, for annotations and the open-alerts table.",
+    fields=("alert_id", "summary", "historical"),
+    doc="Every alert emitted, for annotations and the open-alerts table; `historical`: raised on imported history.",
 )
 
 ALL_SERIES = (

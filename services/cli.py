@@ -79,6 +79,16 @@ def worker(
         help="Seconds before the other workers take over a silent (killed) worker's partitions. Default: faust's "
         "60 s (aiokafka's 10 s for the ingest consumer). The broker accepts 6 s at least.",
     ),
+    lab_method: list[str] = typer.Option(
+        [], "--lab-method", metavar="LAB=METHOD",
+        help="The assay a lab uses when its results name none (lc_msms or immunoassay); repeat per lab. Default: "
+        "AROMATRACK_LAB_METHODS (LAB=METHOD,...). Give `aromatrack evaluate` the same to get the same alerts.",
+    ),
+    historical_after: float = typer.Option(
+        None, "--historical-after", min=0, metavar="DAYS",
+        help="An alert released more than this after its time (a history import) is marked historical: stored "
+        "and summarised by the notifier, not paged. Default: AROMATRACK_HISTORICAL_AFTER_DAYS, else 14.",
+    ),
 ) -> None:
     """Run the stream worker (all agents) against AROMATRACK_KAFKA and AROMATRACK_INFLUX_URL.
 
@@ -88,7 +98,18 @@ def worker(
     """
     import os
 
-    settings = load_settings()
+    # The app reads its settings from the environment when imported (below).
+    if lab_method:
+        from aromatrack.services.cli_evaluate import lab_methods
+
+        os.environ["AROMATRACK_LAB_METHODS"] = ",".join(f"{lab}={m}" for lab, m in lab_methods(lab_method).items())
+    if historical_after is not None:
+        os.environ["AROMATRACK_HISTORICAL_AFTER_DAYS"] = str(historical_after)
+    try:
+        settings = load_settings()
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
     directory = data_dir or settings.state_dir / "faust"
     lock = _hold_worker_dir(directory)  # noqa: F841  (held until the process exits)
     os.environ["AROMATRACK_WORKER_DIR"] = str(directory)

@@ -148,11 +148,10 @@ def notifier(
     first_delay: float = typer.Option(0.5, help="Seconds before the first retry; doubles each retry."),
     renotify_after: float = typer.Option(86400.0, help="Seconds before an unacknowledged alert is sent again."),
     group: str = typer.Option("aromatrack-notifier", help="Kafka consumer group (one per deployment)."),
-    historical_after: float = typer.Option(
-        14.0, min=0, help="Days: an alert older than this when it arrives (a history import) is stored and "
-        "summarised once per athlete and clinician, not delivered on its own."),
     summary_quiet: float = typer.Option(
-        30.0, min=0, help="Seconds without a historical alert for an athlete before the import's summary goes out."),
+        30.0, min=0, help="Seconds without a historical alert for an athlete before the import's summary goes out "
+        "(alerts the stream marked historical, raised on imported history, are stored and summarised once per "
+        "athlete and clinician, not delivered on their own; `aromatrack worker --historical-after` sets the age)."),
 ) -> None:
     """Deliver alerts from the alerts topic to each athlete's clinicians (webhook and e-mail). E-mail uses
     STARTTLS whenever offered, and sends nothing without it off this host."""
@@ -169,7 +168,7 @@ def notifier(
     smtp = SmtpConfig(smtp_host, smtp_port, username=smtp_user, password=os.environ.get("AROMATRACK_SMTP_PASSWORD"),
                       ca_file=smtp_ca_file) if smtp_host else None
     asyncio.run(serve(load_settings(), smtp=smtp, retry=Retry(attempts, first_delay), renotify_after_s=renotify_after,
-                      group_id=group, historical=HistoricalImports(historical_after * 86400, summary_quiet)))
+                      group_id=group, historical=HistoricalImports(summary_quiet)))
 
 
 def register_api_commands(app: typer.Typer) -> None:

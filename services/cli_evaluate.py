@@ -1,7 +1,11 @@
 """`aromatrack evaluate TIMELINE.jsonl --json`: the clinical core over a file, for what-if review and tests.
 
 Input lines may come in any order; the engine processes them in event-time order, then runs every athlete's
-clock to `--as-of` (default: the last event's time, so nothing falls due after the history ends). Output: one
+clock to `--as-of` (default: the last event's time, so nothing falls due after the history ends). With
+`--as-of T` the file is a history received whole at T, as the stream sees a bulk send at T: alerts older than
+`--historical-after` days at T are marked `historical`, as the stream marks them (without it, the file is read as
+arriving live and nothing is marked). The engine settings default to the stream workers' (AROMATRACK_LAB_METHODS,
+AROMATRACK_HISTORICAL_AFTER_DAYS), so both give the same alerts. Output: one
 line per alert in its final version (an alert updated by new evidence appears once, as its last version, at
 the position it was first raised); `--history` prints every version as the stream sends them. A `workout.fit` line is
 decoded into the `workout.summary` the stream would make of it (same adapter, same workout id), so the file
@@ -11,6 +15,7 @@ reported on stderr (no values, only the reason); stdout carries one alert JSON p
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +24,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import typer
 
+from aromatrack.deploy.settings import load_settings, parse_lab_methods
 from aromatrack.schemas.events import Alert, AthleteProfile, EventBase, EventError, WorkoutFit, parse_event
 from aromatrack.services.jsonl import read_events, report_to_stderr
 
@@ -73,14 +79,11 @@ def upload_outcome(upload: WorkoutFit, profile_history: list) -> list[dict[str, 
 
 
 def lab_methods(pairs: list[str]) -> dict[str, str]:
-    """`LAB=METHOD` options as a mapping; a malformed one is a usage error naming it."""
-    methods = {}
-    for pair in pairs:
-        lab, _, method = pair.partition("=")
-        if not lab or method not in ("lc_msms", "immunoassay"):
-            raise typer.BadParameter(f"{pair!r}: expected LAB=lc_msms or LAB=immunoassay", param_hint="--lab-method")
-        methods[lab] = method
-    return methods
+    """`--lab-method LAB=METHOD` options as a mapping; a malformed one is a usage error naming it."""
+    try:
+        return parse_lab_methods(pairs)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--lab-method") from None
 
 
 def final_versions(alerts: list[Alert]) -> list[Alert]:
@@ -96,8 +99,10 @@ def evaluate(
     json_output: bool = typer.Option(False, "--json", help="One alert JSON object per line (the only format)."),
     as_of: Optional[datetime] = typer.Option(
         None, "--as-of", formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"],
-        help="Run every athlete's clock to this time (UTC unless it says otherwise), raising the rechecks that "
-        "fall due with no event after them. Default: the last event's time.",
+        help="Read the file as a history received whole at this time (UTC unless it says otherwise), as the "
+        "stream sees a bulk send: every athlete's clock runs to it, raising the rechecks that fall due with no "
+        "event after them, and alerts older than --historical-after days then are marked historical. Default: "
+        "the last event's time, nothing marked (the file read as arriving live).",
     ),
     history: bool = typer.Option(False, "--history", help="Every version of every alert, not only the last."),
     workers: int = typer.Option(
@@ -107,15 +112,29 @@ def evaluate(
     lab_method: list[str] = typer.Option(
         [], "--lab-method", metavar="LAB=METHOD",
         help="The assay a lab uses when its results name none (lc_msms or immunoassay); repeat per lab. A result "
-        "with neither is treated as an unstated method, and repeated low ones escalate.",
+        "with neither is treated as an unstated method, and repeated low ones escalate. Default: the workers' "
+        "setting, AROMATRACK_LAB_METHODS (LAB=METHOD,...).",
+    ),
+    historical_after: Optional[float] = typer.Option(
+        None, "--historical-after", min=0, metavar="DAYS",
+        help="With --as-of: an alert older than this then is marked historical (imported history, summarised "
+        "by the notifier rather than paged). Default: the workers' setting, AROMATRACK_HISTORICAL_AFTER_DAYS (14).",
     ),
 ) -> None:
     """Run a timeline through the clinical rules and print the alerts it raises, one JSON per line."""
-    from aromatrack.domain.engine import AthleteState, EngineSettings, advance, fold
-    from aromatrack.domain.rules import RuleSettings
+    from aromatrack.domain.engine import AthleteState, advance, fold, mark_historical
     from aromatrack.schemas.events import dump_event
 
-    settings = EngineSettings(rules=RuleSettings(default_method_by_lab=lab_methods(lab_method)))
+    overrides: dict[str, Any] = {}
+    if lab_method:
+        overrides["lab_methods"] = tuple(lab_methods(lab_method).items())
+    if historical_after is not None:
+        overrides["historical_after_days"] = historical_after
+    try:
+        settings = dataclasses.replace(load_settings(), **overrides).engine_settings()
+    except ValueError as exc:  # a malformed AROMATRACK_* variable
+        report_to_stderr(f"error: {exc}")
+        raise typer.Exit(2)
     if not json_output:
         report_to_stderr("note: alerts are printed as JSON lines (--json is the only output format)")
     states: dict[str, AthleteState] = {}
@@ -128,6 +147,7 @@ def evaluate(
         as_of_s = (as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)).timestamp()
         for state in states.values():
             alerts += advance(state, as_of_s, settings)
+        alerts = [mark_historical(alert, as_of_s, settings) for alert in alerts]
     for alert in alerts if history else final_versions(alerts):
         typer.echo(dump_event(alert).decode())
 

@@ -12,9 +12,11 @@ Updates: the engine sends new evidence for an alert as a new version with the sa
 the latest version; an update is not a new page: it goes out with the next reminder (which names the version),
 and never for an acknowledged alert, which stays quiet until the engine raises a new alert.
 
-Imports do not page: an alert marked `historical`, or whose time is older than `HistoricalImports.after_s` when it
-arrives (a backfill, a bulk send, a clinic onboarding its history), is stored in the inbox but not delivered on
-its own. Once an athlete's import has settled (no historical alert for `quiet_s`), each of the athlete's
+Imports do not page: an alert marked `historical` (by the stream, which raised it long after its time: a backfill,
+a bulk send, a clinic onboarding its history; `domain.engine.is_historical`) is stored in the inbox but not
+delivered on its own. The notifier follows the mark and has no age rule of its own, so a notifier catching up on
+a backlog after an outage still pages the alerts that were live when raised. Once an athlete's import has
+settled (no historical alert for `quiet_s`), each of the athlete's
 clinicians gets one summary ("N historical alerts imported for athlete X, the latest: ..."), delivered, logged
 and reminded like an alert (rule `summary.historical_import`; its `alerts_summarised` evidence lists the alert
 ids it covers). Live alerts are unchanged.
@@ -89,7 +91,6 @@ class Retry:
 
 @dataclass(frozen=True)
 class HistoricalImports:
-    after_s: float = 14 * 86400.0  # an alert this much older than its arrival is history, not news
     quiet_s: float = 30.0  # an athlete's import has settled after this long without a historical alert
 
 
@@ -214,11 +215,10 @@ class Notifier:
         retry: Retry = Retry(),
         historical: HistoricalImports = HistoricalImports(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], float] = time.time,
     ):
         self.store, self.influx, self.dead_letters, self.smtp, self.retry = store, influx, dead_letters, smtp, retry
         self.historical = historical
-        self._sleep, self._clock = sleep, clock
+        self._sleep = sleep
         self._http = httpx.AsyncClient(timeout=10)
 
     async def close(self) -> None:
@@ -233,8 +233,8 @@ class Notifier:
         except ValidationError as exc:
             await self._dead_letter(raw, f"not an alert: {exc.error_count()} validation errors")
             return
-        if alert.historical or self._clock() - alert.time.timestamp() > self.historical.after_s:
-            self.store.record_historical(alert.model_copy(update={"historical": True}))
+        if alert.historical:
+            self.store.record_historical(alert)
             return
         self.store.record_alert(alert)
         latest = self.store.alert(alert.alert_id)

@@ -8,6 +8,10 @@ with those sent and returns the messages that close the gap: new alerts, alerts 
 id, the corrected body) and withdrawals of sent alerts the history no longer raises. Released twice with no
 change in between, it returns nothing.
 
+Imports do not page: each alert version is marked `historical` (`engine.is_historical`) as raised at the release
+that first sends it, and keeps that mark: a version sent live stays live however long it stands, and one sent
+again after a crash is sent as it was marked. Digests are of the unmarked alert the history raises.
+
 Crashes: a release's messages are stored as `in_flight` before they are sent and cleared (`confirm`) once the
 broker has them. An outbox restored with messages in flight sends them again (in their current version: the
 alert, or its withdrawal if the history no longer raises it), so a crash anywhere between the store and the
@@ -20,7 +24,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Mapping, Union
+from typing import Callable, Mapping, Union
 
 from aromatrack.schemas.events import Alert, AlertWithdrawal, dump_event
 
@@ -37,6 +41,7 @@ class SentAlert:
     time: datetime
     kind: str
     rule: str
+    historical: bool = False  # as marked at the release that first sent this version
 
 
 def digest(alert: Alert) -> str:
@@ -54,9 +59,10 @@ class Outbox:
     unreleased: bool = False
     in_flight: dict[str, SentAlert] = field(default_factory=dict)
 
-    def release(self, current: Mapping[str, Alert]) -> list[OutboxMessage]:
+    def release(self, current: Mapping[str, Alert], is_historical: Callable[[Alert], bool]) -> list[OutboxMessage]:
         """The messages that make the sent alerts equal `current`, with those of an unconfirmed release again
-        (withdrawals first, then alerts by time and rule); they are in flight until `confirm`."""
+        (withdrawals first, then alerts by time and rule); they are in flight until `confirm`. A version not sent
+        before is marked by `is_historical` (raised now); one sent before keeps its mark."""
         gone = {alert_id: sent for alert_id, sent in {**self.in_flight, **self.sent}.items() if alert_id not in current}
         withdrawals: list[OutboxMessage] = [
             AlertWithdrawal(
@@ -72,10 +78,14 @@ class Outbox:
         )
         for alert_id in gone:
             self.sent.pop(alert_id, None)
+        marked = []
         for alert in changed:
-            self.sent[alert.alert_id] = SentAlert(digest(alert), alert.time, alert.kind, alert.rule)
+            body, before = digest(alert), self.sent.get(alert.alert_id)
+            historical = before.historical if before is not None and before.digest == body else is_historical(alert)
+            self.sent[alert.alert_id] = SentAlert(body, alert.time, alert.kind, alert.rule, historical)
+            marked.append(alert.model_copy(update={"historical": historical}))
         self.in_flight = {**gone, **{alert.alert_id: self.sent[alert.alert_id] for alert in changed}}
-        return withdrawals + changed
+        return withdrawals + marked
 
     def confirm(self) -> None:
         """The released messages are on the broker."""

@@ -19,6 +19,14 @@ for a partition until all of its inputs are in (one fold per athlete instead of 
 an event that arrives later still (a lab entered weeks late) is placed at its time and the difference released
 with withdrawals.
 
+Imports do not page: a release marks each alert version it sends for the first time `historical` when its time
+is more than the `historical_after_days` setting before the release (`engine.is_historical`; the release time is
+the raise time), so a bulk import's alerts are stored as history (alerts topic, InfluxDB) for the notifier to
+summarise, while live alerts, released within seconds of their event, are not; `evaluate --as-of` marks the same
+way for a history received whole at its as-of time. The engine settings (the labs' default assays, the
+historical age) come from the worker's settings (`aromatrack worker --lab-method --historical-after`, or
+AROMATRACK_LAB_METHODS and AROMATRACK_HISTORICAL_AFTER_DAYS), which evaluate takes by default.
+
 Clocks: a release runs the athlete's clock on to the wall clock (`alerts(as_of_s=now)`: the same alerts as
 `aromatrack evaluate --as-of`), and remembers when the next scheduled recheck falls due; a timer releases the
 athletes whose due time has come, so a quiet athlete's recheck is not left waiting for the next event.
@@ -41,11 +49,14 @@ from datetime import timezone
 import faust
 from pydantic import ValidationError
 
+from aromatrack.domain import engine
 from aromatrack.schemas import series, topics
 from aromatrack.schemas.events import Alert, AlertWithdrawal, EventBase, EventError, dump_event, parse_event
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, parse_marker
 from aromatrack.streams.alert_outbox import OutboxMessage
-from aromatrack.streams.app import PART_SEPARATOR, app, athlete_keyed_table, dead_letter, influx, part_key, timeline_topic
+from aromatrack.streams.app import (
+    PART_SEPARATOR, app, athlete_keyed_table, dead_letter, influx, part_key, settings, timeline_topic,
+)
 from aromatrack.streams.clinical_codec import (
     OUTBOX_PART, ClinicalRecord, decode_outbox, event_writes, outbox_write, read_record,
 )
@@ -58,6 +69,8 @@ BATCH_WINDOW_S = 0.02
 # Records kept in memory (the least recently used are dropped; the table has them whole): memory stays flat in
 # the number of athletes a worker owns but does not touch.
 MAX_RECORDS = 1000
+# The labs' default assays and the historical age, from the worker's settings (evaluate's by default too).
+ENGINE_SETTINGS = settings.engine_settings()
 
 alerts_topic = app.topic(topics.ALERTS_TOPIC, value_serializer="raw", key_serializer="raw")
 history_table = athlete_keyed_table("clinical_history")
@@ -74,7 +87,8 @@ _lock = asyncio.Lock()
 
 def alert_point(alert: Alert) -> Point:
     tags = {"athlete_id": alert.athlete_id, "kind": alert.kind, "rule": alert.rule, "severity": alert.severity}
-    return series.ALERTS.point(alert.time, tags, {"alert_id": alert.alert_id, "summary": alert.summary})
+    return series.ALERTS.point(
+        alert.time, tags, {"alert_id": alert.alert_id, "summary": alert.summary, "historical": alert.historical})
 
 
 def _influxql_string(value: str) -> str:
@@ -98,8 +112,8 @@ def _load(athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
     a release is due (then the release's fold writes every point: some may not have been written before a crash)."""
     record = _records.get(athlete_key)
     if record is None:
-        record = read_record(athlete_id, lambda part: history_table.get(part_key(athlete_key, part)))
-        record = record or ClinicalRecord.new(athlete_id)
+        record = read_record(athlete_id, lambda part: history_table.get(part_key(athlete_key, part)), ENGINE_SETTINGS)
+        record = record or ClinicalRecord.new(athlete_id, ENGINE_SETTINGS)
         if not record.outbox.unreleased:
             record.timeline.fold()
         _records[athlete_key] = record
@@ -172,7 +186,8 @@ async def _release(partitions: set[int]) -> None:
     sent: list[OutboxMessage] = []
     now = time.time()
     for athlete_key, record in records.items():
-        messages = record.outbox.release(record.timeline.alerts(as_of_s=now))
+        messages = record.outbox.release(
+            record.timeline.alerts(as_of_s=now), lambda alert: engine.is_historical(alert, now, ENGINE_SETTINGS))
         next_due = record.timeline.next_due_s(now)
         if next_due is not None:
             _next_due[athlete_key] = next_due

@@ -5,8 +5,10 @@ renaming or reshaping a domain field cannot break a restore. The parts, each `{"
 
 - `periods`: the numbers of the periods (PERIOD_DAYS of event time) that hold events;
 - `p<number>`: that period's events, in the event contract's JSON (each event keeps its own schema_version);
-- `outbox`: the alerts sent (id -> digest, time, kind, rule), those of a release not yet confirmed, and whether a
-  release is due.
+- `outbox`: the alerts sent (id -> digest, time, kind, rule, historical), those of a release not yet confirmed,
+  and whether a release is due.
+
+Format 2 added `historical` to the outbox's alerts; parts of format 1 are still read (their alerts as sent live).
 
 A batch rewrites only the periods it added events to, so the changelog grows by a period (~10 events) per
 athlete per batch, not by the history.
@@ -20,11 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
+from aromatrack.domain.engine import EngineSettings
 from aromatrack.schemas.events import EventBase, parse_event
 from aromatrack.streams.alert_outbox import Outbox, SentAlert
 from aromatrack.streams.clinical_timeline import AthleteTimeline, OrderKey
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 PERIOD_DAYS = 7
 PERIOD_S = PERIOD_DAYS * 86400
 PERIODS_PART = b"periods"
@@ -44,8 +48,8 @@ class ClinicalRecord:
     periods: set[int]
 
     @classmethod
-    def new(cls, athlete_id: str) -> "ClinicalRecord":
-        return cls(AthleteTimeline(athlete_id), Outbox(athlete_id), set())
+    def new(cls, athlete_id: str, settings: EngineSettings | None = None) -> "ClinicalRecord":
+        return cls(AthleteTimeline(athlete_id, settings or EngineSettings()), Outbox(athlete_id), set())
 
 
 def period_of(event: EventBase) -> int:
@@ -65,9 +69,10 @@ def _decode(part: bytes, raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except ValueError as exc:
         raise StoredStateError(f"stored part {part.decode()!r} is not JSON: {exc}") from None
-    if not isinstance(body, dict) or body.get("v") != FORMAT_VERSION:
+    if not isinstance(body, dict) or body.get("v") not in READABLE_VERSIONS:
         version = body.get("v") if isinstance(body, dict) else None
-        raise StoredStateError(f"stored part {part.decode()!r} has format version {version!r}; this code reads {FORMAT_VERSION}")
+        raise StoredStateError(
+            f"stored part {part.decode()!r} has format version {version!r}; this code reads {READABLE_VERSIONS}")
     return body
 
 
@@ -81,14 +86,16 @@ def encode_events(events: Iterable[EventBase]) -> bytes:
 
 def _encode_sent(alerts: dict[str, SentAlert]) -> dict[str, Any]:
     return {
-        alert_id: {"digest": sent.digest, "time": sent.time.isoformat(), "kind": sent.kind, "rule": sent.rule}
+        alert_id: {"digest": sent.digest, "time": sent.time.isoformat(), "kind": sent.kind, "rule": sent.rule,
+                   "historical": sent.historical}
         for alert_id, sent in alerts.items()
     }
 
 
 def _decode_sent(body: dict[str, Any]) -> dict[str, SentAlert]:
     return {
-        alert_id: SentAlert(item["digest"], datetime.fromisoformat(item["time"]), item["kind"], item["rule"])
+        alert_id: SentAlert(item["digest"], datetime.fromisoformat(item["time"]), item["kind"], item["rule"],
+                            bool(item.get("historical", False)))
         for alert_id, item in body.items()
     }
 
@@ -125,9 +132,11 @@ def outbox_write(record: ClinicalRecord) -> tuple[bytes, bytes]:
     return OUTBOX_PART, encode_outbox(record.outbox)
 
 
-def read_record(athlete_id: str, read: Callable[[bytes], bytes | None]) -> ClinicalRecord | None:
-    """The athlete's record rebuilt from `read(part)` (the events re-folded), or None for an athlete never
-    stored."""
+def read_record(
+    athlete_id: str, read: Callable[[bytes], bytes | None], settings: EngineSettings | None = None
+) -> ClinicalRecord | None:
+    """The athlete's record rebuilt from `read(part)` (the events re-folded with `settings`), or None for an
+    athlete never stored."""
     periods_raw = read(PERIODS_PART)
     outbox_raw = read(OUTBOX_PART)
     if periods_raw is None and outbox_raw is None:
@@ -139,4 +148,4 @@ def read_record(athlete_id: str, read: Callable[[bytes], bytes | None]) -> Clini
         if raw is not None:
             events.extend(parse_event(item) for item in _decode(period_part(period), raw)["events"])
     outbox = decode_outbox(athlete_id, outbox_raw) if outbox_raw else Outbox(athlete_id)
-    return ClinicalRecord(AthleteTimeline.of(athlete_id, events), outbox, periods)
+    return ClinicalRecord(AthleteTimeline.of(athlete_id, events, settings), outbox, periods)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import random
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -149,3 +150,47 @@ async def test_through_the_ingest_agents_the_alerts_equal_evaluate(stack, worker
     received = await alerts_on_topic(stack.kafka_bootstrap, {athlete}, len(expected), timeout_s=60)
     assert "dose_review.low_e2_on_ai" in {a["rule"] for a in received}
     assert topic_state(received) == expected
+
+
+async def test_imported_history_is_marked_historical_on_the_topic_and_in_influxdb_and_live_alerts_are_not(
+    stack, worker, influx_for
+):
+    imported, live = unique_athlete("imported"), unique_athlete("live")
+    history_events = history("low_e2_on_ai.jsonl", imported)  # drawn in 2025: raised now, it is history
+    now = datetime.now(timezone.utc)
+    live_events = [parse_event({"type": "lab.result", "athlete_id": live, "time": now.isoformat(),
+                                "analyte": "estradiol", "value": 75, "unit": "pg/mL", "method": "lc_msms"})]
+    expected = expected_state(history_events + live_events)
+    await send_all(stack.kafka_bootstrap, history_events + live_events)
+    received = topic_state(await alerts_on_topic(stack.kafka_bootstrap, {imported, live}, len(expected), 120))
+    assert received == expected  # the same marks as evaluate --as-of now
+    marks = {alert["athlete_id"]: set() for alert in received.values()}
+    for alert in received.values():
+        marks[alert["athlete_id"]].add(alert["historical"])
+    assert marks == {imported: {True}, live: {False}}
+
+    async with influx_for(worker.database) as influx:
+        query = f"SELECT alert_id, historical FROM alerts WHERE athlete_id = '{imported}' OR athlete_id = '{live}'"
+
+        async def all_written() -> bool:
+            return len(rows(await influx.query(query))) == len(expected)
+
+        await eventually(all_written)
+        stored = {row["alert_id"]: row["historical"] for row in rows(await influx.query(query))}
+    assert stored == {alert_id: alert["historical"] for alert_id, alert in received.items()}
+
+
+async def test_a_quiet_athletes_recheck_falls_due_on_the_workers_clock_with_evaluates_id(stack, worker):
+    athlete = unique_athlete("clock")
+    recheck_days = 42  # RuleSettings.recheck_after_trt_start_days
+    start = datetime.now(timezone.utc) - timedelta(days=recheck_days) + timedelta(seconds=20)
+    events = [parse_event({"type": "protocol.phase", "athlete_id": athlete, "time": start.isoformat(), "phase": "trt"}),
+              parse_event({"type": "dose.change", "athlete_id": athlete, "time": start.isoformat(),
+                           "drug": "testosterone_cypionate", "dose_mg": 100, "times_per_week": 1})]
+    assert expected_state(events) == {}  # not due yet: nothing to release with the events
+    await send_all(stack.kafka_bootstrap, events)
+    received = topic_state(await alerts_on_topic(stack.kafka_bootstrap, {athlete}, 1, timeout_s=90))
+    assert received == expected_state(events)  # the same id and body evaluate gives once it is due
+    (alert,) = received.values()
+    assert alert["rule"] == "recheck.after_trt_start" and alert["historical"] is False
+    assert datetime.fromisoformat(alert["time"]) == start + timedelta(days=recheck_days)

@@ -326,9 +326,10 @@ async def test_an_update_is_not_a_new_page_it_rides_the_next_reminder_and_an_ack
 
 async def test_an_import_of_history_is_summarised_once_per_clinician_not_paged_alert_by_alert(setup, receiver, mailbox):
     now = datetime.now(timezone.utc)
-    imported = [make_alert(setup.athlete).model_copy(update={"time": now - timedelta(days=days)}) for days in (300, 200, 40)]
-    live = make_alert(setup.athlete)
-    async with Running(setup, historical=HistoricalImports(after_s=14 * 86400, quiet_s=1.0)) as running:
+    imported = [make_alert(setup.athlete).model_copy(update={"time": now - timedelta(days=days), "historical": True})
+                for days in (300, 200, 40)]
+    live = make_alert(setup.athlete).model_copy(update={"time": now - timedelta(days=40)})  # late, but raised live
+    async with Running(setup, historical=HistoricalImports(quiet_s=1.0)) as running:
         for alert in (*imported, live):
             await produce(setup.settings.kafka_bootstrap, topics.ALERTS_TOPIC, alert.model_dump_json().encode(),
                           setup.athlete.encode())

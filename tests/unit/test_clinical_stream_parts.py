@@ -98,6 +98,11 @@ def test_a_late_event_rewrites_only_the_points_whose_values_changed():
     assert len(trend_after) < len([e for e in scale if e.time >= late.time])  # not every later reading's
 
 
+def live(alert):
+    """Releases in these tests follow their events at once: no alert is imported history."""
+    return False
+
+
 def _alert(alert_id="a1", summary="E2 low", rule="dose_review.low_e2_on_ai"):
     return Alert(alert_id=alert_id, athlete_id="ath", time="2026-01-05T08:00:00Z", kind="dose_review", rule=rule,
                  severity="warning", summary=summary, evidence=[], sources=[])
@@ -105,24 +110,46 @@ def _alert(alert_id="a1", summary="E2 low", rule="dose_review.low_e2_on_ai"):
 
 def test_outbox_sends_new_and_changed_alerts_and_withdraws_what_no_longer_holds():
     outbox = Outbox("ath")
-    first = outbox.release({"a1": _alert(), "a2": _alert("a2")})
+    first = outbox.release({"a1": _alert(), "a2": _alert("a2")}, live)
     assert [m.alert_id for m in first] == ["a1", "a2"]
     outbox.confirm()
-    assert outbox.release({"a1": _alert(), "a2": _alert("a2")}) == []  # released again, nothing new
-    changed = outbox.release({"a1": _alert(summary="E2 low, corrected")})
+    assert outbox.release({"a1": _alert(), "a2": _alert("a2")}, live) == []  # released again, nothing new
+    changed = outbox.release({"a1": _alert(summary="E2 low, corrected")}, live)
     assert [(m.type, m.alert_id) for m in changed] == [("alert.withdrawal", "a2"), ("alert", "a1")]
     assert changed[0].status == "withdrawn" and changed[0].rule == "dose_review.low_e2_on_ai"
     # not confirmed (a crash while sending): released again, the same messages go out again
-    assert outbox.release({"a1": _alert(summary="E2 low, corrected")}) == changed
+    assert outbox.release({"a1": _alert(summary="E2 low, corrected")}, live) == changed
     outbox.confirm()
-    assert outbox.release({"a1": _alert(summary="E2 low, corrected")}) == []
+    assert outbox.release({"a1": _alert(summary="E2 low, corrected")}, live) == []
+
+
+def test_outbox_marks_a_version_historical_at_its_first_release_and_keeps_the_mark():
+    outbox = Outbox("ath")
+    imported = outbox.release({"a1": _alert()}, lambda alert: True)
+    assert [m.historical for m in imported] == [True]
+    outbox.confirm()
+    assert outbox.release({"a1": _alert()}, live) == []  # the same version: no change, whatever the clock says
+    update = outbox.release({"a1": _alert(summary="E2 low, new evidence")}, live)
+    assert [m.historical for m in update] == [False]  # a new version is marked as raised now
+    # not confirmed (a crash): sent again as it was marked, though the clock would now call it history
+    assert outbox.release({"a1": _alert(summary="E2 low, new evidence")}, lambda alert: True) == update
+    outbox.confirm()
+    marks = {alert_id: sent.historical for alert_id, sent in outbox.sent.items()}
+    restored = codec.decode_outbox("ath", codec.encode_outbox(outbox))
+    assert {alert_id: sent.historical for alert_id, sent in restored.sent.items()} == marks == {"a1": False}
+
+
+def test_a_format_1_outbox_is_read_as_sent_live():
+    sent = {"a1": {"digest": "d", "time": "2026-01-05T08:00:00+00:00", "kind": "dose_review", "rule": "r"}}
+    outbox = codec.decode_outbox("ath", json.dumps({"v": 1, "unreleased": False, "sent": sent, "in_flight": {}}).encode())
+    assert outbox.sent["a1"].historical is False and outbox.sent["a1"].digest == "d"
 
 
 def test_codec_round_trips_events_and_outbox_and_refuses_other_versions():
     events = EVENTS["fat_loss_unchanged_ai"]
     record = ClinicalRecord.new(events[0].athlete_id)
     added = record.timeline.add(events)
-    record.outbox.release(record.timeline.alerts())
+    record.outbox.release(record.timeline.alerts(), live)
     store = dict(codec.event_writes(record, added) + [codec.outbox_write(record)])
     restored = codec.read_record(record.timeline.athlete_id, store.get)
     assert [dump_event(e) for e in restored.timeline.events] == [dump_event(e) for e in record.timeline.events]
@@ -217,7 +244,7 @@ def test_random_interleavings_lateness_releases_and_crashes_end_in_evaluates_ale
         position += len(batch)
         applied += batch
         if rng.random() < 0.3 or position == len(arrival):  # the watermark is complete
-            messages = record.outbox.release(record.timeline.alerts())
+            messages = record.outbox.release(record.timeline.alerts(), live)
             store.update([codec.outbox_write(record)])
             sent = rng.randint(0, len(messages)) if rng.random() < 0.1 else len(messages)
             topic += messages[:sent]
@@ -228,5 +255,5 @@ def test_random_interleavings_lateness_releases_and_crashes_end_in_evaluates_ale
             store.update([codec.outbox_write(record)])
             assert topic_state(topic) == evaluated(applied)
     record = codec.read_record(athlete, store.get)
-    topic += record.outbox.release(record.timeline.alerts())
+    topic += record.outbox.release(record.timeline.alerts(), live)
     assert topic_state(topic) == evaluated(events)

@@ -158,3 +158,21 @@ def test_a_labs_default_method_applies_to_its_results_that_name_none():
     assert [a.rule for a in unstated] == ["recheck.e2_immunoassay_low"]
     settings = engine.EngineSettings(rules=RuleSettings(default_method_by_lab={"lcms-lab": "lc_msms"}))
     assert [a.rule for a in engine.evaluate(events, settings)] == ["dose_review.low_e2_on_ai"]
+
+
+def test_an_alert_raised_long_after_its_time_is_imported_history():
+    events = [ev("dose.change", 0, drug="anastrozole", dose_mg=0.5, times_per_week=2),
+              ev("lab.result", 30, analyte="estradiol", value=75, unit="pg/mL", method="lc_msms"),
+              ev("lab.result", 60, analyte="estradiol", value=95, unit="pg/mL", method="lc_msms")]
+    assert not any(a.historical for a in engine.evaluate(events))  # no as-of: the timeline arrives live
+
+    def day(n):
+        return (T0 + timedelta(days=n)).timestamp()
+
+    at_day_70 = engine.evaluate(events, as_of_s=day(70))  # received whole on day 70: the day-30 draw is history
+    assert [((a.time - T0).days, a.historical) for a in at_day_70] == [(30, True), (60, False)]
+    # the age is a setting; exactly at it an alert is still news
+    settings = engine.EngineSettings(historical_after_days=10)
+    assert [a.historical for a in engine.evaluate(events, settings, as_of_s=day(70))] == [True, False]
+    assert [a.historical for a in engine.evaluate(events, settings, as_of_s=day(70) + 1)] == [True, True]
+    assert engine.mark_historical(at_day_70[1], day(200)).historical and engine.is_historical(at_day_70[1], day(200))

@@ -1,6 +1,7 @@
 """`aromatrack evaluate` end to end on the committed timelines (a real subprocess)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +31,9 @@ EXPECTED = {
 }
 
 
-def evaluate(path, *options):
+def evaluate(path, *options, env=None):
     return subprocess.run([sys.executable, "-m", "aromatrack.services.cli", "evaluate", str(path), "--json", *options],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
 
 
 def test_every_timeline_has_an_expectation():
@@ -87,6 +88,36 @@ def test_the_clock_raises_the_recheck_after_trt_start_with_nothing_sent_after_it
     result = evaluate(path, "--as-of", "2025-05-15")
     alerts = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(a["rule"], a["time"]) for a in alerts] == [("recheck.after_trt_start", "2025-04-14T08:00:00Z")]  # day 42
+
+
+def test_as_of_reads_the_file_as_a_history_received_then_and_marks_old_alerts_historical():
+    path = TIMELINES / "trt_start_then_silence.jsonl"
+
+    def marks(*options, env=None):
+        return [json.loads(line)["historical"] for line in evaluate(path, *options, env=env).stdout.splitlines()]
+
+    assert marks("--as-of", "2025-04-20") == [False]  # raised 6 days after its time (day 42): news
+    assert marks("--as-of", "2025-05-15") == [True]  # 31 days after: imported history
+    assert marks("--as-of", "2025-05-15", "--historical-after", "40") == [False]
+    assert marks("--as-of", "2025-05-15", env={"AROMATRACK_HISTORICAL_AFTER_DAYS": "40"}) == [False]  # the workers'
+
+
+def test_a_labs_default_assay_comes_from_the_workers_setting_or_the_option(tmp_path):
+    path = tmp_path / "lab.jsonl"
+    path.write_text("".join(json.dumps({"type": t, "athlete_id": "m", "time": f"2025-03-{day}T07:00:00Z", **f}) + "\n" for t, day, f in [
+        ("dose.change", "01", {"drug": "anastrozole", "dose_mg": 0.5, "times_per_week": 2}),
+        ("lab.result", "30", {"analyte": "estradiol", "value": 14, "unit": "pg/mL", "lab_id": "lab-9"}),
+        ("lab.result", "30", {"analyte": "testosterone_total", "value": 640, "unit": "ng/dL", "lab_id": "lab-9"})]))
+
+    def rules(*options, env=None):
+        return [json.loads(line)["rule"] for line in evaluate(path, *options, env=env).stdout.splitlines()]
+
+    assert rules() == ["recheck.e2_immunoassay_low"]  # no method stated, no default for the lab
+    assert rules(env={"AROMATRACK_LAB_METHODS": "lab-1=immunoassay,lab-9=lc_msms"}) == ["dose_review.low_e2_on_ai"]
+    assert rules("--lab-method", "lab-9=immunoassay", env={"AROMATRACK_LAB_METHODS": "lab-9=lc_msms"}) == [
+        "recheck.e2_immunoassay_low"]  # the option wins
+    bad = evaluate(path, env={"AROMATRACK_LAB_METHODS": "lab-9=mass_spec"})
+    assert bad.returncode == 2 and "AROMATRACK_LAB_METHODS: 'lab-9=mass_spec': expected LAB=lc_msms" in bad.stderr
 
 
 def test_a_crashed_e2_without_t_shows_the_e2_and_asks_for_t(results):
