@@ -23,7 +23,7 @@ def _or_exit(action: Callable[[Any], T]) -> T:
     """Run `action` on the store; a refused operation prints its reason and exits 1."""
     from aromatrack.services.store import Store, StoreError
 
-    store = Store(load_settings().state_dir / "api.sqlite3")
+    store = Store(load_settings().store_url)
     try:
         return action(store)
     except StoreError as exc:

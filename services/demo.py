@@ -130,7 +130,7 @@ def open_inbox(settings: Settings, events: list[dict]) -> InboxAccess | None:
     except local_stack.StackError as exc:
         console.print(f"[yellow]the inbox is not available: {exc}[/yellow]")
         return None
-    store = Store(settings.state_dir / "api.sqlite3")
+    store = Store(settings.store_url)
     try:
         clinicians = sorted({e["clinician_id"] for e in events if e["type"] == "athlete.profile"})
         open_alerts = {c: sum(len(store.alerts_for(a, open_only=True)) for a in store.athletes_of(c))
@@ -170,7 +170,7 @@ def start_process(settings: Settings, name: str, args: list[str], ready_marker: 
 
 def register_clinicians(settings: Settings, events: list[dict], receiver: WebhookReceiver) -> None:
     """Clinician users with the receiver as their webhook, on their athletes' care teams (idempotent)."""
-    store = Store(settings.state_dir / "api.sqlite3")
+    store = Store(settings.store_url)
     try:
         profiles = [e for e in events if e["type"] == "athlete.profile"]
         for clinician in sorted({p["clinician_id"] for p in profiles}):
@@ -184,7 +184,7 @@ def register_clinicians(settings: Settings, events: list[dict], receiver: Webhoo
 
 def delivered_earlier(settings: Settings, alert_ids: set[str], received_now: set[str]) -> set[str]:
     """Alerts the notifier's delivery log shows as sent, or summarised, other than those received in this run."""
-    store = Store(settings.state_dir / "api.sqlite3")
+    store = Store(settings.store_url)
     try:
         pending = alert_ids - received_now
         return {a for a in pending if any(d[2] == "delivered" for d in store.deliveries(a))} | store.summarised(pending)

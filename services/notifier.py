@@ -44,7 +44,7 @@ from aromatrack.schemas import topics
 from aromatrack.schemas.events import Alert, AlertEvidence
 from aromatrack.services import chart
 from aromatrack.services.auth import Role
-from aromatrack.services.store import Contact, Store
+from aromatrack.services.store import AsyncStore, Contact, Store
 from aromatrack.services.webhooks import WebhookSecretError, is_loopback, signed_headers, webhook_url_problem
 from aromatrack.streams.admin import ensure_topics
 from aromatrack.streams.influx import InfluxClient
@@ -52,6 +52,8 @@ from aromatrack.streams.influx import InfluxClient
 log = logging.getLogger("aromatrack.notifier")
 
 GROUP_ID = "aromatrack-notifier"
+SEND_TIMEOUT_S = 10.0  # one webhook request or SMTP conversation
+CLAIM_POLL_S = 1.0  # how often a notifier looks again at a send another notifier has claimed
 
 
 # --- delivery -------------------------------------------------------------------------------------
@@ -185,7 +187,7 @@ async def post_webhook(http: httpx.AsyncClient, contact: Contact, message: Messa
 
 async def send_email(smtp: SmtpConfig, contact: Contact, message: Message) -> None:
     def send() -> None:
-        with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as client:
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=SEND_TIMEOUT_S) as client:
             client.ehlo()
             if client.has_extn("starttls"):
                 client.starttls(context=ssl.create_default_context(cafile=smtp.ca_file))
@@ -216,10 +218,13 @@ class Notifier:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
     ):
-        self.store, self.influx, self.dead_letters, self.smtp, self.retry = store, influx, dead_letters, smtp, retry
+        self.store = AsyncStore(store)
+        self.influx, self.dead_letters, self.smtp, self.retry = influx, dead_letters, smtp, retry
+        # A claimed send older than its retries can take belongs to a notifier that died: another may take it.
+        self._claim_s = sum(retry.delays()) + retry.attempts * SEND_TIMEOUT_S + 60.0
         self.historical = historical
         self._sleep, self._clock = sleep, clock
-        self._http = httpx.AsyncClient(timeout=10)
+        self._http = httpx.AsyncClient(timeout=SEND_TIMEOUT_S)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -234,35 +239,43 @@ class Notifier:
             await self._dead_letter(raw, f"not an alert: {exc.error_count()} validation errors")
             return
         if alert.historical or self._clock() - alert.time.timestamp() > self.historical.after_s:
-            self.store.record_historical(alert.model_copy(update={"historical": True}))
+            await self.store.record_historical(alert.model_copy(update={"historical": True}))
             return
-        self.store.record_alert(alert)
-        latest = self.store.alert(alert.alert_id)
+        await self.store.record_alert(alert)
+        latest = await self.store.alert(alert.alert_id)
         await self.deliver(latest.alert if latest is not None else alert, round_=1)
 
     async def deliver(self, alert: Alert, round_: int) -> None:
         """Send `alert` on every channel of every clinician, skipping channels the log says are done."""
-        inbox = self.store.alert(alert.alert_id)
+        inbox = await self.store.alert(alert.alert_id)
         if inbox is not None and inbox.acknowledged_at is not None:
             return
-        contacts = self.store.clinicians_of(alert.athlete_id)
+        contacts = await self.store.clinicians_of(alert.athlete_id)
         if contacts and alert.kind == "training_review":
             # a coach's question too (no lab values in it); without a clinician it is dead-lettered as any alert
-            contacts += self.store.care_team_contacts(alert.athlete_id, Role.COACH)
+            contacts += await self.store.care_team_contacts(alert.athlete_id, Role.COACH)
         if not contacts:
-            if self.store.delivery_status(alert.alert_id, "none", round_) is None:
-                self.store.log_delivery(alert.alert_id, "none", round_, "dead", 0)
+            if await self._claim(alert.alert_id, "none", round_):
+                await self.store.log_delivery(alert.alert_id, "none", round_, "dead", 0)
                 await self._dead_letter(alert.model_dump_json().encode(), "no clinician assigned to the athlete")
             return
         message: Message | None = None
         for contact in contacts:
             for channel, send in self._channels(contact):
                 key = f"{channel}:{contact.user_id}"
-                if self.store.delivery_status(alert.alert_id, key, round_) is not None:
-                    continue  # delivered or dead-lettered before a restart: never twice
+                if not await self._claim(alert.alert_id, key, round_):
+                    continue  # delivered or dead-lettered before a restart, or being sent by another: never twice
                 if message is None:
                     message = Message(alert, await chart.alert_png(self.influx, alert), round_)
                 await self._attempt(key, message, lambda m=message, s=send, c=contact: s(c, m))
+
+    async def _claim(self, alert_id: str, channel: str, round_: int) -> bool:
+        """Whether this process is to send (`Store.claim_delivery`); while another notifier is sending the same
+        thing it waits for that outcome (or for that claim to go stale, its notifier having died)."""
+        while (claim := await self.store.claim_delivery(alert_id, channel, round_, stale_after_s=self._claim_s)) \
+                == "busy":
+            await self._sleep(CLAIM_POLL_S)
+        return claim == "claimed"
 
     def _channels(self, contact: Contact):
         if contact.webhook_url:
@@ -284,10 +297,10 @@ class Notifier:
                 if delay is not None:
                     await self._sleep(delay)
                 continue
-            self.store.log_delivery(alert_id, key, message.round, "delivered", attempts)
+            await self.store.log_delivery(alert_id, key, message.round, "delivered", attempts)
             log.info("alert %s delivered via %s (round %d, attempt %d)", alert_id, key, message.round, attempts)
             return
-        self.store.log_delivery(alert_id, key, message.round, "dead", attempts)
+        await self.store.log_delivery(alert_id, key, message.round, "dead", attempts)
         await self._dead_letter(message.alert.model_dump_json().encode(), f"{key} failed {attempts} times: {reason}")
 
     async def _dead_letter(self, raw: bytes, reason: str) -> None:
@@ -301,17 +314,17 @@ class Notifier:
 
     async def summarise_imports(self) -> int:
         """Deliver one summary per athlete whose imported alerts have settled; returns how many were sent."""
-        due = self.store.historical_due(self.historical.quiet_s)
+        due = await self.store.historical_due(self.historical.quiet_s)
         for athlete_id, alerts in due.items():
             summary = historical_summary(athlete_id, alerts)
-            self.store.record_alert(summary)
+            await self.store.record_alert(summary)
             await self.deliver(summary, round_=1)
-            self.store.mark_summarised(alert.alert_id for alert in alerts)
+            await self.store.mark_summarised([alert.alert_id for alert in alerts])
         return len(due)
 
     async def renotify(self, older_than_s: float) -> int:
         """Send a reminder round for each unacknowledged alert last delivered over `older_than_s` ago."""
-        due = self.store.due_for_renotification(older_than_s)
+        due = await self.store.due_for_renotification(older_than_s)
         for alert, round_ in due:
             await self.deliver(alert, round_)
         return len(due)
@@ -365,7 +378,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    store = Store(settings.state_dir / "api.sqlite3")
+    store = Store(settings.store_url)
     dead_letters = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await dead_letters.start()
     async with InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database), max_attempts=2) as influx:
