@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The tests get their own servers, ports and state, so they never touch a running demo stack.
 TEST_ENV := AROMATRACK_STATE_DIR=$(CURDIR)/.state/test AROMATRACK_KAFKA=127.0.0.1:39192 \
-	AROMATRACK_INFLUX_URL=http://127.0.0.1:38186
+	AROMATRACK_INFLUX_URL=http://127.0.0.1:38186 AROMATRACK_POSTGRES=127.0.0.1:38532
 PYTEST_ARGS ?=
 
 .PHONY: install system-packages kafka-jars corpus test unit demo stack-up stack-down clean

@@ -17,7 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-stack_app = typer.Typer(help="Start, stop and inspect the local servers (broker and InfluxDB, loopback only).")
+stack_app = typer.Typer(help="Start, stop and inspect the local servers (broker, InfluxDB and PostgreSQL, loopback "
+                        "only).")
 schemas_app = typer.Typer(help="The event contract.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(schemas_app, name="schemas")
@@ -34,7 +35,10 @@ def _stack_call(action) -> None:
 
 @stack_app.command("up")
 def stack_up() -> None:
-    """Install what is missing, start the broker and InfluxDB, and wait until both answer."""
+    """Install what is missing, start the broker, InfluxDB and PostgreSQL, and wait until each answers.
+
+    PostgreSQL is there for the store's production path; the API and notifier use it when AROMATRACK_STORE_DSN
+    names it (`up` prints its DSN; the password is in the state dir), else their embedded SQLite file."""
     _stack_call(local_stack.up)
 
 
