@@ -6,6 +6,7 @@ schema without a daemon; the assertions below check the stack is the production 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,16 +15,21 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+# What an operator exports before `docker compose up`; the file itself holds no secret.
+SECRETS = {"AROMATRACK_STORE_PASSWORD": "store-password-from-the-environment"}
+
+
+def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail("docker-compose is not installed; run `make install` (deploy/install-system-packages.sh)")
+    return subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True,
+                          text=True, cwd=ROOT, env=env)
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.fail("docker-compose is not installed; run `make install` (deploy/install-system-packages.sh)")
-    result = subprocess.run(
-        [binary, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True, cwd=ROOT
-    )
+    result = compose_config({**os.environ, **SECRETS})
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -49,10 +55,10 @@ def test_our_processes_are_built_from_deploy_and_point_at_the_stack(compose):
     assert worker["environment"]["AROMATRACK_INFLUX_URL"] == "http://influxdb:8086"
 
 
-def test_only_grafana_is_published_and_only_on_loopback(compose):
+def test_only_grafana_and_the_api_are_published_and_only_on_loopback(compose):
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
-            assert name == "grafana", f"{name} publishes a port"
+            assert name in ("grafana", "api"), f"{name} publishes a port"
             published = port if isinstance(port, str) else f"{port.get('host_ip')}:{port['published']}"
             assert published.startswith("127.0.0.1:"), published
 
@@ -64,3 +70,20 @@ def test_grafana_is_provisioned_from_the_files_in_grafana(compose):
     assert mounts["/etc/grafana/provisioning"] == (str(ROOT / "grafana" / "provisioning"), "ro")
     assert mounts["/var/lib/grafana/dashboards"] == (str(ROOT / "grafana" / "dashboards"), "ro")
     assert (ROOT / "grafana" / "provisioning" / "datasources" / "influxdb.yaml").is_file()
+
+
+def test_the_api_and_notifier_share_the_postgresql_store_and_only_they_get_its_password(compose):
+    services = compose["services"]
+    assert services["postgres"]["image"].startswith("postgres:")
+    for name in ("api", "notifier"):
+        env = services[name]["environment"]
+        assert env["AROMATRACK_STORE_DSN"] == "postgresql://aromatrack@postgres:5432/aromatrack"
+        assert env["AROMATRACK_STORE_PASSWORD"] == services["postgres"]["environment"]["POSTGRES_PASSWORD"] \
+            == SECRETS["AROMATRACK_STORE_PASSWORD"]
+        assert set(services[name]["depends_on"]) == {"kafka", "influxdb", "postgres"}
+    assert "AROMATRACK_STORE_PASSWORD" not in services["worker"]["environment"]
+
+
+def test_the_stack_refuses_to_start_without_the_store_password():
+    result = compose_config({k: v for k, v in os.environ.items() if k not in SECRETS})
+    assert result.returncode != 0 and "set AROMATRACK_STORE_PASSWORD" in result.stderr
