@@ -266,7 +266,8 @@ async def accept(
         claimed, in_flight, duplicates = await deps.async_store.claim_events(athlete_id, list(by_id))
     except StoreError as exc:
         raise Problem(422, [("event_id", str(exc))]) from None
-    if in_flight:
+    if in_flight:  # the client retries the whole batch: what this request claimed must be free for that retry
+        await deps.async_store.settle_events(athlete_id, claimed, produced=False)
         raise HTTPException(409, "the same event is being accepted by a concurrent request; retry shortly")
     if claimed:
         if deps.sink is None:
