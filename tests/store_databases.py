@@ -12,6 +12,7 @@ from typing import Iterator
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from aromatrack.deploy import local_stack
 from aromatrack.deploy.settings import load_settings
@@ -43,3 +44,8 @@ def store_url(request, tmp_path) -> Iterator[str]:
     else:
         with postgres_schema() as url:
             yield url
+
+
+def engine_for(url: str) -> sa.Engine:
+    """An engine of the test's own on a store's database, to look at what the store wrote."""
+    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))

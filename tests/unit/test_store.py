@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import pytest
-import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -19,7 +18,7 @@ from alembic.script import ScriptDirectory
 from aromatrack.schemas.events import Alert, AlertEvidence
 from aromatrack.services.auth import Role, authenticate
 from aromatrack.services.store import MIGRATIONS, Store, StoreError, metadata
-from tests.store_databases import store_url  # noqa: F401  (the fixture)
+from tests.store_databases import engine_for, store_url  # noqa: F401  (the fixture)
 
 SECRET = "whsec_" + "A" * 43 + "="
 
@@ -42,7 +41,7 @@ def make_alert(alert_id: str, athlete_id: str = "ath-1", version: int = 1, days_
 
 def test_the_migrated_schema_is_the_one_the_queries_use(store: Store, store_url: str) -> None:  # noqa: F811
     assert store.schema_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head()
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = engine_for(store_url)
     with engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()
