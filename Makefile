@@ -35,7 +35,7 @@ corpus: install
 unit: install corpus
 	$(BIN)/pytest -q -m "not integration" $(PYTEST_ARGS)
 
-# A fresh broker and InfluxDB for every run (a clean slate, and no consumer group left stuck by a
+# A fresh broker, InfluxDB and PostgreSQL cluster for every run (a clean slate, and no consumer group left stuck by a
 # killed worker); they are stopped whatever the outcome.
 test: install corpus
 	rm -rf .state/test

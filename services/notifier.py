@@ -2,7 +2,8 @@
 
 It consumes the alerts topic in a consumer group and commits an offset only after the alert is delivered or
 dead-lettered, so a crash redelivers the message; the delivery log in the store then skips every channel that
-already succeeded, so a restart never sends twice. Channels: an HTTP webhook signed by Standard Webhooks
+already succeeded, so a restart never sends twice. Each send is claimed in the store first, so two notifiers on one
+database (a rebalance, both sending reminders) never send the same round on the same channel twice. Channels: an HTTP webhook signed by Standard Webhooks
 (services/webhooks.py; never unsigned, never plain http off this host), and e-mail over SMTP; both carry the
 evidence chart. Failed channels are retried with exponential backoff and dead-lettered after N attempts.
 Unacknowledged alerts are re-notified after a while; acknowledging one (API) stops that. A `training_review`
@@ -264,7 +265,7 @@ class Notifier:
             for channel, send in self._channels(contact):
                 key = f"{channel}:{contact.user_id}"
                 if not await self._claim(alert.alert_id, key, round_):
-                    continue  # delivered or dead-lettered before a restart, or being sent by another: never twice
+                    continue  # delivered or dead-lettered before (a restart, another notifier): never twice
                 if message is None:
                     message = Message(alert, await chart.alert_png(self.influx, alert), round_)
                 await self._attempt(key, message, lambda m=message, s=send, c=contact: s(c, m))
