@@ -20,17 +20,18 @@ DAYS = typer.Option(DEFAULT_TOKEN_DAYS, "--days", min=0.001, max=3660, help="How
 
 
 def _or_exit(action: Callable[[Any], T]) -> T:
-    """Run `action` on the store; a refused operation prints its reason and exits 1."""
+    """Run `action` on the store; a refused operation or an unreachable store prints its reason and exits 1."""
     from aromatrack.services.store import Store, StoreError
 
-    store = Store(load_settings().store_url)
     try:
-        return action(store)
+        store = Store(load_settings().store_url)
+        try:
+            return action(store)
+        finally:
+            store.close()
     except StoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
-    finally:
-        store.close()
 
 
 @users_app.command("add")

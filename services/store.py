@@ -197,7 +197,8 @@ class StoreError(ValueError):
 
 class Store:
     """The store on one database, named by a SQLAlchemy URL (`postgresql+psycopg://...`, `sqlite:///path`) or by
-    the path of a SQLite file. Thread-safe: every method takes a pooled connection for one transaction."""
+    the path of a SQLite file. Thread-safe: every method takes a pooled connection for one transaction. Errors
+    never carry the statements' parameters (tokens' hashes, secrets, alert evidence)."""
 
     def __init__(self, target: str | Path):
         url = sa.make_url(f"sqlite:///{target}" if isinstance(target, Path) else target)
@@ -209,15 +210,21 @@ class Store:
         elif self.dialect == "postgresql":
             # pre-ping: a pooled connection that a database restart closed is replaced, not handed out
             url = url.set(drivername="postgresql+psycopg")
-            self._engine = sa.create_engine(url, pool_pre_ping=True)
-            self._reader = sa.create_engine(url, pool_pre_ping=True, isolation_level="AUTOCOMMIT")
+            self._engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+            self._reader = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True,
+                                            isolation_level="AUTOCOMMIT")
         else:
             raise StoreError(f"the store runs on PostgreSQL or SQLite, not {self.dialect!r}")
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         self._upserts = Upserts.of(self.dialect)
         for engine in (self._engine, self._reader):
             sa.event.listen(engine, "before_cursor_execute", _refuse_nul)
-        self._migrate()
+        try:
+            self._migrate()
+        except sa.exc.OperationalError as exc:
+            self.close()
+            raise StoreError(f"cannot open the store at {url.render_as_string(hide_password=True)}: "
+                             f"{str(exc.orig).strip().splitlines()[0]}") from None
 
     def _migrate(self) -> None:
         """Bring the schema to Alembic's head, in one transaction that holds the migration lock (SQLite: the
@@ -617,7 +624,8 @@ def _sqlite_engine(url: sa.URL, *, writes: bool) -> sa.Engine:
     for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         if existing.exists():
             existing.chmod(0o600)
-    engine = sa.create_engine(url, connect_args={"timeout": 10}, **({} if writes else {"isolation_level": "AUTOCOMMIT"}))
+    engine = sa.create_engine(url, connect_args={"timeout": 10}, hide_parameters=True,
+                              **({} if writes else {"isolation_level": "AUTOCOMMIT"}))
 
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record) -> None:

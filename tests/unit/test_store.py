@@ -16,7 +16,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from aromatrack.schemas.events import Alert, AlertEvidence
+from typer.testing import CliRunner
+
 from aromatrack.services.auth import Role, authenticate
+from aromatrack.services.cli import app
 from aromatrack.services.store import MIGRATIONS, Store, StoreError, metadata
 from tests.store_databases import engine_for, store_url  # noqa: F401  (the fixture)
 
@@ -212,3 +215,14 @@ def test_a_web_session_lives_until_it_expires_or_closes(store: Store) -> None:
     assert store.session(cookie) is None
     short, _ = store.open_session("at_token", lifetime_s=-1)
     assert store.session(short) is None
+
+
+def test_an_unreachable_database_is_a_store_error_that_keeps_the_password_out(monkeypatch) -> None:
+    hidden = r"cannot open the store at postgresql\+psycopg://aromatrack:\*\*\*@127.0.0.1:1/x"
+    with pytest.raises(StoreError, match=hidden) as refused:
+        Store("postgresql://aromatrack:s3cret-pw@127.0.0.1:1/x?connect_timeout=2")
+    assert "s3cret-pw" not in str(refused.value)
+    monkeypatch.setenv("AROMATRACK_STORE_DSN", "postgresql://aromatrack@127.0.0.1:1/x?connect_timeout=2")
+    monkeypatch.setenv("AROMATRACK_STORE_PASSWORD", "s3cret-pw")
+    result = CliRunner().invoke(app, ["users", "add", "ath-1", "--role", "athlete"])
+    assert result.exit_code == 1 and "cannot open the store" in result.output and "s3cret-pw" not in result.output
