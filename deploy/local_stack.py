@@ -52,6 +52,7 @@ class Server:
     other_ports: tuple[int, ...] = ()  # bound besides `port` (the broker's controller listener)
     start_timeout_s: float = 30.0
     stop_timeout_s: float = 20.0
+    stop_signal: int = signal.SIGTERM
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -386,8 +387,10 @@ def servers(settings: Settings, *, with_store: bool = True) -> list[Server]:
 
 def postgres_server(settings: Settings) -> Server:
     host, port = settings.postgres_host_port
+    # SIGINT: PostgreSQL's fast shutdown, which ends client sessions (SIGTERM waits until every client has gone,
+    # and the store's pools keep connections) and still checkpoints cleanly
     return Server("postgresql", host, port, lambda s: _postgres_command(s, host, port), _postgres_ready,
-                  start_timeout_s=60.0)
+                  start_timeout_s=60.0, stop_signal=signal.SIGINT)
 
 
 def api_server(settings: Settings) -> Server:
@@ -464,13 +467,14 @@ def _wait_ready(server: Server, timeout_s: float, alive: Callable[[], bool]) -> 
 
 
 def stop(settings: Settings, server: Server) -> str:
-    """SIGTERM our server's process group and wait until it exits and its ports are free (SIGKILL after
-    `stop_timeout_s`). The broker's clean shutdown flushes its logs and writes its clean-shutdown marker."""
+    """Signal our server's process group (SIGTERM; PostgreSQL: SIGINT) and wait until it exits and its ports are
+    free (SIGKILL after `stop_timeout_s`). The broker's clean shutdown flushes its logs and writes its clean-shutdown
+    marker."""
     pid = _running_pid(settings, server)
     if pid is None:
         _pid_file(settings, server).unlink(missing_ok=True)
         return f"{server.name}: not running"
-    os.killpg(pid, signal.SIGTERM)
+    os.killpg(pid, server.stop_signal)
     if not _wait_gone(server, pid, server.stop_timeout_s):
         os.killpg(pid, signal.SIGKILL)
         _wait_gone(server, pid, 10.0)

@@ -35,7 +35,7 @@ from aromatrack.schemas import series as S
 from aromatrack.schemas.events import EVENT_MODELS, EventBase, EventError, load_json, parse_event
 from aromatrack.services.auth import Access, Principal, Role, allowed, authenticate
 from aromatrack.services.readings import ATHLETE_ID_PATTERN, series_rows
-from aromatrack.services.store import AsyncStore, InboxAlert, Store, StoreError
+from aromatrack.services.store import UNAVAILABLE, AsyncStore, InboxAlert, Store, StoreError
 from aromatrack.services.withings import WithingsError, scale_readings
 from aromatrack.streams import fit
 from aromatrack.streams.influx import InfluxClient, InfluxConfig, InfluxError
@@ -398,6 +398,14 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
         problems = [{"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "problem": e["msg"]}
                     for e in exc.errors()]
         return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=422)
+
+    async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("store unavailable (%s); answered 503", type(exc).__name__)  # its text may name the host
+        return JSONResponse({"detail": "the store is not available; retry"}, status_code=503,
+                            headers={"Retry-After": "1"})
+
+    for failure in UNAVAILABLE:
+        app.add_exception_handler(failure, _store_unavailable)
 
     def add_event_route(suffix: str, event_type: str) -> None:
         async def post_events(

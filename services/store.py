@@ -189,6 +189,9 @@ class WebSession:
 
 
 DeliveryClaim = Literal["claimed", "settled", "busy"]
+# What a store call raises when the database, not the request, is at fault (down, restarting, unreachable, SQLite's
+# write lock not had in 10 s): the API answers 503, so clients retry.
+UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError)
 
 
 class StoreError(ValueError):
