@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from garmin_fit_sdk import Decoder, Stream
 
+from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import load_settings
 from aromatrack.streams.fit import FitDecodeError, decode_fit, summary_event
-from aromatrack.streams.influx import InfluxClient, InfluxConfig
 from aromatrack.streams.workouts import load_points, record_workout, sample_points
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "fit"
@@ -27,11 +28,11 @@ async def main() -> None:
     paths = sorted(p for p in CORPUS.rglob("*") if p.suffix.lower() == ".fit")
     if not paths:
         raise SystemExit(f"no FIT corpus under {CORPUS}; run `make corpus`")
-    settings = load_settings()
+    settings = replace(load_settings(), influx_database=DATABASE)
+    influx_access.provision(settings)
     raw_s = pipeline_s = 0.0
     megabytes = files = points_written = 0
-    async with InfluxClient(InfluxConfig(settings.influx_url, DATABASE)) as influx:
-        await influx.create_database()
+    async with influx_access.writer_store(settings) as influx:
         state = {"daily": {}, "sessions": []}
         for path in paths:
             data = path.read_bytes()

@@ -17,14 +17,16 @@ import argparse
 import asyncio
 import time
 import uuid
+from dataclasses import replace
 
-from aromatrack.deploy import local_stack
+from aromatrack.deploy import influx_access, local_stack
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, parse_event
+from aromatrack.schemas.series import Audience
 from aromatrack.services import cohort
 from aromatrack.streams.admin import LagProbe
-from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
+from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
 from harness import memory_mb, running_worker, stop_on_sigterm
 
@@ -53,6 +55,7 @@ async def run_once(settings: Settings, batch: int, count: int) -> tuple[float, f
     async with EventProducer(settings.kafka_bootstrap) as producer:
         await producer.send_all(events)
     input_topics = tuple(topics.topic_for(t) for t in SMALL_TYPES)
+    influx_access.provision(settings, database)
     with running_worker(settings, AROMATRACK_INFLUX_DB=database, AROMATRACK_INGEST_BATCH=str(batch)) as worker:
         async with LagProbe(settings.kafka_bootstrap) as probe:
             began = time.perf_counter()
@@ -62,8 +65,8 @@ async def run_once(settings: Settings, batch: int, count: int) -> tuple[float, f
             while await probe.lag(settings.app_id, (topics.TIMELINE_TOPIC,)) > 0:
                 await asyncio.sleep(0.1)
             with_timeline = time.perf_counter() - began
-        async with InfluxClient(InfluxConfig(settings.influx_url, database)) as influx:
-            stored = rows(await influx.query(
+        async with influx_access.reader_store(replace(settings, influx_database=database)) as influx:
+            stored = rows(await influx.client(Audience.COACHING).query(
                 f"SELECT count(weight_kg) FROM body_composition WHERE athlete_id =~ /^{run}-/"))
         expected = sum(1 for e in events if e.type == "scale.reading")
         assert stored and stored[0]["count"] == expected, (stored, expected)

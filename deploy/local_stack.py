@@ -2,7 +2,8 @@
 
 No Docker engine runs on these machines, so instead of docker-compose this starts:
 - the `noida-db` binary (PyPI) with only its Kafka wire-protocol service enabled, and
-- Debian's `influxd` 1.6.7 with a generated config that binds 127.0.0.1 and keeps data in the state dir.
+- Debian's `influxd` 1.6.7 with a generated config that binds 127.0.0.1, keeps data in the state dir and
+  requires authentication; `up` creates its users and grants (deploy/influx_access.py).
 Each server is a detached process with a pid file; `up` is idempotent and waits until each answers.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import tempfile
 from typing import Callable, Iterator
 
+from . import influx_access
 from .settings import Settings
 
 
@@ -98,6 +100,7 @@ bind-address = "{host}:{port + 2}"
   bind-address = "{host}:{port}"
   log-enabled = false
   flux-enabled = false
+  auth-enabled = true
 [monitor]
   store-enabled = false
 [continuous_queries]
@@ -234,7 +237,12 @@ def status(settings: Settings, server: Server) -> str:
 
 
 def up(settings: Settings) -> list[str]:
-    return [start(settings, server) for server in servers(settings)]
+    influx_access.ensure_users_file(settings)
+    started = [start(settings, server) for server in servers(settings)]
+    try:
+        return [*started, influx_access.provision(settings)]
+    except influx_access.AccessError as exc:
+        raise StackError(str(exc)) from None
 
 
 def down(settings: Settings) -> list[str]:

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import fhir
 from aromatrack.schemas import series as S
@@ -31,7 +32,7 @@ from aromatrack.services.auth import Access, Principal, Role, allowed
 from aromatrack.services.readings import ATHLETE_ID_PATTERN, series_rows
 from aromatrack.services.store import Store, StoreError
 from aromatrack.services.withings import WithingsError, scale_readings
-from aromatrack.streams.influx import InfluxClient, InfluxConfig, InfluxError
+from aromatrack.streams.influx import InfluxError, SeriesStore
 
 log = logging.getLogger("aromatrack.api")
 
@@ -68,7 +69,7 @@ class EventSink(Protocol):
 class Services:
     store: Store
     sink: EventSink | None = None
-    influx: InfluxClient | None = None
+    influx: SeriesStore | None = None
 
 
 class Problem(HTTPException):
@@ -235,8 +236,8 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
             return
         from aromatrack.streams.producer import EventProducer
 
-        async with EventProducer(settings.kafka_bootstrap) as producer, InfluxClient(
-            InfluxConfig(settings.influx_url, settings.influx_database), max_attempts=2
+        async with EventProducer(settings.kafka_bootstrap) as producer, influx_access.reader_store(
+            settings, max_attempts=2
         ) as influx:
             app.state.services.sink = producer
             app.state.services.influx = influx

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from aromatrack.schemas import series as S  # noqa: E402
 from aromatrack.services.readings import series_rows  # noqa: E402
-from aromatrack.streams.influx import InfluxClient  # noqa: E402
+from aromatrack.streams.influx import SeriesStore  # noqa: E402
 
 Series2 = list[tuple[datetime, float]]
 SMALL_DOSE_MG = 20.0
@@ -47,7 +47,7 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-async def gather(influx: InfluxClient, athlete_id: str, until: datetime, days: int = 180) -> Evidence:
+async def gather(influx: SeriesStore, athlete_id: str, until: datetime, days: int = 180) -> Evidence:
     """The athlete's evidence series over the `days` before `until` (the alert's time)."""
     since = until - timedelta(days=days)
     e2 = await series_rows(influx, S.LAB, athlete_id, since, until, where="analyte = 'estradiol'")

@@ -14,14 +14,16 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Awaitable, Callable, Iterator
 
 import pytest
 
-from aromatrack.deploy import local_stack
+from aromatrack.deploy import influx_access, local_stack
 from aromatrack.deploy.settings import Settings, load_settings
-from aromatrack.streams.influx import InfluxClient, InfluxConfig
+from aromatrack.schemas.series import Audience
+from aromatrack.streams.influx import InfluxClient
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +45,7 @@ def stack() -> Settings:
 
 
 class Worker:
-    """A real `aromatrack worker` subprocess with its own InfluxDB database."""
+    """A real `aromatrack worker` subprocess with its own InfluxDB databases (one per audience)."""
 
     def __init__(self, settings: Settings, database: str, log_path: Path):
         self.settings = settings
@@ -56,6 +58,7 @@ class Worker:
         return {**os.environ, **self.settings.as_env(), "AROMATRACK_INFLUX_DB": self.database}
 
     def start(self, timeout_s: float = 60.0) -> None:
+        influx_access.provision(self.settings, self.database)
         log_file = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "aromatrack.services.cli", "worker", "--loglevel", "info"],
@@ -94,9 +97,12 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture
-def influx_for(stack: Settings) -> Callable[[str], InfluxClient]:
-    def make(database: str) -> InfluxClient:
-        return InfluxClient(InfluxConfig(stack.influx_url, database), max_attempts=3)
+def influx_for(stack: Settings) -> Callable[[str, Audience], InfluxClient]:
+    """A client of one audience's database under a base name, logged in as that audience's reader."""
+
+    def make(database: str, audience: Audience) -> InfluxClient:
+        store = influx_access.reader_store(replace(stack, influx_database=database), [audience], max_attempts=3)
+        return store.client(audience)
 
     return make
 

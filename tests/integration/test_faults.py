@@ -19,6 +19,7 @@ import pytest
 from aromatrack.deploy import local_stack
 from aromatrack.domain import engine
 from aromatrack.schemas.events import ScaleReading, parse_event
+from aromatrack.schemas.series import Audience
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
 
@@ -83,7 +84,7 @@ async def test_a_worker_stopped_mid_stream_and_restarted_loses_and_doubles_nothi
     events = readings(run)
     await produce(stack, events)
     own_worker.start()
-    async with influx_for(own_worker.database) as influx:
+    async with influx_for(own_worker.database, Audience.COACHING) as influx:
         await wait_for_some(influx, run, 500)
         assert own_worker.stop(signal.SIGTERM) == 0
         partial = len(await stored(influx, run))
@@ -128,7 +129,7 @@ async def test_influxdb_killed_mid_stream_is_retried_and_nothing_is_lost(stack, 
     await produce(stack, events)
     own_worker.start()
     influxdb = next(s for s in local_stack.servers(stack) if s.name == "influxdb")
-    async with influx_for(own_worker.database) as influx:
+    async with influx_for(own_worker.database, Audience.COACHING) as influx:
         await wait_for_some(influx, run, 500)
         os.kill(_influxd_pid(stack), signal.SIGKILL)
         await asyncio.sleep(3)
@@ -150,7 +151,7 @@ async def test_the_pipeline_resumes_by_itself_after_a_clean_broker_restart(stack
     await produce(stack, first)
     own_worker.start()
     kafka = next(s for s in local_stack.servers(stack) if s.name == "kafka")
-    async with influx_for(own_worker.database) as influx:
+    async with influx_for(own_worker.database, Audience.COACHING) as influx:
         await wait_for_some(influx, run, 1000)
         local_stack.stop(stack, kafka)
         local_stack.start(stack, kafka)

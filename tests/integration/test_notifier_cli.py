@@ -9,6 +9,8 @@ import subprocess
 import sys
 import uuid
 
+from aromatrack.deploy import influx_access
+from aromatrack.deploy.influx_access import READER
 from aromatrack.schemas import topics
 from aromatrack.services.notifier import SIGNATURE_HEADER, verify
 
@@ -25,7 +27,9 @@ def cli(env: dict, *args: str) -> str:
 
 
 async def test_the_notifier_command_delivers_and_stops_cleanly(stack, tmp_path, receiver, mailbox):
-    env = {**os.environ, "AROMATRACK_STATE_DIR": str(tmp_path)}
+    # Its own state dir (user store), so the InfluxDB readers' passwords come the production way, by environment.
+    readers = {role.password_variable: influx_access.user(stack, role).password for role in READER.values()}
+    env = {**os.environ, "AROMATRACK_STATE_DIR": str(tmp_path), **readers}
     athlete = unique_athlete()
     assert cli(env, "users", "add", athlete, "--role", "athlete").startswith("at_")
     cli(env, "users", "add", "dr-" + athlete, "--role", "clinician", "--email", "dr@clinic.test",
