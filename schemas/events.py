@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -28,6 +29,12 @@ SCHEMA_VERSION = 1
 # fields would otherwise let one through) from being stored or forwarded. FIT uploads are bounded by
 # Kafka's 1 MB message limit instead.
 MAX_EVENT_BYTES = 64 * 1024
+# What JSON may carry into any entry point (HTTP bodies and Kafka messages alike, via `load_json`/`check_json`):
+# events are flat and FHIR resources nest about 8 deep; integers fit in 64 bits, as in most consumers' languages;
+# numbers are finite (JSON has no Infinity/NaN, and 1e999 would read as one); strings are valid Unicode.
+MAX_JSON_DEPTH = 32
+MAX_JSON_INT = 2**63 - 1
+_MAX_INT_DIGITS = len(str(MAX_JSON_INT)) + 1  # a sign
 
 ANALYTES = (
     "estradiol",
@@ -77,7 +84,7 @@ Score = Annotated[float, Field(ge=0, le=10)]
 class EventBase(BaseModel):
     """The envelope shared by every input event. Extra fields are kept, as the contract allows."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     athlete_id: Annotated[str, Field(min_length=1, max_length=128)]
     time: AwareDatetime
@@ -280,6 +287,89 @@ class EventError(ValueError):
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 
 
+class _Unrepresentable(ValueError):
+    """A JSON element the contract cannot carry; `path` is filled in, innermost key first, as it propagates."""
+
+    def __init__(self, problem: str):
+        super().__init__(problem)
+        self.path: list[str] = []
+
+    def message(self) -> str:
+        return f"{'.'.join(reversed(self.path)) or 'body'}: {self}"
+
+
+def _no_constant(name: str) -> Any:
+    raise _Unrepresentable(f"{name} is not a JSON number")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > _MAX_INT_DIGITS or abs(value := int(text)) > MAX_JSON_INT:
+        raise _Unrepresentable(f"an integer of {len(text.lstrip('-'))} digits is outside the 64-bit range")
+    return value
+
+
+# One decoder (json.loads with hooks would build a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_int=_bounded_int)
+
+
+def load_json(raw: bytes | str) -> Any:
+    """Parse JSON text within the contract's limits (see MAX_JSON_DEPTH); EventError names what is wrong."""
+    try:
+        value = _DECODER.decode(raw.decode() if isinstance(raw, bytes) else raw)
+    except RecursionError:
+        raise EventError(f"body: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except _Unrepresentable as exc:
+        raise EventError(exc.message()) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventError(f"body: not JSON: {exc}") from None
+    check_json(value)
+    return value
+
+
+def check_json(value: Any) -> None:
+    """Refuse a parsed JSON value beyond the contract's limits, naming the bad element's path."""
+    try:
+        _check_value(value, 0)
+    except _Unrepresentable as exc:
+        raise EventError(exc.message()) from None
+
+
+def _check_value(item: Any, depth: int) -> None:
+    kind = type(item)
+    if kind is dict or kind is list:
+        if depth >= MAX_JSON_DEPTH:
+            raise _Unrepresentable(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        for key, child in item.items() if kind is dict else enumerate(item):
+            try:
+                if type(key) is str and not key.isascii():
+                    _check_text(key)
+                _check_value(child, depth + 1)
+            except _Unrepresentable as exc:
+                exc.path.append(str(key) if type(key) is not str or _valid(key) else ascii(key))
+                raise
+    elif kind is str:
+        if not item.isascii():
+            _check_text(item)
+    elif kind is float:
+        if not math.isfinite(item):
+            raise _Unrepresentable("not a finite number")
+    elif kind is int and abs(item) > MAX_JSON_INT:
+        raise _Unrepresentable("an integer outside the 64-bit range")
+
+
+def _valid(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(text: str) -> None:
+    if not _valid(text):
+        raise _Unrepresentable("a lone surrogate is not valid Unicode")
+
+
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False):
@@ -292,14 +382,15 @@ def _describe(error: ValidationError) -> str:
 def parse_event(raw: bytes | str | dict[str, Any]) -> EventBase:
     """Validate one event from bytes, text or a dict and return it with a stable `event_id`.
 
-    Raises EventError naming every bad field, so callers can dead-letter or answer 4xx with it.
+    The same limits hold whatever the input's form (`check_json`, and MAX_EVENT_BYTES on the event as it goes
+    onto Kafka), so what the API accepts the stream worker accepts. Raises EventError naming every bad field,
+    so callers can dead-letter or answer 4xx with it.
     """
     size = len(raw) if isinstance(raw, (bytes, str)) else None
     if isinstance(raw, (bytes, str)):
-        try:
-            raw = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise EventError(f"not JSON: {exc}") from None
+        raw = load_json(raw)
+    else:
+        check_json(raw)
     if not isinstance(raw, dict):
         raise EventError(f"an event must be a JSON object, got {type(raw).__name__}")
     event_type = raw.get("type")
@@ -307,15 +398,22 @@ def parse_event(raw: bytes | str | dict[str, Any]) -> EventBase:
         raise EventError(
             f"type: unknown event type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}"
         )
-    if size is not None and size > MAX_EVENT_BYTES and event_type != "workout.fit":
-        raise EventError(f"event: {size} bytes is over the {MAX_EVENT_BYTES}-byte limit for {event_type} events")
+    if size is not None:
+        _check_size(size, event_type)  # before validating, so a huge message costs no more than its parse
     try:
         event = _EVENT_ADAPTER.validate_python(raw)
     except ValidationError as exc:
         raise EventError(_describe(exc)) from None
     if event.event_id is None:
         event = event.model_copy(update={"event_id": stable_event_id(event)})
+    if size is None and event_type != "workout.fit":
+        _check_size(len(dump_event(event)), event_type)  # as it will go onto Kafka
     return event
+
+
+def _check_size(size: int, event_type: str) -> None:
+    if size > MAX_EVENT_BYTES and event_type != "workout.fit":
+        raise EventError(f"event: {size} bytes is over the {MAX_EVENT_BYTES}-byte limit for {event_type} events")
 
 
 def stable_event_id(event: EventBase) -> str:

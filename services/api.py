@@ -8,15 +8,16 @@ Retries never create a second event: each event's stable id is claimed in the st
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
-import json
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, Sequence
 
+from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -27,7 +28,7 @@ from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import fhir
 from aromatrack.schemas import series as S
-from aromatrack.schemas.events import EVENT_MODELS, EventBase, EventError, parse_event
+from aromatrack.schemas.events import EVENT_MODELS, EventBase, EventError, load_json, parse_event
 from aromatrack.services.auth import Access, Principal, Role, allowed
 from aromatrack.services.readings import ATHLETE_ID_PATTERN, series_rows
 from aromatrack.services.store import Store, StoreError
@@ -61,8 +62,13 @@ READ_ROUTES: dict[str, tuple[Access, tuple[S.Series, ...]]] = {
 }
 
 
+# What a sink raises when the broker, not the request, is at fault: the only failures answered 503 (retry).
+BROKER_FAILURES = (KafkaError, OSError, asyncio.TimeoutError)
+
+
 class EventSink(Protocol):
-    async def send_all(self, events: Sequence[EventBase]) -> int: ...
+    async def send_all(self, events: Sequence[EventBase]) -> int:
+        """Produce and wait for the broker's acknowledgement; raises one of BROKER_FAILURES if it fails."""
 
 
 @dataclass
@@ -127,10 +133,11 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 
 def _json(raw: bytes) -> Any:
+    """The body as JSON within the event contract's limits (depth, 64-bit integers, finite numbers, Unicode)."""
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Problem(400, [("body", f"not JSON: {exc}")]) from None
+        return load_json(raw)
+    except EventError as exc:
+        raise Problem(400, _problems(str(exc))) from None
 
 
 def validate_items(items: list[Any], event_type: str, athlete_id: str) -> list[EventBase]:
@@ -161,10 +168,10 @@ def validate_items(items: list[Any], event_type: str, athlete_id: str) -> list[E
 
 
 async def accept(
-    deps: Services, who: Principal, events: list[EventBase], fingerprint: str, idempotency_key: str | None,
-    extra: dict[str, Any] | None = None,
+    deps: Services, who: Principal, athlete_id: str, events: list[EventBase], fingerprint: str,
+    idempotency_key: str | None, extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    """Produce the events not produced before, wait for Kafka's acknowledgement, then answer 202."""
+    """Produce the athlete's events not produced before, wait for Kafka's acknowledgement, then answer 202."""
     scope = f"{who.user_id}\x00{idempotency_key}" if idempotency_key else None
     if scope:
         try:
@@ -174,20 +181,22 @@ async def accept(
         if replay is not None:
             return JSONResponse(replay, status_code=202, headers={"Idempotent-Replayed": "true"})
     by_id = {event.event_id: event for event in events}
-    claimed, in_flight, duplicates = deps.store.claim_events(list(by_id))
+    claimed, in_flight, duplicates = deps.store.claim_events(athlete_id, list(by_id))
     if in_flight:
         raise HTTPException(409, "the same event is being accepted by a concurrent request; retry shortly")
     if claimed:
         if deps.sink is None:
-            deps.store.settle_events(claimed, produced=False)
+            deps.store.settle_events(athlete_id, claimed, produced=False)
             raise HTTPException(503, "the event broker is not connected")
         try:
             await deps.sink.send_all([by_id[event_id] for event_id in claimed])
-        except Exception as exc:  # any broker failure: release the claims so the client's retry can succeed
-            deps.store.settle_events(claimed, produced=False)
+        except BaseException as exc:  # release the claims so the client's retry can succeed
+            deps.store.settle_events(athlete_id, claimed, produced=False)
+            if not isinstance(exc, BROKER_FAILURES):
+                raise
             log.warning("produce failed (%s); %d events not accepted", type(exc).__name__, len(claimed))
             raise HTTPException(503, "the event broker did not acknowledge; retry") from None
-        deps.store.settle_events(claimed, produced=True)
+        deps.store.settle_events(athlete_id, claimed, produced=True)
     body = {"accepted": claimed, "duplicates": duplicates, **(extra or {})}
     if scope:
         deps.store.remember_response(scope, fingerprint, body)
@@ -249,8 +258,13 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
         description="Ingest training, scale, lab, dose, phase and symptom events; read an athlete's data and "
         "alerts by role. Never changes or recommends a dose.",
         lifespan=lifespan,
+        docs_url=None,  # served by services.web from local files instead of a CDN
+        redoc_url=None,
     )
     app.state.services = deps or Services(Store(settings.state_dir / "api.sqlite3"))
+    from aromatrack.services.web import add_web_pages  # imported here: the web pages import this module
+
+    add_web_pages(app)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -271,7 +285,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
             document = _json(raw)
             items = document if isinstance(document, list) else [document]
             events = validate_items(items, event_type, athlete_id)
-            return await accept(deps, who, events, _fingerprint(suffix, athlete_id, raw), idempotency_key)
+            return await accept(deps, who, athlete_id, events, _fingerprint(suffix, athlete_id, raw), idempotency_key)
 
         app.post(
             f"/v1/athletes/{{athlete_id}}/{suffix}",
@@ -321,7 +335,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
         if filename:
             item["filename"] = filename
         events = validate_items([item], "workout.fit", athlete_id)
-        return await accept(deps, who, events, _fingerprint("fit", athlete_id, raw), idempotency_key)
+        return await accept(deps, who, athlete_id, events, _fingerprint("fit", athlete_id, raw), idempotency_key)
 
     @app.post(
         "/v1/athletes/{athlete_id}/scale-readings/withings",
@@ -360,7 +374,8 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
             raise Problem(422, [("body.measuregrps", "no group with both weight and body fat")])
         events = validate_items(items, "scale.reading", athlete_id)
         extra = {"skipped": [{"grpid": s.grpid, "reason": s.reason} for s in skipped]}
-        return await accept(deps, who, events, _fingerprint("withings", athlete_id, raw), idempotency_key, extra)
+        return await accept(deps, who, athlete_id, events, _fingerprint("withings", athlete_id, raw), idempotency_key,
+                            extra)
 
     add_fhir_route(app)
 
@@ -432,7 +447,7 @@ def add_fhir_route(app: FastAPI) -> None:
         require(deps, who, Access.WRITE_CLINICAL, athlete_id)
         raw = await read_limited(request, MAX_JSON_BYTES)
         events = fhir_lab_events(_json(raw), athlete_id)
-        return await accept(deps, who, events, _fingerprint("fhir", athlete_id, raw), idempotency_key)
+        return await accept(deps, who, athlete_id, events, _fingerprint("fhir", athlete_id, raw), idempotency_key)
 
 
 def _inbox_json(item) -> dict[str, Any]:

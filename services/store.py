@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS care_team (
     athlete_id TEXT NOT NULL, member_id TEXT NOT NULL REFERENCES users, PRIMARY KEY (athlete_id, member_id));
 CREATE TABLE IF NOT EXISTS idempotency (scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT);
 CREATE TABLE IF NOT EXISTS produced (
-    event_id TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, claimed_at REAL NOT NULL);
+    athlete_id TEXT NOT NULL, event_id TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0, claimed_at REAL NOT NULL,
+    PRIMARY KEY (athlete_id, event_id));
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, body TEXT NOT NULL, received_at REAL NOT NULL,
     acknowledged_at REAL, acknowledged_by TEXT);
@@ -35,6 +36,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
     alert_id TEXT NOT NULL, channel TEXT NOT NULL, round INTEGER NOT NULL, status TEXT NOT NULL,
     attempts INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (alert_id, channel, round));
 """
+SCHEMA_VERSION = 2
+# Steps that bring an existing store of an older version up to the next (`PRAGMA user_version` is the version;
+# 0 is the unversioned first release). New tables need no step: SCHEMA creates them.
+UPGRADES: dict[int, tuple[str, ...]] = {
+    # Version 1 claimed event ids in one table for every athlete, so one athlete could claim another's id
+    # (issue 15). Its claims cannot be attributed to athletes; the stream still drops repeats by event id.
+    2: ("DROP TABLE IF EXISTS produced",),
+}
 
 # A request holds its claim only while it waits for Kafka (milliseconds; the producer times out long before this).
 STALE_CLAIM_S = 120.0
@@ -68,7 +77,19 @@ class Store:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        fresh = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'users'").fetchone() is None
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in () if fresh else UPGRADES.get(step, ()):
+                    self._db.execute(statement)
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
@@ -148,11 +169,12 @@ class Store:
         )
 
     def claim_events(
-        self, event_ids: Iterable[str], *, stale_after_s: float = STALE_CLAIM_S
+        self, athlete_id: str, event_ids: Iterable[str], *, stale_after_s: float = STALE_CLAIM_S
     ) -> tuple[list[str], list[str], list[str]]:
-        """Claim event ids for producing; returns (claimed, in flight elsewhere, already produced).
+        """Claim an athlete's event ids for producing; returns (claimed, in flight elsewhere, already produced).
 
-        The claim is one transaction, so two concurrent retries of the same event cannot both produce it.
+        Ids are the athlete's own: clients may choose them, so an id another athlete used is not a duplicate,
+        and the answer says nothing about other athletes' events. The claim is one transaction, so two concurrent retries of the same event cannot both produce it.
         A claim left by a process that died mid-request goes stale and can be claimed again (the stream
         deduplicates by event_id, so a rare second copy on Kafka is harmless; a lost event is not).
         """
@@ -162,24 +184,27 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             for event_id in event_ids:
                 cursor = self._db.execute(
-                    "INSERT INTO produced (event_id, claimed_at) VALUES (?, ?) ON CONFLICT (event_id) DO UPDATE"
+                    "INSERT INTO produced (athlete_id, event_id, claimed_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (athlete_id, event_id) DO UPDATE"
                     " SET claimed_at = excluded.claimed_at WHERE done = 0 AND claimed_at < ?",
-                    (event_id, now, now - stale_after_s),
+                    (athlete_id, event_id, now, now - stale_after_s),
                 )
                 if cursor.rowcount == 1:
                     claimed.append(event_id)
                     continue
-                (done,) = self._db.execute("SELECT done FROM produced WHERE event_id = ?", (event_id,)).fetchone()
+                (done,) = self._db.execute(
+                    "SELECT done FROM produced WHERE athlete_id = ? AND event_id = ?", (athlete_id, event_id)
+                ).fetchone()
                 (produced if done else in_flight).append(event_id)
         return claimed, in_flight, produced
 
-    def settle_events(self, event_ids: list[str], *, produced: bool) -> None:
-        """Mark claimed events as produced, or release the claims so a retry can produce them."""
-        marks = [(eid,) for eid in event_ids]
+    def settle_events(self, athlete_id: str, event_ids: list[str], *, produced: bool) -> None:
+        """Mark an athlete's claimed events as produced, or release the claims so a retry can produce them."""
+        marks = [(athlete_id, eid) for eid in event_ids]
         if produced:
-            self._db.executemany("UPDATE produced SET done = 1 WHERE event_id = ?", marks)
+            self._db.executemany("UPDATE produced SET done = 1 WHERE athlete_id = ? AND event_id = ?", marks)
         else:
-            self._db.executemany("DELETE FROM produced WHERE event_id = ? AND done = 0", marks)
+            self._db.executemany("DELETE FROM produced WHERE athlete_id = ? AND event_id = ? AND done = 0", marks)
 
     # --- alert inbox ------------------------------------------------------------------------------
 

@@ -92,7 +92,7 @@ async def test_bad_events_go_to_the_dead_letter_topic_and_the_worker_keeps_going
         await eventually(all_dead_lettered)
     finally:
         await consumer.stop()
-    assert reasons[poison[0]].startswith("not JSON")
+    assert reasons[poison[0]].startswith("body: not JSON")
     assert "weight_kg" in reasons[poison[1]]
     assert "analyte" in reasons[poison[2]]
     assert "over the 65536-byte limit" in reasons[poison[3]]

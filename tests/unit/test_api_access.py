@@ -9,7 +9,7 @@ from typing import Sequence
 import pytest
 from fastapi.testclient import TestClient
 
-from aromatrack.schemas.events import Alert, AlertEvidence, EventBase
+from aromatrack.schemas.events import Alert, AlertEvidence, EventBase, dump_event
 from aromatrack.services.api import Services, create_app
 from aromatrack.services.auth import Role
 from aromatrack.services.store import Store
@@ -25,6 +25,8 @@ class RecordingSink:
     async def send_all(self, events: Sequence[EventBase]) -> int:
         if self.fail:
             raise ConnectionError("broker down")
+        for event in events:
+            dump_event(event)  # as the producer does: an event that cannot be serialised fails here
         self.events.extend(events)
         return len(events)
 

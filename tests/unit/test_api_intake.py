@@ -109,12 +109,12 @@ def test_the_withings_route_maps_groups_and_reports_skipped_ones(world: World) -
 
 
 def test_a_claim_left_by_a_crashed_request_goes_stale_and_the_retry_produces(world: World) -> None:
-    claimed, _, _ = world.store.claim_events(["ev-1"])  # a request that died before Kafka answered
+    claimed, _, _ = world.store.claim_events("ath-1", ["ev-1"])  # a request that died before Kafka answered
     assert claimed == ["ev-1"]
-    assert world.store.claim_events(["ev-1"]) == ([], ["ev-1"], [])
-    assert world.store.claim_events(["ev-1"], stale_after_s=0) == (["ev-1"], [], [])
-    world.store.settle_events(["ev-1"], produced=True)
-    assert world.store.claim_events(["ev-1"], stale_after_s=0) == ([], [], ["ev-1"])
+    assert world.store.claim_events("ath-1", ["ev-1"]) == ([], ["ev-1"], [])
+    assert world.store.claim_events("ath-1", ["ev-1"], stale_after_s=0) == (["ev-1"], [], [])
+    world.store.settle_events("ath-1", ["ev-1"], produced=True)
+    assert world.store.claim_events("ath-1", ["ev-1"], stale_after_s=0) == ([], [], ["ev-1"])
 
 
 def observation(value: float, subject: str | None = "Patient/ath-1") -> dict:

@@ -1,0 +1,181 @@
+"""Attacks from the outside probe of the API (issue 15), each reproduced against the app over a recording sink."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aromatrack.schemas.events import MAX_EVENT_BYTES, MAX_JSON_INT, EventError, dump_event, load_json, parse_event
+from aromatrack.services.auth import Principal, Role, hash_token
+from aromatrack.services.store import SCHEMA_VERSION, Store
+from tests.unit.test_api_access import SCALE, World, world  # noqa: F401 (fixture)
+
+
+def withings_group(grpid: int) -> dict:
+    return {"status": 0, "body": {"measuregrps": [
+        {"grpid": grpid, "date": 1777622400, "category": 1,
+         "measures": [{"value": 82500, "type": 1, "unit": -3}, {"value": 172, "type": 6, "unit": -1}]}]}}
+
+
+def test_an_athlete_cannot_suppress_another_athletes_event_by_claiming_its_id(world: World) -> None:
+    squatter = world.client.post("/v1/athletes/ath-2/scale-readings", json={**SCALE, "event_id": "withings-777001"},
+                                 headers=world.as_("ath-2"))
+    assert squatter.status_code == 202
+    real = world.client.post("/v1/athletes/ath-1/scale-readings/withings", json=withings_group(777001),
+                             headers=world.as_("ath-1"))
+    assert real.status_code == 202 and real.json()["accepted"] == ["withings-777001"]
+    assert [(e.athlete_id, e.event_id) for e in world.sink.events] == [
+        ("ath-2", "withings-777001"), ("ath-1", "withings-777001")]
+
+
+def test_duplicate_answers_reveal_nothing_about_another_athletes_labs(world: World) -> None:
+    """B cannot learn which of two guessed values A's lab has by posting their content-hash ids as his own."""
+    lab = {"time": "2026-05-01T08:00:00Z", "analyte": "estradiol", "unit": "pg/mL"}
+    assert world.client.post("/v1/athletes/ath-1/labs", json={**lab, "value": 42.5},
+                             headers=world.as_("clin-1")).status_code == 202
+    answers = []
+    for guess in (42.5, 42.0):
+        guessed_id = parse_event({**lab, "type": "lab.result", "athlete_id": "ath-1", "value": guess}).event_id
+        probe = world.client.post("/v1/athletes/ath-2/symptoms", json={"time": lab["time"], "event_id": guessed_id},
+                                  headers=world.as_("ath-2"))
+        answers.append((probe.status_code, probe.json()["duplicates"], len(probe.json()["accepted"])))
+    assert answers == [(202, [], 1), (202, [], 1)]
+
+
+def test_an_athletes_own_repeat_is_still_a_duplicate(world: World) -> None:
+    body = {**SCALE, "event_id": "withings-5"}
+    first = world.client.post("/v1/athletes/ath-1/scale-readings", json=body, headers=world.as_("ath-1"))
+    again = world.client.post("/v1/athletes/ath-1/scale-readings", json=body, headers=world.as_("ath-1"))
+    assert first.json()["accepted"] == again.json()["duplicates"] == ["withings-5"]
+    assert len(world.sink.events) == 1
+
+
+def test_a_store_of_the_first_version_is_upgraded_and_keeps_its_users(tmp_path) -> None:
+    path = tmp_path / "api.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE users (user_id TEXT PRIMARY KEY, role TEXT NOT NULL, email TEXT, webhook_url TEXT,"
+        " webhook_secret TEXT);"
+        "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users);"
+        "CREATE TABLE produced (event_id TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, claimed_at REAL NOT NULL);"
+        "INSERT INTO users VALUES ('ath-1', 'athlete', NULL, NULL, NULL);"
+        f"INSERT INTO tokens VALUES ('{hash_token('at_old')}', 'ath-1');"
+        "INSERT INTO produced VALUES ('withings-1', 1, 0);")
+    old.close()
+    store = Store(path)
+    assert store.authenticate("at_old") == Principal("ath-1", Role.ATHLETE)
+    assert store.claim_events("ath-1", ["withings-1"]) == (["withings-1"], [], [])
+    store.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+LAB_TEXT = '{"time": "2026-05-01T08:00:00Z", "analyte": "estradiol", "unit": "pg/mL", %s}'
+SCALE_TEXT = '{"time": "2026-05-01T08:00:00Z", "weight_kg": 82.5, "body_fat_pct": 17.2, %s}'
+
+
+def _problem(response) -> str:
+    return " ".join(f"{p['field']}: {p['problem']}" for p in response.json()["detail"])
+
+
+@pytest.mark.parametrize("depth", [40, 300, 1000, 5000])
+@pytest.mark.parametrize(("route", "user", "wrap"), [
+    ("scale-readings", "ath-1", lambda deep: SCALE_TEXT % f'"extra": {deep}'),
+    ("labs/fhir", "clin-1", lambda deep: '{"resourceType": "Observation", "code": %s}' % deep),
+    ("scale-readings/withings", "ath-1", lambda deep: '{"body": %s}' % deep),
+])
+def test_deeply_nested_json_is_a_4xx_naming_the_depth(world: World, route, user, wrap, depth: int) -> None:
+    body = wrap("[" * depth + "]" * depth)
+    response = world.client.post(f"/v1/athletes/ath-1/{route}", content=body, headers=world.as_(user))
+    assert response.status_code == 400 and "nested deeper than" in _problem(response)
+    assert world.sink.events == []
+
+
+@pytest.mark.parametrize(("route", "user", "body", "named"), [
+    ("scale-readings", "ath-1", SCALE_TEXT % f'"extra": {"9" * 4301}', "integer"),
+    ("scale-readings", "ath-1", SCALE_TEXT % f'"extra": {"9" * 25}', "integer"),
+    ("labs", "clin-1", LAB_TEXT % '"value": Infinity', "Infinity"),
+    ("labs", "clin-1", LAB_TEXT % '"value": NaN', "NaN"),
+    ("labs", "clin-1", LAB_TEXT % '"value": 1e999', "value: not a finite number"),
+    ("labs", "clin-1", LAB_TEXT % '"value": 20, "reference_high": -1e999', "reference_high: not a finite number"),
+    ("scale-readings/withings", "ath-1", json.dumps({"body": {"measuregrps": [
+        {"grpid": 1, "date": 1777622400, "measures": [{"value": 10**400, "type": 1, "unit": 0}]}]}}), "integer"),
+    ("labs", "clin-1", LAB_TEXT % '"value": 20, "note": "\\ud800"', "note: a lone surrogate"),
+    ("labs", "clin-1", LAB_TEXT % '"value": 20, "\\udfff": 1', "a lone surrogate"),
+])
+def test_numbers_and_strings_json_cannot_carry_are_a_4xx_naming_the_problem(world: World, route, user, body,
+                                                                             named) -> None:
+    response = world.client.post(f"/v1/athletes/ath-1/{route}", content=body, headers=world.as_(user))
+    assert response.status_code == 400 and named in _problem(response), response.text
+    assert world.sink.events == []
+
+
+@pytest.mark.parametrize(("route", "body"), [
+    ("scale-readings", SCALE_TEXT % f'"extra": "{"a" * 990_000}"'),
+    ("scale-readings/withings", json.dumps({"body": {"measuregrps": [
+        {"grpid": 1, "date": 1777622400, "deviceid": "d" * 900_000,
+         "measures": [{"value": 82, "type": 1, "unit": 0}, {"value": 172, "type": 6, "unit": -1}]}]}})),
+])
+def test_an_event_over_the_size_cap_is_refused_at_the_door(world: World, route: str, body: str) -> None:
+    response = world.client.post(f"/v1/athletes/ath-1/{route}", content=body, headers=world.as_("ath-1"))
+    assert response.status_code == 422 and f"{MAX_EVENT_BYTES}-byte limit" in _problem(response)
+    assert world.sink.events == []
+
+
+def test_the_worker_accepts_what_the_api_accepted(world: World) -> None:
+    big = SCALE_TEXT % f'"extra": "{"a" * (MAX_EVENT_BYTES - 400)}", "nested": {"[" * 30}{"]" * 30}'
+    lab = LAB_TEXT % '"value": 1e300, "reference_high": 1e308'
+    assert world.client.post("/v1/athletes/ath-1/scale-readings", content=big, headers=world.as_("ath-1")
+                             ).status_code == 202
+    assert world.client.post("/v1/athletes/ath-1/labs", content=lab, headers=world.as_("clin-1")).status_code == 202
+    for event in world.sink.events:
+        assert parse_event(dump_event(event)) == event
+
+
+@pytest.mark.parametrize("text", [
+    b'{"type": "lab.result", "athlete_id": "a", "time": "2026-05-01T08:00:00Z", "analyte": "estradiol",'
+    b' "unit": "pg/mL", "value": 1e999}',
+    b'{"type": "symptom.log", "athlete_id": "a", "time": "2026-05-01T08:00:00Z", "x": ' + b"[" * 2000 + b"]" * 2000
+    + b"}",
+    b'{"type": "symptom.log", "athlete_id": "a", "time": "2026-05-01T08:00:00Z", "x": "\\ud800"}',
+])
+def test_the_worker_refuses_the_same_input_with_an_event_error(text: bytes) -> None:
+    with pytest.raises(EventError):
+        parse_event(text)
+    with pytest.raises(EventError):
+        parse_event({"type": "symptom.log", "athlete_id": "a", "time": "2026-05-01T08:00:00Z",
+                     "x": float("inf") if b"1e999" in text else "\ud800"})
+
+
+def test_only_a_broker_failure_answers_503(world: World) -> None:
+    class BrokenSink:
+        async def send_all(self, events):
+            raise ValueError("a bug, not the broker")
+
+    world.client.app.state.services.sink = BrokenSink()
+    client = TestClient(world.client.app, raise_server_exceptions=False)
+    response = client.post("/v1/athletes/ath-1/scale-readings", json=SCALE, headers=world.as_("ath-1"))
+    assert response.status_code == 500
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-MAX_JSON_INT, MAX_JSON_INT) | st.floats(allow_nan=False,
+                                                                                   allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@given(JSON_VALUES)
+def test_json_within_the_limits_reads_back_unchanged(value) -> None:
+    assert load_json(json.dumps(value)) == value
+
+
+@given(JSON_VALUES, st.sampled_from(["Infinity", "-Infinity", "NaN", "1e400", str(MAX_JSON_INT + 1), '"\\udc00"']))
+def test_one_unrepresentable_element_anywhere_is_refused(value, bad: str) -> None:
+    with pytest.raises(EventError):
+        load_json(json.dumps([value, {"k": [0]}]).replace("[0]", f"[{bad}]"))
