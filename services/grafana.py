@@ -23,6 +23,7 @@ from aromatrack.schemas.series import Audience, database_name
 from aromatrack.streams.influx import InfluxUser
 
 GRAFANA_DIR = Path(__file__).resolve().parents[1] / "grafana"
+MIXED = "-- Mixed --"  # Grafana's built-in pseudo-datasource: each target names its own
 ORGANISATIONS_FILE = Path("provisioning") / "organisations.yaml"
 
 
@@ -53,9 +54,9 @@ class Plan:
 
 
 def datasource_uids(board: dict) -> Iterator[str]:
-    """Every datasource uid a board's variables, panels, targets and annotations name."""
+    """Every datasource uid a board's variables, panels, targets and annotations query (not the Mixed marker)."""
     for item in (*board["templating"]["list"], *board["annotations"]["list"], *board["panels"]):
-        if item.get("datasource"):
+        if item.get("datasource") and item["datasource"]["uid"] != MIXED:
             yield item["datasource"]["uid"]
     for panel in board["panels"]:
         for target in panel.get("targets", ()):

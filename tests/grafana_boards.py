@@ -48,11 +48,14 @@ def datasource_audiences() -> dict[str, Audience]:
 
 
 def substitute(query: str, athlete: str, start: datetime, end: datetime, interval: str = "1d") -> str:
-    """Grafana's InfluxQL interpolation: $timeFilter as epoch-ms bounds, $__interval, and a regex-escaped
+    """Grafana's InfluxQL interpolation: $timeFilter as epoch-ms bounds, ${__from}/${__to} as epoch ms, $__interval, and a regex-escaped
     single value for a variable used inside /^...$/."""
-    time_filter = f"time >= {int(start.timestamp() * 1000)}ms and time <= {int(end.timestamp() * 1000)}ms"
+    start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    time_filter = f"time >= {start_ms}ms and time <= {end_ms}ms"
     return (
         query.replace("$timeFilter", time_filter)
+        .replace("${__from}", str(start_ms))
+        .replace("${__to}", str(end_ms))
         .replace("$__interval", interval)
         .replace("$athlete", re.escape(athlete))
     )

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from aromatrack.deploy.influx_access import Role
 from aromatrack.services.cli import app
-from aromatrack.services.grafana import load_plan
+from aromatrack.services.grafana import datasource_uids, load_plan
 
 from ..grafana_boards import boards, datasource_audiences
 
@@ -156,8 +156,7 @@ def test_each_organisation_gets_its_folders_boards_and_the_datasources_they_name
         for folder_uid, board in grafana.dashboards[org].values():
             assert folder_uid == f"aromatrack-{next(n for n, b in boards().items() if b['uid'] == board['uid']).split('/')[0]}"
             assert board["id"] is None
-            named = {p["datasource"]["uid"] for p in board["panels"]}
-            assert named <= provided, (name, board["uid"])
+            assert set(datasource_uids(board)) <= provided, (name, board["uid"])
     assert all(audiences[s["uid"]].value in s["jsonData"]["dbName"] for org in grafana.datasources.values()
                for s in org.values())
 
