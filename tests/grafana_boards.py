@@ -6,7 +6,7 @@ import json
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator, Mapping, NamedTuple
 
 from aromatrack.schemas.series import Audience
 from aromatrack.services.grafana import load_plan
@@ -47,15 +47,17 @@ def datasource_audiences() -> dict[str, Audience]:
     return {source.uid: source.audience for org in load_plan().organisations for source in org.datasources}
 
 
-def substitute(query: str, athlete: str, start: datetime, end: datetime, interval: str = "1d") -> str:
-    """Grafana's InfluxQL interpolation: $timeFilter as epoch-ms bounds, ${__from}/${__to} as epoch ms, $__interval, and a regex-escaped
-    single value for a variable used inside /^...$/."""
+def substitute(query: str, values: Mapping[str, str], start: datetime, end: datetime, interval: str = "1d") -> str:
+    """Grafana's InfluxQL interpolation: $timeFilter as epoch-ms bounds, ${__from}/${__to} as epoch ms, $__interval,
+    the signed-in user's login for ${__user.login}, and a variable's single value, regex-escaped inside /^...$/."""
     start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
-    time_filter = f"time >= {start_ms}ms and time <= {end_ms}ms"
-    return (
-        query.replace("$timeFilter", time_filter)
+    query = (
+        query.replace("$timeFilter", f"time >= {start_ms}ms and time <= {end_ms}ms")
         .replace("${__from}", str(start_ms))
         .replace("${__to}", str(end_ms))
         .replace("$__interval", interval)
-        .replace("$athlete", re.escape(athlete))
     )
+    for name, value in values.items():
+        query = query.replace(f"/^${name}$/", f"/^{re.escape(value)}$/").replace(f"${{{name}}}", value)
+        query = query.replace(f"${name}", value)
+    return query

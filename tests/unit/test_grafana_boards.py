@@ -106,3 +106,71 @@ def test_the_clinician_sees_weekly_load_symptoms_other_labs_and_an_overview_over
     for panel in overview:
         assert "athlete_id" not in panel["targets"][0]["query"].split("WHERE")[1].split("GROUP BY")[0]
         assert "var-athlete=${__data.fields.athlete_id}" in panel["fieldConfig"]["defaults"]["links"][0]["url"]
+
+
+def panel_of(board: str, title_part: str) -> dict:
+    (panel,) = [p for p in boards()[board]["panels"] if title_part in p["title"]]
+    return panel
+
+
+def properties(panel: dict, name: str) -> dict:
+    (found,) = [o for o in panel["fieldConfig"]["overrides"] if o["matcher"]["options"] == name]
+    return {p["id"]: p["value"] for p in found["properties"]}
+
+
+def test_weeks_start_on_monday_in_every_board():
+    for name, board in boards().items():
+        for query in queries(board):
+            assert "time(7d)" not in query.influxql.replace(" ", ""), (name, query.where)  # a Thursday week
+
+
+def test_the_athlete_board_shows_only_the_signed_in_athlete():
+    board = boards()["coaching/athlete.json"]
+    assert [v["name"] for v in board["templating"]["list"]] == ["workout"]
+    for query in queries(board):
+        assert "\"athlete_id\" = '${__user.login}'" in query.influxql, query.where
+
+
+def test_the_performance_manager_has_load_bars_ctl_atl_lines_and_tsb_on_its_own_shaded_axis():
+    for board, who in (("coaching/coach.json", "$athlete:"), ("coaching/athlete.json", "Your")):
+        panel = panel_of(board, f"{who} Performance Manager")
+        assert properties(panel, "daily load")["custom.drawStyle"] == "bars"
+        form = properties(panel, "TSB (form)")
+        assert form["custom.axisPlacement"] == "right" and form["custom.thresholdsStyle"]["mode"] == "area"
+        assert [s["value"] for s in form["thresholds"]["steps"]] == [None, -30, -10, 5, 25]
+        assert "derivative(last(\"ctl\"), 7d)" in panel_of(board, f"{who} ramp rate")["targets"][0]["query"]
+
+
+def test_team_tables_date_their_rows_link_to_the_athlete_and_band_acwr():
+    team = panel_of("coaching/coach.json", "Team: fitness")
+    query = team["targets"][0]["query"]
+    assert query.count("last(") == 1  # one selector: the other fields and the time are of that same day
+    assert properties(team, "Time")["displayName"] == "as of"
+    assert [s["value"] for s in properties(team, "ACWR")["thresholds"]["steps"]] == [None, 0.8, 1.3, 1.5]
+    for title in ("Team: fitness", "Team: load of the last complete week", "Team: body-fat change"):
+        links = panel_of("coaching/coach.json", title)["fieldConfig"]["defaults"]["links"]
+        assert "var-athlete=${__data.fields.athlete_id}" in links[0]["url"]
+    assert "time <= ${__to}ms - 7d" in panel_of("coaching/coach.json", "last complete week")["targets"][0]["query"]
+    change = panel_of("coaching/coach.json", "Team: body-fat change")["targets"][0]["query"]
+    assert "${__to}ms - 28d" in change and "GROUP BY time" not in change  # real readings, not a stale bucket
+
+
+def test_modality_share_is_load_weighted_and_stacked_to_100_percent():
+    panel = panel_of("coaching/coach.json", "modality mix")
+    assert panel["options"]["stacking"] == "percent" and 'sum("load")' in panel["targets"][0]["query"]
+
+
+def test_workouts_are_newest_first_with_durations_and_a_trace_per_workout():
+    workouts = panel_of("coaching/athlete.json", "Your workouts")
+    assert workouts["targets"][0]["query"].endswith("ORDER BY time DESC")
+    assert properties(workouts, "duration_s")["unit"] == "dtdurations"
+    trace = panel_of("coaching/athlete.json", "heart rate (bpm) and power")
+    assert "workout_samples" in trace["targets"][0]["query"] and "'$workout'" in trace["targets"][0]["query"]
+
+
+def test_every_panel_states_its_units_or_is_a_table_of_labelled_columns():
+    for name, board in boards().items():
+        for panel in board["panels"]:
+            if panel["type"] in ("timeseries", "barchart", "xychart"):
+                assert panel["fieldConfig"]["defaults"].get("unit"), (name, panel["title"])
+            assert panel["description"], (name, panel["title"])
