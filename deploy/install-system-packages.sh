@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Debian packages the local stack and the tests need: influxd (InfluxDB 1.6.7, the only server
-# obtainable here) and docker-compose 1.29 (validates docker-compose.yml offline, no daemon needed).
+# obtainable here), a JDK and Maven (the local Apache Kafka broker runs from jars Maven resolves) and
+# docker-compose 1.29 (validates docker-compose.yml offline, no daemon needed).
 # Idempotent: installs only what is missing. The Debian influxdb service is stopped at once because
 # it would listen on all interfaces; `aromatrack stack up` runs its own loopback-only influxd.
 set -euo pipefail
 missing=()
 command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,23 +1,27 @@
 """The local stack: real servers on loopback for `make demo` and the integration tests.
 
 No Docker engine runs on these machines, so instead of docker-compose this starts:
-- the `noida-db` binary (PyPI) with only its Kafka wire-protocol service enabled, and
+- Apache Kafka (the jars `deploy/kafka_jars.py` resolves from Maven Central) in KRaft combined mode, one node
+  that is broker and controller, with a generated `server.properties` suited to a single node, and
 - Debian's `influxd` 1.6.7 with a generated config that binds 127.0.0.1, keeps data in the state dir and
   requires authentication; `up` creates its users and grants (deploy/influx_access.py).
-Each server is a detached process with a pid file; `up` is idempotent and waits until each answers.
+Both bind loopback only. Each server is a detached process with a pid file; `up` is idempotent and waits
+until each answers (the broker: until it answers a metadata request naming itself).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
-import sys
 import time
+import uuid
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -25,7 +29,7 @@ from pathlib import Path
 import tempfile
 from typing import Callable, Iterator
 
-from . import influx_access
+from . import influx_access, kafka_jars
 from .settings import Settings
 
 
@@ -40,6 +44,9 @@ class Server:
     port: int
     command: Callable[[Settings], list[str]]
     ready: Callable[[str, int], bool]
+    other_ports: tuple[int, ...] = ()  # bound besides `port` (the broker's controller listener)
+    start_timeout_s: float = 30.0
+    stop_timeout_s: float = 20.0
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -56,11 +63,141 @@ def _influx_ready(host: str, port: int) -> bool:
         return False
 
 
-def _noida_binary() -> str:
-    binary = shutil.which("noida-db") or str(Path(sys.executable).parent / "noida-db")
-    if not Path(binary).exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "noida-db==0.2.3"], check=True)
-    return binary
+# The broker's controller listener (KRaft) sits on the port after the client one.
+CONTROLLER_PORT_OFFSET = 1
+KAFKA_HEAP = "-Xmx512m"  # fits beside the tests' workers on a 2-core, shared machine
+
+
+def _java_binary() -> str:
+    java = shutil.which("java")
+    if not java:
+        raise StackError(
+            "java is not installed: the local broker is Apache Kafka on the JVM; run `make install` "
+            "(it installs Debian's openjdk-17-jre-headless) or `apt-get install openjdk-17-jre-headless`"
+        )
+    return java
+
+
+def _kafka_libs() -> Path:
+    try:
+        return kafka_jars.resolve()
+    except kafka_jars.JarsError as exc:
+        raise StackError(str(exc)) from None
+
+
+def _kafka_config(settings: Settings, host: str, port: int) -> Path:
+    """server.properties for one node that is broker and controller; data and logs under the state dir."""
+    root = settings.state_dir / "kafka"
+    root.mkdir(parents=True, exist_ok=True)
+    controller = f"{host}:{port + CONTROLLER_PORT_OFFSET}"
+    config = root / "server.properties"
+    config.write_text(
+        f"""process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@{controller}
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{controller}
+advertised.listeners=PLAINTEXT://{host}:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={root / 'data'}
+num.partitions=1
+# One node: the internal topics cannot have more replicas than that.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+# A group's first member is assigned at once rather than after 3 s (workers and tests start one by one).
+group.initial.rebalance.delay.ms=0
+# The cleaner compacts faust's changelogs; it looks for work every second instead of every 15.
+log.cleaner.enable=true
+log.cleaner.backoff.ms=1000
+log.cleaner.dedupe.buffer.size=16777216
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+"""
+    )
+    (root / "log4j.properties").write_text(
+        """log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka=INFO
+log4j.logger.org.apache.kafka=INFO
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+log4j.logger.kafka.log.LogCleaner=INFO
+"""
+    )
+    return config
+
+
+def _kafka_command(settings: Settings, host: str, port: int) -> list[str]:
+    """Write the config, format the storage once (KRaft needs a cluster id on disk), return the broker's command."""
+    java = _java_binary()
+    classpath = f"{_kafka_libs()}/*"
+    config = _kafka_config(settings, host, port)
+    root = config.parent
+    if not (root / "data" / "meta.properties").exists():
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        formatted = subprocess.run(
+            [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+            capture_output=True,
+            text=True,
+        )
+        if formatted.returncode != 0:
+            raise StackError(f"kafka: formatting {root / 'data'} failed: {formatted.stdout}{formatted.stderr}")
+    return [
+        java,
+        KAFKA_HEAP,
+        "-Xms128m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{root / 'log4j.properties'}",
+        "-cp",
+        classpath,
+        "kafka.Kafka",
+        str(config),
+    ]
+
+
+def _kafka_ready(host: str, port: int) -> bool:
+    """True when the broker answers a Metadata request (v1) that lists at least one broker and a controller."""
+    client_id = b"aromatrack-stack"
+    # api_key 3 (Metadata), version 1, correlation id 1, client id, topics: an empty array (none, just brokers)
+    body = struct.pack(">hhih", 3, 1, 1, len(client_id)) + client_id + struct.pack(">i", 0)
+    try:
+        with socket.create_connection((host, port), timeout=2) as sock:
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            size = struct.unpack(">i", _read_exactly(sock, 4))[0]
+            response = _read_exactly(sock, size)
+    except (OSError, struct.error):
+        return False
+    correlation_id, broker_count = struct.unpack_from(">ii", response, 0)
+    if correlation_id != 1 or broker_count < 1:
+        return False
+    offset = 8
+    for _ in range(broker_count):  # node_id, host, port, rack
+        offset += 4
+        (host_length,) = struct.unpack_from(">h", response, offset)
+        offset += 2 + host_length + 4
+        (rack_length,) = struct.unpack_from(">h", response, offset)
+        offset += 2 + max(rack_length, 0)
+    (controller_id,) = struct.unpack_from(">i", response, offset)
+    return controller_id >= 0
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise OSError("connection closed")
+        data += chunk
+    return data
 
 
 def _influxd_binary() -> str:
@@ -119,19 +256,11 @@ def servers(settings: Settings) -> list[Server]:
             "kafka",
             kafka_host,
             kafka_port,
-            lambda s: [
-                _noida_binary(),
-                "start",
-                "--only",
-                "kafka",
-                "--host",
-                kafka_host,
-                "--kafka-port",
-                str(kafka_port),
-                "--data-dir",
-                str(s.state_dir / "broker"),
-            ],
-            _port_open,
+            lambda s: _kafka_command(s, kafka_host, kafka_port),
+            _kafka_ready,
+            other_ports=(kafka_port + CONTROLLER_PORT_OFFSET,),
+            start_timeout_s=120.0,
+            stop_timeout_s=60.0,
         ),
         Server(
             "influxdb",
@@ -151,62 +280,92 @@ def _running_pid(settings: Settings, server: Server) -> int | None:
     pid_file = _pid_file(settings, server)
     try:
         pid = int(pid_file.read_text())
+        _reap(pid)  # a server this process started and something killed is a zombie until reaped
         os.kill(pid, 0)
     except (FileNotFoundError, ValueError, ProcessLookupError):
         return None
     return pid
 
 
-def start(settings: Settings, server: Server, *, timeout_s: float = 30.0) -> str:
+def start(settings: Settings, server: Server) -> str:
     """Start one server unless ours already runs; waits until it answers."""
-    if _running_pid(settings, server) and server.ready(server.host, server.port):
-        return f"{server.name}: already running on {server.host}:{server.port}"
-    if _port_open(server.host, server.port):
+    running = _running_pid(settings, server)
+    if running:
+        if _wait_ready(server, server.start_timeout_s, lambda: _running_pid(settings, server) is not None):
+            return f"{server.name}: already running on {server.host}:{server.port}"
         raise StackError(
-            f"{server.name}: port {server.host}:{server.port} is taken by another process; stop it, or "
-            "point AROMATRACK_KAFKA / AROMATRACK_INFLUX_URL at a free port"
+            f"{server.name}: our process {running} runs but does not answer on {server.host}:{server.port}; "
+            f"see {settings.state_dir / (server.name + '.log')}, then `aromatrack stack down` and up again"
         )
+    for port in (server.port, *server.other_ports):
+        if _port_open(server.host, port):
+            raise StackError(
+                f"{server.name}: port {server.host}:{port} is taken by another process; stop it, or point "
+                "AROMATRACK_KAFKA (its port and the next) / AROMATRACK_INFLUX_URL at free ports"
+            )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    command = server.command(settings)
     log_path = settings.state_dir / f"{server.name}.log"
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
-            server.command(settings),
+            command,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     _pid_file(settings, server).write_text(str(process.pid))
+    if _wait_ready(server, server.start_timeout_s, lambda: process.poll() is None):
+        return f"{server.name}: started on {server.host}:{server.port} (pid {process.pid})"
+    if process.poll() is not None:
+        raise StackError(f"{server.name}: exited with status {process.returncode}; see {log_path}")
+    raise StackError(
+        f"{server.name}: did not answer on {server.host}:{server.port} in {server.start_timeout_s:.0f}s; see {log_path}"
+    )
+
+
+def _wait_ready(server: Server, timeout_s: float, alive: Callable[[], bool]) -> bool:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise StackError(f"{server.name}: exited with status {process.returncode}; see {log_path}")
+    while time.monotonic() < deadline and alive():
         if server.ready(server.host, server.port):
-            return f"{server.name}: started on {server.host}:{server.port} (pid {process.pid})"
+            return True
         time.sleep(0.2)
-    raise StackError(f"{server.name}: did not answer on {server.host}:{server.port} in {timeout_s:.0f}s; see {log_path}")
+    return False
 
 
-def stop(settings: Settings, server: Server, *, timeout_s: float = 20.0) -> str:
-    """SIGTERM our server's process group and wait until it exits and its port is free.
-
-    The group matters: `noida-db` is a launcher whose child is the real broker.
-    """
+def stop(settings: Settings, server: Server) -> str:
+    """SIGTERM our server's process group and wait until it exits and its ports are free (SIGKILL after
+    `stop_timeout_s`). The broker's clean shutdown flushes its logs and writes its clean-shutdown marker."""
     pid = _running_pid(settings, server)
     if pid is None:
         _pid_file(settings, server).unlink(missing_ok=True)
         return f"{server.name}: not running"
     os.killpg(pid, signal.SIGTERM)
+    if not _wait_gone(server, pid, server.stop_timeout_s):
+        os.killpg(pid, signal.SIGKILL)
+        _wait_gone(server, pid, 10.0)
+    _pid_file(settings, server).unlink(missing_ok=True)
+    return f"{server.name}: stopped"
+
+
+def kill(settings: Settings, server: Server) -> None:
+    """SIGKILL our server (fault tests: a crash, no shutdown at all) and wait until it is gone."""
+    pid = _running_pid(settings, server)
+    if pid is None:
+        raise StackError(f"{server.name}: not running")
+    os.killpg(pid, signal.SIGKILL)
+    _wait_gone(server, pid, 10.0)
+    _pid_file(settings, server).unlink(missing_ok=True)
+
+
+def _wait_gone(server: Server, pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         _reap(pid)
-        if not _group_alive(pid) and not _port_open(server.host, server.port):
-            break
+        if not _group_alive(pid) and not any(_port_open(server.host, p) for p in (server.port, *server.other_ports)):
+            return True
         time.sleep(0.1)
-    else:
-        os.killpg(pid, signal.SIGKILL)
-    _pid_file(settings, server).unlink(missing_ok=True)
-    return f"{server.name}: stopped"
+    return False
 
 
 def _group_alive(pgid: int) -> bool:
@@ -231,7 +390,7 @@ def status(settings: Settings, server: Server) -> str:
         return f"{server.name}: running on {server.host}:{server.port} (pid {pid})"
     if pid:
         return f"{server.name}: process {pid} is up but not answering on {server.host}:{server.port}"
-    if answering:
+    if answering or _port_open(server.host, server.port):
         return f"{server.name}: something else answers on {server.host}:{server.port}"
     return f"{server.name}: stopped"
 

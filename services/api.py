@@ -29,17 +29,19 @@ from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import fhir
 from aromatrack.schemas import series as S
 from aromatrack.schemas.events import EVENT_MODELS, EventBase, EventError, load_json, parse_event
-from aromatrack.services.auth import Access, Principal, Role, allowed
+from aromatrack.services.auth import Access, Principal, Role, allowed, authenticate
 from aromatrack.services.readings import ATHLETE_ID_PATTERN, series_rows
 from aromatrack.services.store import Store, StoreError
 from aromatrack.services.withings import WithingsError, scale_readings
+from aromatrack.streams import fit
 from aromatrack.streams.influx import InfluxError, SeriesStore
+from aromatrack.streams.producer import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("aromatrack.api")
 
 MAX_JSON_BYTES = 1_000_000
-# A FIT file travels base64-encoded (4/3 larger) inside one Kafka message of at most 1 MiB.
-MAX_FIT_BYTES = 700_000
+# A FIT upload travels gzipped and base64-encoded inside one Kafka message, with room for the envelope.
+MAX_FIT_B64 = MAX_MESSAGE_BYTES - 4096
 MAX_BATCH = 1000
 
 # Clinicians post labs and doses for their patients; only athletes post everything else.
@@ -105,7 +107,7 @@ def services(request: Request) -> Services:
 def principal(
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer), deps: Services = Depends(services)
 ) -> Principal:
-    found = deps.store.authenticate(credentials.credentials) if credentials else None
+    found = authenticate(deps.store, credentials.credentials) if credentials else None
     if found is None:
         raise HTTPException(401, "missing or unknown API token", headers={"WWW-Authenticate": "Bearer"})
     return found
@@ -320,22 +322,26 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
     ) -> JSONResponse:
         """Upload a FIT file as the raw body; it becomes one `workout.fit` event (decoded by the stream)."""
         require(deps, who, Access.WRITE, athlete_id)
-        raw = await read_limited(request, MAX_FIT_BYTES)
+        raw = await read_limited(request, fit.MAX_FIT_BYTES)
         if not raw:
             raise Problem(422, [("body", "empty file")])
         when = time or datetime.now(timezone.utc)
         if when.tzinfo is None:
             raise Problem(422, [("time", "needs a UTC offset or Z")])
-        item = {
-            "time": when.isoformat(),
-            "fit_b64": base64.b64encode(raw).decode(),
-            # The file's content names the event, so re-uploading the same file is a duplicate.
-            "event_id": "fit-" + hashlib.sha256(athlete_id.encode() + b"\x00" + raw).hexdigest()[:32],
-        }
-        if filename:
-            item["filename"] = filename
-        events = validate_items([item], "workout.fit", athlete_id)
-        return await accept(deps, who, athlete_id, events, _fingerprint("fit", athlete_id, raw), idempotency_key)
+        # Gzipped on the wire as the CLI sends it (FIT compresses 3-5x), unless the client already did.
+        fit_b64 = base64.b64encode(raw).decode() if raw[:2] == b"\x1f\x8b" else fit.encode_fit(raw)
+        if len(fit_b64) > MAX_FIT_B64:
+            raise Problem(413, [("body", f"the file compresses to over {MAX_FIT_B64 * 3 // 4} bytes, more than one "
+                                         "Kafka message holds; split the activity")])
+        item = {"time": when.isoformat(), "fit_b64": fit_b64, **({"filename": filename} if filename else {})}
+        [event] = validate_items([item], "workout.fit", athlete_id)
+        try:
+            data = fit.fit_payload(event)  # the worker's own bounds, so what is accepted here decodes there
+        except EventError as exc:
+            raise Problem(422, _problems(str(exc))) from None
+        # The file's content names the event, so re-uploading the same file (plain or gzipped) is a duplicate.
+        event = event.model_copy(update={"event_id": "fit-" + fit.workout_id(athlete_id, data)})
+        return await accept(deps, who, athlete_id, [event], _fingerprint("fit", athlete_id, raw), idempotency_key)
 
     @app.post(
         "/v1/athletes/{athlete_id}/scale-readings/withings",

@@ -1,6 +1,9 @@
 """Who may do what: API tokens (stored only as hashes) and the role policy, as plain functions.
 
-The policy is a table, not scattered `if`s, so a test can walk every role x access pair and prove each denial.
+`authenticate` is the one place a presented token becomes a principal (the API's bearer tokens and anything
+built on them use it): a token is refused when unknown, revoked, expired, or issued for a role its user no
+longer has. The policy is a table, not scattered `if`s, so a test can walk every role x access pair and prove
+each denial.
 """
 
 from __future__ import annotations
@@ -8,10 +11,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 TOKEN_PREFIX = "at_"
+DEFAULT_TOKEN_DAYS = 90  # a lost device's token stops working by itself; rotate before then
 
 
 class Role(StrEnum):
@@ -41,10 +47,38 @@ GRANTS: dict[Role, frozenset[Access]] = {
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated user. An athlete's user id is their athlete id."""
+    """An authenticated user. An athlete's user id is their athlete id; `token_id` names the token used
+    (public, for logs and rate limits)."""
 
     user_id: str
     role: Role
+    token_id: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """What the store holds for a token: its user and their role now, the role it was issued for, its times."""
+
+    token_id: str
+    user_id: str
+    role: Role
+    issued_role: Role | None  # None: not a role this version knows
+    expires_at: float
+    revoked_at: float | None
+
+
+class TokenStore(Protocol):
+    def token_record(self, token_hash: str) -> TokenRecord | None: ...
+
+
+def authenticate(store: TokenStore, token: str, now: float | None = None) -> Principal | None:
+    """The principal `token` stands for, or None when it is unknown, revoked, expired or its role is stale."""
+    record = store.token_record(hash_token(token))
+    now = time.time() if now is None else now
+    if record is None or record.revoked_at is not None or record.expires_at <= now or record.role is not \
+            record.issued_role:
+        return None
+    return Principal(record.user_id, record.role, record.token_id)
 
 
 def new_token() -> str:
@@ -55,6 +89,11 @@ def new_token() -> str:
 def hash_token(token: str) -> str:
     """SHA-256 is enough for 256-bit random tokens: there is no dictionary to brute-force."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def public_token_id(token_hash: str) -> str:
+    """A token's public name: the start of its hash (says nothing usable about the token)."""
+    return token_hash[:12]
 
 
 def tokens_match(token: str, stored_hash: str) -> bool:

@@ -4,19 +4,33 @@ services.notifier and the store. Heavy imports stay inside the commands so the C
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Callable, TypeVar
 
 import typer
 
 from aromatrack.deploy.settings import load_settings
-from aromatrack.services.auth import Role
+from aromatrack.services.auth import DEFAULT_TOKEN_DAYS, Role
+
+T = TypeVar("T")
 
 users_app = typer.Typer(help="API users, their tokens and care teams (coach/clinician of an athlete).")
 
 
-def _store():
-    from aromatrack.services.store import Store
+DAYS = typer.Option(DEFAULT_TOKEN_DAYS, "--days", min=0.001, max=3660, help="How long the new token is valid.")
 
-    return Store(load_settings().state_dir / "api.sqlite3")
+
+def _or_exit(action: Callable[[Any], T]) -> T:
+    """Run `action` on the store; a refused operation prints its reason and exits 1."""
+    from aromatrack.services.store import Store, StoreError
+
+    store = Store(load_settings().state_dir / "api.sqlite3")
+    try:
+        return action(store)
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    finally:
+        store.close()
 
 
 @users_app.command("add")
@@ -24,37 +38,84 @@ def users_add(
     user_id: str = typer.Argument(..., help="For an athlete: their athlete id."),
     role: Role = typer.Option(..., help="athlete, coach or clinician."),
     email: str = typer.Option(None, help="Clinicians: where alert e-mails go."),
-    webhook_url: str = typer.Option(None, help="Clinicians: where signed alert webhooks go."),
-    webhook_secret: str = typer.Option(None, help="Clinicians: the HMAC secret for the webhook signature."),
+    webhook_url: str = typer.Option(None, help="Clinicians: where signed alert webhooks go (https; http only to "
+                                    "loopback)."),
+    webhook_secret: str = typer.Option(None, help="Clinicians: the webhook's Standard Webhooks secret (whsec_...; "
+                                       "make one with `users new-webhook-secret`). Required with a webhook URL; "
+                                       "kept when not given again."),
+    days: float = DAYS,
 ) -> None:
-    """Create or update a user and print a new API token (shown once; only its hash is stored)."""
-    token = _store().add_user(user_id, role, email=email, webhook_url=webhook_url, webhook_secret=webhook_secret)
-    typer.echo(token)
+    """Create or update a user and print a new API token (shown once; only its hash is stored).
+
+    Options not given keep their stored values. Changing a user's role ends the tokens of the old role."""
+    typer.echo(_or_exit(lambda store: store.add_user(user_id, role, email=email, webhook_url=webhook_url,
+                                                     webhook_secret=webhook_secret, token_days=days)))
+
+
+@users_app.command("new-webhook-secret")
+def users_new_webhook_secret() -> None:
+    """Print a fresh webhook secret (whsec_ + 32 random bytes) to give the clinic and to `users add`."""
+    from aromatrack.services.webhooks import new_webhook_secret
+
+    typer.echo(new_webhook_secret())
 
 
 @users_app.command("token")
-def users_token(user_id: str) -> None:
+def users_token(user_id: str, days: float = DAYS) -> None:
     """Issue another token for an existing user (e.g. a second device)."""
-    from aromatrack.services.store import StoreError
+    typer.echo(_or_exit(lambda store: store.issue_token(user_id, days=days)))
 
-    try:
-        typer.echo(_store().issue_token(user_id))
-    except StoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+
+@users_app.command("tokens")
+def users_tokens(user_id: str) -> None:
+    """List a user's tokens by id (never the tokens themselves), with their state."""
+    import time
+    from datetime import datetime, timezone
+
+    def when(at: float) -> str:
+        return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+    for info in _or_exit(lambda store: store.tokens_of(user_id)):
+        state = (f"revoked {when(info.revoked_at)}" if info.revoked_at is not None
+                 else "expired" if info.expires_at <= time.time() else "live")
+        typer.echo(f"{info.token_id}  issued {when(info.created_at)}  expires {when(info.expires_at)}  {state}")
+
+
+@users_app.command("revoke")
+def users_revoke(user_id: str, token_id: str = typer.Option(None, "--token", help="One token's id (from "
+                                                                                    "`users tokens`); default all.")) -> None:
+    """Revoke a user's tokens at once (a lost device, a leaked token)."""
+    count = _or_exit(lambda store: store.revoke_tokens(user_id, token_id))
+    typer.echo(f"{count} token(s) of {user_id} revoked")
+
+
+@users_app.command("rotate")
+def users_rotate(user_id: str, days: float = DAYS) -> None:
+    """Print a new token for the user and revoke every older one."""
+    typer.echo(_or_exit(lambda store: store.rotate_token(user_id, days=days)))
+
+
+@users_app.command("remove")
+def users_remove(user_id: str) -> None:
+    """Remove a user: their tokens and care-team places go; alerts already received stay on record."""
+    _or_exit(lambda store: store.remove_user(user_id))
+    typer.echo(f"{user_id} removed")
 
 
 @users_app.command("assign")
 def users_assign(athlete_id: str, member_id: str = typer.Argument(..., help="A coach or clinician user.")) -> None:
     """Put a coach or clinician on an athlete's care team."""
-    from aromatrack.services.store import StoreError
-
-    try:
-        _store().assign(athlete_id, member_id)
-    except StoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+    _or_exit(lambda store: store.assign(athlete_id, member_id))
     typer.echo(f"{member_id} now on the care team of {athlete_id}")
+
+
+@users_app.command("unassign")
+def users_unassign(athlete_id: str, member_id: str) -> None:
+    """Take a coach or clinician off an athlete's care team (their access ends at once)."""
+    if not _or_exit(lambda store: store.unassign(athlete_id, member_id)):
+        typer.echo(f"error: {member_id} is not on the care team of {athlete_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{member_id} taken off the care team of {athlete_id}")
 
 
 def api(

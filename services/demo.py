@@ -15,7 +15,6 @@ import base64
 import collections
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from aromatrack.schemas.series import Audience, database_name
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.services import cohort
 from aromatrack.services.auth import Role
-from aromatrack.services.notifier import SIGNATURE_HEADER, verify
+from aromatrack.services.webhooks import new_webhook_secret, verify
 from aromatrack.services.store import Store
 from aromatrack.streams.replay import replay_paced
 from aromatrack.streams.influx import rows
@@ -74,7 +73,7 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if not verify(receiver.secret, body, self.headers.get(SIGNATURE_HEADER, "")):
+                if not verify(receiver.secret, body, self.headers):
                     receiver.bad_signatures += 1
                     self.send_response(401)
                 else:
@@ -281,7 +280,7 @@ def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
     cohort_file.write_text("".join(json.dumps(event) + "\n" for event in events))
     console.print(f"cohort: {athletes} athletes x {days} days, seed {seed}: {len(events)} events -> {cohort_file}")
 
-    receiver = WebhookReceiver(secrets.token_hex(16), settings.state_dir / "demo-charts")
+    receiver = WebhookReceiver(new_webhook_secret(), settings.state_dir / "demo-charts")
     register_clinicians(settings, events, receiver)
     # A replayed week reaches the clinical agent skewed across topics by as long as the week takes to process
     # (FIT uploads decode last): a backfill's reorder grace. At 5 s, 27 of the full demo's 133 alerts went out

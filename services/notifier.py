@@ -2,8 +2,8 @@
 
 It consumes the alerts topic in a consumer group and commits an offset only after the alert is delivered or
 dead-lettered, so a crash redelivers the message; the delivery log in the store then skips every channel that
-already succeeded, so a restart never sends twice. Channels: an HTTP webhook signed with HMAC-SHA256 over
-"timestamp.body" (header `Aromatrack-Signature: t=<unix>,v1=<hex>`), and e-mail over SMTP; both carry the
+already succeeded, so a restart never sends twice. Channels: an HTTP webhook signed by Standard Webhooks
+(services/webhooks.py; never unsigned, never plain http off this host), and e-mail over SMTP; both carry the
 evidence chart. Failed channels are retried with exponential backoff and dead-lettered after N attempts.
 Unacknowledged alerts are re-notified after a while; acknowledging one (API) stops that.
 """
@@ -30,37 +30,13 @@ from aromatrack.schemas import topics
 from aromatrack.schemas.events import Alert
 from aromatrack.services import chart
 from aromatrack.services.store import Contact, Store
+from aromatrack.services.webhooks import WebhookSecretError, signed_headers, webhook_url_problem
 from aromatrack.streams.admin import ensure_topics
 from aromatrack.streams.influx import InfluxError, SeriesStore
 
 log = logging.getLogger("aromatrack.notifier")
 
-SIGNATURE_HEADER = "Aromatrack-Signature"
 GROUP_ID = "aromatrack-notifier"
-
-
-# --- signatures (pure) ----------------------------------------------------------------------------
-
-
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """The signature header value: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
-def verify(secret: str, body: bytes, header: str, *, now: float | None = None, tolerance_s: int = 300) -> bool:
-    """Does `header` sign `body` with `secret`, within `tolerance_s` of now (so a captured request cannot be
-    replayed later)? For receivers; constant-time comparison."""
-    try:
-        parts = dict(item.split("=", 1) for item in header.split(","))
-        timestamp = int(parts["t"])
-        claimed = parts["v1"]
-    except (KeyError, ValueError):
-        return False
-    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
-        return False
-    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, claimed)
 
 
 # --- delivery -------------------------------------------------------------------------------------
@@ -85,7 +61,12 @@ class Retry:
 
 
 class DeliveryError(RuntimeError):
-    """One delivery attempt failed; the message says why (no alert content)."""
+    """One delivery attempt failed; the message says why (no alert content). A channel that cannot work as
+    configured is not `retryable`: it is dead-lettered at once."""
+
+    def __init__(self, reason: str, *, retryable: bool = True):
+        super().__init__(reason)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -123,13 +104,17 @@ class Message:
 
 
 async def post_webhook(http: httpx.AsyncClient, contact: Contact, message: Message) -> None:
+    """POST the message signed by Standard Webhooks; its `webhook-id` names the alert and round, the same on
+    every retry, so receivers can drop repeats. Never sends unsigned or in clear off this host."""
+    if problem := webhook_url_problem(contact.webhook_url or ""):
+        raise DeliveryError(f"webhook: {problem}", retryable=False)
     body = message.webhook_body()
-    headers = {
-        "Content-Type": "application/json",
-        SIGNATURE_HEADER: sign(contact.webhook_secret or "", body, int(time.time())),
-        "Aromatrack-Alert-Id": message.alert.alert_id,
-        "Aromatrack-Alert-Round": str(message.round),
-    }
+    try:
+        signature = signed_headers(contact.webhook_secret, f"msg_{message.alert.alert_id}_{message.round}",
+                                   int(time.time()), body)
+    except WebhookSecretError as exc:  # none, or one stored before secrets were checked
+        raise DeliveryError(f"webhook: {exc}", retryable=False) from None
+    headers = {"Content-Type": "application/json", **signature}
     try:
         response = await http.post(contact.webhook_url, content=body, headers=headers)
     except httpx.HTTPError as exc:
@@ -206,24 +191,23 @@ class Notifier:
 
     async def _attempt(self, key: str, message: Message, send: Callable[[], Awaitable[None]]) -> None:
         alert_id = message.alert.alert_id
-        reason = ""
-        for attempt, delay in enumerate([*self.retry.delays(), None], start=1):
+        reason, attempts = "", 0
+        for attempts, delay in enumerate([*self.retry.delays(), None], start=1):
             try:
                 await send()
             except DeliveryError as exc:
                 reason = str(exc)
-                log.warning("alert %s %s attempt %d failed: %s", alert_id, key, attempt, reason)
+                log.warning("alert %s %s attempt %d failed: %s", alert_id, key, attempts, reason)
+                if not exc.retryable:
+                    break
                 if delay is not None:
                     await self._sleep(delay)
                 continue
-            self.store.log_delivery(alert_id, key, message.round, "delivered", attempt)
-            log.info("alert %s delivered via %s (round %d, attempt %d)", alert_id, key, message.round, attempt)
+            self.store.log_delivery(alert_id, key, message.round, "delivered", attempts)
+            log.info("alert %s delivered via %s (round %d, attempt %d)", alert_id, key, message.round, attempts)
             return
-        self.store.log_delivery(alert_id, key, message.round, "dead", self.retry.attempts)
-        await self._dead_letter(
-            message.alert.model_dump_json().encode(),
-            f"{key} failed {self.retry.attempts} times: {reason}",
-        )
+        self.store.log_delivery(alert_id, key, message.round, "dead", attempts)
+        await self._dead_letter(message.alert.model_dump_json().encode(), f"{key} failed {attempts} times: {reason}")
 
     async def _chart(self, alert: Alert) -> bytes:
         try:

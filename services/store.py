@@ -15,13 +15,17 @@ from pathlib import Path
 from typing import Iterable
 
 from aromatrack.schemas.events import Alert
-from aromatrack.services.auth import Principal, Role, hash_token, new_token
+from aromatrack.services.auth import (DEFAULT_TOKEN_DAYS, Role, TokenRecord, hash_token, new_token,
+                                      public_token_id)
+from aromatrack.services.webhooks import WebhookSecretError, webhook_key, webhook_url_problem
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     user_id TEXT PRIMARY KEY, role TEXT NOT NULL,
     email TEXT, webhook_url TEXT, webhook_secret TEXT);
-CREATE TABLE IF NOT EXISTS tokens (token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users, role TEXT NOT NULL,
+    created_at REAL NOT NULL, expires_at REAL NOT NULL, revoked_at REAL);
 CREATE TABLE IF NOT EXISTS care_team (
     athlete_id TEXT NOT NULL, member_id TEXT NOT NULL REFERENCES users, PRIMARY KEY (athlete_id, member_id));
 CREATE TABLE IF NOT EXISTS idempotency (scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT);
@@ -36,13 +40,22 @@ CREATE TABLE IF NOT EXISTS deliveries (
     alert_id TEXT NOT NULL, channel TEXT NOT NULL, round INTEGER NOT NULL, status TEXT NOT NULL,
     attempts INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (alert_id, channel, round));
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Steps that bring an existing store of an older version up to the next (`PRAGMA user_version` is the version;
 # 0 is the unversioned first release). New tables need no step: SCHEMA creates them.
 UPGRADES: dict[int, tuple[str, ...]] = {
     # Version 1 claimed event ids in one table for every athlete, so one athlete could claim another's id
     # (issue 15). Its claims cannot be attributed to athletes; the stream still drops repeats by event id.
     2: ("DROP TABLE IF EXISTS produced",),
+    # Version 2's tokens never expired and survived a role change: they get the user's role now and the default
+    # lifetime from the upgrade on.
+    3: ("ALTER TABLE tokens ADD COLUMN role TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE tokens ADD COLUMN created_at REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN expires_at REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN revoked_at REAL",
+        "UPDATE tokens SET role = coalesce((SELECT role FROM users WHERE users.user_id = tokens.user_id), ''),"
+        " created_at = strftime('%s', 'now'),"
+        f" expires_at = strftime('%s', 'now') + {DEFAULT_TOKEN_DAYS * 86400}"),
 }
 
 # A request holds its claim only while it waits for Kafka (milliseconds; the producer times out long before this).
@@ -57,6 +70,16 @@ class Contact:
     email: str | None
     webhook_url: str | None
     webhook_secret: str | None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token as `users tokens` lists it: never the token itself."""
+
+    token_id: str
+    created_at: float
+    expires_at: float
+    revoked_at: float | None
 
 
 @dataclass(frozen=True)
@@ -104,28 +127,89 @@ class Store:
         email: str | None = None,
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
+        token_days: float = DEFAULT_TOKEN_DAYS,
     ) -> str:
-        """Create (or update) a user and return a new API token; only its hash is kept."""
-        self._db.execute(
-            "INSERT INTO users VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET role = excluded.role,"
-            " email = excluded.email, webhook_url = excluded.webhook_url, webhook_secret = excluded.webhook_secret",
-            (user_id, Role(role).value, email, webhook_url, webhook_secret),
-        )
-        return self.issue_token(user_id)
+        """Create (or update) a user and return a new API token; only its hash is kept.
 
-    def issue_token(self, user_id: str) -> str:
-        if self._role_of(user_id) is None:
+        Contact fields not given keep their stored values (re-running `users add` without the secret does not
+        clear it). A webhook needs a valid `whsec_` secret and an https URL (http only to loopback). Changing
+        the role ends the tokens issued for the old one."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            stored = self._db.execute(
+                "SELECT email, webhook_url, webhook_secret FROM users WHERE user_id = ?", (user_id,)
+            ).fetchone() or (None, None, None)
+            email, webhook_url, webhook_secret = (new if new is not None else old for new, old in zip(
+                (email, webhook_url, webhook_secret), stored))
+            if webhook_url is not None:
+                if problem := webhook_url_problem(webhook_url):
+                    raise StoreError(f"webhook URL: {problem}")
+                try:
+                    webhook_key(webhook_secret)
+                except WebhookSecretError as exc:
+                    raise StoreError(f"webhook secret: {exc}") from None
+            self._db.execute(
+                "INSERT INTO users VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET role = excluded.role,"
+                " email = excluded.email, webhook_url = excluded.webhook_url,"
+                " webhook_secret = excluded.webhook_secret",
+                (user_id, Role(role).value, email, webhook_url, webhook_secret),
+            )
+        return self.issue_token(user_id, days=token_days)
+
+    def issue_token(self, user_id: str, *, days: float = DEFAULT_TOKEN_DAYS) -> str:
+        """A new token for the user's current role, valid for `days`."""
+        role = self._role_of(user_id)
+        if role is None:
             raise StoreError(f"unknown user {user_id!r}")
-        token = new_token()
-        self._db.execute("INSERT INTO tokens VALUES (?, ?)", (hash_token(token), user_id))
+        token, now = new_token(), time.time()
+        self._db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, NULL)",
+                         (hash_token(token), user_id, role.value, now, now + days * 86400))
         return token
 
-    def authenticate(self, token: str) -> Principal | None:
+    def token_record(self, token_hash: str) -> TokenRecord | None:
+        """For `auth.authenticate`, the one place tokens are checked."""
         row = self._db.execute(
-            "SELECT users.user_id, role FROM tokens JOIN users USING (user_id) WHERE token_hash = ?",
-            (hash_token(token),),
+            "SELECT users.user_id, users.role, tokens.role, expires_at, revoked_at FROM tokens JOIN users"
+            " USING (user_id) WHERE token_hash = ?", (token_hash,),
         ).fetchone()
-        return Principal(row[0], Role(row[1])) if row else None
+        if row is None:
+            return None
+        user_id, role, issued_role, expires_at, revoked_at = row
+        issued = Role(issued_role) if issued_role in Role.__members__.values() else None
+        return TokenRecord(public_token_id(token_hash), user_id, Role(role), issued, expires_at, revoked_at)
+
+    def tokens_of(self, user_id: str) -> list[TokenInfo]:
+        rows = self._db.execute(
+            "SELECT token_hash, created_at, expires_at, revoked_at FROM tokens WHERE user_id = ? ORDER BY created_at",
+            (user_id,),
+        ).fetchall()
+        return [TokenInfo(public_token_id(token_hash), *times) for token_hash, *times in rows]
+
+    def revoke_tokens(self, user_id: str, token_id: str | None = None) -> int:
+        """Revoke one of the user's tokens (by its id) or all of them; returns how many were still live."""
+        query = "UPDATE tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
+        params: tuple = (time.time(), user_id)
+        if token_id is not None:
+            query += " AND substr(token_hash, 1, 12) = ?"
+            params += (token_id,)
+        return self._db.execute(query, params).rowcount
+
+    def rotate_token(self, user_id: str, *, days: float = DEFAULT_TOKEN_DAYS) -> str:
+        """A new token for the user, every older one revoked in the same transaction."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self.revoke_tokens(user_id)
+            return self.issue_token(user_id, days=days)
+
+    def remove_user(self, user_id: str) -> None:
+        """Remove a user, their tokens and care-team places (as member or athlete); alerts stay on record."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if self._role_of(user_id) is None:
+                raise StoreError(f"unknown user {user_id!r}")
+            self._db.execute("DELETE FROM tokens WHERE user_id = ?", (user_id,))
+            self._db.execute("DELETE FROM care_team WHERE member_id = ? OR athlete_id = ?", (user_id, user_id))
+            self._db.execute("DELETE FROM users WHERE user_id = ?", (user_id,))
 
     def _role_of(self, user_id: str) -> Role | None:
         row = self._db.execute("SELECT role FROM users WHERE user_id = ?", (user_id,)).fetchone()
@@ -136,6 +220,12 @@ class Store:
         if self._role_of(member_id) not in (Role.COACH, Role.CLINICIAN):
             raise StoreError(f"{member_id!r} is not a coach or clinician user")
         self._db.execute("INSERT OR IGNORE INTO care_team VALUES (?, ?)", (athlete_id, member_id))
+
+    def unassign(self, athlete_id: str, member_id: str) -> bool:
+        """Take a coach or clinician off an athlete's care team; False if they were not on it."""
+        return self._db.execute(
+            "DELETE FROM care_team WHERE athlete_id = ? AND member_id = ?", (athlete_id, member_id)
+        ).rowcount == 1
 
     def on_care_team(self, athlete_id: str, member_id: str) -> bool:
         row = self._db.execute(

@@ -24,6 +24,17 @@ async def ensure_topics(bootstrap: str) -> list[str]:
         await admin.close()
 
 
+async def topic_partitions(admin: AIOKafkaAdminClient, topic_names: list[str]) -> list[TopicPartition]:
+    """Every partition of the named topics that exist, asked of the broker (a consumer's cached metadata holds
+    only the topics it subscribed to)."""
+    described = await admin.describe_topics(topic_names)
+    return [
+        TopicPartition(item["topic"], partition["partition"])
+        for item in described
+        for partition in item["partitions"]
+    ]
+
+
 class LagProbe:
     """Consumer lag over one admin and one consumer connection, reused across checks (a paced replay checks
     after every window; opening both connections each time cost more than the check)."""
@@ -44,13 +55,7 @@ class LagProbe:
     async def lag(self, group: str, topic_names: tuple[str, ...]) -> int:
         """Messages on `topic_names` that `group` has not committed yet (uncommitted partitions count fully)."""
         committed = await self._admin.list_consumer_group_offsets(group)
-        await self._consumer.topics()  # refreshes the cluster metadata
-        partitions = [
-            TopicPartition(name, index)
-            for name in topic_names
-            for index in self._consumer.partitions_for_topic(name) or ()
-        ]
-        ends = await self._consumer.end_offsets(partitions)
+        ends = await self._consumer.end_offsets(await topic_partitions(self._admin, list(topic_names)))
         return sum(
             end - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
             for tp, end in ends.items()

@@ -29,7 +29,10 @@ from aromatrack.domain.training_load import Athlete, WorkoutInput, workout_load
 from aromatrack.schemas.events import EventError, WorkoutFit
 
 FIT_SIGNATURE = b".FIT"
-MAX_FIT_BYTES = 64 * 1024 * 1024  # decompressed; a bigger "FIT file" is not a workout
+# What one real activity can hold, checked before decoding (`check_fit_bounds`): the corpus's 29-hour ride is
+# 2.1 MB with 83k messages; 48 hours at 1 Hz is 173k records. A gzip upload of 96 kB can inflate to 11M records.
+MAX_FIT_BYTES = 16 * 1024 * 1024  # decompressed
+MAX_FIT_MESSAGES = 250_000
 
 
 class FitDecodeError(ValueError):
@@ -287,6 +290,46 @@ def fit_payload(event: WorkoutFit) -> bytes:
                 data = stream.read(MAX_FIT_BYTES + 1)
         except (OSError, EOFError) as exc:
             raise EventError(f"fit_b64: gzip data is damaged ({exc}); re-send the file") from None
+    check_fit_bounds(data)
+    return data
+
+
+def check_fit_bounds(data: bytes) -> None:
+    """Refuse a file bigger, or with more messages, than one real activity holds, before the decoder spends
+    seconds and hundreds of MB on it (the message count walks record headers only)."""
     if len(data) > MAX_FIT_BYTES:
         raise EventError(f"fit_b64: file larger than {MAX_FIT_BYTES // 2**20} MB; split the activity")
-    return data
+    if _count_messages(data, stop_after=MAX_FIT_MESSAGES) > MAX_FIT_MESSAGES:
+        raise EventError(f"fit_b64: more than {MAX_FIT_MESSAGES} messages, more than one activity holds; "
+                         "split the activity")
+
+
+def _count_messages(data: bytes, stop_after: int) -> int:
+    """Messages in a FIT file (or chained files), counted up to `stop_after` + 1. Where the structure cannot be
+    followed (a data message of an undefined type) the count stops, as the decoder does."""
+    count, start = 0, 0
+    while start + 12 <= len(data) and data[start] in (12, 14) and data[start + 8 : start + 12] == FIT_SIGNATURE:
+        position = start + data[start]
+        declared = int.from_bytes(data[start + 4 : start + 8], "little")
+        end = position + declared if 0 < declared <= len(data) - position else len(data)  # unfinished: all
+        sizes: dict[int, int] = {}  # data message size by local message type, from the definitions seen
+        while position < end:
+            if count > stop_after:
+                return count
+            header = data[position]
+            if header & 0xC0 == 0x40:  # definition: 5 fixed bytes, then 3 per field (its size the 2nd)
+                fields = data[position + 5] if position + 5 < end else 0
+                size = sum(data[position + 7 : position + 6 + 3 * fields : 3])
+                position += 6 + 3 * fields
+                if header & 0x20 and position < end:  # developer fields, the same way
+                    size += sum(data[position + 2 : position + 1 + 3 * data[position] : 3])
+                    position += 1 + 3 * data[position]
+                sizes[header & 0x0F] = size
+            else:  # data message, normal or compressed-timestamp header
+                size = sizes.get((header >> 5) & 0x03 if header & 0x80 else header & 0x0F)
+                if size is None:
+                    return count
+                position += 1 + size
+            count += 1
+        start = end + 2  # the file's CRC, then perhaps a chained file
+    return count

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from aromatrack.deploy import influx_access
 from aromatrack.schemas import series as S
@@ -16,21 +17,24 @@ from aromatrack.schemas import topics
 from aromatrack.services.api import Services, create_app
 from aromatrack.services.auth import Role
 from aromatrack.services.store import Store
-from aromatrack.streams.admin import ensure_topics
+from aromatrack.streams.admin import ensure_topics, topic_partitions
 
 from .conftest import unique_athlete
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
     await ensure_topics(bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        partitions = await topic_partitions(admin, [topic])
+        assert partitions, f"{topic} has no partitions"
         return await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()
+        await admin.close()
 
 
 async def records_since(bootstrap: str, start: dict[TopicPartition, int]) -> list:

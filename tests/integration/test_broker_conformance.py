@@ -1,20 +1,23 @@
 """Every Kafka behaviour the service relies on, checked against whatever broker AROMATRACK_KAFKA names.
 
-Here that is the local noida-db broker; pointed at Apache Kafka the same test checks the swap.
+Here that is the local Apache Kafka broker (`aromatrack stack up`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import MessageSizeTooLargeError
 
 from aromatrack.schemas import topics
@@ -59,6 +62,23 @@ async def drain(client: AIOKafkaConsumer, expected: int, timeout_s: float = 15.0
         for batch in (await client.getmany(timeout_ms=300)).values():
             records.extend(batch)
     return records
+
+
+async def read_partition(stack, topic_name: str) -> list:
+    """Every record still in partition 0 of a topic, from its log start to its end."""
+    client = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
+    await client.start()
+    try:
+        tp = TopicPartition(topic_name, 0)
+        client.assign([tp])
+        await client.seek_to_beginning(tp)
+        end = (await client.end_offsets([tp]))[tp]
+        records = []
+        while await client.position(tp) < end:
+            records.extend((await client.getmany(tp, timeout_ms=1000)).get(tp, []))
+        return records
+    finally:
+        await client.stop()
 
 
 async def test_contract_topics_are_created_with_their_partitions(stack):
@@ -139,11 +159,12 @@ async def test_messages_up_to_the_documented_size_are_accepted_and_larger_refuse
         await client.stop()
 
 
-def test_a_faust_table_recovers_from_its_changelog_after_restart(stack, tmp_path):
-    """Per-athlete state lives in faust tables; a restarted worker must see what it counted before."""
+async def test_a_faust_table_recovers_from_its_changelog_after_restart_and_compaction(stack, tmp_path):
+    """Per-athlete state lives in faust tables; a restarted worker must see what it counted before, also once
+    the broker has compacted the table's changelog (faust creates it cleanup.policy=compact)."""
     app_file = Path(__file__).parent / "apps" / "counter_app.py"
     run_id = uuid.uuid4().hex[:8]
-    env = {**os.environ, "COUNTER_RUN": run_id, "COUNTER_DIR": str(tmp_path)}
+    env = {**os.environ, "COUNTER_RUN": run_id, "COUNTER_DIR": str(tmp_path), "COUNTER_FAST_COMPACTION": "1"}
 
     def run(batch: int) -> int:
         result = subprocess.run(
@@ -154,3 +175,133 @@ def test_a_faust_table_recovers_from_its_changelog_after_restart(stack, tmp_path
 
     assert run(1) == 5
     assert run(2) == 10  # 5 recovered from the changelog + 5 new
+    changelog = f"conformance-counter-{run_id}-counts-changelog"
+    assert (await topic_config(stack.kafka_bootstrap, changelog))["cleanup.policy"] == "compact"
+    written = 10  # one changelog record per increment, all for one key
+
+    deadline = time.monotonic() + 60
+    while len(remaining := await read_partition(stack, changelog)) == written and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+    assert len(remaining) < written, "the changelog was not compacted"
+    assert run(3) == 15  # recovered from the compacted changelog
+
+
+async def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    (resource,) = response.resources
+    return {entry[0]: entry[1] for entry in resource[4]}
+
+
+# Small segments and a low dirty ratio: the broker's cleaner (it looks every second, see local_stack) compacts
+# every closed segment within seconds instead of once a 1 GB segment fills.
+FAST_COMPACTION = {"segment.ms": "200", "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "100"}
+
+
+async def test_a_compacted_topic_keeps_the_last_value_of_each_key(stack, producer):
+    name = f"conformance-compact-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(
+            name, num_partitions=1, replication_factor=1,
+            topic_configs={"cleanup.policy": "compact", **FAST_COMPACTION},
+        )])
+    finally:
+        await admin.close()
+    for round_ in range(20):
+        for key in range(5):
+            await producer.send_and_wait(name, f"{key}:{round_}".encode(), key=f"k{key}".encode())
+    await asyncio.sleep(0.5)
+    await producer.send_and_wait(name, b"roll", key=b"roll")  # a record after segment.ms closes the segment
+
+    deadline = time.monotonic() + 60
+    while len(records := await read_partition(stack, name)) > 10 and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+    assert len(records) <= 10, f"not compacted: {len(records)} of 101 records still there"
+    last = {record.key: record.value for record in records}
+    assert last == {**{f"k{key}".encode(): f"{key}:19".encode() for key in range(5)}, b"roll": b"roll"}
+
+
+async def test_an_idle_consumer_long_polls_instead_of_spinning(stack, topic):
+    """The broker holds an empty fetch for fetch.max.wait.ms, so a worker's idle consumers cost next to no CPU
+    (a broker that answers empty fetches at once makes every idle consumer spin)."""
+    client = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, group_id=f"idle-{uuid.uuid4().hex[:6]}",
+                              auto_offset_reset="latest", fetch_max_wait_ms=500)
+    await client.start()
+    try:
+        await client.getmany(timeout_ms=1000)  # joined and assigned
+        cpu_before, wall_before = time.process_time(), time.monotonic()
+        while time.monotonic() - wall_before < 4:
+            assert await client.getmany(timeout_ms=1000) == {}
+        cpu_share = (time.process_time() - cpu_before) / (time.monotonic() - wall_before)
+    finally:
+        await client.stop()
+    assert cpu_share < 0.05, f"an idle consumer used {cpu_share:.0%} of a core"
+
+
+async def _assignment_settles(client: AIOKafkaConsumer, size: int, timeout_s: float = 30.0) -> set[TopicPartition]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        await client.getmany(timeout_ms=200)
+        if len(client.assignment()) == size:
+            return set(client.assignment())
+    pytest.fail(f"assignment did not reach {size} partitions: {client.assignment()}")
+
+
+def group_member(stack, topic_name: str, group: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        topic_name, bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False,
+        session_timeout_ms=6000, heartbeat_interval_ms=500,  # 6 s is the broker's minimum session
+    )
+
+
+KILLED_MEMBER = """
+import asyncio, sys
+from aiokafka import AIOKafkaConsumer
+async def main():
+    client = AIOKafkaConsumer(sys.argv[2], bootstrap_servers=sys.argv[1], group_id=sys.argv[3],
+                              session_timeout_ms=6000, heartbeat_interval_ms=500)
+    await client.start()
+    while True:
+        await client.getmany(timeout_ms=200)
+        print(len(client.assignment()), flush=True)
+asyncio.run(main())
+"""
+
+
+async def test_a_group_rebalances_as_members_join_leave_and_crash(stack, topic):
+    """Partitions spread over a group's members, come back when one leaves, and after a SIGKILLed member's
+    session times out: what several workers of one app, and their failover, rest on."""
+    group = f"rebalance-{uuid.uuid4().hex[:6]}"
+    first = group_member(stack, topic, group)
+    await first.start()
+    try:
+        everything = await _assignment_settles(first, 4)
+        second = group_member(stack, topic, group)
+        await second.start()
+        try:
+            mine, theirs = await asyncio.gather(_assignment_settles(first, 2), _assignment_settles(second, 2))
+            assert mine | theirs == everything and not mine & theirs
+        finally:
+            await second.stop()  # leaves the group
+        assert await _assignment_settles(first, 4) == everything
+
+        member = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", KILLED_MEMBER, stack.kafka_bootstrap, topic, group, stdout=subprocess.PIPE)
+        try:
+            while (await asyncio.wait_for(member.stdout.readline(), 30)).strip() != b"2":
+                pass  # until the member that will crash holds its half
+            await _assignment_settles(first, 2)
+        finally:
+            member.send_signal(signal.SIGKILL)
+            await member.wait()
+        started = time.monotonic()
+        assert await _assignment_settles(first, 4) == everything  # after the dead member's session timeout
+        assert time.monotonic() - started < 20
+    finally:
+        await first.stop()

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
+import random
 import sqlite3
+import time
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aromatrack.schemas.events import MAX_EVENT_BYTES, MAX_JSON_INT, EventError, dump_event, load_json, parse_event
-from aromatrack.services.auth import Principal, Role, hash_token
+from aromatrack.services.auth import DEFAULT_TOKEN_DAYS, Principal, Role, authenticate, hash_token
 from aromatrack.services.store import SCHEMA_VERSION, Store
+from aromatrack.streams.fit import fit_payload
+from tests.unit.test_fit_bounds import fit_of_records
+from tests.unit.test_fit_decode import CORPUS, ZWIFT
 from tests.unit.test_api_access import SCALE, World, world  # noqa: F401 (fixture)
 
 
@@ -68,7 +75,8 @@ def test_a_store_of_the_first_version_is_upgraded_and_keeps_its_users(tmp_path) 
         "INSERT INTO produced VALUES ('withings-1', 1, 0);")
     old.close()
     store = Store(path)
-    assert store.authenticate("at_old") == Principal("ath-1", Role.ATHLETE)
+    assert authenticate(store, "at_old") == Principal("ath-1", Role.ATHLETE)  # until the default lifetime ends
+    assert authenticate(store, "at_old", now=time.time() + (DEFAULT_TOKEN_DAYS + 1) * 86400) is None
     assert store.claim_events("ath-1", ["withings-1"]) == (["withings-1"], [], [])
     store.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -170,12 +178,43 @@ JSON_VALUES = st.recursive(
 )
 
 
+@settings(deadline=None)
 @given(JSON_VALUES)
 def test_json_within_the_limits_reads_back_unchanged(value) -> None:
     assert load_json(json.dumps(value)) == value
 
 
+@settings(deadline=None)
 @given(JSON_VALUES, st.sampled_from(["Infinity", "-Infinity", "NaN", "1e400", str(MAX_JSON_INT + 1), '"\\udc00"']))
 def test_one_unrepresentable_element_anywhere_is_refused(value, bad: str) -> None:
     with pytest.raises(EventError):
         load_json(json.dumps([value, {"k": [0]}]).replace("[0]", f"[{bad}]"))
+
+
+def test_a_fit_upload_travels_gzipped_and_a_gzipped_upload_of_the_same_file_is_a_duplicate(world: World) -> None:
+    data = (CORPUS / ZWIFT).read_bytes()
+    plain = world.client.post("/v1/athletes/ath-1/workouts/fit", content=data, headers=world.as_("ath-1"))
+    packed = world.client.post("/v1/athletes/ath-1/workouts/fit", content=gzip.compress(data),
+                               headers=world.as_("ath-1"))
+    assert plain.status_code == packed.status_code == 202
+    assert packed.json()["duplicates"] == plain.json()["accepted"]
+    [event] = world.sink.events
+    assert base64.b64decode(event.fit_b64)[:2] == b"\x1f\x8b" and fit_payload(event) == data
+    assert len(event.fit_b64) < len(data)
+
+
+def test_a_fit_upload_bigger_than_the_old_plain_cap_fits_in_one_message_gzipped(world: World) -> None:
+    data = fit_of_records(100_000, width=8)  # 900 kB of FIT, over the 700 kB the plain path allowed
+    response = world.client.post("/v1/athletes/ath-1/workouts/fit", content=data, headers=world.as_("ath-1"))
+    assert response.status_code == 202 and fit_payload(world.sink.events[0]) == data
+
+
+def test_a_fit_gzip_bomb_is_refused_at_the_door_naming_the_bound(world: World) -> None:
+    bomb = gzip.compress(fit_of_records(1_000_000))
+    response = world.client.post("/v1/athletes/ath-1/workouts/fit", content=bomb, headers=world.as_("ath-1"))
+    assert response.status_code == 422 and "messages" in _problem(response)
+    incompressible = random.Random(1).randbytes(2_000_000)
+    response = world.client.post("/v1/athletes/ath-1/workouts/fit", content=incompressible,
+                                 headers=world.as_("ath-1"))
+    assert response.status_code == 413
+    assert world.sink.events == []

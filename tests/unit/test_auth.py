@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from aromatrack.services.auth import Access, Principal, Role, allowed, hash_token, tokens_match
+from aromatrack.services.auth import Access, Principal, Role, allowed, authenticate, hash_token, tokens_match
 from aromatrack.services.store import Store, StoreError
 
 COACH_MAY = {Access.TRAINING, Access.BODY}
@@ -39,8 +39,8 @@ def test_tokens_are_stored_only_as_hashes(tmp_path) -> None:
     token = store.add_user("ath-1", Role.ATHLETE)
     assert all(token.encode() not in path.read_bytes() for path in tmp_path.iterdir())
     assert tokens_match(token, hash_token(token)) and not tokens_match(token + "x", hash_token(token))
-    assert store.authenticate(token) == Principal("ath-1", Role.ATHLETE)
-    assert store.authenticate("at_forged") is None
+    assert authenticate(store, token) == Principal("ath-1", Role.ATHLETE)
+    assert authenticate(store, "at_forged") is None
 
 
 def test_only_coaches_and_clinicians_join_care_teams(tmp_path) -> None:

@@ -24,6 +24,28 @@ def test_a_port_taken_by_another_process_is_reported_not_fought_over(tmp_path, m
         assert local_stack.status(settings, kafka) == f"kafka: something else answers on 127.0.0.1:{port}"
 
 
+def test_a_listener_that_is_not_a_kafka_broker_is_not_ready():
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        host, port = squatter.getsockname()
+        assert not local_stack._kafka_ready(host, port)  # accepts, never answers the metadata request
+    assert not local_stack._kafka_ready(host, port)  # nothing listens
+
+
+def test_the_generated_broker_config_suits_one_loopback_node_with_data_in_the_state_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("AROMATRACK_STATE_DIR", str(tmp_path))
+    config = local_stack._kafka_config(load_settings(), "127.0.0.1", 39092).read_text()
+    settings = dict(line.split("=", 1) for line in config.splitlines() if line and not line.startswith("#"))
+    assert settings["process.roles"] == "broker,controller"
+    assert settings["listeners"] == "PLAINTEXT://127.0.0.1:39092,CONTROLLER://127.0.0.1:39093"
+    assert settings["controller.quorum.voters"] == "1@127.0.0.1:39093"
+    assert settings["log.dirs"] == f"{tmp_path}/kafka/data"
+    assert settings["offsets.topic.replication.factor"] == settings["transaction.state.log.replication.factor"] == "1"
+    assert settings["group.initial.rebalance.delay.ms"] == "0"
+    assert "0.0.0.0" not in config
+
+
 def test_the_generated_influxdb_config_binds_loopback_and_keeps_data_in_the_state_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("AROMATRACK_STATE_DIR", str(tmp_path))
     config = local_stack._influx_config(load_settings(), "127.0.0.1", 38086).read_text()

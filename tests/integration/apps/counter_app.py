@@ -23,8 +23,12 @@ app = faust.App(
     topic_partitions=1,
     datadir=str(OUT / f"faust-{BATCH}"),
 )
-source = app.topic(f"conformance-counter-{RUN}", value_serializer="raw", partitions=1)
-counts = app.Table("counts", default=int, partitions=1)
+# internal=True: faust creates the topic (agents only subscribe, and a topic created later by the first send
+# would be noticed only at the next metadata refresh, minutes away).
+source = app.topic(f"conformance-counter-{RUN}", value_serializer="raw", partitions=1, internal=True)
+# COUNTER_FAST_COMPACTION: small changelog segments, so the broker compacts them within seconds.
+fast_compaction = {"segment.ms": "200", "min.cleanable.dirty.ratio": "0.01"} if os.environ.get("COUNTER_FAST_COMPACTION") else {}
+counts = app.Table("counts", default=int, partitions=1, extra_topic_configs=fast_compaction)
 seen = 0
 
 
