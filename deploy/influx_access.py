@@ -19,6 +19,7 @@ import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Iterable
@@ -97,7 +98,15 @@ def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _run(settings: Settings, statement: str, as_user: InfluxUser | None) -> dict:
+@dataclass(frozen=True)
+class Answer:
+    """InfluxDB's answer to one statement: its error (None when it succeeded) and the result rows."""
+
+    error: str | None
+    values: list[list]
+
+
+def _run(settings: Settings, statement: str, as_user: InfluxUser | None) -> Answer:
     request = urllib.request.Request(
         f"{settings.influx_url}/query",
         data=urllib.parse.urlencode({"q": statement}).encode(),
@@ -113,8 +122,9 @@ def _run(settings: Settings, statement: str, as_user: InfluxUser | None) -> dict
         payload = json.loads(error.read() or b"{}") or {"error": f"HTTP {error.code}"}
     except (urllib.error.URLError, OSError) as error:
         raise AccessError(f"InfluxDB at {settings.influx_url} did not answer ({error})") from None
-    problem = payload.get("error") or next((r["error"] for r in payload.get("results", []) if "error" in r), None)
-    return {"error": problem, "payload": payload}
+    results = payload.get("results") or [{}]
+    problem = payload.get("error") or results[0].get("error")
+    return Answer(problem, (results[0].get("series") or [{}])[0].get("values", []))
 
 
 def provision(settings: Settings, base_database: str | None = None) -> str:
@@ -125,19 +135,18 @@ def provision(settings: Settings, base_database: str | None = None) -> str:
     base = base_database or settings.influx_database
     admin = user(settings, Role.ADMIN)
     shown = _run(settings, "SHOW USERS", admin)
-    if shown["error"] and "create admin user first" in shown["error"]:
+    if shown.error and "create admin user first" in shown.error:
         created = _run(settings, f"CREATE USER {admin.username} WITH PASSWORD {_quote(admin.password)} "
                                  "WITH ALL PRIVILEGES", None)
-        if created["error"]:
-            raise AccessError(f"InfluxDB refused to create the admin user: {created['error']}")
+        if created.error:
+            raise AccessError(f"InfluxDB refused to create the admin user: {created.error}")
         shown = _run(settings, "SHOW USERS", admin)
-    if shown["error"]:
+    if shown.error:
         raise AccessError(
-            f"InfluxDB refused the admin login ({shown['error']}): the server's users do not match "
+            f"InfluxDB refused the admin login ({shown.error}): the server's users do not match "
             f"{users_file(settings)} or {Role.ADMIN.password_variable}"
         )
-    series = shown["payload"]["results"][0].get("series", [{}])
-    existing = {row[0] for row in series[0].get("values", [])}
+    existing = {row[0] for row in shown.values}
     databases = {audience: database_name(base, audience) for audience in Audience}
     statements = [f'CREATE DATABASE "{name}"' for name in databases.values()]
     for role in (Role.WRITER, *READER.values()):
@@ -147,7 +156,7 @@ def provision(settings: Settings, base_database: str | None = None) -> str:
     statements += [f'GRANT READ ON "{databases[audience]}" TO {role.username}' for audience, role in READER.items()]
     for statement in statements:
         outcome = _run(settings, statement, admin)
-        if outcome["error"]:
+        if outcome.error:
             action = " ".join(statement.split()[:3])  # never the password the statement may carry
-            raise AccessError(f"InfluxDB refused {action}: {outcome['error']}")
+            raise AccessError(f"InfluxDB refused {action}: {outcome.error}")
     return f"influxdb: databases {', '.join(databases.values())} with their users and grants"

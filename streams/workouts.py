@@ -153,13 +153,18 @@ def with_load(summary: WorkoutSummary, athlete: tl.Athlete) -> dict[str, Any]:
     return {name: value for name, value in body.items() if value is not None}
 
 
-def record_workout(state: dict[str, Any], body: dict[str, Any]) -> tuple[list[tl.DailyLoad], list[tl.WeeklyModality]]:
+def record_workout(
+    state: dict[str, Any], body: dict[str, Any], time_zone: str | None = None
+) -> tuple[list[tl.DailyLoad], list[tl.WeeklyModality]]:
     """Add one workout to the athlete's state; the days and weeks whose points must be rewritten.
+
+    Days and weeks are the athlete's own (`tl.local_time`: the profile's time zone, else the event's offset); the
+    points of a local day are stamped at that date's 00:00 UTC.
 
     Daily loads older than DAILY_MEMORY_DAYS before the newest are folded into `carry` (the CTL/ATL of the day
     before the first kept day), so the state stays bounded as history grows and the model stays exact. A
     workout older than the kept days is counted on the first kept day."""
-    start = datetime.fromisoformat(body["time"]).astimezone(timezone.utc)
+    start = tl.local_time(datetime.fromisoformat(body["time"]), time_zone)
     carry = state.get("carry")
     first_kept = date.fromisoformat(carry["day"]) if carry else None
     day = max(start.date(), first_kept) if first_kept else start.date()
@@ -265,8 +270,9 @@ def summary_step(
     state = states[key] if key in states else states.setdefault(key, _load_state(key))
     if not seen.add(key, event.time, event.event_id):
         return None
-    body = with_load(event, tl.athlete_at(_profile_history(key), event.time.timestamp()))
-    days, mix = record_workout(state, body)
+    athlete = tl.athlete_at(_profile_history(key), event.time.timestamp())
+    body = with_load(event, athlete)
+    days, mix = record_workout(state, body, athlete.time_zone)
     return event, body, load_points(event.athlete_id, body, days, mix)
 
 
