@@ -21,6 +21,8 @@ Public API (stable; other modules import these names):
 - `normalized_power(power_samples) -> float | None` -- Coggan NP from 1 Hz power.
 - `daily_load_model(daily_loads, start=None, end=None) -> list[DailyLoad]` -- per (local) day `load`, `ctl`,
   `atl`, `tsb`, `acwr`, with rest days filled in as zero load.
+- `rest_days(daily_loads, today, start=None, carry=(0, 0)) -> list[DailyLoad]` -- the model carried from the
+  last load through today, so fatigue falls and form rises on rest days (at most MODEL_TAIL_DAYS).
 - `weekly_modality_mix(sessions) -> list[WeeklyModality]` -- per ISO week (Monday of the sessions' own local
   dates) and modality: load, minutes, share.
 
@@ -64,6 +66,7 @@ MODALITIES: tuple[Modality, ...] = ("resistance", "hiit", "steady_state", "other
 
 CTL_DAYS = 42
 ATL_DAYS = 7
+MODEL_TAIL_DAYS = 180  # rest days carried after the last load: by then CTL is below 2 % of its value (e^(-180/42))
 LTHR_RESERVE_FRACTION = 0.85
 HARD_RESERVE_FRACTION = 0.85
 EASY_RESERVE_FRACTION = 0.70
@@ -387,6 +390,24 @@ def daily_load_model(
         days.append(DailyLoad(day, load, ctl, atl, tsb, atl / ctl if ctl > 0 else None))
         day += timedelta(days=1)
     return days
+
+
+def rest_days(
+    daily_loads: Mapping[date, float],
+    today: date,
+    start: date | None = None,
+    carry: tuple[float, float] = (0.0, 0.0),
+) -> list[DailyLoad]:
+    """The model's days after the last load through `today`, each a rest day (zero load), at most
+    MODEL_TAIL_DAYS of them; empty when the last load is today's or later. Same arguments as `daily_load_model`,
+    so the rest days continue exactly the model the loads give."""
+    if not daily_loads:
+        return []
+    last = max(daily_loads)
+    end = min(today, last + timedelta(days=MODEL_TAIL_DAYS))
+    if end <= last:
+        return []
+    return [day for day in daily_load_model(daily_loads, start=start, end=end, carry=carry) if day.day > last]
 
 
 def week_start(moment: datetime | date) -> date:

@@ -10,6 +10,9 @@
   absent, skips event ids already counted, updates the athlete's daily loads in the `workout_state` table and
   writes WORKOUT, TRAINING_LOAD_DAILY (from the workout's day to the athlete's latest day) and
   MODALITY_WEEKLY points, then forwards the event to the timeline for the clinical engine.
+- `write_rest_days` timer: carries each athlete's model from the latest workout through today (the athlete's
+  local today), so a resting athlete's fatigue falls and form rises on the boards (`training_load.rest_days`).
+  It and the summary agent take `model_lock` in turn, so rest days never overwrite a workout's day in flight.
 
 - `athlete.profile` agent: keeps each athlete's profiles over time in the `athlete_profiles` table, so a
   workout's load uses the HR rest/max, FTP and sex in effect at its time (`training_load.athlete_at`, the same
@@ -19,8 +22,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -44,6 +49,7 @@ SESSION_MEMORY_DAYS = 70  # sessions kept for the weekly modality mix
 SUMMARY_BATCH_SIZE = 500
 SUMMARY_BATCH_WINDOW_S = 0.02
 DAILY_MEMORY_DAYS = 200  # daily loads kept; older ones live on as the model's carried CTL/ATL
+REST_DAYS_INTERVAL_S = float(os.environ.get("AROMATRACK_REST_DAYS_INTERVAL_S", "3600"))
 
 fit_topic = app.topic(topics.topic_for("workout.fit"), value_serializer="raw", key_serializer="raw")
 summary_topic = app.topic(topics.topic_for("workout.summary"), value_serializer="raw", key_serializer="raw")
@@ -191,6 +197,17 @@ def _forget_old_days(state: dict[str, Any], history: list[tl.DailyLoad]) -> None
     state["daily"] = {d: load for d, load in state["daily"].items() if date.fromisoformat(d) >= cut}
 
 
+def daily_points(athlete_id: str, days: list[tl.DailyLoad]) -> list[Point]:
+    return [
+        series.TRAINING_LOAD_DAILY.point(
+            datetime.combine(d.day, datetime.min.time(), timezone.utc),
+            {"athlete_id": athlete_id},
+            {"load": d.load, "ctl": d.ctl, "atl": d.atl, "tsb": d.tsb, "acwr": d.acwr},
+        )
+        for d in days
+    ]
+
+
 def load_points(athlete_id: str, body: dict[str, Any], days: list[tl.DailyLoad], mix: list[tl.WeeklyModality]) -> list[Point]:
     athlete = {"athlete_id": athlete_id}
     fields = {name: body.get(name) for name in series.WORKOUT.fields if name != "workout_id"}
@@ -203,14 +220,7 @@ def load_points(athlete_id: str, body: dict[str, Any], days: list[tl.DailyLoad],
             fields,
         )
     ]
-    points += [
-        series.TRAINING_LOAD_DAILY.point(
-            datetime.combine(d.day, datetime.min.time(), timezone.utc),
-            athlete,
-            {"load": d.load, "ctl": d.ctl, "atl": d.atl, "tsb": d.tsb, "acwr": d.acwr},
-        )
-        for d in days
-    ]
+    points += daily_points(athlete_id, days)
     points += [
         series.MODALITY_WEEKLY.point(
             datetime.combine(w.week_start, datetime.min.time(), timezone.utc),
@@ -348,4 +358,34 @@ async def workouts_fit(stream: faust.StreamT) -> None:
 @app.agent(summary_topic, name="aromatrack.workouts.summary")
 async def workouts_summary(stream: faust.StreamT) -> None:
     async for batch in stream.take_events(SUMMARY_BATCH_SIZE, within=SUMMARY_BATCH_WINDOW_S):
-        await handle_summaries([(event.key, event.value) for event in batch])
+        async with model_lock:
+            await handle_summaries([(event.key, event.value) for event in batch])
+
+
+model_lock = asyncio.Lock()  # the summary agent's batch or the rest-day timer, never both
+_rest_days_written: dict[bytes, tl.DailyLoad] = {}  # per athlete, the last rest day this worker wrote
+
+
+def rest_day_points(athlete_key: bytes, state: dict[str, Any], today: date) -> list[Point]:
+    """The athlete's rest days from the latest workout through `today` (the athlete's local date), unless this
+    worker already wrote exactly those (the model after the last workout changes only with a workout or a day)."""
+    carry = state.get("carry")
+    daily = {date.fromisoformat(d): load for d, load in state["daily"].items()}
+    days = tl.rest_days(daily, today, start=date.fromisoformat(carry["day"]) if carry else None,
+                        carry=(carry["ctl"], carry["atl"]) if carry else (0.0, 0.0))
+    if not days or _rest_days_written.get(athlete_key) == days[-1]:
+        return []
+    _rest_days_written[athlete_key] = days[-1]
+    return daily_points(athlete_key.decode(), days)
+
+
+@app.timer(interval=REST_DAYS_INTERVAL_S)
+async def write_rest_days() -> None:
+    """Carry every athlete's load model (on this worker's partitions) through today, in one InfluxDB write."""
+    now = datetime.now(timezone.utc)
+    async with model_lock:
+        points = []
+        for key, raw in list(state_table.items()):
+            time_zone = tl.athlete_at(_profile_history(key), now.timestamp()).time_zone
+            points += rest_day_points(key, json.loads(raw), tl.local_time(now, time_zone).date())
+        await influx().write(points)

@@ -55,7 +55,9 @@ class Worker:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, **self.settings.as_env(), "AROMATRACK_INFLUX_DB": self.database}
+        # Rest days are carried through today every second here (hourly by default), for test_rest_days.py.
+        return {**os.environ, **self.settings.as_env(), "AROMATRACK_INFLUX_DB": self.database,
+                "AROMATRACK_REST_DAYS_INTERVAL_S": "1"}
 
     def start(self, timeout_s: float = 60.0) -> None:
         influx_access.provision(self.settings, self.database)
