@@ -125,6 +125,7 @@ async def main(args: argparse.Namespace) -> None:
         [sys.executable, "-m", "aromatrack.services.cli", "api", "--port", str(PORT)],
         env={**os.environ, "AROMATRACK_STATE_DIR": str(state), **{  # its own user store; the stack's InfluxDB readers
             role.password_variable: influx_access.user(settings, role).password for role in READER.values()}},
+        stderr=(state / "api.log").open("wb"),  # its access log: a line per request
     )
     base = f"http://127.0.0.1:{PORT}"
     try:

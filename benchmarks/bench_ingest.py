@@ -17,7 +17,7 @@ import argparse
 import asyncio
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from aromatrack.deploy import influx_access, local_stack
 from aromatrack.deploy.settings import Settings
@@ -47,29 +47,54 @@ def small_events(count: int, run: str) -> list:
     return events[:count]
 
 
+@dataclass(frozen=True)
+class SmallEventBurst:
+    """`small_events` produced up front for a run, to be consumed into their own InfluxDB database."""
+
+    run: str
+    events: list
+    input_topics: tuple[str, ...] = tuple(topics.topic_for(t) for t in SMALL_TYPES)
+
+    @property
+    def database(self) -> str:
+        return f"bench_{self.run}"
+
+    @classmethod
+    async def produce(cls, settings: Settings, count: int) -> "SmallEventBurst":
+        run = uuid.uuid4().hex[:6]
+        burst = cls(run, small_events(count, run))
+        async with EventProducer(settings.kafka_bootstrap) as producer:
+            await producer.send_all(burst.events)
+        return burst
+
+    async def check_stored(self, settings: Settings) -> None:
+        """Every reading of the burst is in InfluxDB."""
+        async with influx_access.reader_store(replace(settings, influx_database=self.database)) as influx:
+            stored = rows(await influx.client(Audience.COACHING).query(
+                f"SELECT count(weight_kg) FROM body_composition WHERE athlete_id =~ /^{self.run}-/"))
+        expected = sum(1 for e in self.events if e.type == "scale.reading")
+        assert stored and stored[0]["count"] == expected, (stored, expected)
+
+
+async def time_until_consumed(settings: Settings, input_topics: tuple[str, ...]) -> tuple[float, float]:
+    """Seconds from now until the ingest group has committed `input_topics`, and until the faust group has
+    consumed the forwarded timeline too."""
+    async with LagProbe(settings.kafka_bootstrap) as probe:
+        began = time.perf_counter()
+        while await probe.lag(topics.ingest_group(settings.app_id), input_topics) > 0:
+            await asyncio.sleep(0.1)
+        ingested = time.perf_counter() - began
+        while await probe.lag(settings.app_id, (topics.TIMELINE_TOPIC,)) > 0:
+            await asyncio.sleep(0.1)
+        return ingested, time.perf_counter() - began
+
+
 async def run_once(settings: Settings, batch: int, count: int) -> tuple[float, float, float]:
     """Returns events/s ingested, events/s until the timeline was consumed too, and the worker's peak MB."""
-    run = uuid.uuid4().hex[:6]
-    database = f"bench_{run}"
-    events = small_events(count, run)
-    async with EventProducer(settings.kafka_bootstrap) as producer:
-        await producer.send_all(events)
-    input_topics = tuple(topics.topic_for(t) for t in SMALL_TYPES)
-    influx_access.provision(settings, database)
-    with running_worker(settings, AROMATRACK_INFLUX_DB=database, AROMATRACK_INGEST_BATCH=str(batch)) as worker:
-        async with LagProbe(settings.kafka_bootstrap) as probe:
-            began = time.perf_counter()
-            while await probe.lag(topics.ingest_group(settings.app_id), input_topics) > 0:
-                await asyncio.sleep(0.1)
-            ingested = time.perf_counter() - began
-            while await probe.lag(settings.app_id, (topics.TIMELINE_TOPIC,)) > 0:
-                await asyncio.sleep(0.1)
-            with_timeline = time.perf_counter() - began
-        async with influx_access.reader_store(replace(settings, influx_database=database)) as influx:
-            stored = rows(await influx.client(Audience.COACHING).query(
-                f"SELECT count(weight_kg) FROM body_composition WHERE athlete_id =~ /^{run}-/"))
-        expected = sum(1 for e in events if e.type == "scale.reading")
-        assert stored and stored[0]["count"] == expected, (stored, expected)
+    burst = await SmallEventBurst.produce(settings, count)
+    with running_worker(settings, AROMATRACK_INFLUX_DB=burst.database, AROMATRACK_INGEST_BATCH=str(batch)) as worker:
+        ingested, with_timeline = await time_until_consumed(settings, burst.input_topics)
+        await burst.check_stored(settings)
         return count / ingested, count / with_timeline, memory_mb(worker.pid, "VmHWM")
 
 

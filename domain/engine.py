@@ -1,38 +1,56 @@
-"""The clinical engine: one athlete's state and a step function, event -> state + alerts.
+"""The clinical engine: one athlete's state, a step function (event -> state + alerts) and a clock.
 
 `step` folds one event (in event-time order) into the athlete's state and runs every rule on the resulting
-situation. Dedupe: a rule's finding carries a `situation` key (the ids of the events that define it); the same
-rule with the same situation alerts again only after `cooldown_days`, and each alert's id is a hash of the
-athlete, rule, situation and occurrence number, so replaying a history yields the same ids and consumers can
-drop repeats. State stays bounded: the trend keeps `keep_days`, pairs keep `max_pairs`, symptoms keep their
-window, training load is a running total since the last E2, and old dedupe entries are pruned.
+situation. `advance` moves the athlete's clock to a time without an event: scheduled rechecks (after TRT
+starts, after a dose change, the routine intervals) fall due on the clock, not on the next event, and `step`
+first advances the clock to the event, so evaluate and a stream that ticks give the same alerts.
+
+One alert per clinical question. A finding names its rule and `anchor` (the draw or event that defines the
+question). The first finding for a rule and anchor raises an alert, version 1, whose id is a hash of the
+athlete, rule, anchor and severity, so replays give the same ids. While it stands, a finding citing events it
+has not cited before (`evidence_events`: another symptom log, the T drawn with the E2) is new evidence: the
+same alert again with the next `version`. Anything else is the same question again and raises nothing;
+reminders are the delivery layer's job. A step up in severity is a new question: a new alert (new id).
+A new draw is a new anchor, so a new alert.
+
+State stays bounded: the trend keeps `keep_days`, pairs keep `max_pairs`, symptoms keep their window,
+training load is a running total since the last E2, and alerts whose question has not come up for
+`ALERT_MEMORY_DAYS` are forgotten.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Iterable
 
 from aromatrack.domain import bodycomp, correlation, labs, rules, training_load
 from aromatrack.domain.rules import DAY_S, EventRef, Symptoms
 from aromatrack.schemas.events import Alert, EventBase
 
-# Same-time events are processed in this order, then by event id, so every run sees one order.
+# Same-time events are processed in this order, then by event id, so every run sees one order. A draw comes
+# before a dose change at the same time: the draw was taken on the dose before the change.
 TYPE_ORDER = {
     "athlete.profile": 0,
     "protocol.phase": 1,
-    "dose.change": 2,
-    "scale.reading": 3,
-    "workout.summary": 4,
-    "workout.fit": 4,
-    "symptom.log": 5,
-    "lab.result": 6,
+    "scale.reading": 2,
+    "workout.summary": 3,
+    "workout.fit": 3,
+    "symptom.log": 4,
+    "lab.result": 5,
+    "dose.change": 6,
 }
+# Labs drawn at the same time are one panel: the rules that anchor on the E2 see the rest of it first.
+LAB_ORDER = {"estradiol": 1}
+# Results whose trend a rule compares (anastrozole's wider effects); the last two of each are kept.
+TRACKED_RESULTS = ("hdl", "ldl", "bmd_lumbar_spine")
+# Finished days of load kept: a week and the four weeks before it (the regimen-change comparison).
+LOAD_DAYS_KEPT = 35
 # A T dose within this many days of the TRT start is part of starting, not a dose change.
 TRT_START_GRACE_DAYS = 14.0
-DEDUPE_MEMORY_DAYS = 400.0
+ALERT_MEMORY_DAYS = 400.0
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,38 @@ class EngineSettings:
     rules: rules.RuleSettings = field(default_factory=rules.RuleSettings)
     trend: bodycomp.TrendSettings = field(default_factory=bodycomp.TrendSettings)
     correlation: correlation.CorrelationSettings = field(default_factory=correlation.CorrelationSettings)
+
+
+@dataclass(frozen=True)
+class OpenAlert:
+    """The latest version of one clinical question's alert, and what it has cited so far."""
+
+    alert_id: str
+    severity: str
+    version: int
+    raised_s: float  # when version 1 was raised
+    last_seen_s: float  # the last time a rule found this question (for forgetting it)
+    cited: frozenset[str]
+
+
+@dataclass
+class LoadState:
+    """Daily training load folded day by day (CTL/ATL by `training_load.daily_load_model`, carried over), the
+    finished days' loads kept for the weekly comparison, and the runs the training rules look at."""
+
+    first_day: int | None = None  # the first day with load (the model starts cold there)
+    folded_through: int | None = None  # the last finished day folded (days since the epoch, UTC)
+    ctl: float = 0.0
+    atl: float = 0.0
+    acwr: float | None = None
+    open_days: dict[int, float] = field(default_factory=dict)  # load of days not finished yet
+    finished: list[tuple[int, float]] = field(default_factory=list)  # (day, load), the last LOAD_DAYS_KEPT
+    first_workouts: dict[int, EventRef] = field(default_factory=dict)  # the first workout of each kept day
+    high_acwr_days: int = 0
+    high_acwr_since: EventRef | None = None
+    regimen_start: EventRef | None = None
+    week_load: float = 0.0
+    previous_weekly_load: float | None = None
 
 
 @dataclass
@@ -50,7 +100,9 @@ class AthleteState:
     anastrozole_weekly_mg: float = 0.0
     anastrozole_since: EventRef | None = None
     last_dose_change: EventRef | None = None
+    last_dose_event: EventRef | None = None
     last_e2: labs.Lab | None = None
+    unconfirmed_low_e2: int = 0
     last_t: labs.Lab | None = None
     trend: bodycomp.BodyFatTrend = field(default_factory=bodycomp.BodyFatTrend)
     last_scale: EventRef | None = None
@@ -59,8 +111,11 @@ class AthleteState:
     symptoms: list[Symptoms] = field(default_factory=list)
     load_since_e2: float = 0.0
     modality_minutes_since_e2: dict[str, float] = field(default_factory=dict)
-    fired: dict[tuple[str, tuple[str, ...]], tuple[float, int]] = field(default_factory=dict)
-    last_time_s: float | None = None
+    alerts: dict[tuple[str, tuple[str, ...]], OpenAlert] = field(default_factory=dict)  # by (rule, anchor)
+    phase_since: EventRef | None = None
+    results: dict[str, tuple[labs.Lab, ...]] = field(default_factory=dict)
+    load: "LoadState" = field(default_factory=lambda: LoadState())
+    last_time_s: float | None = None  # the athlete's clock: the last event's time, or a later clock step
     profile: dict[str, float | str | None] | None = None  # the numbers training_load.Athlete needs
 
 
@@ -96,8 +151,13 @@ class Outcome:
     e2: E2Context | None = None
 
 
+def type_rank(event: EventBase) -> tuple[int, int]:
+    """Where an event goes among events at the same time (before its id breaks the tie)."""
+    return TYPE_ORDER.get(event.type, 9), LAB_ORDER.get(getattr(event, "analyte", ""), 0)
+
+
 def order_key(event: EventBase) -> tuple:
-    return (event.time, TYPE_ORDER.get(event.type, 9), event.event_id or "")
+    return (event.time, type_rank(event), event.event_id or "")
 
 
 def _ts(event: EventBase) -> float:
@@ -124,6 +184,7 @@ def _athlete(state: AthleteState) -> training_load.Athlete:
 
 def _apply_dose(state: AthleteState, event: EventBase) -> None:
     ref = _ref(event)
+    state.last_dose_event = ref
     if event.drug == "anastrozole":
         state.anastrozole_weekly_mg = event.dose_mg * event.times_per_week
         state.anastrozole_since = ref
@@ -157,11 +218,15 @@ def _set_fat_at_last_e2(state: AthleteState, fat: float | None) -> None:
 
 
 def _apply_lab(state: AthleteState, event: EventBase, settings: EngineSettings, outcome: Outcome) -> None:
-    lab = labs.normalise(event)
+    lab = labs.normalise(event, settings.rules.default_method_by_lab.get(getattr(event, "lab_id", None) or ""))
+    if lab.analyte in TRACKED_RESULTS:
+        state.results[lab.analyte] = (*state.results.get(lab.analyte, ())[-1:], lab)
     if lab.analyte == "testosterone_total":
         state.last_t = lab
     if lab.analyte != "estradiol":
         return
+    low = lab.comparator in ("<", "<=") or rules.e2_is_low(lab, settings.rules)
+    state.unconfirmed_low_e2 = state.unconfirmed_low_e2 + 1 if low and lab.method != "lc_msms" else 0
     draw_s = _ts(event)
     fat = bodycomp.trend_at(state.trend, draw_s, settings.trend)
     previous_fat = state.fat_at_last_e2
@@ -191,13 +256,86 @@ def _apply_lab(state: AthleteState, event: EventBase, settings: EngineSettings, 
         state.pairs = [*state.pairs, pair][-settings.correlation.max_pairs :]
 
 
+def _day(time_s: float) -> int:
+    return int(time_s // DAY_S)
+
+
+def _fold_days(state: AthleteState, through_day: int, settings: EngineSettings) -> None:
+    """Fold every finished day up to `through_day` into the load model and update the runs the training rules
+    read: the days in a row with a very high ACWR, and a sharp rise of the weekly load over the 4 weeks before."""
+    load = state.load
+    if load.folded_through is None:
+        if not load.open_days:
+            return
+        load.first_day = min(load.open_days)
+        load.folded_through = load.first_day - 1
+    if through_day <= load.folded_through:
+        return
+    finished = {day: value for day, value in load.open_days.items() if day <= through_day}
+    days = training_load.daily_load_model(
+        {date.fromordinal(day + EPOCH_ORDINAL): value for day, value in finished.items()},
+        start=date.fromordinal(load.folded_through + 1 + EPOCH_ORDINAL),
+        end=date.fromordinal(through_day + EPOCH_ORDINAL),
+        carry=(load.ctl, load.atl),
+    )
+    rules_settings = settings.rules
+    for model_day in days:
+        day = model_day.day.toordinal() - EPOCH_ORDINAL
+        load.ctl, load.atl, load.acwr = model_day.ctl, model_day.atl, model_day.acwr
+        load.finished = [*load.finished, (day, model_day.load)][-LOAD_DAYS_KEPT:]
+        # A model that started cold reads any load as acute until the chronic load has built up.
+        very_high = (
+            day - (load.first_day or day) >= rules_settings.load_history_min_days
+            and model_day.acwr is not None
+            and model_day.acwr > rules_settings.overload_acwr
+            and model_day.ctl >= rules_settings.overload_min_ctl
+        )
+        if very_high:
+            load.high_acwr_days += 1
+            if load.high_acwr_since is None:
+                load.high_acwr_since = load.first_workouts.get(day) or _latest_workout(load, day)
+        else:
+            load.high_acwr_days, load.high_acwr_since = 0, None
+        _update_regimen(load, day, rules_settings)
+    load.open_days = {day: value for day, value in load.open_days.items() if day > through_day}
+    load.first_workouts = {day: ref for day, ref in load.first_workouts.items() if day > through_day - LOAD_DAYS_KEPT}
+    load.folded_through = through_day
+
+
+def _latest_workout(load: LoadState, day: int) -> EventRef | None:
+    earlier = [d for d in load.first_workouts if d <= day]
+    return load.first_workouts[max(earlier)] if earlier else None
+
+
+def _update_regimen(load: LoadState, day: int, settings: rules.RuleSettings) -> None:
+    """The last 7 finished days against the weekly average of the 28 before; a rise starts a regimen (anchored
+    on its first workout) that lasts until the comparison no longer shows it."""
+    week = sum(value for d, value in load.finished if d > day - 7)
+    load.week_load = week
+    # Before five weeks of load history, a "rise" is the tracker starting, not the athlete.
+    if load.first_day is None or (day + 1) - load.first_day < LOAD_DAYS_KEPT:
+        load.previous_weekly_load, load.regimen_start = None, None
+        return
+    previous = sum(value for d, value in load.finished if day - LOAD_DAYS_KEPT < d <= day - 7) / 4
+    load.previous_weekly_load = previous
+    rising = week >= settings.regimen_min_weekly_load and week > settings.regimen_change_ratio * previous
+    if not rising:
+        load.regimen_start = None
+    elif load.regimen_start is None:
+        starts = [d for d in load.first_workouts if day - 7 < d <= day]
+        load.regimen_start = load.first_workouts[min(starts)] if starts else None
+
+
 def _apply(state: AthleteState, event: EventBase, settings: EngineSettings, outcome: Outcome) -> None:
     kind = event.type
+    _fold_days(state, _day(_ts(event)) - 1, settings)
     if kind == "athlete.profile":
         state.profile = training_load.profile_numbers(event.model_dump())
     elif kind == "protocol.phase":
         if event.phase == "trt" and state.phase != "trt":
             state.trt_start = _ref(event)
+        if event.phase != state.phase:
+            state.phase_since = _ref(event)
         state.phase = event.phase
     elif kind == "dose.change":
         _apply_dose(state, event)
@@ -205,6 +343,9 @@ def _apply(state: AthleteState, event: EventBase, settings: EngineSettings, outc
         _apply_scale(state, event, settings, outcome)
     elif kind == "workout.summary":
         load, modality = workout_load(event, _athlete(state))
+        day = _day(_ts(event))
+        state.load.open_days[day] = state.load.open_days.get(day, 0.0) + load
+        state.load.first_workouts.setdefault(day, _ref(event))
         state.load_since_e2 += load
         state.modality_minutes_since_e2[modality] = state.modality_minutes_since_e2.get(modality, 0.0) + event.duration_s / 60
     elif kind == "symptom.log":
@@ -227,7 +368,9 @@ def situation(state: AthleteState, now_s: float, settings: EngineSettings) -> ru
         anastrozole_weekly_mg=state.anastrozole_weekly_mg,
         anastrozole_since=state.anastrozole_since,
         last_dose_change=state.last_dose_change,
+        last_dose_event=state.last_dose_event,
         last_e2=state.last_e2,
+        unconfirmed_low_e2=state.unconfirmed_low_e2,
         last_e2_time_s=state.last_e2.time.timestamp() if state.last_e2 else None,
         last_t=state.last_t,
         last_t_time_s=state.last_t.time.timestamp() if state.last_t else None,
@@ -237,72 +380,135 @@ def situation(state: AthleteState, now_s: float, settings: EngineSettings) -> ru
         last_scale=state.last_scale,
         e2_estimate=estimate,
         symptoms=tuple(state.symptoms),
+        phase_since=state.phase_since,
+        training=rules.TrainingStatus(
+            acwr=state.load.acwr,
+            ctl=state.load.ctl,
+            atl=state.load.atl,
+            high_acwr_days=state.load.high_acwr_days,
+            high_acwr_since=state.load.high_acwr_since,
+            week_load=state.load.week_load,
+            previous_weekly_load=state.load.previous_weekly_load,
+            regimen_start=state.load.regimen_start,
+        ),
+        results=dict(state.results),
     )
 
 
-def alert_id(athlete_id: str, rule: str, situation_key: tuple[str, ...], occurrence: int) -> str:
-    """Stable: the same athlete, rule, situation and occurrence always give the same id."""
-    body = "|".join((athlete_id, rule, ",".join(situation_key), str(occurrence)))
+def alert_id(athlete_id: str, rule: str, anchor: tuple[str, ...], severity: str) -> str:
+    """Stable: the same athlete, rule, anchor and severity always give the same id."""
+    body = "|".join((athlete_id, rule, ",".join(anchor), severity))
     return hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
-def _raise(state: AthleteState, findings: list[rules.Finding], now_s: float, settings: EngineSettings) -> list[Alert]:
-    cooldown_s = settings.rules.cooldown_days * DAY_S
+def _alert(state: AthleteState, finding: rules.Finding, open_alert: OpenAlert, now_s: float) -> Alert:
+    return Alert(
+        alert_id=open_alert.alert_id,
+        version=open_alert.version,
+        raised_at=datetime.fromtimestamp(open_alert.raised_s, tz=timezone.utc),
+        athlete_id=state.athlete_id,
+        time=datetime.fromtimestamp(now_s, tz=timezone.utc),
+        kind=finding.kind,
+        rule=finding.rule,
+        severity=finding.severity,
+        summary=finding.summary,
+        evidence=list(finding.evidence),
+        sources=list(finding.sources),
+        anchor_event_ids=list(finding.anchor),
+    )
+
+
+def _raise(state: AthleteState, findings: list[rules.Finding], now_s: float) -> list[Alert]:
+    """New alerts and new versions for these findings (see the module docstring)."""
     alerts = []
     for finding in findings:
-        key = (finding.rule, finding.situation)
-        last = state.fired.get(key)
-        if last is not None and now_s - last[0] < cooldown_s:
+        key = (finding.rule, finding.anchor)
+        known = state.alerts.get(key)
+        cited = frozenset(finding.evidence_events)
+        if known is None or rules.SEVERITY_RANK[finding.severity] > rules.SEVERITY_RANK[known.severity]:
+            identity = alert_id(state.athlete_id, finding.rule, finding.anchor, finding.severity)
+            current = OpenAlert(identity, finding.severity, 1, now_s, now_s, cited)
+        elif finding.severity == known.severity and not cited <= known.cited:
+            current = replace(known, version=known.version + 1, last_seen_s=now_s, cited=known.cited | cited)
+        else:
+            state.alerts[key] = replace(known, last_seen_s=now_s)
             continue
-        occurrence = 0 if last is None else last[1] + 1
-        state.fired[key] = (now_s, occurrence)
-        alerts.append(
-            Alert(
-                alert_id=alert_id(state.athlete_id, finding.rule, finding.situation, occurrence),
-                athlete_id=state.athlete_id,
-                time=datetime.fromtimestamp(now_s, tz=timezone.utc),
-                kind=finding.kind,
-                rule=finding.rule,
-                severity=finding.severity,
-                summary=finding.summary,
-                evidence=list(finding.evidence),
-                sources=list(finding.sources),
-            )
-        )
+        state.alerts[key] = current
+        alerts.append(_alert(state, finding, current, now_s))
     return alerts
 
 
 def _prune(state: AthleteState, now_s: float, settings: EngineSettings) -> None:
     symptom_start = now_s - 2 * settings.rules.symptom_window_days * DAY_S
     state.symptoms = [s for s in state.symptoms if s.time_s >= symptom_start]
-    dedupe_start = now_s - DEDUPE_MEMORY_DAYS * DAY_S
-    state.fired = {key: value for key, value in state.fired.items() if value[0] >= dedupe_start}
+    memory_start = now_s - ALERT_MEMORY_DAYS * DAY_S
+    state.alerts = {key: value for key, value in state.alerts.items() if value.last_seen_s >= memory_start}
+
+
+def _run_rules(state: AthleteState, now_s: float, settings: EngineSettings) -> list[Alert]:
+    _prune(state, now_s, settings)
+    return _raise(state, rules.evaluate(situation(state, now_s, settings), settings.rules), now_s)
+
+
+def _tick(state: AthleteState, until_s: float, settings: EngineSettings, *, inclusive: bool) -> list[Alert]:
+    """Step the clock through every scheduled due time up to `until_s` (before it unless `inclusive`)."""
+    alerts: list[Alert] = []
+    while state.last_time_s is not None:
+        due = rules.next_due_s(situation(state, state.last_time_s, settings), settings.rules)
+        if due is None or due > until_s or (due == until_s and not inclusive):
+            break
+        state.last_time_s = due
+        alerts += _run_rules(state, due, settings)
+    return alerts
+
+
+def advance(state: AthleteState, until_s: float, settings: EngineSettings = EngineSettings()) -> list[Alert]:
+    """Move the athlete's clock to `until_s` (epoch s) without an event; return the alerts that fall due on the
+    way, each stamped with its due time. A clock already at or past `until_s` stays where it is."""
+    alerts = _tick(state, until_s, settings, inclusive=True)
+    if state.last_time_s is not None and until_s > state.last_time_s:
+        state.last_time_s = until_s
+    return alerts
 
 
 def step(state: AthleteState, event: EventBase, settings: EngineSettings = EngineSettings()) -> tuple[AthleteState, Outcome]:
-    """Fold one event (the next in event-time order) into the state; return it with the alerts raised.
+    """Fold one event (the next in event-time order) into the state; return it with the alerts raised: those
+    falling due on the clock before the event, then the event's own.
 
     The state is updated in place and returned: the caller owns it (a fold), and copying the whole history
     on every event would cost more than it protects.
     """
     outcome = Outcome()
     now_s = _ts(event)
+    due_alerts = _tick(state, now_s, settings, inclusive=False)
     _apply(state, event, settings, outcome)
-    state.last_time_s = now_s
-    _prune(state, now_s, settings)
-    outcome.alerts = _raise(state, rules.evaluate(situation(state, now_s, settings), settings.rules), now_s, settings)
+    state.last_time_s = now_s if state.last_time_s is None else max(state.last_time_s, now_s)
+    outcome.alerts = due_alerts + _run_rules(state, now_s, settings)
     return state, outcome
 
 
-def fold(events: Iterable[EventBase], settings: EngineSettings = EngineSettings()) -> Iterable[tuple[EventBase, Outcome]]:
-    """Run a timeline (any order, any athletes) through the engine in event-time order."""
-    states: dict[str, AthleteState] = {}
+def fold(
+    events: Iterable[EventBase],
+    settings: EngineSettings = EngineSettings(),
+    states: dict[str, AthleteState] | None = None,
+) -> Iterable[tuple[EventBase, Outcome]]:
+    """Run a timeline (any order, any athletes) through the engine in event-time order; `states` (athlete id ->
+    state) is filled in as it goes, for a caller that advances the clocks afterwards."""
+    states = {} if states is None else states
     for event in sorted(events, key=order_key):
         state = states.setdefault(event.athlete_id, AthleteState(event.athlete_id))
         _, outcome = step(state, event, settings)
         yield event, outcome
 
 
-def evaluate(events: Iterable[EventBase], settings: EngineSettings = EngineSettings()) -> list[Alert]:
-    """Every alert a timeline raises, in event-time order."""
-    return [alert for _, outcome in fold(events, settings) for alert in outcome.alerts]
+def evaluate(
+    events: Iterable[EventBase], settings: EngineSettings = EngineSettings(), as_of_s: float | None = None
+) -> list[Alert]:
+    """Every alert version a timeline raises, in event-time order, then those falling due as every athlete's
+    clock runs on to `as_of_s` (default: none; each clock stops at the athlete's last event)."""
+    states: dict[str, AthleteState] = {}
+    alerts = [alert for _, outcome in fold(events, settings, states) for alert in outcome.alerts]
+    if as_of_s is not None:
+        for state in states.values():
+            alerts += advance(state, as_of_s, settings)
+    return alerts

@@ -1,8 +1,12 @@
 """Lab results in canonical units, with censoring and assay method kept.
 
 Every unit the event contract accepts (`schemas.events.ANALYTE_UNITS`) converts here to one canonical unit
-per analyte, so rules compare like with like. A censored result ("<24") stays censored: its value is the
-limit, and `comparator` says on which side the true value lies.
+per analyte, so rules compare like with like. A censored result ("<24", "<=24") stays censored: its value is
+the limit, and `comparator` says on which side the true value lies and whether the limit itself is possible
+("<" excludes it, "<=" includes it), so the two are never merged.
+
+Not from the seeds (DOMAIN.md, provenance): the unit factors below are general chemistry (molar masses), and
+the lumbar-spine bone mineral density is a DXA areal density in g/cm2 (LOINC 24966-4).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ CANONICAL_UNITS: dict[str, str] = {
     "hematocrit": "%",
     "hdl": "mg/dL",
     "ldl": "mg/dL",
+    "bmd_lumbar_spine": "g/cm2",
 }
 
 # Multiply a value in (analyte, unit) by this factor to get the canonical unit.
@@ -68,7 +73,10 @@ def to_canonical(analyte: str, value: float, unit: str) -> float:
 
 @dataclass(frozen=True)
 class Lab:
-    """One lab result in canonical units; `comparator` '<' or '>' marks a censored value."""
+    """One lab result in canonical units; `comparator` ('<', '<=', '>', '>=') marks a censored value.
+
+    `method` is the assay the result names, or the performing lab's default method when it names none
+    (`normalise(..., default_method=...)`); `lab_id` is the performing lab."""
 
     analyte: str
     value: float
@@ -79,25 +87,42 @@ class Lab:
     method: str | None = None
     reference_low: float | None = None
     reference_high: float | None = None
+    lab_id: str | None = None
 
     @property
     def censored(self) -> bool:
         return self.comparator is not None
 
     def surely_below(self, limit: float) -> bool:
-        """True when the true value is known to lie below `limit` (a "<x" with x <= limit counts)."""
+        """True when the true value is known to lie below `limit`: "<x" with x <= limit, "<=x" with x < limit."""
         if self.comparator == "<":
             return self.value <= limit
+        if self.comparator == "<=":
+            return self.value < limit
         return self.comparator is None and self.value < limit
 
+    def surely_at_or_below(self, limit: float) -> bool:
+        """True when the true value is known to be at most `limit` ("<x" or "<=x" with x <= limit)."""
+        if self.comparator in ("<", "<="):
+            return self.value <= limit
+        return self.comparator is None and self.value <= limit
+
     def surely_above(self, limit: float) -> bool:
+        """True when the true value is known to lie above `limit`: ">x" with x >= limit, ">=x" with x > limit."""
         if self.comparator == ">":
             return self.value >= limit
+        if self.comparator == ">=":
+            return self.value > limit
         return self.comparator is None and self.value > limit
 
+    def shown(self) -> str | float:
+        """The value as a clinician reads it: "<24" for a censored one, else the number (2 decimals)."""
+        return f"{self.comparator}{self.value:.4g}" if self.censored else round(self.value, 2)
 
-def normalise(event) -> Lab:
-    """A `lab.result` event as a Lab in canonical units (reference range converted too)."""
+
+def normalise(event, default_method: str | None = None) -> Lab:
+    """A `lab.result` event as a Lab in canonical units (reference range converted too); a result that names no
+    assay method takes `default_method` (the performing lab's, a setting)."""
     factor = conversion_factor(event.analyte, event.unit)
 
     def scaled(value: float | None) -> float | None:
@@ -110,7 +135,8 @@ def normalise(event) -> Lab:
         time=event.time,
         event_id=event.event_id,
         comparator=event.comparator,
-        method=event.method,
+        method=event.method or default_method,
         reference_low=scaled(event.reference_low),
         reference_high=scaled(event.reference_high),
+        lab_id=getattr(event, "lab_id", None),
     )

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Iterable, Literal, Mapping, Sequence
@@ -242,7 +243,9 @@ def banister_trimp(workout: WorkoutInput, athlete: Athlete) -> float | None:
     """Banister TRIMP; summed over samples (spread evenly over the duration) when present, else from the average."""
     if workout.hr_samples:
         seconds_per_sample = workout.duration_s / len(workout.hr_samples)
-        weights = sum(_trimp_weight(athlete.reserve_fraction(hr), athlete.sex) for hr in workout.hr_samples)
+        # Weighted once per distinct heart rate (a few hundred), not once per sample (thousands per workout).
+        counts = Counter(workout.hr_samples)
+        weights = sum(_trimp_weight(athlete.reserve_fraction(hr), athlete.sex) * n for hr, n in counts.items())
         return weights * seconds_per_sample / 60
     if workout.avg_hr_bpm is None:
         return None
@@ -287,10 +290,10 @@ def intensity_profile(hr_samples: Sequence[float], athlete: Athlete) -> Intensit
     """Share of samples hard (> 85 % HRR) and easy (< 70 % HRR), and how many separate hard bouts there were."""
     if not hr_samples:
         return None
+    fractions = {hr: athlete.reserve_fraction(hr) for hr in set(hr_samples)}  # per distinct heart rate
     hard = easy = bouts = 0
     in_bout = False
-    for hr in hr_samples:
-        fraction = athlete.reserve_fraction(hr)
+    for fraction in map(fractions.__getitem__, hr_samples):
         if fraction > HARD_RESERVE_FRACTION:
             hard += 1
             bouts += not in_bout

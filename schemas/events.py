@@ -49,6 +49,7 @@ ANALYTES = (
     "hematocrit",
     "hdl",
     "ldl",
+    "bmd_lumbar_spine",  # DXA lumbar spine bone mineral density (areal, g/cm2)
 )
 Analyte = Literal[ANALYTES]  # type: ignore[valid-type]  (the literal values are the tuple above)
 
@@ -65,6 +66,7 @@ ANALYTE_UNITS: dict[str, tuple[str, ...]] = {
     "hematocrit": ("%", "L/L"),
     "hdl": ("mg/dL", "mmol/L"),
     "ldl": ("mg/dL", "mmol/L"),
+    "bmd_lumbar_spine": ("g/cm2",),
 }
 
 Drug = Literal["testosterone_cypionate", "anastrozole", "gonadorelin", "clomiphene", "tamoxifen"]
@@ -185,14 +187,17 @@ class WorkoutSummary(EventBase):
 
 
 class LabResult(EventBase):
-    """One analyte from one blood draw; `time` is the draw time. Censored results keep their comparator."""
+    """One analyte from one blood draw (or a DXA scan for bone density); `time` is the draw time. Censored results
+    keep their comparator, "<=" and ">=" distinct from "<" and ">". `lab_id` names the performing lab, whose
+    default assay method (a setting) applies when `method` is absent."""
 
     type: Literal["lab.result"] = "lab.result"
     analyte: Analyte
     value: Annotated[float, Field(ge=0)]
     unit: str
-    comparator: Literal["<", ">"] | None = None
+    comparator: Literal["<", "<=", ">", ">="] | None = None
     method: Literal["lc_msms", "immunoassay"] | None = None
+    lab_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     reference_low: Annotated[float, Field(ge=0)] | None = None
     reference_high: Annotated[float, Field(ge=0)] | None = None
     loinc: str | None = None
@@ -274,22 +279,41 @@ class AlertEvidence(BaseModel):
     event_ids: list[str] = Field(default_factory=list)
 
 
+ALERT_SCHEMA_VERSION = 2
+
+
 class Alert(BaseModel):
-    """Output: a flag for a clinician. It names its rule and evidence and never instructs a dose."""
+    """Output: a flag for a clinician. It names its rule and evidence and never instructs a dose.
+
+    Alert contract v2 (v1 messages still validate: their new fields take the defaults). One alert per clinical
+    question: `alert_id` names the question (rule, anchoring events, severity) and `version` counts its updates;
+    a message with a known id and a higher version is new evidence for an alert already sent, to be shown as
+    an update, not as a new page. `time` is this version's time, `raised_at` version 1's. `historical` marks an
+    alert raised on history imported long after the fact: stored and summarised, not paged one by one.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     type: Literal["alert"] = "alert"
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = ALERT_SCHEMA_VERSION
     alert_id: str
+    version: Annotated[int, Field(ge=1)] = 1
     athlete_id: str
     time: AwareDatetime
-    kind: Literal["lab_recheck", "dose_review"]
+    raised_at: AwareDatetime | None = None
+    kind: Literal["lab_recheck", "dose_review", "training_review"]
     rule: str
     severity: Literal["info", "warning", "urgent"]
     summary: str
     evidence: list[AlertEvidence]
     sources: list[str]
+    anchor_event_ids: list[str] = Field(default_factory=list)
+    historical: bool = False
+
+    @property
+    def delivery_key(self) -> str:
+        """Unique per version: what consumers deduplicate on (an update shares the alert id, not this key)."""
+        return f"{self.alert_id}.v{self.version}"
 
 
 class EventError(ValueError):

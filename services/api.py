@@ -12,6 +12,9 @@ import asyncio
 import base64
 import hashlib
 import logging
+import math
+import re
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -38,6 +41,8 @@ from aromatrack.streams.influx import InfluxError, SeriesStore
 from aromatrack.streams.producer import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("aromatrack.api")
+access_log = logging.getLogger("aromatrack.access")
+_ATHLETE_ID = re.compile(ATHLETE_ID_PATTERN)
 
 MAX_JSON_BYTES = 1_000_000
 # A FIT upload travels gzipped and base64-encoded inside one Kafka message, with room for the envelope.
@@ -104,33 +109,78 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Per-process request limits: each token's sustained rate and burst, and how long a body may take."""
+
+    requests_per_s: float = 20.0
+    burst: int = 200
+    body_timeout_s: float = 30.0
+
+
+class RateLimiter:
+    """A token bucket per API token, in memory (each API process limits on its own)."""
+
+    MAX_BUCKETS = 100_000
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens left, when)
+
+    def wait_s(self, key: str, limits: Limits, now: float) -> float:
+        """0 if the request may go now (and it is counted), else the seconds until it may."""
+        tokens, then = self._buckets.get(key, (float(limits.burst), now))
+        tokens = min(float(limits.burst), tokens + (now - then) * limits.requests_per_s)
+        if tokens < 1:
+            return (1 - tokens) / limits.requests_per_s
+        if len(self._buckets) >= self.MAX_BUCKETS:
+            self._buckets.clear()  # forgetting buckets only ever lets requests through
+        self._buckets[key] = (tokens - 1, now)
+        return 0.0
+
+
 def principal(
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer), deps: Services = Depends(services)
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    deps: Services = Depends(services),
 ) -> Principal:
+    """The caller, from their bearer token (`auth.authenticate`), within their token's rate limit."""
     found = authenticate(deps.store, credentials.credentials) if credentials else None
     if found is None:
         raise HTTPException(401, "missing or unknown API token", headers={"WWW-Authenticate": "Bearer"})
+    request.state.principal = found  # for the access log
+    wait = request.app.state.rate_limiter.wait_s(found.token_id, request.app.state.limits, time.monotonic())
+    if wait:
+        raise HTTPException(429, "too many requests with this token; slow down",
+                            headers={"Retry-After": str(math.ceil(wait))})
     return found
 
 
-def require(deps: Services, who: Principal, access: Access, athlete_id: str) -> None:
-    care_team = who.role is not Role.ATHLETE and deps.store.on_care_team(athlete_id, who.user_id)
-    if not allowed(who, access, athlete_id, is_care_team=care_team):
+def require(deps: Services, who: Principal, access: Access, athlete_id: str | None) -> None:
+    """403 unless `who` has `access` to the athlete's data (None: no athlete, never allowed)."""
+    care_team = (athlete_id is not None and who.role is not Role.ATHLETE
+                 and deps.store.on_care_team(athlete_id, who.user_id))
+    if athlete_id is None or not allowed(who, access, athlete_id, is_care_team=care_team):
         log.info("denied %s %s access for %s", who.role.value, access.value, who.user_id)
         raise HTTPException(403, f"a {who.role.value} may not {access.value} for this athlete")
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
+    """The request body, refused with 413 as soon as it passes `limit` bytes (declared or streamed), and with
+    408 when it takes longer than the body timeout (a slow sender would hold the connection forever)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"body over the {limit} byte limit")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"body over the {limit} byte limit")
-        chunks.append(chunk)
+    timeout_s = request.app.state.limits.body_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"body over the {limit} byte limit")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPException(408, f"body not received within {timeout_s:g} s") from None
     return b"".join(chunks)
 
 
@@ -228,16 +278,49 @@ def _event_body_schema(event_type: str) -> dict[str, Any]:
 ACCEPTED = {202: {"description": "Accepted: on Kafka (acks=all). `accepted` lists new event ids, `duplicates` "
                   "ids produced by an earlier request."}}
 ERRORS = {
-    401: {"description": "Missing or unknown token."},
+    401: {"description": "Missing, unknown, expired or revoked token."},
     403: {"description": "The role may not do this for this athlete."},
     409: {"description": "The same event is being accepted by a concurrent request; retry shortly."},
     413: {"description": "Body too large."},
     422: {"description": "Invalid input: `detail` lists each field and its problem."},
+    429: {"description": "Over this token's rate limit; retry after `Retry-After` seconds."},
     503: {"description": "Kafka did not acknowledge; nothing was accepted, retry."},
 }
 
 
-def create_app(deps: Services | None = None, settings: Settings | None = None) -> FastAPI:
+def api_log_config() -> dict[str, Any]:
+    """Logging for `aromatrack api`: the audit lines (denials, acknowledgements) and one access line per
+    request, at INFO on stderr. Lines name ids, roles, routes and statuses, never values, names or queries;
+    uvicorn's own access log (full paths with queries) stays off."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "aromatrack": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+            "uvicorn": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
+            "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+        },
+    }
+
+
+async def log_access(request: Request, call_next) -> Any:
+    """One access line per request: method, route template, athlete id, status, caller and time."""
+    started = time.monotonic()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    who: Principal | None = getattr(request.state, "principal", None)
+    athlete = request.path_params.get("athlete_id", "-")
+    if athlete != "-" and not _ATHLETE_ID.fullmatch(athlete):
+        athlete = "?"  # not an id (it failed validation): its text stays out of the log
+    access_log.info("%s %s athlete=%s %d user=%s role=%s token=%s %.0f ms", request.method,
+                    getattr(route, "path", "-"), athlete, response.status_code, who.user_id if who else "-",
+                    who.role.value if who else "-", who.token_id if who else "-", (time.monotonic() - started) * 1000)
+    return response
+
+
+def create_app(deps: Services | None = None, settings: Settings | None = None, limits: Limits = Limits()) -> FastAPI:
     """The app over given services (tests), or over the settings' Kafka and InfluxDB (opened at startup)."""
 
     @asynccontextmanager
@@ -252,7 +335,11 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
         ) as influx:
             app.state.services.sink = producer
             app.state.services.influx = influx
-            yield
+            pruning = asyncio.create_task(prune_hourly(app.state.services.store))
+            try:
+                yield
+            finally:
+                pruning.cancel()
 
     app = FastAPI(
         title="Aromatrack API",
@@ -260,10 +347,14 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
         description="Ingest training, scale, lab, dose, phase and symptom events; read an athlete's data and "
         "alerts by role. Never changes or recommends a dose.",
         lifespan=lifespan,
+        redirect_slashes=False,  # its redirects echoed the Host header into `location`
         docs_url=None,  # served by services.web from local files instead of a CDN
         redoc_url=None,
     )
     app.state.services = deps or Services(Store(settings.state_dir / "api.sqlite3"))
+    app.state.limits = limits
+    app.state.rate_limiter = RateLimiter()
+    app.middleware("http")(log_access)
     from aromatrack.services.web import add_web_pages  # imported here: the web pages import this module
 
     add_web_pages(app)
@@ -418,8 +509,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
         require(deps, who, Access.ALERTS, athlete_id)
         return [_inbox_json(item) for item in deps.store.alerts_for(athlete_id, open_only=open_only)]
 
-    @app.post("/v1/alerts/{alert_id}/acknowledge", responses={**ERRORS, 404: {"description": "Unknown alert."}},
-              tags=["alerts"])
+    @app.post("/v1/alerts/{alert_id}/acknowledge", responses=ERRORS, tags=["alerts"])
     async def acknowledge_alert(
         alert_id: str = Path(..., max_length=128),
         who: Principal = Depends(principal),
@@ -427,9 +517,8 @@ def create_app(deps: Services | None = None, settings: Settings | None = None) -
     ) -> dict[str, Any]:
         """Record that the clinician has seen the alert; it is not re-notified after this."""
         found = deps.store.alert(alert_id)
-        if found is None:
-            raise HTTPException(404, "unknown alert")
-        require(deps, who, Access.ACKNOWLEDGE, found.alert.athlete_id)
+        # An unknown alert is answered as another patient's is, so the answer does not tell which ids exist.
+        require(deps, who, Access.ACKNOWLEDGE, found.alert.athlete_id if found else None)
         acknowledged = deps.store.acknowledge(alert_id, who.user_id)
         log.info("alert %s acknowledged by %s", alert_id, who.user_id)
         return _inbox_json(acknowledged)
@@ -456,6 +545,14 @@ def add_fhir_route(app: FastAPI) -> None:
         return await accept(deps, who, athlete_id, events, _fingerprint("fhir", athlete_id, raw), idempotency_key)
 
 
+async def prune_hourly(store: Store) -> None:
+    """Drop what retention no longer needs (see `Store.prune`), now and every hour."""
+    while True:
+        counts = store.prune()
+        log.info("pruned %s", ", ".join(f"{count} {table}" for table, count in counts.items()))
+        await asyncio.sleep(3600)
+
+
 def _inbox_json(item) -> dict[str, Any]:
     return {**item.alert.model_dump(mode="json"), "acknowledged_at": item.acknowledged_at,
             "acknowledged_by": item.acknowledged_by}
@@ -464,19 +561,11 @@ def _inbox_json(item) -> dict[str, Any]:
 def fhir_lab_events(document: Any, athlete_id: str) -> list[EventBase]:
     """FHIR R4 Observation/Bundle -> validated lab.result events via the clinical engineer's `schemas.fhir`.
 
-    An Observation whose subject names another patient is refused rather than filed under the route's athlete.
+    An Observation whose subject names another patient, or cannot be checked, is refused (`schemas.fhir`)
+    rather than filed under the route's athlete.
     """
     if not isinstance(document, dict):
         raise Problem(422, [("body", "a FHIR resource must be a JSON object")])
-    entries = document.get("entry") if document.get("resourceType") == "Bundle" else None
-    resources = [e.get("resource") if isinstance(e, dict) else None for e in entries] if isinstance(entries, list) \
-        else [document]
-    for index, resource in enumerate(resources):
-        reference = (resource or {}).get("subject", {}) if isinstance(resource, dict) else {}
-        subject = reference.get("reference") if isinstance(reference, dict) else None
-        if subject is not None and subject != f"Patient/{athlete_id}":
-            where = f"entry[{index}].subject.reference" if entries is not None else "subject.reference"
-            raise Problem(422, [(where, "names another patient than the athlete in the path")])
     try:
         if document.get("resourceType") == "Bundle":
             events = fhir.bundle_to_events(document, athlete_id)

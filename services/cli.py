@@ -64,14 +64,66 @@ def schemas_export(
 @app.command()
 def worker(
     loglevel: str = typer.Option("warn", help="faust log level: crit, error, warn, info or debug."),
+    data_dir: Path = typer.Option(
+        None, envvar="AROMATRACK_WORKER_DIR",
+        help="This worker's own directory (faust's datadir). Default: AROMATRACK_STATE_DIR/faust. Every worker "
+        "on one host needs its own; a directory in use by a running worker is refused.",
+    ),
+    web_port: int = typer.Option(
+        None, envvar="AROMATRACK_WEB_PORT", min=1, max=65535,
+        help="Serve faust's web view (health, table and consumer stats) on 127.0.0.1:PORT. Off by default; every "
+        "worker on one host needs its own port.",
+    ),
+    session_timeout: float = typer.Option(
+        None, envvar="AROMATRACK_SESSION_TIMEOUT_S", min=6, max=300,
+        help="Seconds before the other workers take over a silent (killed) worker's partitions. Default: faust's "
+        "60 s (aiokafka's 10 s for the ingest consumer). The broker accepts 6 s at least.",
+    ),
 ) -> None:
-    """Run the stream worker (all agents) against AROMATRACK_KAFKA and AROMATRACK_INFLUX_URL."""
+    """Run the stream worker (all agents) against AROMATRACK_KAFKA and AROMATRACK_INFLUX_URL.
+
+    Several workers of one app (same AROMATRACK_APP_ID) share the stream: each topic's partitions are spread
+    over them, and each athlete's state lives on the worker that owns the athlete's partition. More workers
+    than partitions leaves the extra ones idle (README: scaling out).
+    """
+    import os
+
+    settings = load_settings()
+    directory = data_dir or settings.state_dir / "faust"
+    lock = _hold_worker_dir(directory)  # noqa: F841  (held until the process exits)
+    os.environ["AROMATRACK_WORKER_DIR"] = str(directory)
+    if web_port is not None:
+        os.environ["AROMATRACK_WEB_PORT"] = str(web_port)
+    if session_timeout is not None:
+        os.environ["AROMATRACK_SESSION_TIMEOUT_S"] = str(session_timeout)
+
     from aromatrack.streams.app import prepare_storage
     from aromatrack.streams.worker import app as faust_app
 
     asyncio.run(prepare_storage())
-    sys.argv = ["aromatrack-worker", "worker", "--loglevel", loglevel, "--without-web"]
+    sys.argv = ["aromatrack-worker", "worker", "--loglevel", loglevel, *(["--without-web"] if web_port is None else [])]
     faust_app.main()
+
+
+def _hold_worker_dir(directory: Path):
+    """Lock the worker's directory for this process, or exit naming the worker that holds it."""
+    import fcntl
+    import os
+
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = open(directory / "worker.lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        typer.echo(f"error: {directory} is used by a running worker (pid {holder}); give each worker its own "
+                   "--data-dir (AROMATRACK_WORKER_DIR)", err=True)
+        raise typer.Exit(1)
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
 
 
 @app.command()

@@ -119,38 +119,56 @@ def users_unassign(athlete_id: str, member_id: str) -> None:
 
 
 def api(
-    host: str = typer.Option("127.0.0.1", help="Listen address (loopback by default)."),
+    host: str = typer.Option("127.0.0.1", help="Listen address (loopback by default; put a TLS-terminating "
+                             "proxy in front for anything else)."),
     port: int = typer.Option(38480, help="Listen port."),
+    rate: float = typer.Option(20.0, min=0.01, help="Requests per second each token may sustain."),
+    burst: int = typer.Option(200, min=1, help="Requests a token may send at once above the rate."),
+    body_timeout: float = typer.Option(30.0, min=0.1, help="Seconds a request body may take to arrive."),
 ) -> None:
-    """Serve the HTTP ingest API (OpenAPI at /docs and /openapi.json)."""
+    """Serve the HTTP ingest API (OpenAPI at /docs and /openapi.json). Logs an access line per request and
+    the audit lines (denials, acknowledgements) on stderr: ids, roles and statuses, never health data."""
     import uvicorn
 
-    from aromatrack.services.api import create_app
+    from aromatrack.services.api import Limits, api_log_config, create_app
 
-    uvicorn.run(create_app(settings=load_settings()), host=host, port=port, log_level="warning")
+    app = create_app(settings=load_settings(), limits=Limits(rate, burst, body_timeout))
+    uvicorn.run(app, host=host, port=port, log_config=api_log_config(), timeout_keep_alive=5)
 
 
 def notifier(
     smtp_host: str = typer.Option(None, help="SMTP server for alert e-mails (none: webhooks only)."),
     smtp_port: int = typer.Option(25),
+    smtp_user: str = typer.Option(None, help="SMTP login (its password from AROMATRACK_SMTP_PASSWORD); needs "
+                                  "STARTTLS."),
+    smtp_ca_file: str = typer.Option(None, help="CA certificate to verify the SMTP server by (default: the "
+                                     "system's)."),
     attempts: int = typer.Option(5, min=1, help="Delivery attempts per channel before dead-lettering."),
     first_delay: float = typer.Option(0.5, help="Seconds before the first retry; doubles each retry."),
     renotify_after: float = typer.Option(86400.0, help="Seconds before an unacknowledged alert is sent again."),
     group: str = typer.Option("aromatrack-notifier", help="Kafka consumer group (one per deployment)."),
+    historical_after: float = typer.Option(
+        14.0, min=0, help="Days: an alert older than this when it arrives (a history import) is stored and "
+        "summarised once per athlete and clinician, not delivered on its own."),
+    summary_quiet: float = typer.Option(
+        30.0, min=0, help="Seconds without a historical alert for an athlete before the import's summary goes out."),
 ) -> None:
-    """Deliver alerts from the alerts topic to each athlete's clinicians (webhook and e-mail)."""
+    """Deliver alerts from the alerts topic to each athlete's clinicians (webhook and e-mail). E-mail uses
+    STARTTLS whenever offered, and sends nothing without it off this host."""
     import logging
+    import os
 
-    from aromatrack.services.notifier import Retry, SmtpConfig, serve
+    from aromatrack.services.notifier import HistoricalImports, Retry, SmtpConfig, serve
 
     # Delivery lines name alert ids and channels only, never alert content.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    smtp = SmtpConfig(smtp_host, smtp_port) if smtp_host else None
+    smtp = SmtpConfig(smtp_host, smtp_port, username=smtp_user, password=os.environ.get("AROMATRACK_SMTP_PASSWORD"),
+                      ca_file=smtp_ca_file) if smtp_host else None
     asyncio.run(serve(load_settings(), smtp=smtp, retry=Retry(attempts, first_delay), renotify_after_s=renotify_after,
-                      group_id=group))
+                      group_id=group, historical=HistoricalImports(historical_after * 86400, summary_quiet)))
 
 
 def register_api_commands(app: typer.Typer) -> None:

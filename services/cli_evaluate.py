@@ -1,6 +1,9 @@
 """`aromatrack evaluate TIMELINE.jsonl --json`: the clinical core over a file, for what-if review and tests.
 
-Input lines may come in any order; the engine processes them in event-time order. A `workout.fit` line is
+Input lines may come in any order; the engine processes them in event-time order, then runs every athlete's
+clock to `--as-of` (default: the last event's time, so nothing falls due after the history ends). Output: one
+line per alert in its final version (an alert updated by new evidence appears once, as its last version, at
+the position it was first raised); `--history` prints every version as the stream sends them. A `workout.fit` line is
 decoded into the `workout.summary` the stream would make of it (same adapter, same workout id), so the file
 and the stream see the same timeline. Bad lines, undecodable files and impossible scale readings are
 reported on stderr (no values, only the reason); stdout carries one alert JSON per line and nothing else.
@@ -8,21 +11,22 @@ reported on stderr (no values, only the reason); stdout carries one alert JSON p
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 import typer
 
-from aromatrack.schemas.events import AthleteProfile, EventBase, EventError, WorkoutFit, parse_event
+from aromatrack.schemas.events import Alert, AthleteProfile, EventBase, EventError, WorkoutFit, parse_event
 from aromatrack.services.jsonl import read_events, report_to_stderr
 
 
 def with_fit_decoded(events: Iterable[EventBase], source: Path) -> Iterator[EventBase]:
-    """FIT uploads replaced by their workout summaries, their load computed with the athlete's profile in effect
+    """FIT uploads replaced by their workout summaries (one per session), their load computed with the athlete's profile in effect
     at the workout's time, as the stream does (uploads without a workout are dropped, as the stream drops them;
     undecodable ones are reported, as the stream dead-letters them)."""
     from aromatrack.domain import training_load
-    from aromatrack.streams.fit import FitDecodeError, decode_fit, fit_payload, upload_summary
+    from aromatrack.streams.fit import FitDecodeError, decode_fit, fit_payload, upload_summaries
 
     events = list(events)
     profiles: dict[str, list] = {}
@@ -40,26 +44,66 @@ def with_fit_decoded(events: Iterable[EventBase], source: Path) -> Iterator[Even
         except (EventError, FitDecodeError, OSError) as exc:
             report_to_stderr(f"{source}: event {event.event_id}: FIT file not decoded: {exc}")
             continue
-        if decoded.workout is not None:
-            athlete = training_load.athlete_at(profiles.get(event.athlete_id, []), decoded.workout.start.timestamp())
-            yield parse_event(upload_summary(decoded, event.athlete_id, data, athlete))
+        if decoded.workouts:
+            athlete = training_load.athlete_at(profiles.get(event.athlete_id, []), decoded.workouts[0].start.timestamp())
+            for summary in upload_summaries(decoded, event.athlete_id, data, athlete):
+                yield parse_event(summary)
+
+
+def lab_methods(pairs: list[str]) -> dict[str, str]:
+    """`LAB=METHOD` options as a mapping; a malformed one is a usage error naming it."""
+    methods = {}
+    for pair in pairs:
+        lab, _, method = pair.partition("=")
+        if not lab or method not in ("lc_msms", "immunoassay"):
+            raise typer.BadParameter(f"{pair!r}: expected LAB=lc_msms or LAB=immunoassay", param_hint="--lab-method")
+        methods[lab] = method
+    return methods
+
+
+def final_versions(alerts: list[Alert]) -> list[Alert]:
+    """Each alert once, in its last version, in the order alerts were first raised."""
+    latest: dict[str, Alert] = {}
+    for alert in alerts:
+        latest[alert.alert_id] = alert
+    return list(latest.values())
 
 
 def evaluate(
     timeline: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSON-lines file of events."),
     json_output: bool = typer.Option(False, "--json", help="One alert JSON object per line (the only format)."),
+    as_of: Optional[datetime] = typer.Option(
+        None, "--as-of", formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"],
+        help="Run every athlete's clock to this time (UTC unless it says otherwise), raising the rechecks that "
+        "fall due with no event after them. Default: the last event's time.",
+    ),
+    history: bool = typer.Option(False, "--history", help="Every version of every alert, not only the last."),
+    lab_method: list[str] = typer.Option(
+        [], "--lab-method", metavar="LAB=METHOD",
+        help="The assay a lab uses when its results name none (lc_msms or immunoassay); repeat per lab. A result "
+        "with neither is treated as an unstated method, and repeated low ones escalate.",
+    ),
 ) -> None:
     """Run a timeline through the clinical rules and print the alerts it raises, one JSON per line."""
-    from aromatrack.domain.engine import fold
+    from aromatrack.domain.engine import AthleteState, EngineSettings, advance, fold
+    from aromatrack.domain.rules import RuleSettings
     from aromatrack.schemas.events import dump_event
 
+    settings = EngineSettings(rules=RuleSettings(default_method_by_lab=lab_methods(lab_method)))
     if not json_output:
         report_to_stderr("note: alerts are printed as JSON lines (--json is the only output format)")
-    for event, outcome in fold(with_fit_decoded(read_events(timeline), timeline)):
+    states: dict[str, AthleteState] = {}
+    alerts: list[Alert] = []
+    for event, outcome in fold(with_fit_decoded(read_events(timeline), timeline), settings, states):
         if outcome.rejection:
             report_to_stderr(f"{timeline}: event {event.event_id}: reading rejected: {outcome.rejection}")
-        for alert in outcome.alerts:
-            typer.echo(dump_event(alert).decode())
+        alerts += outcome.alerts
+    if as_of is not None:
+        as_of_s = (as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)).timestamp()
+        for state in states.values():
+            alerts += advance(state, as_of_s, settings)
+    for alert in alerts if history else final_versions(alerts):
+        typer.echo(dump_event(alert).decode())
 
 
 def register_evaluate_command(app: typer.Typer) -> None:

@@ -1,7 +1,7 @@
 """`aromatrack fit summarize FILE... --json` and `aromatrack backfill DIR`: FIT files from the command line.
 
 `fit summarize` runs the same adapter and load core as the stream agent and prints one `workout.summary` JSON
-per file (or `{"file": ..., "error": ...}`; exit status 1 at the end if any file failed).
+per session of each file (or `{"file": ..., "error": ...}`; exit status 1 at the end if any file failed).
 `backfill` sends every .fit (and every .fit inside a .zip, as Garmin Connect exports them) under DIR to the
 `workout.fit` topic. Re-runs are safe twice over: a ledger of sent (athlete, content hash) pairs in the state
 directory skips files already sent for that athlete, and the agent itself processes a content hash once.
@@ -28,16 +28,18 @@ def summarize(
     json_output: bool = typer.Option(False, "--json", help="One JSON object per line (the only format)."),
     athlete: str = typer.Option("local", help="athlete_id to put in the summaries."),
 ) -> None:
-    """Decode FIT files and print one workout.summary JSON per file, with records, start, trimp, load, modality."""
-    from aromatrack.streams.fit import FitDecodeError, decode_fit, summary_event
+    """Decode FIT files and print one workout.summary JSON per session (a multisport file has one per sport and
+    transition), with records, start, trimp, load, modality."""
+    from aromatrack.streams.fit import FitDecodeError, decode_fit, summary_events
 
     failed = False
     for path in files:
         try:
-            output = summary_event(decode_fit(path.read_bytes()), athlete)
+            outputs = summary_events(decode_fit(path.read_bytes()), athlete)
         except FitDecodeError as exc:
-            output, failed = {"file": str(path), "error": str(exc)}, True
-        typer.echo(json.dumps(output))
+            outputs, failed = [{"file": str(path), "error": str(exc)}], True
+        for output in outputs:
+            typer.echo(json.dumps(output))
     if failed:
         raise typer.Exit(1)
 

@@ -36,6 +36,7 @@ from aromatrack.schemas.series import Audience, database_name
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.services import cohort
 from aromatrack.services.auth import Role
+from aromatrack.services.notifier import SUMMARY_RULE
 from aromatrack.services.webhooks import new_webhook_secret, verify
 from aromatrack.services.store import Store
 from aromatrack.streams.replay import replay_paced
@@ -56,6 +57,8 @@ class DemoReport:
     alert_ids: set[str] = field(default_factory=set)
     delivered: int = 0
     delivered_before: int = 0
+    summaries: int = 0  # import summaries delivered
+    summarised: int = 0  # historical alerts they covered
     bad_signatures: int = 0
     seconds: float = 0.0
 
@@ -66,7 +69,9 @@ class WebhookReceiver:
     def __init__(self, secret: str, chart_dir: Path):
         self.secret = secret
         self.chart_dir = chart_dir
-        self.alert_ids: set[str] = set()
+        self.alert_ids: set[str] = set()  # alerts delivered one by one
+        self.summaries: set[str] = set()
+        self.summarised: set[str] = set()  # historical alerts covered by a summary
         self.bad_signatures = 0
         receiver = self
 
@@ -93,7 +98,12 @@ class WebhookReceiver:
 
     def accept(self, payload: dict) -> None:
         alert_id = payload["alert"]["alert_id"]
-        self.alert_ids.add(alert_id)
+        if payload["alert"]["rule"] == SUMMARY_RULE:
+            self.summaries.add(alert_id)
+            covered = next(e for e in payload["alert"]["evidence"] if e["name"] == "alerts_summarised")
+            self.summarised.update(covered["event_ids"])
+        else:
+            self.alert_ids.add(alert_id)
         self.chart_dir.mkdir(parents=True, exist_ok=True)
         (self.chart_dir / f"{alert_id}.png").write_bytes(base64.b64decode(payload["chart_png_b64"]))
 
@@ -141,28 +151,31 @@ def register_clinicians(settings: Settings, events: list[dict], receiver: Webhoo
 
 
 def delivered_earlier(settings: Settings, alert_ids: set[str], received_now: set[str]) -> set[str]:
-    """Alerts the notifier's delivery log shows as sent, other than those received in this run."""
+    """Alerts the notifier's delivery log shows as sent, or summarised, other than those received in this run."""
     store = Store(settings.state_dir / "api.sqlite3")
     try:
-        return {a for a in alert_ids - received_now if any(d[2] == "delivered" for d in store.deliveries(a))}
+        pending = alert_ids - received_now
+        return {a for a in pending if any(d[2] == "delivered" for d in store.deliveries(a))} | store.summarised(pending)
     finally:
         store.close()
 
 
 async def wait_until_delivered(settings: Settings, receiver: WebhookReceiver, report: DemoReport,
                                timeout_s: float = 300) -> None:
-    """Every alert is delivered once: in this run, or (on a re-run) already in an earlier one."""
+    """Every alert is delivered once, or summarised with its athlete's imported history: in this run, or (on a
+    re-run) already in an earlier one."""
     with _progress() as progress:
         task = progress.add_task("delivering alerts", total=max(len(report.alert_ids), 1))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            received = set(receiver.alert_ids)
+            received = receiver.alert_ids | receiver.summarised
             earlier = delivered_earlier(settings, report.alert_ids, received)
             progress.update(task, completed=len(received | earlier))
             if report.alert_ids <= received | earlier:
                 break
             await asyncio.sleep(0.5)
     report.delivered, report.delivered_before = len(receiver.alert_ids), len(earlier)
+    report.summaries, report.summarised = len(receiver.summaries), len(receiver.summarised)
     report.bad_signatures = receiver.bad_signatures
 
 
@@ -248,7 +261,8 @@ def print_report(settings: Settings, report: DemoReport, cohort_file: Path) -> N
     dead = ", ".join(f"{n} from {t}" for t, n in report.dead_letters.items()) or "none"
     console.print(f"dead-lettered: {dead}")
     console.print(
-        f"delivered to the clinicians' webhook: {report.delivered} of {len(report.alert_ids)} alerts in this run"
+        f"delivered to the clinicians' webhook: {report.delivered} of {len(report.alert_ids)} alerts one by one and "
+        f"{report.summarised} as imported history in {report.summaries} summaries (one per athlete) in this run"
         f" ({report.delivered_before} already delivered by an earlier run, not sent again); every signature "
         f"verified ({report.bad_signatures} bad); charts in {settings.state_dir / 'demo-charts'}"
     )

@@ -6,19 +6,32 @@ already succeeded, so a restart never sends twice. Channels: an HTTP webhook sig
 (services/webhooks.py; never unsigned, never plain http off this host), and e-mail over SMTP; both carry the
 evidence chart. Failed channels are retried with exponential backoff and dead-lettered after N attempts.
 Unacknowledged alerts are re-notified after a while; acknowledging one (API) stops that.
+
+Updates: the engine sends new evidence for an alert as a new version with the same `alert_id`. The inbox keeps
+the latest version; an update is not a new page: it goes out with the next reminder (which names the version),
+and never for an acknowledged alert, which stays quiet until the engine raises a new alert.
+
+Imports do not page: an alert marked `historical`, or whose time is older than `HistoricalImports.after_s` when it
+arrives (a backfill, a bulk send, a clinic onboarding its history), is stored in the inbox but not delivered on
+its own. Once an athlete's import has settled (no historical alert for `quiet_s`), each of the athlete's
+clinicians gets one summary ("N historical alerts imported for athlete X, the latest: ..."), delivered, logged
+and reminded like an alert (rule `summary.historical_import`; its `alerts_summarised` evidence lists the alert
+ids it covers). Live alerts are unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import hmac
 import json
 import logging
 import smtplib
+import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Awaitable, Callable
 
@@ -27,10 +40,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from aromatrack.schemas import topics
-from aromatrack.schemas.events import Alert
+from aromatrack.schemas.events import Alert, AlertEvidence
 from aromatrack.services import chart
 from aromatrack.services.store import Contact, Store
-from aromatrack.services.webhooks import WebhookSecretError, signed_headers, webhook_url_problem
+from aromatrack.services.webhooks import WebhookSecretError, is_loopback, signed_headers, webhook_url_problem
 from aromatrack.streams.admin import ensure_topics
 from aromatrack.streams.influx import InfluxError, SeriesStore
 
@@ -44,9 +57,21 @@ GROUP_ID = "aromatrack-notifier"
 
 @dataclass(frozen=True)
 class SmtpConfig:
+    """Where alert e-mails go. STARTTLS is used whenever the server offers it, and required (else nothing is
+    sent) off this host or with a login, since the mails carry lab values."""
+
     host: str
     port: int
     sender: str = "alerts@aromatrack.local"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    require_tls: bool | None = None  # None: required unless the server is on loopback without a login
+    ca_file: str | None = None  # verify the server against this CA instead of the system's
+
+    def tls_required(self) -> bool:
+        if self.require_tls is not None:
+            return self.require_tls
+        return self.username is not None or not is_loopback(self.host)
 
 
 @dataclass(frozen=True)
@@ -58,6 +83,37 @@ class Retry:
     def delays(self) -> list[float]:
         """Sleeps between attempts: doubling from `first_delay_s`, capped."""
         return [min(self.first_delay_s * 2**n, self.max_delay_s) for n in range(self.attempts - 1)]
+
+
+@dataclass(frozen=True)
+class HistoricalImports:
+    after_s: float = 14 * 86400.0  # an alert this much older than its arrival is history, not news
+    quiet_s: float = 30.0  # an athlete's import has settled after this long without a historical alert
+
+
+SUMMARY_RULE = "summary.historical_import"
+
+
+def historical_summary(athlete_id: str, alerts: list[Alert]) -> Alert:
+    """One alert-shaped summary of an athlete's imported alerts (pure; the same alerts give the same id, so a
+    restart before they are marked summarised re-sends nothing that was delivered)."""
+    latest = max(alerts, key=lambda alert: alert.time)
+    ids = sorted(alert.alert_id for alert in alerts)
+    by_rule = collections.Counter(alert.rule for alert in alerts)
+    return Alert(
+        alert_id="summary-" + hashlib.sha256("|".join(ids).encode()).hexdigest()[:24],
+        athlete_id=athlete_id,
+        time=latest.time,
+        kind=latest.kind,
+        rule=SUMMARY_RULE,
+        severity=max((alert.severity for alert in alerts), key=["info", "warning", "urgent"].index),
+        summary=f"{len(alerts)} historical alerts imported for athlete {athlete_id}, the latest "
+        f"({latest.time.date().isoformat()}, {latest.rule}): {latest.summary}",
+        evidence=[AlertEvidence(name="alerts_summarised", value=len(alerts), event_ids=ids)]
+        + [AlertEvidence(name=rule, value=count) for rule, count in sorted(by_rule.items())],
+        sources=sorted({source for alert in alerts for source in alert.sources}),
+        historical=True,
+    )
 
 
 class DeliveryError(RuntimeError):
@@ -88,6 +144,8 @@ class Message:
         alert = self.alert
         mail = EmailMessage()
         reminder = "Reminder: " if self.round > 1 else ""
+        if alert.version > 1:
+            reminder += f"(updated, version {alert.version}) "
         mail["Subject"] = f"{reminder}[{alert.severity}] {alert.kind} for athlete {alert.athlete_id} ({alert.rule})"
         mail["From"], mail["To"] = sender, recipient
         mail["Message-ID"] = f"<{alert.alert_id}.{self.round}@aromatrack.local>"
@@ -126,6 +184,15 @@ async def post_webhook(http: httpx.AsyncClient, contact: Contact, message: Messa
 async def send_email(smtp: SmtpConfig, contact: Contact, message: Message) -> None:
     def send() -> None:
         with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as client:
+            client.ehlo()
+            if client.has_extn("starttls"):
+                client.starttls(context=ssl.create_default_context(cafile=smtp.ca_file))
+                client.ehlo()
+            elif smtp.tls_required():
+                raise DeliveryError("email: the server offers no STARTTLS; lab values are not sent in clear",
+                                    retryable=False)
+            if smtp.username is not None:
+                client.login(smtp.username, smtp.password or "")
             client.send_message(message.email(smtp.sender, contact.email or ""))
 
     try:
@@ -143,24 +210,33 @@ class Notifier:
         *,
         smtp: SmtpConfig | None,
         retry: Retry = Retry(),
+        historical: HistoricalImports = HistoricalImports(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
     ):
         self.store, self.influx, self.dead_letters, self.smtp, self.retry = store, influx, dead_letters, smtp, retry
-        self._sleep = sleep
+        self.historical = historical
+        self._sleep, self._clock = sleep, clock
         self._http = httpx.AsyncClient(timeout=10)
 
     async def close(self) -> None:
         await self._http.aclose()
 
     async def handle(self, raw: bytes) -> None:
-        """One message from the alerts topic: record it in the inbox and deliver it (round 1)."""
+        """One message from the alerts topic: record it in the inbox and deliver its first notice (round 1) on the
+        channels that have not had it. An update of an alert already delivered sends nothing now (see above);
+        one that arrives before round 1 finished (a restart in between) completes it with the latest version."""
         try:
             alert = Alert.model_validate_json(raw)
         except ValidationError as exc:
             await self._dead_letter(raw, f"not an alert: {exc.error_count()} validation errors")
             return
+        if alert.historical or self._clock() - alert.time.timestamp() > self.historical.after_s:
+            self.store.record_historical(alert.model_copy(update={"historical": True}))
+            return
         self.store.record_alert(alert)
-        await self.deliver(alert, round_=1)
+        latest = self.store.alert(alert.alert_id)
+        await self.deliver(latest.alert if latest is not None else alert, round_=1)
 
     async def deliver(self, alert: Alert, round_: int) -> None:
         """Send `alert` on every channel of every clinician, skipping channels the log says are done."""
@@ -227,6 +303,16 @@ class Notifier:
             headers=[("reason", reason.encode()[:2000]), ("source_topic", topics.ALERTS_TOPIC.encode())],
         )
 
+    async def summarise_imports(self) -> int:
+        """Deliver one summary per athlete whose imported alerts have settled; returns how many were sent."""
+        due = self.store.historical_due(self.historical.quiet_s)
+        for athlete_id, alerts in due.items():
+            summary = historical_summary(athlete_id, alerts)
+            self.store.record_alert(summary)
+            await self.deliver(summary, round_=1)
+            self.store.mark_summarised(alert.alert_id for alert in alerts)
+        return len(due)
+
     async def renotify(self, older_than_s: float) -> int:
         """Send a reminder round for each unacknowledged alert last delivered over `older_than_s` ago."""
         due = self.store.due_for_renotification(older_than_s)
@@ -262,6 +348,7 @@ async def run(
                 for message in messages:
                     await notifier.handle(message.value)
                     await consumer.commit({partition: message.offset + 1})
+            await notifier.summarise_imports()
             if time.monotonic() - last_renotify >= min(renotify_after_s, 60):
                 await notifier.renotify(renotify_after_s)
                 last_renotify = time.monotonic()
@@ -270,7 +357,8 @@ async def run(
 
 
 async def serve(
-    settings, *, smtp: SmtpConfig | None, retry: Retry, renotify_after_s: float, group_id: str = GROUP_ID
+    settings, *, smtp: SmtpConfig | None, retry: Retry, renotify_after_s: float, group_id: str = GROUP_ID,
+    historical: HistoricalImports = HistoricalImports(),
 ) -> None:
     """Run the notifier against the settings' broker, InfluxDB and store until SIGINT/SIGTERM."""
     import signal
@@ -285,7 +373,7 @@ async def serve(
     dead_letters = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await dead_letters.start()
     async with influx_access.reader_store(settings, max_attempts=2) as influx:
-        notifier = Notifier(store, influx, dead_letters, smtp=smtp, retry=retry)
+        notifier = Notifier(store, influx, dead_letters, smtp=smtp, retry=retry, historical=historical)
         try:
             await run(notifier, settings.kafka_bootstrap, renotify_after_s=renotify_after_s, stop=stop,
                       group_id=group_id)

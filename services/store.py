@@ -8,6 +8,7 @@ Production would use a real database server; the SQL here is plain enough to por
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at REAL NOT NULL, expires_at REAL NOT NULL, revoked_at REAL);
 CREATE TABLE IF NOT EXISTS care_team (
     athlete_id TEXT NOT NULL, member_id TEXT NOT NULL REFERENCES users, PRIMARY KEY (athlete_id, member_id));
-CREATE TABLE IF NOT EXISTS idempotency (scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT);
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS produced (
     athlete_id TEXT NOT NULL, event_id TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0, claimed_at REAL NOT NULL,
     PRIMARY KEY (athlete_id, event_id));
@@ -36,11 +38,14 @@ CREATE TABLE IF NOT EXISTS alerts (
     alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, body TEXT NOT NULL, received_at REAL NOT NULL,
     acknowledged_at REAL, acknowledged_by TEXT);
 CREATE INDEX IF NOT EXISTS alerts_by_athlete ON alerts (athlete_id, received_at);
+CREATE TABLE IF NOT EXISTS historical_alerts (
+    alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, received_at REAL NOT NULL, summarised_at REAL);
+CREATE INDEX IF NOT EXISTS historical_unsummarised ON historical_alerts (summarised_at, athlete_id);
 CREATE TABLE IF NOT EXISTS deliveries (
     alert_id TEXT NOT NULL, channel TEXT NOT NULL, round INTEGER NOT NULL, status TEXT NOT NULL,
     attempts INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (alert_id, channel, round));
 """
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Steps that bring an existing store of an older version up to the next (`PRAGMA user_version` is the version;
 # 0 is the unversioned first release). New tables need no step: SCHEMA creates them.
 UPGRADES: dict[int, tuple[str, ...]] = {
@@ -56,7 +61,13 @@ UPGRADES: dict[int, tuple[str, ...]] = {
         "UPDATE tokens SET role = coalesce((SELECT role FROM users WHERE users.user_id = tokens.user_id), ''),"
         " created_at = strftime('%s', 'now'),"
         f" expires_at = strftime('%s', 'now') + {DEFAULT_TOKEN_DAYS * 86400}"),
+    # Idempotency records get an age, so retention can drop them (older ones go at the first prune).
+    4: ("ALTER TABLE idempotency ADD COLUMN created_at REAL NOT NULL DEFAULT 0",),
 }
+# How long what only serves retries is kept (`Store.prune`): an Idempotency-Key replays for a day, as is usual;
+# an event id stays a duplicate for 90 days (the stream still drops a later repeat it remembers); a dead token
+# is listed for 30 days after it expired or was revoked.
+IDEMPOTENCY_DAYS, PRODUCED_DAYS, DEAD_TOKEN_DAYS = 1, 90, 30
 
 # A request holds its claim only while it waits for Kafka (milliseconds; the producer times out long before this).
 STALE_CLAIM_S = 120.0
@@ -95,7 +106,13 @@ class StoreError(ValueError):
 
 class Store:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Users, secrets and alert evidence (PHI): readable by the service's user only. SQLite gives its -wal and
+        # -shm files the database file's mode.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if existing.exists():
+                existing.chmod(0o600)
         # Autocommit mode: every statement is its own transaction unless wrapped in `with self._db`.
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -103,10 +120,11 @@ class Store:
         self._upgrade()
 
     def _upgrade(self) -> None:
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        fresh = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'users'").fetchone() is None
+        """Bring the store to SCHEMA_VERSION, in one transaction (the API and the notifier may start together)."""
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+            fresh = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'users'").fetchone() is None
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in () if fresh else UPGRADES.get(step, ()):
                     self._db.execute(statement)
@@ -255,7 +273,8 @@ class Store:
 
     def remember_response(self, scope: str, fingerprint: str, response: dict) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?)", (scope, fingerprint, json.dumps(response))
+            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
+            (scope, fingerprint, json.dumps(response), time.time()),
         )
 
     def claim_events(
@@ -296,15 +315,75 @@ class Store:
         else:
             self._db.executemany("DELETE FROM produced WHERE athlete_id = ? AND event_id = ? AND done = 0", marks)
 
+    def prune(self, now: float | None = None) -> dict[str, int]:
+        """Delete idempotency records, produced ids and dead tokens past their retention; counts by table."""
+        now = time.time() if now is None else now
+        day = 86400
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            return {
+                "idempotency": self._db.execute("DELETE FROM idempotency WHERE created_at < ?",
+                                                (now - IDEMPOTENCY_DAYS * day,)).rowcount,
+                "produced": self._db.execute("DELETE FROM produced WHERE done = 1 AND claimed_at < ?",
+                                             (now - PRODUCED_DAYS * day,)).rowcount,
+                "tokens": self._db.execute("DELETE FROM tokens WHERE min(expires_at, coalesce(revoked_at, expires_at))"
+                                           " < ?", (now - DEAD_TOKEN_DAYS * day,)).rowcount,
+            }
+
     # --- alert inbox ------------------------------------------------------------------------------
 
     def record_alert(self, alert: Alert) -> bool:
-        """Put an alert in the inbox; False if it was already there (a redelivered Kafka message)."""
+        """Put an alert in the inbox, or a newer version of it over the one there (an update keeps its
+        acknowledgement and delivery log); False if this version or a newer one was there already."""
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO alerts (alert_id, athlete_id, body, received_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO alerts (alert_id, athlete_id, body, received_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (alert_id) DO UPDATE SET body = excluded.body"
+            " WHERE coalesce(json_extract(alerts.body, '$.version'), 1) < json_extract(excluded.body, '$.version')",
             (alert.alert_id, alert.athlete_id, alert.model_dump_json(), time.time()),
         )
         return cursor.rowcount == 1
+
+    def record_historical(self, alert: Alert) -> None:
+        """An alert raised on imported history: in the inbox like any other, and queued for the athlete's
+        summary (an update of one already queued or summarised only updates the inbox)."""
+        with self._db:
+            self.record_alert(alert)
+            self._db.execute(
+                "INSERT OR IGNORE INTO historical_alerts (alert_id, athlete_id, received_at) VALUES (?, ?, ?)",
+                (alert.alert_id, alert.athlete_id, time.time()),
+            )
+
+    def historical_due(self, quiet_s: float) -> dict[str, list[Alert]]:
+        """Per athlete, the historical alerts not summarised yet, once none has arrived for `quiet_s` (the import
+        has settled), oldest first."""
+        athletes = [row[0] for row in self._db.execute(
+            "SELECT athlete_id FROM historical_alerts WHERE summarised_at IS NULL GROUP BY athlete_id"
+            " HAVING max(received_at) < ?", (time.time() - quiet_s,),
+        ).fetchall()]
+        due = {}
+        for athlete_id in athletes:
+            rows = self._db.execute(
+                "SELECT a.body FROM historical_alerts h JOIN alerts a USING (alert_id)"
+                " WHERE h.athlete_id = ? AND h.summarised_at IS NULL ORDER BY json_extract(a.body, '$.time')",
+                (athlete_id,),
+            ).fetchall()
+            due[athlete_id] = [Alert.model_validate_json(body) for (body,) in rows]
+        return due
+
+    def summarised(self, alert_ids: Iterable[str]) -> set[str]:
+        """Those of `alert_ids` that a delivered import summary covered."""
+        ids = list(alert_ids)
+        rows = self._db.execute(
+            f"SELECT alert_id FROM historical_alerts WHERE summarised_at IS NOT NULL AND alert_id IN "
+            f"({','.join('?' * len(ids))})", ids,
+        ).fetchall() if ids else []
+        return {row[0] for row in rows}
+
+    def mark_summarised(self, alert_ids: Iterable[str]) -> None:
+        self._db.executemany(
+            "UPDATE historical_alerts SET summarised_at = ? WHERE alert_id = ?",
+            [(time.time(), alert_id) for alert_id in alert_ids],
+        )
 
     def alerts_for(self, athlete_id: str, *, open_only: bool = False) -> list[InboxAlert]:
         query = "SELECT body, acknowledged_at, acknowledged_by FROM alerts WHERE athlete_id = ?"

@@ -117,11 +117,14 @@ def webhook_url_problem(url: str) -> str | None:
         return "not a URL"
     if parts.scheme not in ("http", "https") or not host:
         return "not an http(s) URL"
-    if parts.scheme == "https" or host == "localhost":
+    if parts.scheme == "https" or is_loopback(host):
         return None
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return None
-    except ValueError:
-        pass
     return "plain http carries alerts in clear; use https (http only to loopback)"
+
+
+def is_loopback(host: str) -> bool:
+    """Is `host` this machine (localhost or a loopback address), where no network carries the traffic?"""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

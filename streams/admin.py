@@ -19,9 +19,22 @@ async def ensure_topics(bootstrap: str) -> list[str]:
             await admin.create_topics(
                 [NewTopic(name, num_partitions=topics.PARTITIONS, replication_factor=1) for name in missing]
             )
+            await _wait_for_leaders(bootstrap, missing)
         return missing
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(bootstrap: str, names: list[str]) -> None:
+    """Until every partition of new topics answers as its leader: Kafka answers CreateTopics (and lists the
+    leaders in its metadata) a moment before the partitions take writes, and a producer that sends at once gets
+    NotLeaderForPartition retries. A ListOffsets request is retried by aiokafka until the leader answers."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer.end_offsets([TopicPartition(name, index) for name in names for index in range(topics.PARTITIONS)])
+    finally:
+        await consumer.stop()
 
 
 async def topic_partitions(admin: AIOKafkaAdminClient, topic_names: list[str]) -> list[TopicPartition]:

@@ -6,6 +6,8 @@ Agents live in their own modules (ingest, workouts, clinical); `streams.worker` 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import faust
 from aiokafka.partitioner import DefaultPartitioner
@@ -20,23 +22,50 @@ log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 settings = load_settings()
+# Per worker process (`aromatrack worker --web-port --data-dir --session-timeout` sets them): several workers of
+# one app on one host each need their own directory and, if served, their own web port.
+WORKER_DIR = Path(os.environ.get("AROMATRACK_WORKER_DIR") or settings.state_dir / "faust")
+WEB_PORT = int(os.environ["AROMATRACK_WEB_PORT"]) if os.environ.get("AROMATRACK_WEB_PORT") else None
+# How long a consumer group waits for a silent (killed) worker before its partitions move to the others; unset,
+# faust's 60 s and aiokafka's 10 s (the ingest consumer) apply. Failover tests set a few seconds.
+SESSION_TIMEOUT_S = float(os.environ["AROMATRACK_SESSION_TIMEOUT_S"]) if os.environ.get("AROMATRACK_SESSION_TIMEOUT_S") else None
+
+
+def session_timeouts_ms() -> dict[str, int]:
+    """aiokafka consumer arguments for SESSION_TIMEOUT_S (heartbeats a quarter of it, at most every 3 s)."""
+    if SESSION_TIMEOUT_S is None:
+        return {}
+    return {"session_timeout_ms": int(SESSION_TIMEOUT_S * 1000),
+            "heartbeat_interval_ms": int(min(3.0, SESSION_TIMEOUT_S / 4) * 1000)}
+
+
+# Where a worker keeps its tables: "memory" (rebuilt from the changelogs at every start) or "rocksdb" (rocksdict
+# files in the worker's directory; a restart reads only the changelog written since). BENCHMARKS.md: table recovery.
+TABLE_STORES = {"memory": "memory://", "rocksdb": "rocksdb://"}
+TABLE_STORE = os.environ.get("AROMATRACK_TABLE_STORE") or "memory"
+if TABLE_STORE not in TABLE_STORES:
+    raise SystemExit(f"AROMATRACK_TABLE_STORE must be one of {', '.join(TABLE_STORES)}, not {TABLE_STORE!r}")
 
 app = faust.App(
     settings.app_id,
     broker=f"kafka://{settings.kafka_bootstrap}",
-    store="memory://",
+    store=TABLE_STORES[TABLE_STORE],
     value_serializer="raw",
     key_serializer="raw",
     topic_partitions=topics.PARTITIONS,
     topic_allow_declare=True,
-    web_enabled=False,
+    web_enabled=WEB_PORT is not None,
+    web_port=WEB_PORT or 6066,
+    web_bind="127.0.0.1",
+    broker_session_timeout=SESSION_TIMEOUT_S,
+    broker_heartbeat_interval=SESSION_TIMEOUT_S and min(3.0, SESSION_TIMEOUT_S / 4),
     producer_acks=-1,
     # Forwarded events are small and many: letting the producer gather them for 5 ms turns thousands of
     # produce requests into a few (measured: benchmarks/bench_ingest.py, see BENCHMARKS.md).
     producer_linger=0.005,
     broker_commit_every=1000,
     broker_commit_interval=0.5,
-    datadir=str(settings.state_dir / "faust"),
+    datadir=str(WORKER_DIR),
 )
 
 PART_SEPARATOR = b"\x1f"
@@ -45,12 +74,17 @@ _partitioner = DefaultPartitioner()  # the producers' default: how every topic i
 
 
 class AthleteKeyedTable(faust.Table):
-    """A table keyed `athlete key + PART_SEPARATOR + part`: every key goes to the changelog partition of its
-    athlete (the athlete's partition of every topic), so one athlete's state can be split over several keys and
-    a change writes one small part instead of the whole state."""
+    """A table keyed by athlete, `athlete key` or `athlete key + PART_SEPARATOR + part`: every key goes to the
+    changelog partition of its athlete (the athlete's partition of every topic), so one athlete's state can be
+    split over several keys and a change writes one small part instead of the whole state.
+
+    The partition is computed here, as the producers' default partitioner would: faust's `use_partitioner`
+    asks the producer, whose metadata may not hold the changelog topic yet (after a rebalance on Apache
+    Kafka that failed the write with a TypeError)."""
 
     def partition_for_key(self, key: bytes) -> int:
-        return _partitioner(key.rpartition(PART_SEPARATOR)[0], _ALL_PARTITIONS, _ALL_PARTITIONS)
+        athlete_key, separator, _ = key.rpartition(PART_SEPARATOR)
+        return _partitioner(athlete_key if separator else key, _ALL_PARTITIONS, _ALL_PARTITIONS)
 
 
 def athlete_keyed_table(name: str) -> AthleteKeyedTable:

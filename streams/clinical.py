@@ -9,7 +9,8 @@ from the snapshot (once per batch), exactly as `evaluate` would order it. New al
 reorder grace (`CLINICAL_GRACE_S`, arrival time) in the record, and an alert that a re-fold no longer produces
 is dropped before it is sent. A worker timer sends the alerts whose grace has passed and records their ids as
 emitted, so replays and restarts never send an alert id twice (a crash between the send and the table update can
-resend one; consumers drop repeats by `alert_id`). The table chooses each key's partition from the athlete
+resend one; consumers drop repeats by `Alert.delivery_key`, the alert id and version: held and emitted alerts
+are keyed by it too, since an update of an alert shares its id). The table chooses each key's partition from the athlete
 (`streams.app.AthleteKeyedTable`), so the timer may update it outside stream iteration and every key's
 changelog partition still matches its timeline partition. Athletes with held alerts are tracked in memory, and again from the table once it is
 recovered, so alerts held at a stop go out after a fresh grace.
@@ -78,7 +79,7 @@ alerts_topic = app.topic(topics.ALERTS_TOPIC, value_serializer="raw", key_serial
 # The record holds engine dataclasses, so the changelog is pickled, with faust's restricted unpickler
 # allowing only these classes (a forged changelog message cannot construct anything else).
 RestrictedUnpickler.ALLOWED_CLASSES.update({
-    "aromatrack.domain.engine": frozenset({"AthleteState"}),
+    "aromatrack.domain.engine": frozenset({"AthleteState", "OpenAlert", "LoadState"}),
     "aromatrack.domain.rules": frozenset({"EventRef", "Symptoms"}),
     "aromatrack.domain.labs": frozenset({"Lab"}),
     "aromatrack.domain.bodycomp": frozenset({"BodyFatTrend"}),
@@ -102,8 +103,8 @@ class ClinicalRecord:
     current: engine.AthleteState
     tail: list[tuple[tuple, bytes]] = field(default_factory=list)  # (order key, event JSON), sorted
     tail_ids: set[str] = field(default_factory=set)
-    held: dict[str, tuple[bytes, float]] = field(default_factory=dict)  # alert id -> (alert JSON, held since)
-    emitted: dict[str, float] = field(default_factory=dict)  # alert id -> alert time (epoch s)
+    held: dict[str, tuple[bytes, float]] = field(default_factory=dict)  # delivery key -> (alert JSON, held since)
+    emitted: dict[str, float] = field(default_factory=dict)  # delivery key -> alert time (epoch s)
     parsed: dict[str, EventBase] = field(default_factory=dict)  # the tail's events, parsed
     # (tail key, pickled engine state before that tail event), in tail order
     checkpoints: list[tuple[tuple, bytes]] = field(default_factory=list)
@@ -124,7 +125,7 @@ class ClinicalRecord:
 
 
 def _key(event: EventBase) -> tuple:
-    return (event.time.timestamp(), engine.TYPE_ORDER.get(event.type, 9), event.event_id or "")
+    return (event.time.timestamp(), engine.type_rank(event), event.event_id or "")
 
 
 def _fold(state: engine.AthleteState, events: list[EventBase]) -> list[tuple[EventBase, engine.Outcome]]:
@@ -239,9 +240,9 @@ def _replace_held(
     }
     for _, outcome in outcomes:
         for alert in outcome.alerts:
-            if alert.alert_id not in record.emitted:
-                since = record.held.get(alert.alert_id, (b"", now))[1]
-                kept[alert.alert_id] = (dump_event(alert), since)
+            if alert.delivery_key not in record.emitted:
+                since = record.held.get(alert.delivery_key, (b"", now))[1]
+                kept[alert.delivery_key] = (dump_event(alert), since)
     record.held = kept
 
 
@@ -249,16 +250,16 @@ def hold_new_alerts(record: ClinicalRecord, outcomes: list[tuple[EventBase, engi
     """Hold the alerts not yet emitted or held."""
     for _, outcome in outcomes:
         for alert in outcome.alerts:
-            if alert.alert_id not in record.emitted and alert.alert_id not in record.held:
-                record.held[alert.alert_id] = (dump_event(alert), now)
+            if alert.delivery_key not in record.emitted and alert.delivery_key not in record.held:
+                record.held[alert.delivery_key] = (dump_event(alert), now)
 
 
 def due_alerts(record: ClinicalRecord, now: float) -> list[Alert]:
     """Held alerts whose grace has passed, moved to emitted (oldest ids forgotten past EMITTED_MEMORY)."""
-    due = [alert_id for alert_id, (_, since) in record.held.items() if now - since >= CLINICAL_GRACE_S]
-    alerts = [Alert.model_validate_json(record.held.pop(alert_id)[0]) for alert_id in due]
+    due = [key for key, (_, since) in record.held.items() if now - since >= CLINICAL_GRACE_S]
+    alerts = [Alert.model_validate_json(record.held.pop(key)[0]) for key in due]
     for alert in alerts:
-        record.emitted[alert.alert_id] = alert.time.timestamp()
+        record.emitted[alert.delivery_key] = alert.time.timestamp()
     if len(record.emitted) > EMITTED_MEMORY:
         newest = sorted(record.emitted.items(), key=lambda item: item[1])[-EMITTED_MEMORY:]
         record.emitted = dict(newest)

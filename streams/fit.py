@@ -1,13 +1,17 @@
 """The one FIT adapter: bytes of a FIT file in, plain decoded workout (or scale readings) out.
 
-Nothing else in the project imports a FIT decoder. The decoder is Garmin's own `garmin-fit-sdk`: in
-benchmarks/bench_fit_decoders.py it decoded the real corpus fastest with flat memory, and it tracks the current
-FIT profile (see BENCHMARKS.md, "FIT decoding").
+Nothing else in the project imports a FIT decoder. Two decoders, chosen per file:
+- `pyfitparsernative` (Rust, via PyO3) decodes every intact file: ~6x garmin-fit-sdk's speed on the corpus
+  with the same summaries on every corpus file (benchmarks/bench_fit_decoders.py, BENCHMARKS.md "FIT
+  decoding"), and it reads compressed-timestamp records. It checks the file CRC and refuses anything damaged.
+- Garmin's `garmin-fit-sdk` is the salvage path for what the native decoder refuses, so a damaged upload
+  keeps what precedes the damage (`decode_fit_salvaging`).
 
 Damage handling, so an upload is never lost silently:
 - truncated file or unfinished recording (header data size 0 or larger than the file): the messages before
   the damage are kept and the result is marked `salvaged` with the reason;
 - bad file CRC with every message decoding: kept and marked `salvaged` (the CRC is the only thing wrong);
+- a decode that stopped early (the salvage decoder's errors): marked `salvaged` with the decoder's reason;
 - nothing usable (not a FIT header, no records, no session, no weigh-in): `FitDecodeError` with a reason a
   person can act on. Every decoder exception becomes a `FitDecodeError`, never a crash of the caller.
 """
@@ -15,15 +19,19 @@ Damage handling, so an upload is never lost silently:
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import gzip
 import io
 import struct
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 from garmin_fit_sdk import CrcCalculator, Decoder, Stream
+from pyfitparsernative import parse_fit_bytes
 
 from aromatrack.domain.training_load import Athlete, WorkoutInput, workout_load
 from aromatrack.schemas.events import EventError, WorkoutFit
@@ -33,6 +41,10 @@ FIT_SIGNATURE = b".FIT"
 # 2.1 MB with 83k messages; 48 hours at 1 Hz is 173k records. A gzip upload of 96 kB can inflate to 11M records.
 MAX_FIT_BYTES = 16 * 1024 * 1024  # decompressed
 MAX_FIT_MESSAGES = 250_000
+TIME_FIELDS = ("timestamp", "start_time")  # the date_time fields the summaries read
+TIMED_MESSAGES = ("session", "lap")  # whose time fields the summaries read (records: `_samples`)
+UNIX_EPOCH_NAIVE = datetime(1970, 1, 1)
+_PLAIN_VALUES = frozenset({int, float, type(None)})
 
 
 class FitDecodeError(ValueError):
@@ -40,12 +52,22 @@ class FitDecodeError(ValueError):
 
 
 @dataclass(frozen=True)
-class Sample:
-    time: datetime
-    hr_bpm: float | None
-    power_w: float | None
-    speed_mps: float | None
-    cadence_rpm: float | None
+class Samples:
+    """A workout's ~1 Hz samples as columns, one entry per timed record (None where a record lacks the value).
+
+    Columns rather than an object per record: they are built and read for every record of every upload, and
+    with the native decoder that per-record work would otherwise cost as much as the decoding."""
+
+    time_s: tuple[int, ...]  # Unix seconds
+    hr_bpm: tuple[float | None, ...]
+    power_w: tuple[float | None, ...]
+    speed_mps: tuple[float | None, ...]
+    cadence_rpm: tuple[float | None, ...]
+
+    CHANNELS: ClassVar[tuple[str, ...]] = ("hr_bpm", "power_w", "speed_mps", "cadence_rpm")
+
+    def __len__(self) -> int:
+        return len(self.time_s)
 
 
 @dataclass(frozen=True)
@@ -63,7 +85,7 @@ class DecodedWorkout:
     normalized_power_w: float | None
     distance_m: float | None
     records: int
-    samples: tuple[Sample, ...]
+    samples: Samples
 
 
 @dataclass(frozen=True)
@@ -81,9 +103,14 @@ class WeighIn:
 
 @dataclass(frozen=True)
 class DecodedFit:
-    workout: DecodedWorkout | None
+    """A decoded file: one workout per sport session in time order (a multisport or brick file has several;
+    transitions are sessions of their own, sport `transition`), weigh-ins, and what the salvage had to do."""
+
+    workouts: tuple[DecodedWorkout, ...]
     weigh_ins: tuple[WeighIn, ...]
     messages: int
+    laps: int = 0
+    sessions: int = 0
     salvaged: bool = False
     salvage_reason: str | None = None
 
@@ -133,17 +160,56 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _samples(records: list[dict[str, Any]]) -> tuple[Sample, ...]:
-    return tuple(
-        Sample(
-            time=record["timestamp"],
-            hr_bpm=_number(record.get("heart_rate")),
-            power_w=_number(record.get("power")),
-            speed_mps=_number(record.get("enhanced_speed", record.get("speed"))),
-            cadence_rpm=_number(record.get("cadence")),
-        )
-        for record in records
-        if isinstance(record.get("timestamp"), datetime)
+def _unix_seconds(value: Any) -> int | None:
+    """A timestamp as Unix seconds: the native decoder gives naive ISO strings in UTC, garmin-fit-sdk aware
+    datetimes; None for anything else."""
+    if value.__class__ is str:
+        try:
+            return int((datetime.fromisoformat(value) - UNIX_EPOCH_NAIVE).total_seconds())
+        except ValueError:
+            return None
+    return int(value.timestamp()) if isinstance(value, datetime) else None
+
+
+def _record_times(records: list[dict[str, Any]]) -> list[int | None]:
+    """Every record's timestamp as Unix seconds (None where it has none). The native decoder's ISO strings are
+    parsed by numpy in one call, ~3x faster than one datetime per record; anything else goes value by value."""
+    values = [record.get("timestamp") for record in records]
+    if values and set(map(type, values)) == {str}:
+        try:
+            return np.array(values, dtype="datetime64[s]").astype(np.int64).tolist()
+        except ValueError:
+            pass
+    return [_unix_seconds(value) for value in values]
+
+
+def _column(records: list[dict[str, Any]], name: str) -> tuple[float | None, ...]:
+    """One field of every record; values that are not plain numbers (arrays, flags) become None."""
+    values = [record.get(name) for record in records]
+    if _PLAIN_VALUES.issuperset(map(type, values)):
+        return tuple(values)
+    return tuple(map(_number, values))
+
+
+def _samples(records: list[dict[str, Any]], times: list[int | None]) -> Samples:
+    """The samples of the records that have a timestamp (`times`: theirs, from `_record_times`)."""
+    if None in times:
+        timed = [(seconds, record) for seconds, record in zip(times, records) if seconds is not None]
+        times, rows = [seconds for seconds, _ in timed], [record for _, record in timed]
+    else:
+        rows = records
+    # A file stores `speed` or `enhanced_speed` and the decoders derive the other; the native decoder's derived
+    # copy can come out 0.001 m/s low (float32 truncation, never high), so the larger one is the stored value.
+    speeds = tuple(
+        enhanced if speed is None else speed if enhanced is None else max(enhanced, speed)
+        for enhanced, speed in zip(_column(rows, "enhanced_speed"), _column(rows, "speed"))
+    )
+    return Samples(
+        time_s=tuple(times),
+        hr_bpm=_column(rows, "heart_rate"),
+        power_w=_column(rows, "power"),
+        speed_mps=speeds,
+        cadence_rpm=_column(rows, "cadence"),
     )
 
 
@@ -151,24 +217,55 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _workout(messages: dict[str, list[dict[str, Any]]]) -> DecodedWorkout | None:
-    """Summary from the session message where present, filled in from the records (a salvaged file has no session)."""
-    records = messages.get("record_mesgs", [])
-    sessions = messages.get("session_mesgs", [])
-    samples = _samples(records)
-    if not samples and not sessions:
+def _max(values: list[float]) -> float | None:
+    return float(max(values)) if values else None
+
+
+def _record_distance(records: list[dict[str, Any]]) -> float | None:
+    """The furthest distance in the records (for a file without a session total)."""
+    return _max([d for d in map(_number, (record.get("distance") for record in records)) if d is not None])
+
+
+def _workouts(messages: dict[str, list[dict[str, Any]]]) -> tuple[DecodedWorkout, ...]:
+    """One workout per session, each from its own session message and records (a record belongs to the
+    latest session started at or before its time; a record without a time to the session of the record
+    before it). A file without sessions (salvaged before its end) is one workout made of its records."""
+    records = messages.get("record", [])
+    times = _record_times(records)
+    sessions = messages.get("session", [])
+    if len(sessions) <= 1:
+        file_sport = (messages.get("sport") or [{}])[0].get("sport")
+        workout = _workout(sessions[0] if sessions else {}, records, times, file_sport)
+        return (workout,) if workout else ()
+    sessions = sorted((s for s in sessions if isinstance(s.get("start_time"), datetime)), key=lambda s: s["start_time"])
+    starts = [int(session["start_time"].timestamp()) for session in sessions]
+    parts: list[tuple[list[dict[str, Any]], list[int | None]]] = [([], []) for _ in sessions]
+    index = 0
+    for record, seconds in zip(records, times):
+        if seconds is not None:
+            index = max(bisect.bisect_right(starts, seconds) - 1, 0)
+        parts[index][0].append(record)
+        parts[index][1].append(seconds)
+    found = (_workout(session, *part, None) for session, part in zip(sessions, parts))
+    return tuple(workout for workout in found if workout)
+
+
+def _workout(
+    session: dict[str, Any], records: list[dict[str, Any]], times: list[int | None], file_sport: str | None
+) -> DecodedWorkout | None:
+    """Summary from the session message where present, filled in from its records (a salvaged file has no
+    session); `file_sport`, a single-session file's `sport` message, names the sport before the session does."""
+    samples = _samples(records, times)
+    if not samples and not session:
         return None
-    session = sessions[0] if sessions else {}
-    hrs = [s.hr_bpm for s in samples if s.hr_bpm]
-    powers = [s.power_w for s in samples if s.power_w is not None]
-    distances = [d for d in (_number(r.get("distance")) for r in records) if d is not None]
-    start = session.get("start_time") or (samples[0].time if samples else None)
-    duration = _number(session.get("total_timer_time")) or (
-        (samples[-1].time - samples[0].time).total_seconds() if len(samples) > 1 else None
-    )
+    hrs = [hr for hr in samples.hr_bpm if hr]
+    powers = [power for power in samples.power_w if power is not None]
+    times = samples.time_s
+    start = session.get("start_time") or (datetime.fromtimestamp(times[0], timezone.utc) if times else None)
+    duration = _number(session.get("total_timer_time")) or (float(times[-1] - times[0]) if len(times) > 1 else None)
     if not isinstance(start, datetime) or not duration:
         return None
-    sport = (messages.get("sport_mesgs") or [{}])[0].get("sport") or session.get("sport") or "generic"
+    sport = file_sport or session.get("sport") or "generic"
     sub_sport = session.get("sub_sport")
     return DecodedWorkout(
         start=start.astimezone(timezone.utc),
@@ -176,11 +273,11 @@ def _workout(messages: dict[str, list[dict[str, Any]]]) -> DecodedWorkout | None
         sub_sport=None if sub_sport in (None, "generic") else str(sub_sport),
         duration_s=duration,
         avg_hr_bpm=_number(session.get("avg_heart_rate")) or _mean(hrs),
-        max_hr_bpm=_number(session.get("max_heart_rate")) or (max(hrs) if hrs else None),
+        max_hr_bpm=_number(session.get("max_heart_rate")) or _max(hrs),
         avg_power_w=_number(session.get("avg_power")) or _mean(powers),
-        max_power_w=_number(session.get("max_power")) or (max(powers) if powers else None),
+        max_power_w=_number(session.get("max_power")) or _max(powers),
         normalized_power_w=_number(session.get("normalized_power")),
-        distance_m=_number(session.get("total_distance")) or (max(distances) if distances else None),
+        distance_m=_number(session.get("total_distance")) or _record_distance(records),
         records=len(records),
         samples=samples,
     )
@@ -189,35 +286,80 @@ def _workout(messages: dict[str, list[dict[str, Any]]]) -> DecodedWorkout | None
 def decode_fit(data: bytes) -> DecodedFit:
     """Decode a FIT file, salvaging what precedes any damage; FitDecodeError when nothing usable remains."""
     repaired, header_problem = _repair_header(data)
+    if header_problem is None:
+        try:
+            messages = _native_messages(data)
+        except Exception:  # noqa: BLE001 - it refuses any damage (CRC, EOF); the salvage path says what
+            pass
+        else:
+            # pyfitparsernative 0.2.3 leaves `weight` (type weight, scale 100) unscaled: 84.25 kg comes out 8425;
+            # weigh-in files are a few hundred bytes, so they go to garmin-fit-sdk.
+            if "weight_scale" not in messages:
+                return _decoded(messages, [])
+    return decode_fit_salvaging(data)
+
+
+def decode_fit_salvaging(data: bytes) -> DecodedFit:
+    """Decode with garmin-fit-sdk, which keeps the messages before a damage and reports it (the fallback, and the
+    reference the native decoder's summaries are compared with)."""
+    repaired, header_problem = _repair_header(data)
     try:
         decoder = Decoder(Stream.from_byte_array(bytearray(repaired)))
         crc_ok = header_problem is None and decoder.check_integrity()
         decoder = Decoder(Stream.from_byte_array(bytearray(repaired)))
-        messages, errors = decoder.read(expand_sub_fields=False, merge_heart_rates=False)
+        found, errors = decoder.read(expand_sub_fields=False, merge_heart_rates=False)
     except Exception as exc:  # the decoder's own failures are data problems, reported, never raised through
         raise FitDecodeError(f"FIT decoder failed: {type(exc).__name__}: {exc}; the file is damaged") from None
-    workout = _workout(messages)
-    weigh_ins = tuple(w for w in map(_weigh_in, messages.get("weight_scale_mesgs", [])) if w is not None)
-    count = sum(len(group) for group in messages.values())
+    messages = {name.removesuffix("_mesgs"): group for name, group in found.items()}
     problems = [p for p in (header_problem, *(f"{type(e).__name__}: {e}" for e in errors)) if p]
     if not crc_ok and not problems:
         problems.append("file CRC does not match the data")
-    if workout is None and not weigh_ins:
+    return _decoded(messages, problems)
+
+
+def _native_messages(data: bytes) -> dict[str, list[dict[str, Any]]]:
+    """The native decoder's messages grouped by type, with the time fields the summaries read as UTC datetimes
+    (it gives them as naive ISO strings in UTC)."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for message in parse_fit_bytes(data):
+        grouped[message["message_type"]].append(message)
+    for name in TIMED_MESSAGES:
+        for message in grouped.get(name, ()):
+            for field in TIME_FIELDS:
+                value = message.get(field)
+                if isinstance(value, str):
+                    message[field] = datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+    return grouped
+
+
+def _decoded(messages: dict[str, list[dict[str, Any]]], problems: list[str]) -> DecodedFit:
+    """The workouts and weigh-ins of decoded messages (grouped by message name without `_mesgs`)."""
+    workouts = _workouts(messages)
+    weigh_ins = tuple(w for w in map(_weigh_in, messages.get("weight_scale", [])) if w is not None)
+    count = sum(len(group) for group in messages.values())
+    if not workouts and not weigh_ins:
         detail = f" ({'; '.join(problems)})" if problems else ""
         raise FitDecodeError(
             f"no workout or weigh-in in the file: {count} messages decoded, none a record, session or weight_scale"
             f"{detail}; upload the activity's original .fit export"
         )
-    return DecodedFit(workout, weigh_ins, count, bool(problems), "; ".join(problems) or None)
+    return DecodedFit(
+        workouts, weigh_ins, count, len(messages.get("lap", ())), len(messages.get("session", ())),
+        bool(problems), "; ".join(problems) or None,
+    )
 
 
-def summary_event(decoded: DecodedFit, athlete_id: str, athlete: Athlete = Athlete()) -> dict[str, Any]:
-    """The `workout.summary` event for a decoded workout, with `records`, `start`, `trimp`, `load`, `modality`."""
-    workout = decoded.workout
-    if workout is None:
+def summary_events(decoded: DecodedFit, athlete_id: str, athlete: Athlete = Athlete()) -> list[dict[str, Any]]:
+    """One `workout.summary` event per workout (sport session) of the file, in time order, each with `records`,
+    `start`, `trimp`, `load`, `modality` of its own; a salvage mark applies to every one."""
+    if not decoded.workouts:
         raise FitDecodeError("the file holds weigh-ins only, no workout to summarise")
-    hr_samples = [s.hr_bpm for s in workout.samples if s.hr_bpm]
-    power_samples = [s.power_w or 0.0 for s in workout.samples] if workout.avg_power_w else []
+    return [_summary_event(workout, decoded, athlete_id, athlete) for workout in decoded.workouts]
+
+
+def _summary_event(workout: DecodedWorkout, decoded: DecodedFit, athlete_id: str, athlete: Athlete) -> dict[str, Any]:
+    hr_samples = [hr for hr in workout.samples.hr_bpm if hr]
+    power_samples = [power or 0.0 for power in workout.samples.power_w] if workout.avg_power_w else []
     load = workout_load(
         WorkoutInput(
             sport=workout.sport,
@@ -272,13 +414,21 @@ def workout_id(athlete_id: str, data: bytes) -> str:
     return hashlib.sha256(athlete_id.encode() + b"\x00" + data).hexdigest()[:32]
 
 
-def upload_summary(decoded: DecodedFit, athlete_id: str, data: bytes, athlete: Athlete = Athlete()) -> dict[str, Any]:
-    """The `workout.summary` event made of an upload, identified by its workout id, its load computed with the
-    athlete's numbers (the stream and `evaluate` both use this, so both see the same timeline)."""
-    summary = summary_event(decoded, athlete_id, athlete)
+def session_workout_ids(athlete_id: str, data: bytes, sessions: int) -> list[str]:
+    """The workout id of each session of an upload: the file's workout id for a single-session file, with the
+    session's number (`-1`, `-2`, ...) for a multisport one, so a file's sessions stay recognisable together."""
     identity = workout_id(athlete_id, data)
-    summary.update(event_id=identity, workout_id=identity)
-    return summary
+    return [identity] if sessions == 1 else [f"{identity}-{number}" for number in range(1, sessions + 1)]
+
+
+def upload_summaries(decoded: DecodedFit, athlete_id: str, data: bytes, athlete: Athlete = Athlete()) -> list[dict[str, Any]]:
+    """The `workout.summary` events made of an upload, one per session, identified by their workout ids, their
+    load computed with the athlete's numbers (the stream and `evaluate` both use this, so both see the same
+    timeline)."""
+    summaries = summary_events(decoded, athlete_id, athlete)
+    for summary, identity in zip(summaries, session_workout_ids(athlete_id, data, len(summaries))):
+        summary.update(event_id=identity, workout_id=identity)
+    return summaries
 
 
 def fit_payload(event: WorkoutFit) -> bytes:

@@ -34,7 +34,7 @@ from faust.exceptions import ProducerSendError
 
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
-from aromatrack.streams.app import app, dead_letter, influx, settings
+from aromatrack.streams.app import app, dead_letter, influx, session_timeouts_ms, settings
 from aromatrack.streams.points import event_points
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class IngestConsumer(faust.Service):
             group_id=topics.ingest_group(settings.app_id),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **session_timeouts_ms(),
         )
         await consumer.start()
         try:

@@ -26,8 +26,8 @@ import asyncio
 import json
 import logging
 import os
-from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
+from itertools import groupby
 from typing import Any
 
 import faust
@@ -39,7 +39,7 @@ from aromatrack.schemas.events import AthleteProfile, EventError, ScaleReading, 
 from aromatrack.schemas.series import Point
 from aromatrack.streams.app import app, athlete_keyed_table, dead_letter, influx, part_key, timeline_topic
 from aromatrack.streams import fit
-from aromatrack.streams.fit import DecodedWorkout, FitDecodeError, decode_fit, fit_payload
+from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,10 @@ REST_DAYS_INTERVAL_S = float(os.environ.get("AROMATRACK_REST_DAYS_INTERVAL_S", "
 fit_topic = app.topic(topics.topic_for("workout.fit"), value_serializer="raw", key_serializer="raw")
 summary_topic = app.topic(topics.topic_for("workout.summary"), value_serializer="raw", key_serializer="raw")
 scale_topic = app.topic(topics.topic_for("scale.reading"), value_serializer="raw", key_serializer="raw")
-state_table = app.Table(
-    "workout_state", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
-)
+state_table = athlete_keyed_table("workout_state")
 seen_table = athlete_keyed_table("workout_seen")
 profile_topic = app.topic(topics.topic_for("athlete.profile"), value_serializer="raw", key_serializer="raw")
-profile_table = app.Table(
-    "athlete_profiles", partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes, use_partitioner=True
-)
+profile_table = athlete_keyed_table("athlete_profiles")
 
 
 def _read_json(table: faust.Table, key: bytes, empty: Any) -> Any:
@@ -129,22 +125,23 @@ def _profile_history(athlete_key: bytes) -> list[list[Any]]:
     return _read_json(profile_table, athlete_key, [])
 
 
-def sample_points(athlete_id: str, workout_id: str, workout: DecodedWorkout) -> list[Point]:
-    """10 s means of the ~1 Hz samples, for boards."""
-    buckets: dict[datetime, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for sample in workout.samples:
-        epoch = int(sample.time.timestamp())
-        bucket = buckets[datetime.fromtimestamp(epoch - epoch % SAMPLE_BUCKET_S, timezone.utc)]
-        for name in ("hr_bpm", "power_w", "speed_mps", "cadence_rpm"):
-            value = getattr(sample, name)
-            if value is not None:
-                bucket[name].append(value)
+def sample_points(athlete_id: str, workout_id: str, samples: Samples) -> list[Point]:
+    """10 s means of the ~1 Hz samples, for boards (a bucket's mean per channel over the samples that have it)."""
+    keys = [seconds - seconds % SAMPLE_BUCKET_S for seconds in samples.time_s]
+    order = range(len(keys)) if keys == sorted(keys) else sorted(range(len(keys)), key=keys.__getitem__)
+    columns = [(name, getattr(samples, name)) for name in Samples.CHANNELS]
     tags = {"athlete_id": athlete_id, "workout_id": workout_id}
-    return [
-        series.WORKOUT_SAMPLES.point(moment, tags, {name: sum(v) / len(v) for name, v in values.items()})
-        for moment, values in sorted(buckets.items())
-        if values
-    ]
+    points = []
+    for key, group in groupby(order, keys.__getitem__):
+        indices = list(group)
+        fields = {}
+        for name, column in columns:
+            values = [column[index] for index in indices if column[index] is not None]
+            if values:
+                fields[name] = sum(values) / len(values)
+        if fields:
+            points.append(series.WORKOUT_SAMPLES.point(datetime.fromtimestamp(key, timezone.utc), tags, fields))
+    return points
 
 
 def with_load(summary: WorkoutSummary, athlete: tl.Athlete) -> dict[str, Any]:
@@ -246,7 +243,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
     key = event.athlete_id.encode()
     workout_id = fit.workout_id(event.athlete_id, data)
     seen = SeenIds("fit")
-    recorded_at = decoded.workout.start if decoded.workout else min(weigh_in.time for weigh_in in decoded.weigh_ins)
+    recorded_at = decoded.workouts[0].start if decoded.workouts else min(weigh_in.time for weigh_in in decoded.weigh_ins)
     if not seen.add(key, recorded_at, workout_id):
         log.info("duplicate FIT upload skipped (workout %s)", workout_id[:8])
         return
@@ -259,12 +256,17 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
             await dead_letter(raw, f"weight_scale message is not a valid scale.reading: {exc.errors()[0]['msg']}", source, key)
             continue
         await scale_topic.send(key=key, value=dump_event(reading))
-    if decoded.workout is not None:
-        summary = fit.upload_summary(
-            decoded, event.athlete_id, data, tl.athlete_at(_profile_history(key), decoded.workout.start.timestamp())
-        )
-        await influx().write(sample_points(event.athlete_id, workout_id, decoded.workout))
-        await summary_topic.send(key=key, value=json.dumps(summary).encode())
+    if decoded.workouts:
+        # One profile for all of a file's sessions: the one in effect when its first session started.
+        athlete = tl.athlete_at(_profile_history(key), decoded.workouts[0].start.timestamp())
+        summaries = fit.upload_summaries(decoded, event.athlete_id, data, athlete)
+        await influx().write([
+            point
+            for workout, summary in zip(decoded.workouts, summaries)
+            for point in sample_points(event.athlete_id, summary["workout_id"], workout.samples)
+        ])
+        for summary in summaries:
+            await summary_topic.send(key=key, value=json.dumps(summary).encode())
     seen.save()
 
 
@@ -381,11 +383,17 @@ def rest_day_points(athlete_key: bytes, state: dict[str, Any], today: date) -> l
 
 @app.timer(interval=REST_DAYS_INTERVAL_S)
 async def write_rest_days() -> None:
-    """Carry every athlete's load model (on this worker's partitions) through today, in one InfluxDB write."""
+    """Carry every athlete's load model through today, in one InfluxDB write."""
     now = datetime.now(timezone.utc)
+    # Only athletes whose summaries this worker consumes: a standby copy of another worker's state may lag
+    # behind a workout that worker has just written, and its rest days would overwrite that workout's day.
+    summaries = summary_topic.get_topic_name()
+    active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == summaries}
     async with model_lock:
         points = []
         for key, raw in list(state_table.items()):
+            if state_table.partition_for_key(key) not in active:
+                continue
             time_zone = tl.athlete_at(_profile_history(key), now.timestamp()).time_zone
             points += rest_day_points(key, json.loads(raw), tl.local_time(now, time_zone).date())
         await influx().write(points)

@@ -1,8 +1,8 @@
 """Fixtures for integration tests: the real local broker and InfluxDB (`aromatrack stack up`).
 
 `make test` starts both on test ports before pytest runs. The stream worker is a real subprocess
-(`aromatrack worker`); only one runs at a time, because two faust workers of one app misbehave on
-the local broker (see README).
+(`aromatrack worker`): one for the session on the shared stack; tests that run several workers of one app
+(test_workers, test_faults) start them on a throwaway stack of their own.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Awaitable, Callable, Iterator
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.protocol.group import MemberAssignment
 
 from aromatrack.deploy import influx_access, local_stack
 from aromatrack.deploy.settings import Settings, load_settings
@@ -45,22 +47,29 @@ def stack() -> Settings:
 
 
 class Worker:
-    """A real `aromatrack worker` subprocess with its own InfluxDB databases (one per audience)."""
+    """A real `aromatrack worker` subprocess with its own InfluxDB databases, one per audience (several workers
+    of one app share them), its own directory (the log's) and any extra environment (e.g.
+    AROMATRACK_SESSION_TIMEOUT_S)."""
 
-    def __init__(self, settings: Settings, database: str, log_path: Path):
+    def __init__(self, settings: Settings, database: str, log_path: Path, **extra_env: str):
         self.settings = settings
         self.database = database
         self.log_path = log_path
+        self.extra_env = extra_env
         self.process: subprocess.Popen | None = None
 
     @property
     def env(self) -> dict[str, str]:
         # Rest days are carried through today every second here (hourly by default), for test_rest_days.py.
-        return {**os.environ, **self.settings.as_env(), "AROMATRACK_INFLUX_DB": self.database,
-                "AROMATRACK_REST_DAYS_INTERVAL_S": "1"}
+        return {
+            **os.environ, **self.settings.as_env(), "AROMATRACK_INFLUX_DB": self.database,
+            "AROMATRACK_WORKER_DIR": str(self.log_path.parent / f"{self.log_path.stem}-data"),
+            "AROMATRACK_REST_DAYS_INTERVAL_S": "1", **self.extra_env,
+        }
 
     def start(self, timeout_s: float = 60.0) -> None:
         influx_access.provision(self.settings, self.database)
+        self._ready_before = self.log_path.read_bytes().count(b"[^Worker]: Ready") if self.log_path.exists() else 0
         log_file = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "aromatrack.services.cli", "worker", "--loglevel", "info"],
@@ -73,7 +82,7 @@ class Worker:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited ({self.process.returncode}); see {self.log_path}")
-            if b"[^Worker]: Ready" in self.log_path.read_bytes():
+            if self.log_path.read_bytes().count(b"[^Worker]: Ready") > self._ready_before:
                 return
             time.sleep(0.2)
         self.stop()  # a worker left running would join the next one's consumer group and break later tests
@@ -117,6 +126,22 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30
             return
         await asyncio.sleep(every_s)
     pytest.fail(f"condition not met within {timeout_s}s")
+
+
+async def group_assignments(settings: Settings, group: str) -> list[set[tuple[str, int]]]:
+    """The partitions each member of a consumer group holds now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    (group_entry,) = described.to_object()["groups"]
+    held = []
+    for member in group_entry["members"]:
+        assignment = MemberAssignment.decode(member["member_assignment"])
+        held.append({(topic, partition) for topic, partitions in assignment.assignment for partition in partitions})
+    return held
 
 
 def unique_athlete(prefix: str = "ath") -> str:

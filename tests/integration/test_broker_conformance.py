@@ -305,3 +305,19 @@ async def test_a_group_rebalances_as_members_join_leave_and_crash(stack, topic):
         assert time.monotonic() - started < 20
     finally:
         await first.stop()
+
+
+async def test_the_apps_table_changelogs_are_compacted_topics(stack, worker):
+    """faust creates every table's changelog with cleanup.policy=compact, so the broker keeps the last value per
+    key and a recovering worker reads that, not every change ever made (the local broker used to keep them all)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        changelogs = [name for name in await admin.list_topics()
+                      if name.startswith(f"{stack.app_id}-") and name.endswith("-changelog")]
+    finally:
+        await admin.close()
+    assert {f"{stack.app_id}-{table}-changelog" for table in
+            ("clinical_journal", "workout_state", "workout_seen", "athlete_profiles")} <= set(changelogs)
+    for changelog in changelogs:
+        assert (await topic_config(stack.kafka_bootstrap, changelog))["cleanup.policy"] == "compact", changelog

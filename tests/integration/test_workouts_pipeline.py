@@ -13,7 +13,7 @@ from aromatrack.schemas import topics
 from aromatrack.schemas.events import AthleteProfile, WorkoutFit, WorkoutSummary
 from aromatrack.schemas.series import Audience
 from aromatrack.streams.admin import LagProbe
-from aromatrack.streams.fit import decode_fit, encode_fit, summary_event
+from aromatrack.streams.fit import decode_fit, encode_fit, summary_events
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
 from aromatrack.streams.replay import wait_until_consumed
@@ -38,7 +38,7 @@ def upload(athlete: str, data: bytes) -> WorkoutFit:
 async def test_fit_files_become_workouts_and_daily_load_once(stack, worker, influx_for):
     athlete = unique_athlete("fit")
     files = [corpus_bytes(name) for name in FILES]
-    expected = [summary_event(decode_fit(data), athlete) for data in files]
+    expected = [summary_events(decode_fit(data), athlete)[0] for data in files]
     async with EventProducer(stack.kafka_bootstrap) as producer:
         await producer.send_all([upload(athlete, data) for data in files])
         await producer.send(upload(athlete, files[0]))  # the same file uploaded again
@@ -69,7 +69,7 @@ async def test_fit_files_become_workouts_and_daily_load_once(stack, worker, infl
 async def test_workout_loads_use_the_athlete_profile_in_effect_at_their_time(stack, worker, influx_for):
     athlete = unique_athlete("profile")
     data = corpus_bytes(FILES[0])
-    fit_start = decode_fit(data).workout.start
+    fit_start = decode_fit(data).workouts[0].start
     profile = AthleteProfile(athlete_id=athlete, time=fit_start - timedelta(days=10), sex="male", birth_year=1985,
                              hr_rest_bpm=44, hr_max_bpm=176)
     numbers = Athlete(hr_rest_bpm=44, hr_max_bpm=176)
@@ -86,9 +86,9 @@ async def test_workout_loads_use_the_athlete_profile_in_effect_at_their_time(sta
     expected = {
         runs[0].time: round(workout_load(WorkoutInput(sport="running", duration_s=3600, avg_hr_bpm=150)).load, 3),
         runs[1].time: round(workout_load(WorkoutInput(sport="running", duration_s=3600, avg_hr_bpm=150), numbers).load, 3),
-        fit_start: summary_event(decode_fit(data), athlete, numbers)["load"],
+        fit_start: summary_events(decode_fit(data), athlete, numbers)[0]["load"],
     }
-    assert expected[fit_start] != summary_event(decode_fit(data), athlete)["load"]
+    assert expected[fit_start] != summary_events(decode_fit(data), athlete)[0]["load"]
     assert expected[runs[0].time] != expected[runs[1].time]
     async with influx_for(worker.database, Audience.COACHING) as influx:
         query = f"SELECT load FROM workout WHERE athlete_id = '{athlete}'"

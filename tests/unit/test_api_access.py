@@ -140,4 +140,4 @@ def test_the_clinician_acknowledges_once_and_the_first_acknowledgement_stays(wor
     assert again.json()["acknowledged_at"] == first.json()["acknowledged_at"]
     listed = world.client.get("/v1/athletes/ath-1/alerts?open=true", headers=world.as_("clin-1"))
     assert listed.json() == []
-    assert world.client.post("/v1/alerts/nope/acknowledge", headers=world.as_("clin-1")).status_code == 404
+    assert world.client.post("/v1/alerts/nope/acknowledge", headers=world.as_("clin-1")).status_code == 403

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import json
+import logging
+import logging.config
 import random
 import sqlite3
+import stat
 import time
 
 import pytest
@@ -16,11 +20,12 @@ from hypothesis import strategies as st
 
 from aromatrack.schemas.events import MAX_EVENT_BYTES, MAX_JSON_INT, EventError, dump_event, load_json, parse_event
 from aromatrack.services.auth import DEFAULT_TOKEN_DAYS, Principal, Role, authenticate, hash_token
+from aromatrack.services.api import Limits, api_log_config
 from aromatrack.services.store import SCHEMA_VERSION, Store
 from aromatrack.streams.fit import fit_payload
 from tests.unit.test_fit_bounds import fit_of_records
 from tests.unit.test_fit_decode import CORPUS, ZWIFT
-from tests.unit.test_api_access import SCALE, World, world  # noqa: F401 (fixture)
+from tests.unit.test_api_access import SCALE, World, alert_for, world  # noqa: F401 (fixture)
 
 
 def withings_group(grpid: int) -> dict:
@@ -65,11 +70,15 @@ def test_an_athletes_own_repeat_is_still_a_duplicate(world: World) -> None:
 def test_a_store_of_the_first_version_is_upgraded_and_keeps_its_users(tmp_path) -> None:
     path = tmp_path / "api.sqlite3"
     old = sqlite3.connect(path)
-    old.executescript(
+    old.executescript(  # the first release's schema, unversioned
         "CREATE TABLE users (user_id TEXT PRIMARY KEY, role TEXT NOT NULL, email TEXT, webhook_url TEXT,"
         " webhook_secret TEXT);"
         "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users);"
+        "CREATE TABLE care_team (athlete_id TEXT NOT NULL, member_id TEXT NOT NULL REFERENCES users,"
+        " PRIMARY KEY (athlete_id, member_id));"
+        "CREATE TABLE idempotency (scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT);"
         "CREATE TABLE produced (event_id TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, claimed_at REAL NOT NULL);"
+        "INSERT INTO idempotency VALUES ('ath-1 k', 'f', '{}');"
         "INSERT INTO users VALUES ('ath-1', 'athlete', NULL, NULL, NULL);"
         f"INSERT INTO tokens VALUES ('{hash_token('at_old')}', 'ath-1');"
         "INSERT INTO produced VALUES ('withings-1', 1, 0);")
@@ -80,6 +89,7 @@ def test_a_store_of_the_first_version_is_upgraded_and_keeps_its_users(tmp_path) 
     assert store.claim_events("ath-1", ["withings-1"]) == (["withings-1"], [], [])
     store.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert Store(path).prune()["idempotency"] == 1  # records from before they had an age go at the first prune
 
 
 LAB_TEXT = '{"time": "2026-05-01T08:00:00Z", "analyte": "estradiol", "unit": "pg/mL", %s}'
@@ -218,3 +228,118 @@ def test_a_fit_gzip_bomb_is_refused_at_the_door_naming_the_bound(world: World) -
                                  headers=world.as_("ath-1"))
     assert response.status_code == 413
     assert world.sink.events == []
+
+
+def test_acknowledging_an_unknown_alert_answers_as_another_patients_does(world: World) -> None:
+    world.store.record_alert(alert_for("ath-2", "alert-2"))
+    clinician = world.as_("clin-1")
+    unknown = world.client.post("/v1/alerts/no-such-alert/acknowledge", headers=clinician)
+    other = world.client.post("/v1/alerts/alert-2/acknowledge", headers=clinician)
+    assert unknown.status_code == other.status_code == 403 and unknown.json() == other.json()
+
+
+def test_a_trailing_slash_never_redirects_to_the_host_header(world: World) -> None:
+    response = world.client.get("/v1/athletes/ath-1/alerts/", headers={**world.as_("ath-1"), "Host": "evil.example"},
+                                follow_redirects=False)
+    assert "evil.example" not in response.headers.get("location", "") and response.status_code == 404
+
+
+@pytest.mark.parametrize(("subject", "field"), [
+    ({"subject": {"reference": "Patient/ath-2"}}, "subject.reference"),
+    ({"subject": {"identifier": {"system": "urn:mrn", "value": "ath-2"}}}, "subject"),
+    ({"subject": "Patient/ath-2"}, "subject"),
+    ({"subject": {"reference": "Patient/ath-1", "identifier": {"value": "ath-2"}}}, "subject"),
+    ({"patient": {"reference": "Patient/ath-2"}}, "patient"),
+    ({"subject": {"reference": "Group/ath-1"}}, "subject.reference"),
+])
+def test_a_fhir_subject_in_any_form_is_checked_against_the_athlete(world: World, subject: dict, field: str) -> None:
+    resource = {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-05-01T07:30:00Z",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "2243-4"}]},
+                "valueQuantity": {"value": 21.0, "code": "pg/mL"}, **subject}
+    for body, where in ((resource, field), ({"resourceType": "Bundle", "entry": [{"resource": resource}]},
+                                            f"entry[0].{field}")):
+        response = world.client.post("/v1/athletes/ath-1/labs/fhir", json=body, headers=world.as_("clin-1"))
+        assert response.status_code == 422 and response.json()["detail"][0]["field"] == where, response.json()
+    assert world.sink.events == []
+
+
+def test_store_files_are_private_to_the_service_user(tmp_path) -> None:
+    state = tmp_path / "state"
+    store = Store(state / "api.sqlite3")
+    store.add_user("ath-1", Role.ATHLETE)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    files = list(state.iterdir())
+    assert {p.name for p in files} >= {"api.sqlite3", "api.sqlite3-wal"}
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), [(p.name, oct(p.stat().st_mode)) for p in files]
+
+
+@pytest.fixture
+def api_log() -> io.StringIO:
+    """What the `aromatrack api` command's logging writes, undone after the test (it configures the process)."""
+    logger = logging.getLogger("aromatrack")
+    saved = (logger.level, list(logger.handlers), logger.propagate)
+    logging.config.dictConfig(api_log_config())
+    written = io.StringIO()
+    [handler] = logger.handlers
+    handler.setStream(written)
+    yield written
+    logger.setLevel(saved[0])
+    logger.handlers[:] = saved[1]
+    logger.propagate = saved[2]
+
+
+def test_denials_acknowledgements_and_every_request_reach_the_log_with_ids_only(world: World,
+                                                                                api_log: io.StringIO) -> None:
+    world.store.record_alert(alert_for("ath-1"))
+    world.client.get("/v1/athletes/ath-2/alerts", headers=world.as_("ath-1"))
+    world.client.post("/v1/alerts/alert-1/acknowledge", headers=world.as_("clin-1"))
+    world.client.post("/v1/athletes/ath-1/labs", json={"time": "2026-05-01T08:00:00Z", "analyte": "estradiol",
+                                                       "value": 123.456, "unit": "pg/mL"}, headers=world.as_("clin-1"))
+    world.client.get("/v1/athletes/ath-1/alerts?open=true", headers={"Authorization": "Bearer at_forged"})
+    log = api_log.getvalue()
+    assert "denied athlete alerts access for ath-1" in log and "alert alert-1 acknowledged by clin-1" in log
+    token_id = authenticate(world.store, world.tokens["clin-1"]).token_id
+    assert f"POST /v1/athletes/{{athlete_id}}/labs athlete=ath-1 202 user=clin-1 role=clinician token={token_id}" \
+        in log
+    assert "GET /v1/athletes/{athlete_id}/alerts athlete=ath-1 401 user=-" in log
+    for secret in ("123.456", "estradiol", "E2 fell", "open=true", world.tokens["clin-1"]):
+        assert secret not in log
+
+
+def test_a_slow_body_is_cut_off(world: World) -> None:
+    world.client.app.state.limits = Limits(body_timeout_s=0.2)
+
+    def slow():
+        yield b'{"time": "2026-05-01T08:00:00Z", '
+        time.sleep(0.5)
+        yield b'"weight_kg": 82.5, "body_fat_pct": 17.2}'
+
+    response = world.client.post("/v1/athletes/ath-1/scale-readings", content=slow(), headers=world.as_("ath-1"))
+    assert response.status_code == 408 and world.sink.events == []
+
+
+def test_each_token_is_rate_limited_on_its_own(world: World) -> None:
+    world.client.app.state.limits = Limits(requests_per_s=0.01, burst=3)
+    answers = [world.client.get("/v1/athletes/ath-1/alerts", headers=world.as_("ath-1")).status_code
+               for _ in range(4)]
+    assert answers == [200, 200, 200, 429]
+    limited = world.client.get("/v1/athletes/ath-1/alerts", headers=world.as_("ath-1"))
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert world.client.get("/v1/athletes/ath-1/alerts", headers=world.as_("clin-1")).status_code == 200
+
+
+def test_idempotency_records_produced_ids_and_dead_tokens_are_pruned(world: World) -> None:
+    headers = {**world.as_("ath-1"), "Idempotency-Key": "k-1"}
+    assert world.client.post("/v1/athletes/ath-1/scale-readings", json=SCALE, headers=headers).status_code == 202
+    world.store.revoke_tokens("ath-2")
+    assert world.store.prune() == {"idempotency": 0, "produced": 0, "tokens": 0}
+    later = time.time() + 400 * 86400
+    assert world.store.prune(now=later) == {"idempotency": 1, "produced": 1, "tokens": 5}
+    again = world.client.post("/v1/athletes/ath-1/scale-readings", json=SCALE, headers=world.as_("ath-1"))
+    assert again.status_code == 401  # every token expired by then; the store holds nothing of them
+
+
+def test_a_path_that_is_not_an_athlete_id_stays_out_of_the_access_log(world: World, api_log: io.StringIO) -> None:
+    world.client.get("/v1/athletes/x%0aforged%20line/alerts", headers=world.as_("ath-1"))
+    log = api_log.getvalue()
+    assert "forged" not in log and "athlete=? 422" in log

@@ -60,7 +60,7 @@ def test_compaction_bounds_the_tail():
     reference = engine.AthleteState(events[0].athlete_id)
     for event in events:
         engine.step(reference, event)
-    assert record.current.fired == reference.fired and record.current.trend == reference.trend
+    assert record.current.alerts == reference.alerts and record.current.trend == reference.trend
 
 
 def test_a_late_earlier_draw_is_judged_in_event_time_order():

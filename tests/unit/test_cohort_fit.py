@@ -28,7 +28,7 @@ def test_endurance_sessions_are_real_files_on_the_session_date():
     for event in fits:
         parse_event(event)
     for event in {e["filename"]: e for e in fits}.values():  # one session per file keeps the test quick
-        workout = decode_fit(gzip.decompress(base64.b64decode(event["fit_b64"]))).workout
+        workout = decode_fit(gzip.decompress(base64.b64decode(event["fit_b64"]))).workouts[0]
         assert workout.start == datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
         assert workout.sport == names[event["filename"]]
     assert len({e["fit_b64"] for e in fits}) == len(fits), "every session is its own recording"
@@ -51,7 +51,7 @@ def test_deterministic_and_the_rest_of_the_cohort_unchanged():
 def test_evaluate_sees_each_upload_as_the_summary_the_stream_makes_of_it(tmp_path):
     from aromatrack.domain.training_load import Athlete, profile_numbers
     from aromatrack.services.cli_evaluate import with_fit_decoded
-    from aromatrack.streams.fit import decode_fit, summary_event, workout_id
+    from aromatrack.streams.fit import decode_fit, summary_events, workout_id
 
     corpus_files()
     events = [parse_event(e) for e in cohort.generate(athletes=2, days=7, seed=3,
@@ -67,5 +67,5 @@ def test_evaluate_sees_each_upload_as_the_summary_the_stream_makes_of_it(tmp_pat
         summary = summaries[workout_id(upload.athlete_id, data)]
         assert summary.time == upload.time and summary.load > 0
         # load from the athlete's own heart-rate numbers (the profile precedes the uploads), not the defaults
-        assert summary.load == summary_event(decode_fit(data), upload.athlete_id, profiles[upload.athlete_id])["load"]
-        assert summary.load != summary_event(decode_fit(data), upload.athlete_id)["load"]
+        assert summary.load == summary_events(decode_fit(data), upload.athlete_id, profiles[upload.athlete_id])[0]["load"]
+        assert summary.load != summary_events(decode_fit(data), upload.athlete_id)[0]["load"]

@@ -60,7 +60,7 @@ def test_valid_events_parse_and_round_trip(event_type):
         ("scale.reading", {"muscle_mass_kg": 95}, "muscle_mass_kg (95) cannot exceed weight_kg (88.2)"),
         ("lab.result", {"unit": "ng/mL"}, "unknown unit 'ng/mL' for estradiol; accepted: pg/mL, pmol/L"),
         ("lab.result", {"analyte": "cortisol"}, "analyte: Input should be"),
-        ("lab.result", {"comparator": "<="}, "comparator: Input should be '<' or '>'"),
+        ("lab.result", {"comparator": "=<"}, "comparator: Input should be '<', '<=', '>' or '>='"),
         ("dose.change", {"drug": "letrozole"}, "drug: Input should be"),
         ("symptom.log", {"symptoms": ["hiccups"]}, "symptoms.0: Input should be"),
         ("athlete.profile", {"hr_rest_bpm": 110, "hr_max_bpm": 105}, "hr_rest_bpm (110) must be below hr_max_bpm (105)"),

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from aromatrack.services.cli import app
-from aromatrack.streams.fit import FitDecodeError, decode_fit, summary_event
+from aromatrack.streams import fit
+from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, decode_fit_salvaging, summary_events
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus" / "fit"
 ZWIFT = "pyfitness/indoor/Zwift_Innsbruck.fit"
@@ -43,7 +44,7 @@ def test_every_workout_file_in_the_corpus_summarises_plausibly():
             # The one tiny developer-field sample has records without timestamps: not a workout.
             assert path.name == "DeveloperData.fit", f"{path}: {exc}"
             continue
-        event = summary_event(decoded, "a1")
+        event = summary_events(decoded, "a1")[0]
         assert not decoded.salvaged, f"{path}: {decoded.salvage_reason}"
         assert 30 <= event["duration_s"] <= 48 * 3600, path
         assert event["records"] > 0
@@ -58,8 +59,44 @@ def test_every_workout_file_in_the_corpus_summarises_plausibly():
     assert summarised >= 10
 
 
+def _outcome(decode, data: bytes) -> object:
+    try:
+        decoded = decode(data)
+    except FitDecodeError:
+        return "refused"
+    if not decoded.workouts:
+        return decoded.weigh_ins
+    samples = tuple(workout.samples for workout in decoded.workouts)
+    return summary_events(decoded, "a1"), samples, decoded.laps, decoded.sessions, decoded.salvaged
+
+
+def test_the_native_decoder_gives_the_same_summaries_as_garmin_fit_sdk(monkeypatch):
+    """Intact corpus files go through pyfitparsernative alone (the salvage decoder is made to fail) and come out
+    as garmin-fit-sdk makes them: summary, samples, laps, sessions. The benchmark checks the big files too."""
+    compared = 0
+    for path in corpus_files():
+        if path.stat().st_size > 160_000:
+            continue
+        data = path.read_bytes()
+        reference = _outcome(decode_fit_salvaging, data)
+        with monkeypatch.context() as patch:
+            patch.setattr(fit, "decode_fit_salvaging", lambda _: pytest.fail(f"{path}: native decoder refused it"))
+            native = _outcome(decode_fit, data) if reference != "refused" else "refused"
+        assert native == reference, path
+        compared += reference != "refused"
+    assert compared >= 10
+
+
+def test_a_damaged_file_the_native_decoder_refuses_is_salvaged_by_garmin_fit_sdk():
+    data = bytearray(corpus_bytes(ZWIFT))
+    data[5000] ^= 0xFF  # inside a record: the CRC no longer matches
+    decoded = decode_fit(bytes(data))
+    assert decoded.salvaged and "CRC" in decoded.salvage_reason
+    assert decoded.workouts[0].records == 7967
+
+
 def test_summary_reads_distance_by_name_despite_a_second_empty_distance_field():
-    event = summary_event(decode_fit(corpus_bytes(ZWIFT)), "a1")
+    event = summary_events(decode_fit(corpus_bytes(ZWIFT)), "a1")[0]
     assert event["distance_m"] == pytest.approx(64166.66)
     assert event["sport"] == "cycling" and event["sub_sport"] == "virtual_activity"
 
@@ -69,8 +106,10 @@ def test_truncated_file_is_salvaged_up_to_the_damage_and_marked():
     whole = decode_fit(data)
     half = decode_fit(data[: len(data) // 2])
     assert half.salvaged and "truncated" in half.salvage_reason
-    assert 0.4 * whole.workout.records < half.workout.records < 0.6 * whole.workout.records
-    assert half.workout.samples == whole.workout.samples[: len(half.workout.samples)]
+    assert 0.4 * whole.workouts[0].records < half.workouts[0].records < 0.6 * whole.workouts[0].records
+    kept = len(half.workouts[0].samples)
+    for name in ("time_s", *Samples.CHANNELS):
+        assert getattr(half.workouts[0].samples, name) == getattr(whole.workouts[0].samples, name)[:kept]
 
 
 def test_unfinished_recording_with_zero_data_size_is_salvaged():
@@ -78,7 +117,7 @@ def test_unfinished_recording_with_zero_data_size_is_salvaged():
     data[4:8] = b"\0\0\0\0"
     decoded = decode_fit(bytes(data))
     assert decoded.salvaged and "data size is 0" in decoded.salvage_reason
-    assert decoded.workout.records == decode_fit(corpus_bytes(ZWIFT)).workout.records
+    assert decoded.workouts[0].records == decode_fit(corpus_bytes(ZWIFT)).workouts[0].records
 
 
 def test_bad_crc_keeps_the_data_and_says_so():
@@ -86,7 +125,7 @@ def test_bad_crc_keeps_the_data_and_says_so():
     data[-1] ^= 0xFF
     decoded = decode_fit(bytes(data))
     assert decoded.salvaged and "CRC" in decoded.salvage_reason
-    assert decoded.workout.records == 7967
+    assert decoded.workouts[0].records == 7967
 
 
 @pytest.mark.parametrize(
@@ -128,7 +167,7 @@ def weight_scale_file(when: datetime, weight_kg: float, fat_pct: float) -> bytes
 def test_weight_scale_messages_become_weigh_ins():
     when = datetime(2026, 3, 1, 7, 0, tzinfo=timezone.utc)
     decoded = decode_fit(weight_scale_file(when, 84.25, 19.5))
-    assert decoded.workout is None and not decoded.salvaged
+    assert not decoded.workouts and not decoded.salvaged
     (weigh_in,) = decoded.weigh_ins
     assert (weigh_in.time, weigh_in.weight_kg, weigh_in.body_fat_pct) == (when, 84.25, 19.5)
 

@@ -15,7 +15,7 @@ from garmin_fit_sdk import CrcCalculator, Decoder, Profile, Stream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aromatrack.streams.fit import decode_fit, summary_event
+from aromatrack.streams.fit import decode_fit, summary_events
 from aromatrack.streams.fit_restamp import FitRestampError, restamp, restamper
 
 from .test_fit_decode import FIT_EPOCH, corpus_bytes, corpus_files
@@ -61,7 +61,7 @@ def assert_shifted(before: Any, after: Any, seconds: int, name: str = "") -> Non
 @given(path=st.sampled_from(SMALL_FILES), seconds=st.integers(-10 * YEAR_S, 20 * YEAR_S))
 def test_real_files_decode_identically_but_for_the_shifted_times(path, seconds):
     data = path.read_bytes()
-    shifted = restamp(data, decode_fit(data).workout.start + timedelta(seconds=seconds))
+    shifted = restamp(data, decode_fit(data).workouts[0].start + timedelta(seconds=seconds))
     assert len(shifted) == len(data)
     assert_shifted(sdk_messages(data), sdk_messages(shifted), seconds)
 
@@ -71,10 +71,10 @@ def test_restamp_puts_the_activity_start_at_the_instant(name):
     data = corpus_bytes(name)
     start = datetime(2026, 3, 2, 17, 41, 9, tzinfo=timezone.utc)
     original, moved = decode_fit(data), decode_fit(restamp(data, start))
-    assert moved.workout.start == start and not moved.salvaged
-    seconds = (start - original.workout.start).total_seconds()
-    assert [s.time for s in moved.workout.samples] == [s.time + timedelta(seconds=seconds) for s in original.workout.samples]
-    summary, expected = summary_event(moved, "a"), summary_event(original, "a")
+    assert moved.workouts[0].start == start and not moved.salvaged
+    seconds = (start - original.workouts[0].start).total_seconds()
+    assert moved.workouts[0].samples.time_s == tuple(t + seconds for t in original.workouts[0].samples.time_s)
+    summary, expected = summary_events(moved, "a")[0], summary_events(original, "a")[0]
     assert summary == {**expected, "time": start.isoformat(), "start": start.isoformat()}
 
 
