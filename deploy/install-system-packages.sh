@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the local stack and the tests need: influxd (InfluxDB 1.6.7, the only server
-# obtainable here), a JDK and Maven (the local Apache Kafka broker runs from jars Maven resolves) and
-# docker-compose 1.29 (validates docker-compose.yml offline, no daemon needed).
+# obtainable here), a JDK and Maven (the local Apache Kafka broker runs from jars Maven resolves),
+# docker-compose 1.29 (validates docker-compose.yml offline, no daemon needed) and chromium, the browser
+# Playwright drives in the web page tests (Playwright's own browser download cannot work here).
 # Idempotent: installs only what is missing. The Debian influxdb service is stopped at once because
 # it would listen on all interfaces; `aromatrack stack up` runs its own loopback-only influxd.
 set -euo pipefail
@@ -12,6 +13,7 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # the SMTP STARTTLS test's certificate
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -20,6 +20,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 import uuid
 import urllib.error
@@ -30,7 +31,7 @@ import tempfile
 from typing import Callable, Iterator
 
 from . import influx_access, kafka_jars
-from .settings import Settings
+from .settings import API_PORT, Settings
 
 
 class StackError(RuntimeError):
@@ -272,6 +273,18 @@ def servers(settings: Settings) -> list[Server]:
     ]
 
 
+def api_server(settings: Settings) -> Server:
+    """`aromatrack api` as a detached server on loopback: the demo leaves it running for the clinicians' inbox."""
+    return Server(
+        "api",
+        "127.0.0.1",
+        API_PORT,
+        lambda s: ["env", *(f"{k}={v}" for k, v in s.as_env().items()),
+                   sys.executable, "-m", "aromatrack.services.cli", "api", "--port", str(API_PORT)],
+        _port_open,
+    )
+
+
 def _pid_file(settings: Settings, server: Server) -> Path:
     return settings.state_dir / f"{server.name}.pid"
 
@@ -405,7 +418,10 @@ def up(settings: Settings) -> list[str]:
 
 
 def down(settings: Settings) -> list[str]:
-    return [stop(settings, server) for server in reversed(servers(settings))]
+    """Stop the servers, and the demo's API first if it runs (it uses both)."""
+    api = api_server(settings)
+    stopped_api = [stop(settings, api)] if _running_pid(settings, api) else []
+    return stopped_api + [stop(settings, server) for server in reversed(servers(settings))]
 
 
 def report(settings: Settings) -> list[str]:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# `aromatrack api` listens on loopback at this port unless told otherwise.
+API_PORT = 38480
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,7 @@ class AthleteState:
     results: dict[str, tuple[labs.Lab, ...]] = field(default_factory=dict)
     load: "LoadState" = field(default_factory=lambda: LoadState())
     last_time_s: float | None = None  # the athlete's clock: the last event's time, or a later clock step
+    next_due_s: float | None = None  # when the next scheduled recheck falls due, as of the last rules run
     profile: dict[str, float | str | None] | None = None  # the numbers training_load.Athlete needs
 
 
@@ -309,14 +310,15 @@ def _latest_workout(load: LoadState, day: int) -> EventRef | None:
 
 def _update_regimen(load: LoadState, day: int, settings: rules.RuleSettings) -> None:
     """The last 7 finished days against the weekly average of the 28 before; a rise starts a regimen (anchored
-    on its first workout) that lasts until the comparison no longer shows it."""
-    week = sum(value for d, value in load.finished if d > day - 7)
+    on its first workout) that lasts until the comparison no longer shows it. `finished` holds every day (rest
+    days as zero) up to `day`, so the week and the four before are its last 7 and the 28 before them."""
+    week = sum(value for _, value in load.finished[-7:])
     load.week_load = week
     # Before five weeks of load history, a "rise" is the tracker starting, not the athlete.
-    if load.first_day is None or (day + 1) - load.first_day < LOAD_DAYS_KEPT:
+    if len(load.finished) < LOAD_DAYS_KEPT:
         load.previous_weekly_load, load.regimen_start = None, None
         return
-    previous = sum(value for d, value in load.finished if day - LOAD_DAYS_KEPT < d <= day - 7) / 4
+    previous = sum(value for _, value in load.finished[:-7]) / 4
     load.previous_weekly_load = previous
     rising = week >= settings.regimen_min_weekly_load and week > settings.regimen_change_ratio * previous
     if not rising:
@@ -447,14 +449,17 @@ def _prune(state: AthleteState, now_s: float, settings: EngineSettings) -> None:
 
 def _run_rules(state: AthleteState, now_s: float, settings: EngineSettings) -> list[Alert]:
     _prune(state, now_s, settings)
-    return _raise(state, rules.evaluate(situation(state, now_s, settings), settings.rules), now_s)
+    current = situation(state, now_s, settings)
+    state.next_due_s = rules.next_due_s(current, settings.rules)
+    return _raise(state, rules.evaluate(current, settings.rules), now_s)
 
 
 def _tick(state: AthleteState, until_s: float, settings: EngineSettings, *, inclusive: bool) -> list[Alert]:
-    """Step the clock through every scheduled due time up to `until_s` (before it unless `inclusive`)."""
+    """Step the clock through every scheduled due time up to `until_s` (before it unless `inclusive`). Only the
+    clock has moved since the last rules run, so the due time that run computed still holds."""
     alerts: list[Alert] = []
     while state.last_time_s is not None:
-        due = rules.next_due_s(situation(state, state.last_time_s, settings), settings.rules)
+        due = state.next_due_s
         if due is None or due > until_s or (due == until_s and not inclusive):
             break
         state.last_time_s = due

@@ -26,6 +26,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 
 from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import Settings
@@ -34,7 +35,7 @@ from aromatrack.schemas import series as S
 from aromatrack.schemas.events import EVENT_MODELS, EventBase, EventError, load_json, parse_event
 from aromatrack.services.auth import Access, Principal, Role, allowed, authenticate
 from aromatrack.services.readings import ATHLETE_ID_PATTERN, series_rows
-from aromatrack.services.store import Store, StoreError
+from aromatrack.services.store import InboxAlert, Store, StoreError
 from aromatrack.services.withings import WithingsError, scale_readings
 from aromatrack.streams import fit
 from aromatrack.streams.influx import InfluxError, SeriesStore
@@ -48,6 +49,7 @@ MAX_JSON_BYTES = 1_000_000
 # A FIT upload travels gzipped and base64-encoded inside one Kafka message, with room for the envelope.
 MAX_FIT_B64 = MAX_MESSAGE_BYTES - 4096
 MAX_BATCH = 1000
+MAX_NOTE_CHARS = 2000
 
 # Clinicians post labs and doses for their patients; only athletes post everything else.
 CLINICAL_TYPES = frozenset({"lab.result", "dose.change"})
@@ -162,6 +164,27 @@ def require(deps: Services, who: Principal, access: Access, athlete_id: str | No
     if athlete_id is None or not allowed(who, access, athlete_id, is_care_team=care_team):
         log.info("denied %s %s access for %s", who.role.value, access.value, who.user_id)
         raise HTTPException(403, f"a {who.role.value} may not {access.value} for this athlete")
+
+
+def alert_for(deps: Services, who: Principal, alert_id: str, access: Access) -> InboxAlert:
+    """The alert, if `who` may have `access` to it, else 403. An unknown alert is answered as another patient's
+    is, so the answer does not tell which ids exist."""
+    found = deps.store.alert(alert_id)
+    require(deps, who, access, found.alert.athlete_id if found else None)
+    return found
+
+
+class Acknowledgement(BaseModel):
+    note: str | None = Field(None, max_length=MAX_NOTE_CHARS, description="Free text kept with the acknowledgement.")
+
+
+def acknowledge(deps: Services, who: Principal, alert_id: str, note: str | None) -> InboxAlert:
+    """Record who acknowledged the alert and when, with their note; reminders stop. The first acknowledgement
+    is kept. The API route and the web inbox both acknowledge through here."""
+    alert_for(deps, who, alert_id, Access.ACKNOWLEDGE)
+    acknowledged = deps.store.acknowledge(alert_id, who.user_id, (note or "").strip() or None)
+    log.info("alert %s acknowledged by %s", alert_id, who.user_id)
+    return acknowledged
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -355,7 +378,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
     app.state.limits = limits
     app.state.rate_limiter = RateLimiter()
     app.middleware("http")(log_access)
-    from aromatrack.services.web import add_web_pages  # imported here: the web pages import this module
+    from aromatrack.services.web import add_web_pages  # imported here: the pages use this module's access checks
 
     add_web_pages(app)
 
@@ -512,16 +535,12 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
     @app.post("/v1/alerts/{alert_id}/acknowledge", responses=ERRORS, tags=["alerts"])
     async def acknowledge_alert(
         alert_id: str = Path(..., max_length=128),
+        body: Acknowledgement | None = None,
         who: Principal = Depends(principal),
         deps: Services = Depends(services),
     ) -> dict[str, Any]:
-        """Record that the clinician has seen the alert; it is not re-notified after this."""
-        found = deps.store.alert(alert_id)
-        # An unknown alert is answered as another patient's is, so the answer does not tell which ids exist.
-        require(deps, who, Access.ACKNOWLEDGE, found.alert.athlete_id if found else None)
-        acknowledged = deps.store.acknowledge(alert_id, who.user_id)
-        log.info("alert %s acknowledged by %s", alert_id, who.user_id)
-        return _inbox_json(acknowledged)
+        """Record that the clinician has seen the alert, with an optional note; it is not re-notified after this."""
+        return _inbox_json(acknowledge(deps, who, alert_id, body.note if body else None))
 
     return app
 
@@ -555,7 +574,7 @@ async def prune_hourly(store: Store) -> None:
 
 def _inbox_json(item) -> dict[str, Any]:
     return {**item.alert.model_dump(mode="json"), "acknowledged_at": item.acknowledged_at,
-            "acknowledged_by": item.acknowledged_by}
+            "acknowledged_by": item.acknowledged_by, "acknowledgement_note": item.acknowledgement_note}
 
 
 def fhir_lab_events(document: Any, athlete_id: str) -> list[EventBase]:

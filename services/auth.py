@@ -1,9 +1,9 @@
 """Who may do what: API tokens (stored only as hashes) and the role policy, as plain functions.
 
 `authenticate` is the one place a presented token becomes a principal (the API's bearer tokens and anything
-built on them use it): a token is refused when unknown, revoked, expired, or issued for a role its user no
-longer has. The policy is a table, not scattered `if`s, so a test can walk every role x access pair and prove
-each denial.
+built on them use it; the web inbox's sessions through `authenticate_hash`): a token is refused when unknown,
+revoked, expired, or issued for a role its user no longer has. The policy is a table, not scattered `if`s, so
+a test can walk every role x access pair and prove each denial.
 """
 
 from __future__ import annotations
@@ -73,7 +73,13 @@ class TokenStore(Protocol):
 
 def authenticate(store: TokenStore, token: str, now: float | None = None) -> Principal | None:
     """The principal `token` stands for, or None when it is unknown, revoked, expired or its role is stale."""
-    record = store.token_record(hash_token(token))
+    return authenticate_hash(store, hash_token(token), now)
+
+
+def authenticate_hash(store: TokenStore, token_hash: str, now: float | None = None) -> Principal | None:
+    """`authenticate` for a token known by its hash: a web inbox session keeps only that, and asks on every
+    request, so it ends when its token is revoked or expires."""
+    record = store.token_record(token_hash)
     now = time.time() if now is None else now
     if record is None or record.revoked_at is not None or record.expires_at <= now or record.role is not \
             record.issued_role:

@@ -1,13 +1,16 @@
-"""The evidence chart sent with each alert: estradiol draws, body-fat trend, weekly load and dose changes on
-one time axis, so a clinician sees the story before reading numbers. A small PNG (matplotlib, Agg backend)."""
+"""The evidence chart of each alert (in its webhook, its e-mail and the web inbox): estradiol draws, body-fat
+trend, weekly load and dose changes on one time axis, so a clinician sees the story before reading numbers.
+A small PNG (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
 import io
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+import httpx
 import matplotlib
 
 matplotlib.use("Agg")
@@ -15,8 +18,11 @@ import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from aromatrack.schemas import series as S  # noqa: E402
+from aromatrack.schemas.events import Alert  # noqa: E402
 from aromatrack.services.readings import series_rows  # noqa: E402
-from aromatrack.streams.influx import SeriesStore  # noqa: E402
+from aromatrack.streams.influx import InfluxError, SeriesStore  # noqa: E402
+
+log = logging.getLogger("aromatrack.chart")
 
 Series2 = list[tuple[datetime, float]]
 SMALL_DOSE_MG = 20.0
@@ -108,3 +114,15 @@ def render(evidence: Evidence, title: str, alert_time: datetime) -> bytes:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+async def alert_png(influx: SeriesStore | None, alert: Alert) -> bytes:
+    """The alert's chart; with empty panels when InfluxDB is not connected or does not answer (the alert
+    still goes out, and its numbers are in its evidence)."""
+    evidence = Evidence()
+    if influx is not None:
+        try:
+            evidence = await gather(influx, alert.athlete_id, alert.time)
+        except (InfluxError, httpx.HTTPError, ValueError) as exc:
+            log.warning("alert %s: evidence unavailable (%s); an empty chart", alert.alert_id, type(exc).__name__)
+    return render(evidence, f"{alert.kind} · {alert.rule} · athlete {alert.athlete_id}", alert.time)

@@ -8,7 +8,7 @@ from typing import Any, Callable, TypeVar
 
 import typer
 
-from aromatrack.deploy.settings import load_settings
+from aromatrack.deploy.settings import API_PORT, load_settings
 from aromatrack.services.auth import DEFAULT_TOKEN_DAYS, Role
 
 T = TypeVar("T")
@@ -121,13 +121,14 @@ def users_unassign(athlete_id: str, member_id: str) -> None:
 def api(
     host: str = typer.Option("127.0.0.1", help="Listen address (loopback by default; put a TLS-terminating "
                              "proxy in front for anything else)."),
-    port: int = typer.Option(38480, help="Listen port."),
+    port: int = typer.Option(API_PORT, help="Listen port."),
     rate: float = typer.Option(20.0, min=0.01, help="Requests per second each token may sustain."),
     burst: int = typer.Option(200, min=1, help="Requests a token may send at once above the rate."),
     body_timeout: float = typer.Option(30.0, min=0.1, help="Seconds a request body may take to arrive."),
 ) -> None:
-    """Serve the HTTP ingest API (OpenAPI at /docs and /openapi.json). Logs an access line per request and
-    the audit lines (denials, acknowledgements) on stderr: ids, roles and statuses, never health data."""
+    """Serve the HTTP ingest API (OpenAPI at /docs and /openapi.json) and the clinicians' inbox at /inbox. Logs
+    an access line per request and the audit lines (denials, acknowledgements) on stderr: ids, roles and
+    statuses, never health data."""
     import uvicorn
 
     from aromatrack.services.api import Limits, api_log_config, create_app

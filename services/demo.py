@@ -4,8 +4,9 @@ Starts the local servers, the stream worker and the alert notifier, registers th
 with a local webhook receiver (which verifies every signature), writes the cohort to a JSON-lines file
 (so it can be replayed with `aromatrack evaluate`), produces it to Kafka with a progress bar, waits until
 the worker has consumed everything and the alerts are delivered, and reports what was stored,
-dead-lettered, alerted and delivered. Re-running is safe: the same seed gives the same events with the
-same ids, which the pipeline deduplicates.
+dead-lettered, alerted and delivered. It leaves the API running and prints the address of the clinicians'
+inbox with a fresh token for one demo clinician. Re-running is safe: the same seed gives the same events
+with the same ids, which the pipeline deduplicates.
 """
 
 from __future__ import annotations
@@ -109,6 +110,37 @@ class WebhookReceiver:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+@dataclass(frozen=True)
+class InboxAccess:
+    """Where a demo clinician signs in to the web inbox, with a token issued for this run."""
+
+    url: str
+    clinician: str
+    token: str
+    open_alerts: int
+
+
+def open_inbox(settings: Settings, events: list[dict]) -> InboxAccess | None:
+    """Start `aromatrack api` (left running, like the stack's servers) and issue a token for the cohort's
+    clinician with the most open alerts; None, saying why, if the API cannot start."""
+    try:
+        console.print(local_stack.start(settings, local_stack.api_server(settings)))
+    except local_stack.StackError as exc:
+        console.print(f"[yellow]the inbox is not available: {exc}[/yellow]")
+        return None
+    store = Store(settings.state_dir / "api.sqlite3")
+    try:
+        clinicians = sorted({e["clinician_id"] for e in events if e["type"] == "athlete.profile"})
+        open_alerts = {c: sum(len(store.alerts_for(a, open_only=True)) for a in store.athletes_of(c))
+                       for c in clinicians}
+        clinician = max(clinicians, key=lambda c: (open_alerts[c], c))
+        server = local_stack.api_server(settings)
+        return InboxAccess(f"http://{server.host}:{server.port}/inbox", clinician, store.issue_token(clinician),
+                           open_alerts[clinician])
+    finally:
+        store.close()
 
 
 def _progress() -> Progress:
@@ -236,7 +268,7 @@ async def collect(settings: Settings, report: DemoReport) -> None:
                     report.stored_points[f"{database.config.database}.{measurement}"] = points
 
 
-def print_report(settings: Settings, report: DemoReport, cohort_file: Path) -> None:
+def print_report(settings: Settings, report: DemoReport, cohort_file: Path, inbox: InboxAccess | None) -> None:
     table = Table(title="ingested (events sent to Kafka)")
     table.add_column("event type")
     table.add_column("events", justify="right")
@@ -277,7 +309,13 @@ def print_report(settings: Settings, report: DemoReport, cohort_file: Path) -> N
         "--data-urlencode \"q=SELECT mean(body_fat_pct) FROM body_composition GROUP BY athlete_id\""
     )
     console.print("- Grafana boards: grafana/ (run `docker compose up` where Docker is available)")
-    console.print("- the local servers keep running; `make stack-down` stops them")
+    if inbox is not None:
+        docs = inbox.url.removesuffix("/inbox") + "/docs"
+        console.print(f"- the clinicians' alert inbox: open {inbox.url} in a browser and sign in as {inbox.clinician}"
+                      f" ({inbox.open_alerts} open alerts) with this token, issued for this run:")
+        console.print(f"    {inbox.token}", soft_wrap=True, highlight=False)
+        console.print(f"- the API and its docs: {docs}")
+    console.print("- the local servers and the API keep running; `make stack-down` stops them")
 
 
 def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
@@ -318,6 +356,7 @@ def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
         receiver.close()
+    inbox = open_inbox(settings, events)
     report.seconds = time.monotonic() - began
-    print_report(settings, report, cohort_file)
+    print_report(settings, report, cohort_file, inbox)
     return report

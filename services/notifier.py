@@ -5,7 +5,8 @@ dead-lettered, so a crash redelivers the message; the delivery log in the store 
 already succeeded, so a restart never sends twice. Channels: an HTTP webhook signed by Standard Webhooks
 (services/webhooks.py; never unsigned, never plain http off this host), and e-mail over SMTP; both carry the
 evidence chart. Failed channels are retried with exponential backoff and dead-lettered after N attempts.
-Unacknowledged alerts are re-notified after a while; acknowledging one (API) stops that.
+Unacknowledged alerts are re-notified after a while; acknowledging one (API) stops that. A `training_review`
+alert (training load in post-TRT recovery: no lab values) goes to the athlete's coaches as well.
 
 Updates: the engine sends new evidence for an alert as a new version with the same `alert_id`. The inbox keeps
 the latest version; an update is not a new page: it goes out with the next reminder (which names the version),
@@ -42,6 +43,7 @@ from pydantic import ValidationError
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import Alert, AlertEvidence
 from aromatrack.services import chart
+from aromatrack.services.auth import Role
 from aromatrack.services.store import Contact, Store
 from aromatrack.services.webhooks import WebhookSecretError, is_loopback, signed_headers, webhook_url_problem
 from aromatrack.streams.admin import ensure_topics
@@ -244,6 +246,9 @@ class Notifier:
         if inbox is not None and inbox.acknowledged_at is not None:
             return
         contacts = self.store.clinicians_of(alert.athlete_id)
+        if contacts and alert.kind == "training_review":
+            # a coach's question too (no lab values in it); without a clinician it is dead-lettered as any alert
+            contacts += self.store.care_team_contacts(alert.athlete_id, Role.COACH)
         if not contacts:
             if self.store.delivery_status(alert.alert_id, "none", round_) is None:
                 self.store.log_delivery(alert.alert_id, "none", round_, "dead", 0)
@@ -256,7 +261,7 @@ class Notifier:
                 if self.store.delivery_status(alert.alert_id, key, round_) is not None:
                     continue  # delivered or dead-lettered before a restart: never twice
                 if message is None:
-                    message = Message(alert, await self._chart(alert), round_)
+                    message = Message(alert, await chart.alert_png(self.influx, alert), round_)
                 await self._attempt(key, message, lambda m=message, s=send, c=contact: s(c, m))
 
     def _channels(self, contact: Contact):
@@ -284,15 +289,6 @@ class Notifier:
             return
         self.store.log_delivery(alert_id, key, message.round, "dead", attempts)
         await self._dead_letter(message.alert.model_dump_json().encode(), f"{key} failed {attempts} times: {reason}")
-
-    async def _chart(self, alert: Alert) -> bytes:
-        try:
-            evidence = await chart.gather(self.influx, alert.athlete_id, alert.time)
-        except (InfluxError, httpx.HTTPError, ValueError) as exc:
-            log.warning("alert %s: evidence unavailable (%s); sending an empty chart", alert.alert_id,
-                        type(exc).__name__)
-            evidence = chart.Evidence()
-        return chart.render(evidence, f"{alert.kind} · {alert.rule} · athlete {alert.athlete_id}", alert.time)
 
     async def _dead_letter(self, raw: bytes, reason: str) -> None:
         log.error("dead-lettering an alert: %s", reason)

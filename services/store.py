@@ -1,5 +1,5 @@
 """The API's and the notifier's small local store: users, hashed tokens, care teams, idempotency records,
-the alert inbox with acknowledgements, and the delivery log.
+the alert inbox with acknowledgements, the delivery log, and the web inbox's sign-in sessions.
 
 SQLite in WAL mode under AROMATRACK_STATE_DIR, shared by the API and notifier processes on one host.
 Production would use a real database server; the SQL here is plain enough to port.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS produced (
     PRIMARY KEY (athlete_id, event_id));
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, body TEXT NOT NULL, received_at REAL NOT NULL,
-    acknowledged_at REAL, acknowledged_by TEXT);
+    acknowledged_at REAL, acknowledged_by TEXT, acknowledgement_note TEXT);
 CREATE INDEX IF NOT EXISTS alerts_by_athlete ON alerts (athlete_id, received_at);
 CREATE TABLE IF NOT EXISTS historical_alerts (
     alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, received_at REAL NOT NULL, summarised_at REAL);
@@ -44,8 +45,10 @@ CREATE INDEX IF NOT EXISTS historical_unsummarised ON historical_alerts (summari
 CREATE TABLE IF NOT EXISTS deliveries (
     alert_id TEXT NOT NULL, channel TEXT NOT NULL, round INTEGER NOT NULL, status TEXT NOT NULL,
     attempts INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (alert_id, channel, round));
+CREATE TABLE IF NOT EXISTS web_sessions (
+    session_hash TEXT PRIMARY KEY, token_hash TEXT NOT NULL, csrf_token TEXT NOT NULL, expires_at REAL NOT NULL);
 """
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Steps that bring an existing store of an older version up to the next (`PRAGMA user_version` is the version;
 # 0 is the unversioned first release). New tables need no step: SCHEMA creates them.
 UPGRADES: dict[int, tuple[str, ...]] = {
@@ -63,6 +66,8 @@ UPGRADES: dict[int, tuple[str, ...]] = {
         f" expires_at = strftime('%s', 'now') + {DEFAULT_TOKEN_DAYS * 86400}"),
     # Idempotency records get an age, so retention can drop them (older ones go at the first prune).
     4: ("ALTER TABLE idempotency ADD COLUMN created_at REAL NOT NULL DEFAULT 0",),
+    # Version 5 keeps the clinician's note with an acknowledgement.
+    5: ("ALTER TABLE alerts ADD COLUMN acknowledgement_note TEXT",),
 }
 # How long what only serves retries is kept (`Store.prune`): an Idempotency-Key replays for a day, as is usual;
 # an event id stays a duplicate for 90 days (the stream still drops a later repeat it remembers); a dead token
@@ -98,6 +103,16 @@ class InboxAlert:
     alert: Alert
     acknowledged_at: float | None
     acknowledged_by: str | None
+    acknowledgement_note: str | None = None
+
+
+@dataclass(frozen=True)
+class WebSession:
+    """A signed-in browser: the token it signed in with (by hash), the CSRF token its forms carry, when it ends."""
+
+    token_hash: str
+    csrf_token: str
+    expires_at: float
 
 
 class StoreError(ValueError):
@@ -251,11 +266,22 @@ class Store:
         ).fetchone()
         return row is not None
 
+    def athletes_of(self, member_id: str) -> list[str]:
+        """The athletes whose care team `member_id` is on."""
+        rows = self._db.execute(
+            "SELECT athlete_id FROM care_team WHERE member_id = ? ORDER BY athlete_id", (member_id,)
+        ).fetchall()
+        return [athlete_id for (athlete_id,) in rows]
+
     def clinicians_of(self, athlete_id: str) -> list[Contact]:
+        return self.care_team_contacts(athlete_id, Role.CLINICIAN)
+
+    def care_team_contacts(self, athlete_id: str, role: Role) -> list[Contact]:
+        """Where the athlete's care-team members of `role` want alerts."""
         rows = self._db.execute(
             "SELECT user_id, email, webhook_url, webhook_secret FROM care_team JOIN users ON member_id = user_id"
             " WHERE athlete_id = ? AND role = ? ORDER BY user_id",
-            (athlete_id, Role.CLINICIAN.value),
+            (athlete_id, role.value),
         ).fetchall()
         return [Contact(*row) for row in rows]
 
@@ -386,23 +412,22 @@ class Store:
         )
 
     def alerts_for(self, athlete_id: str, *, open_only: bool = False) -> list[InboxAlert]:
-        query = "SELECT body, acknowledged_at, acknowledged_by FROM alerts WHERE athlete_id = ?"
+        query = f"SELECT {INBOX_COLUMNS} FROM alerts WHERE athlete_id = ?"
         if open_only:
             query += " AND acknowledged_at IS NULL"
         rows = self._db.execute(query + " ORDER BY received_at", (athlete_id,)).fetchall()
-        return [InboxAlert(Alert.model_validate_json(body), at, by) for body, at, by in rows]
+        return [_inbox_alert(row) for row in rows]
 
     def alert(self, alert_id: str) -> InboxAlert | None:
-        row = self._db.execute(
-            "SELECT body, acknowledged_at, acknowledged_by FROM alerts WHERE alert_id = ?", (alert_id,)
-        ).fetchone()
-        return InboxAlert(Alert.model_validate_json(row[0]), row[1], row[2]) if row else None
+        row = self._db.execute(f"SELECT {INBOX_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+        return _inbox_alert(row) if row else None
 
-    def acknowledge(self, alert_id: str, user_id: str) -> InboxAlert | None:
+    def acknowledge(self, alert_id: str, user_id: str, note: str | None = None) -> InboxAlert | None:
         """Record the first acknowledgement (later ones keep the original); None for an unknown alert."""
         self._db.execute(
-            "UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ? WHERE alert_id = ? AND acknowledged_at IS NULL",
-            (time.time(), user_id, alert_id),
+            "UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ?, acknowledgement_note = ?"
+            " WHERE alert_id = ? AND acknowledged_at IS NULL",
+            (time.time(), user_id, note, alert_id),
         )
         return self.alert(alert_id)
 
@@ -437,3 +462,38 @@ class Store:
             (time.time() - older_than_s,),
         ).fetchall()
         return [(Alert.model_validate_json(body), last_round + 1) for body, last_round, _ in rows]
+
+    # --- web inbox sessions -----------------------------------------------------------------------
+
+    def open_session(self, token: str, lifetime_s: float) -> tuple[str, WebSession]:
+        """A new browser session for a verified token: (the cookie value, shown once; the session).
+
+        Only hashes of the cookie value and the token are stored. Who the session is, is asked of the token
+        each time (`auth.authenticate_hash`), so revoking or expiring the token ends its sessions too.
+        """
+        now = time.time()
+        self._db.execute("DELETE FROM web_sessions WHERE expires_at <= ?", (now,))
+        cookie, session = new_token(), WebSession(hash_token(token), secrets.token_urlsafe(32), now + lifetime_s)
+        self._db.execute(
+            "INSERT INTO web_sessions VALUES (?, ?, ?, ?)",
+            (hash_token(cookie), session.token_hash, session.csrf_token, session.expires_at),
+        )
+        return cookie, session
+
+    def session(self, cookie: str) -> WebSession | None:
+        """The unexpired session of a cookie value, or None."""
+        row = self._db.execute(
+            "SELECT token_hash, csrf_token, expires_at FROM web_sessions WHERE session_hash = ? AND expires_at > ?",
+            (hash_token(cookie), time.time()),
+        ).fetchone()
+        return WebSession(*row) if row else None
+
+    def close_session(self, cookie: str) -> None:
+        self._db.execute("DELETE FROM web_sessions WHERE session_hash = ?", (hash_token(cookie),))
+
+
+INBOX_COLUMNS = "body, acknowledged_at, acknowledged_by, acknowledgement_note"
+
+
+def _inbox_alert(row: tuple) -> InboxAlert:
+    return InboxAlert(Alert.model_validate_json(row[0]), *row[1:])

@@ -1,4 +1,5 @@
-"""The API's browser pages: the reference docs (`services.docs`), their templates, static files and headers.
+"""The API's browser pages: the reference docs (`services.docs`) and the clinician's alert inbox
+(`services.inbox`), their templates, static files and headers.
 
 Every page works with no request leaving the API's origin: scripts, styles and the favicon are served from
 installed packages and this package, and each page's Content-Security-Policy forbids the browser to load
@@ -36,9 +37,11 @@ def page_headers(content_security_policy: str) -> dict[str, str]:
 def add_web_pages(app: FastAPI) -> None:
     """Mount the static files and the pages on `app` (create the app with docs_url=None and redoc_url=None)."""
     from aromatrack.services.docs import add_docs
+    from aromatrack.services.inbox import add_inbox
 
     # The vendor mount first: the broader /static mount would otherwise take its paths.
     app.mount(VENDOR_URL, StaticFiles(directory=VENDOR_DIR), name="vendor")
     app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="static")
     templates = Jinja2Templates(directory=TEMPLATE_DIR)
     add_docs(app, templates)
+    add_inbox(app, templates)

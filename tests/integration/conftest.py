@@ -118,6 +118,12 @@ def influx_for(stack: Settings) -> Callable[[str, Audience], InfluxClient]:
     return make
 
 
+def reader_passwords(stack: Settings) -> dict[str, str]:
+    """The InfluxDB readers' passwords as the environment of a process with its own state dir (an API or a notifier
+    over its own user store), the production way of passing them."""
+    return {role.password_variable: influx_access.user(stack, role).password for role in influx_access.READER.values()}
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, every_s: float = 0.25) -> None:
     """Poll an async check until it is true; fail the test with the timeout otherwise."""
     deadline = time.monotonic() + timeout_s

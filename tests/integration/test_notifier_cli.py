@@ -9,12 +9,10 @@ import subprocess
 import sys
 import uuid
 
-from aromatrack.deploy import influx_access
-from aromatrack.deploy.influx_access import READER
 from aromatrack.schemas import topics
 from aromatrack.services.webhooks import verify
 
-from .conftest import eventually, unique_athlete
+from .conftest import eventually, reader_passwords, unique_athlete
 from .test_notifier_delivery import (  # noqa: F401 (fixtures)
     SECRET, SMTP_PORT, make_alert, mailbox, produce, receiver, start_group_at_end,
 )
@@ -28,8 +26,7 @@ def cli(env: dict, *args: str) -> str:
 
 async def test_the_notifier_command_delivers_and_stops_cleanly(stack, tmp_path, receiver, mailbox):
     # Its own state dir (user store), so the InfluxDB readers' passwords come the production way, by environment.
-    readers = {role.password_variable: influx_access.user(stack, role).password for role in READER.values()}
-    env = {**os.environ, "AROMATRACK_STATE_DIR": str(tmp_path), **readers}
+    env = {**os.environ, "AROMATRACK_STATE_DIR": str(tmp_path), **reader_passwords(stack)}
     athlete = unique_athlete()
     assert cli(env, "users", "add", athlete, "--role", "athlete").startswith("at_")
     cli(env, "users", "add", "dr-" + athlete, "--role", "clinician", "--email", "dr@clinic.test",

@@ -348,3 +348,22 @@ async def test_an_import_of_history_is_summarised_once_per_clinician_not_paged_a
     assert next(a for a in sent if a["rule"] != "summary.historical_import")["alert_id"] == live.alert_id
     for alert in imported:  # stored, marked historical, never delivered on its own
         assert setup.store.alert(alert.alert_id).alert.historical and setup.store.deliveries(alert.alert_id) == []
+
+
+async def test_a_training_review_reaches_the_coach_as_well_and_other_alerts_do_not(setup, receiver, mailbox):
+    setup.store.add_user("coach-" + setup.athlete, Role.COACH, webhook_url=receiver.url, webhook_secret=SECRET)
+    setup.store.assign(setup.athlete, "coach-" + setup.athlete)
+    training = make_alert(setup.athlete).model_copy(update={
+        "kind": "training_review", "rule": "training_review.post_trt_recovery_overload",
+        "summary": "During post-TRT recovery the acute:chronic training load has been high for 7 days in a row.",
+        "evidence": [AlertEvidence(name="acwr", value=1.8, event_ids=["w-1"])]})
+    dose = make_alert(setup.athlete)
+    async with Running(setup) as running:
+        for alert in (training, dose):
+            await running.notifier.handle(alert.model_dump_json().encode())
+    keys = sorted((alert_id, channel) for alert_id in (training.alert_id, dose.alert_id)
+                  for channel, _, status, _ in setup.store.deliveries(alert_id) if status == "delivered")
+    assert keys == sorted([(training.alert_id, f"webhook:clin-{setup.athlete}"),
+                           (training.alert_id, f"webhook:coach-{setup.athlete}"),
+                           (training.alert_id, f"email:clin-{setup.athlete}"),
+                           (dose.alert_id, f"webhook:clin-{setup.athlete}"), (dose.alert_id, f"email:clin-{setup.athlete}")])

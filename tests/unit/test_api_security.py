@@ -78,6 +78,8 @@ def test_a_store_of_the_first_version_is_upgraded_and_keeps_its_users(tmp_path) 
         " PRIMARY KEY (athlete_id, member_id));"
         "CREATE TABLE idempotency (scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT);"
         "CREATE TABLE produced (event_id TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, claimed_at REAL NOT NULL);"
+        "CREATE TABLE alerts (alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, body TEXT NOT NULL,"
+        " received_at REAL NOT NULL, acknowledged_at REAL, acknowledged_by TEXT);"
         "INSERT INTO idempotency VALUES ('ath-1 k', 'f', '{}');"
         "INSERT INTO users VALUES ('ath-1', 'athlete', NULL, NULL, NULL);"
         f"INSERT INTO tokens VALUES ('{hash_token('at_old')}', 'ath-1');"

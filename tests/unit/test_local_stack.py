@@ -59,3 +59,13 @@ def test_stopping_a_server_that_is_not_running_is_harmless(tmp_path, monkeypatch
     monkeypatch.setenv("AROMATRACK_STATE_DIR", str(tmp_path))
     settings = load_settings()
     assert [line.split(":")[1].strip() for line in local_stack.down(settings)] == ["not running", "not running"]
+
+
+def test_the_demos_api_server_runs_aromatrack_api_with_the_settings_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("AROMATRACK_STATE_DIR", str(tmp_path))
+    settings = load_settings()
+    api = local_stack.api_server(settings)
+    command = api.command(settings)
+    assert command[0] == "env" and f"AROMATRACK_STATE_DIR={tmp_path}" in command
+    assert command[-5:] == ["-m", "aromatrack.services.cli", "api", "--port", str(api.port)]
+    assert (api.host, api.port) == ("127.0.0.1", 38480)
