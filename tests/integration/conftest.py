@@ -60,11 +60,9 @@ class Worker:
 
     @property
     def env(self) -> dict[str, str]:
-        # Rest days are carried through today every second here (hourly by default), for test_rest_days.py.
         return {
             **os.environ, **self.settings.as_env(), "AROMATRACK_INFLUX_DB": self.database,
-            "AROMATRACK_WORKER_DIR": str(self.log_path.parent / f"{self.log_path.stem}-data"),
-            "AROMATRACK_REST_DAYS_INTERVAL_S": "1", **self.extra_env,
+            "AROMATRACK_WORKER_DIR": str(self.log_path.parent / f"{self.log_path.stem}-data"), **self.extra_env,
         }
 
     def start(self, timeout_s: float = 60.0) -> None:
@@ -101,7 +99,9 @@ class Worker:
 @pytest.fixture(scope="session")
 def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """One worker for the session (tests keep apart by using their own athlete ids)."""
-    running = Worker(stack, f"it_{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("worker") / "worker.log")
+    # Rest days are carried through today every second here (hourly by default), for test_rest_days.py.
+    running = Worker(stack, f"it_{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("worker") / "worker.log",
+                     AROMATRACK_REST_DAYS_INTERVAL_S="1")
     running.start()
     yield running
     running.stop()
