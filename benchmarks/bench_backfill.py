@@ -1,12 +1,11 @@
 """Backfill of many athlete-years through the whole worker: time, and memory as history grows.
 
-A fixed cohort (50 athletes by default) with 20 years of history each (1000 athlete-years), replayed year
-after year into Kafka paced by event time (`streams.replay`, four weeks at a time: every window costs about a
-second of the consumer groups' commit intervals), with the worker's resident memory sampled after every year.
-Memory must stay flat as history grows: every per-athlete state is bounded (clinical tail and dedupe memory,
-the workouts' daily loads folded into a carried CTL/ATL), and nothing keeps history; only the athlete count
-should move it. Workouts are `workout.summary` events here (FIT decoding has its own benchmarks). The worker
-runs with the backfill grace the demo uses.
+A fixed cohort (50 athletes by default) with 20 years of history each (1000 athlete-years), sent year after
+year into Kafka all at once (no pacing: the clinical agent's watermark puts each year in order), with the
+worker's resident memory sampled after every year. The clinical agent keeps every athlete's history (in the
+table, and in memory for the athletes it has touched, up to `MAX_RECORDS`), so memory grows with the history of
+the athletes in memory; the workouts' daily loads are folded into a carried CTL/ATL. Workouts are
+`workout.summary` events here (FIT decoding has its own benchmarks).
 
 Starts its own throwaway stack (ports 39601/38601), so it needs nothing running:
     .venv/bin/python benchmarks/bench_backfill.py [--athletes 50] [--years 20]
@@ -18,13 +17,13 @@ import argparse
 import asyncio
 import subprocess
 import time
-from datetime import timedelta
 
 from aromatrack.deploy import local_stack
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.services import cohort
-from aromatrack.streams.replay import replay_paced
+from aromatrack.streams.admin import LagProbe, wait_until_consumed
+from aromatrack.streams.producer import EventProducer
 from harness import memory_mb, running_worker, stop_on_sigterm
 
 
@@ -47,7 +46,9 @@ async def backfill(settings: Settings, worker: subprocess.Popen, athletes: int, 
         prefix = str(first_year + year)
         events = valid_events([raw for raw in raws if raw["time"].startswith(prefix)])
         year_began = time.perf_counter()
-        await replay_paced(settings, events, window=timedelta(days=28))
+        async with EventProducer(settings.kafka_bootstrap) as producer, LagProbe(settings.kafka_bootstrap) as probe:
+            await producer.send_all(events)  # the year at once, unpaced: the clinical watermark orders it
+            await wait_until_consumed(probe, settings.app_id)
         total += len(events)
         rate = len(events) / (time.perf_counter() - year_began)
         print(f"{year + 1:>4} {(year + 1) * athletes:>13} {total:>9} {rate:>9.0f} {memory_mb(worker.pid):>13.0f}",
@@ -64,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     stop_on_sigterm()
     with local_stack.throwaway_stack(39601, 38601) as settings, \
-            running_worker(settings, AROMATRACK_CLINICAL_GRACE_S="5") as worker:
+            running_worker(settings) as worker:
         asyncio.run(backfill(settings, worker, args.athletes, args.years))
 
 

@@ -22,6 +22,7 @@ from pyfitparsernative import parse_fit_bytes
 
 from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import load_settings
+from aromatrack.domain.training_load import LoadHistory
 from aromatrack.streams.fit import FitDecodeError, decode_fit, decode_fit_salvaging, summary_events
 from aromatrack.streams.influx import SeriesStore
 from aromatrack.streams.workouts import load_points, record_workout, sample_points
@@ -45,14 +46,15 @@ class Clock:
         self.wall[name] += time.perf_counter() - started[1]
 
 
-async def pipeline(influx: SeriesStore, decode, data: bytes, name: str, state: dict) -> int:
+async def pipeline(influx: SeriesStore, decode, data: bytes, name: str, histories: dict, which: str) -> int:
     """One file through the agents' step; the points written."""
     decoded = decode(data)
     points = []
     for number, (workout, body) in enumerate(zip(decoded.workouts, summary_events(decoded, "bench"))):
         body["event_id"] = body["workout_id"] = f"{name}-{number}"
-        days, mix = record_workout(state, body)
-        points += sample_points("bench", body["workout_id"], workout.samples) + load_points("bench", body, days, mix)
+        update = record_workout(histories[which], body)
+        histories[which] = update.history
+        points += sample_points("bench", body["workout_id"], workout.samples) + load_points("bench", body, update.days, update.week)
     await influx.write(points)
     return len(points)
 
@@ -66,7 +68,7 @@ async def main() -> None:
     clock = Clock()
     megabytes = files = points_written = 0
     async with influx_access.writer_store(settings) as influx:
-        states = {"native": {"daily": {}, "sessions": []}, "sdk": {"daily": {}, "sessions": []}}
+        histories = {"native": LoadHistory(), "sdk": LoadHistory()}
         for path in paths:
             data = path.read_bytes()
             try:
@@ -80,10 +82,10 @@ async def main() -> None:
             Decoder(Stream.from_byte_array(bytearray(data))).read(expand_sub_fields=False, merge_heart_rates=False)
             clock.stop("raw garmin-fit-sdk", started)
             started = clock.start()
-            points_written += await pipeline(influx, decode_fit, data, path.stem[:32], states["native"])
+            points_written += await pipeline(influx, decode_fit, data, path.stem[:32], histories, "native")
             clock.stop("pipeline pyfitparsernative", started)
             started = clock.start()
-            await pipeline(influx, decode_fit_salvaging, data, path.stem[:32], states["sdk"])
+            await pipeline(influx, decode_fit_salvaging, data, path.stem[:32], histories, "sdk")
             clock.stop("pipeline garmin-fit-sdk", started)
             files += 1
             megabytes += len(data) / 2**20

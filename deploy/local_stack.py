@@ -144,7 +144,8 @@ def _kafka_command(settings: Settings, host: str, port: int) -> list[str]:
     if not (root / "data" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         formatted = subprocess.run(
-            [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+            # `--cluster-id=`: an id starting with "-" (1 in 64 of them) was taken for an option ("expected one argument")
+            [java, "-cp", classpath, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)],
             capture_output=True,
             text=True,
         )

@@ -171,12 +171,10 @@ def _ref(event: EventBase) -> EventRef:
 
 def workout_load(event: EventBase, athlete: training_load.Athlete) -> tuple[float, str]:
     """A workout's load (TSS scale) and modality: as a FIT-derived summary carries them, else computed by the
-    training-load core from the summary and the athlete's profile."""
-    extra = event.model_extra or {}
-    if isinstance(extra.get("load"), (int, float)) and extra.get("modality"):
-        return float(extra["load"]), str(extra["modality"])
-    computed = training_load.workout_load(training_load.WorkoutInput.from_summary(event.model_dump()), athlete)
-    return computed.load, computed.modality
+    training-load core from the summary and the athlete's profile (`training_load.summary_load`, as the
+    workouts agent does)."""
+    loaded = training_load.summary_load(event.model_dump(), athlete)
+    return loaded.load, loaded.modality
 
 
 def _athlete(state: AthleteState) -> training_load.Athlete:

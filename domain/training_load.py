@@ -25,6 +25,12 @@ Public API (stable; other modules import these names):
   last load through today, so fatigue falls and form rises on rest days (at most MODEL_TAIL_DAYS).
 - `weekly_modality_mix(sessions) -> list[WeeklyModality]` -- per ISO week (Monday of the sessions' own local
   dates) and modality: load, minutes, share.
+- `summary_load(summary, athlete) -> SummaryLoad` -- a `workout.summary`'s load, modality and TRIMP: as it
+  carries them, else computed. The one place the clinical engine and the workouts agent get a workout's load.
+- `LoadHistory(daily, sessions, carry)` and `add_session(history, session) -> LoadUpdate` -- the bounded
+  per-athlete history a stream keeps: the last DAILY_MEMORY_DAYS of daily loads, the CTL/ATL carried over from
+  the days before them (`CarriedFitness`), the last SESSION_MEMORY_DAYS of sessions; adding a session gives the
+  new history, the model from the session's day to the newest day, and the session's week of the mix.
 
 Formulas and references:
 
@@ -44,6 +50,9 @@ Formulas and references:
 - CTL/ATL (Banister impulse-response fitness/fatigue; Coggan's Performance Manager): exponentially weighted
   averages of daily load with time constants 42 and 7 days, X_t = X_{t-1} + (load_t - X_{t-1}) x (1 - e^(-1/tau)).
   TSB (form) = CTL - ATL of the previous day, the TrainingPeaks convention (form going into today).
+- Carry-over: the model from `start` with CTL/ATL = the model's values at the end of the day before `start`
+  equals the model over the whole history from `start` on (each day depends on the previous day only), so old
+  daily loads can be forgotten once folded into `CarriedFitness`.
 - ACWR (Hulin et al. 2016, Br J Sports Med 50:231; EWMA form after Williams et al. 2017, Br J Sports Med
   51:209): ATL / CTL, None while CTL is zero.
 - Modality: resistance from sport/sub_sport (strength training); HIIT from sub_sport or from the intensity
@@ -57,7 +66,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Iterable, Literal, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -76,6 +85,8 @@ HIIT_MIN_HARD_SHARE = 0.15
 HIIT_MIN_EASY_SHARE = 0.25
 SRPE_TSS_PER_AU = 100 / (7 * 60)
 NP_WINDOW_S = 30
+DAILY_MEMORY_DAYS = 200  # daily loads a LoadHistory keeps; older ones live on as its carried CTL/ATL
+SESSION_MEMORY_DAYS = 70  # sessions a LoadHistory keeps for the weekly modality mix
 
 _RESISTANCE_SPORTS = {"strength_training", "resistance", "weight_training", "weightlifting", "crossfit"}
 _RESISTANCE_SUB_SPORTS = {"strength_training", "weight_training"}
@@ -433,3 +444,79 @@ def weekly_modality_mix(sessions: Iterable[Session]) -> list[WeeklyModality]:
         WeeklyModality(week, modality, load, minutes, load / week_load[week] if week_load[week] > 0 else 0.0)
         for (week, modality), (load, minutes) in sorted(totals.items())
     ]
+
+
+@dataclass(frozen=True)
+class SummaryLoad:
+    """What the load model needs of one workout summary."""
+
+    load: float  # TSS scale, rounded to 3 decimals as summaries carry it
+    modality: Modality
+    trimp: float | None
+
+
+def summary_load(summary: Mapping[str, Any], athlete: Athlete = Athlete()) -> SummaryLoad:
+    """A `workout.summary`'s load, modality and TRIMP (its dict or model dump). A summary that carries `load` and
+    `modality` (made from a FIT file's samples, which the summary no longer holds) keeps them; otherwise they are
+    computed from its fields with the athlete's numbers."""
+    if isinstance(summary.get("load"), (int, float)) and summary.get("modality") in MODALITIES:
+        return SummaryLoad(float(summary["load"]), summary["modality"], summary.get("trimp"))
+    computed = workout_load(WorkoutInput.from_summary(summary), athlete)
+    return SummaryLoad(round(computed.load, 3), computed.modality, computed.trimp)
+
+
+@dataclass(frozen=True)
+class CarriedFitness:
+    """CTL and ATL at the end of the day before `day`: what the forgotten days before `day` leave to the model."""
+
+    day: date
+    ctl: float
+    atl: float
+
+
+@dataclass(frozen=True)
+class LoadHistory:
+    """An athlete's training as a stream keeps it, bounded as history grows: daily loads (the athlete's local
+    days, as the sessions' `local_time` starts give them) from the first kept day on, the fitness carried over from the days before it, and the recent sessions."""
+
+    daily: Mapping[date, float] = field(default_factory=dict)
+    sessions: tuple[Session, ...] = ()
+    carry: CarriedFitness | None = None
+
+
+@dataclass(frozen=True)
+class LoadUpdate:
+    """The history after one session, the model from the session's day (or the first kept day) to the newest
+    day, and the session's week of the modality mix: the days and week whose figures changed."""
+
+    history: LoadHistory
+    days: list[DailyLoad]
+    week: list[WeeklyModality]
+
+
+def add_session(history: LoadHistory, session: Session) -> LoadUpdate:
+    """Add one session. A session older than the kept days counts on the first kept day (its own day is folded
+    into the carried fitness already). Days more than DAILY_MEMORY_DAYS before the newest are folded into the
+    carry and sessions more than SESSION_MEMORY_DAYS before it dropped, so the model stays exactly what
+    `daily_load_model` gives over the whole history."""
+    first_kept = history.carry.day if history.carry else None
+    day = max(session.start.date(), first_kept) if first_kept else session.start.date()
+    daily = dict(history.daily)
+    daily[day] = daily.get(day, 0.0) + session.load
+    carry = (history.carry.ctl, history.carry.atl) if history.carry else (0.0, 0.0)
+    model = daily_load_model(daily, start=first_kept, carry=carry)
+    sessions = (*history.sessions, session)
+    newest = max(kept.start.date() for kept in sessions)
+    sessions = tuple(kept for kept in sessions if kept.start.date() > newest - timedelta(days=SESSION_MEMORY_DAYS))
+    updated = _forget_old_days(LoadHistory(daily, sessions, history.carry), model)
+    week = [mix for mix in weekly_modality_mix(sessions) if mix.week_start == week_start(day)]
+    return LoadUpdate(updated, [modelled for modelled in model if modelled.day >= day], week)
+
+
+def _forget_old_days(history: LoadHistory, model: list[DailyLoad]) -> LoadHistory:
+    cut = model[-1].day - timedelta(days=DAILY_MEMORY_DAYS)
+    if model[0].day >= cut:
+        return history
+    before_cut = model[(cut - model[0].day).days - 1]
+    daily = {day: load for day, load in history.daily.items() if day >= cut}
+    return LoadHistory(daily, history.sessions, CarriedFitness(cut, before_cut.ctl, before_cut.atl))

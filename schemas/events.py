@@ -316,6 +316,23 @@ class Alert(BaseModel):
         return f"{self.alert_id}.v{self.version}"
 
 
+class AlertWithdrawal(BaseModel):
+    """Output: an alert sent earlier that the whole history no longer supports (an event that arrived late
+    changed it). It carries the withdrawn alert's id, athlete, time and rule, so the clinician can be told."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["alert.withdrawal"] = "alert.withdrawal"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    status: Literal["withdrawn"] = "withdrawn"
+    alert_id: str
+    athlete_id: str
+    time: AwareDatetime
+    kind: Literal["lab_recheck", "dose_review", "training_review"]
+    rule: str
+    reason: str
+
+
 class EventError(ValueError):
     """Input that is not a valid v1 event; the message names each bad field and the problem."""
 

@@ -303,6 +303,7 @@ ACCEPTED = {202: {"description": "Accepted: on Kafka (acks=all). `accepted` list
 ERRORS = {
     401: {"description": "Missing, unknown, expired or revoked token."},
     403: {"description": "The role may not do this for this athlete."},
+    408: {"description": "The body did not arrive within the body timeout."},
     409: {"description": "The same event is being accepted by a concurrent request; retry shortly."},
     413: {"description": "Body too large."},
     422: {"description": "Invalid input: `detail` lists each field and its problem."},

@@ -11,9 +11,11 @@ reported on stderr (no values, only the reason); stdout carries one alert JSON p
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Iterable, Iterator, Optional
 
 import typer
 
@@ -21,12 +23,12 @@ from aromatrack.schemas.events import Alert, AthleteProfile, EventBase, EventErr
 from aromatrack.services.jsonl import read_events, report_to_stderr
 
 
-def with_fit_decoded(events: Iterable[EventBase], source: Path) -> Iterator[EventBase]:
-    """FIT uploads replaced by their workout summaries (one per session), their load computed with the athlete's profile in effect
-    at the workout's time, as the stream does (uploads without a workout are dropped, as the stream drops them;
-    undecodable ones are reported, as the stream dead-letters them)."""
+def with_fit_decoded(events: Iterable[EventBase], source: Path, workers: int = 1) -> Iterator[EventBase]:
+    """FIT uploads replaced by their workout summaries (one per session), their load computed with the athlete's
+    profile in effect at the workout's time, as the stream does (uploads without a workout are dropped, as the
+    stream drops them; undecodable ones are reported, as the stream dead-letters them). With `workers` > 1 the
+    uploads are decoded in that many processes (decoding is nearly all of evaluate's time); the output is the same."""
     from aromatrack.domain import training_load
-    from aromatrack.streams.fit import FitDecodeError, decode_fit, fit_payload, upload_summaries
 
     events = list(events)
     profiles: dict[str, list] = {}
@@ -34,20 +36,40 @@ def with_fit_decoded(events: Iterable[EventBase], source: Path) -> Iterator[Even
         if isinstance(event, AthleteProfile):
             history = profiles.get(event.athlete_id, [])
             profiles[event.athlete_id] = training_load.with_profile(history, event.time.timestamp(), event.model_dump())
+    uploads = [event for event in events if isinstance(event, WorkoutFit)]
+    profile_histories = [profiles.get(upload.athlete_id, []) for upload in uploads]
+    if workers > 1 and len(uploads) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            outcomes = iter(list(pool.map(upload_outcome, uploads, profile_histories, chunksize=16)))
+    else:
+        outcomes = map(upload_outcome, uploads, profile_histories)
     for event in events:
         if not isinstance(event, WorkoutFit):
             yield event
             continue
-        try:
-            data = fit_payload(event)
-            decoded = decode_fit(data)
-        except (EventError, FitDecodeError, OSError) as exc:
-            report_to_stderr(f"{source}: event {event.event_id}: FIT file not decoded: {exc}")
+        outcome = next(outcomes)
+        if isinstance(outcome, str):
+            report_to_stderr(f"{source}: event {event.event_id}: FIT file not decoded: {outcome}")
             continue
-        if decoded.workouts:
-            athlete = training_load.athlete_at(profiles.get(event.athlete_id, []), decoded.workouts[0].start.timestamp())
-            for summary in upload_summaries(decoded, event.athlete_id, data, athlete):
-                yield parse_event(summary)
+        for summary in outcome:
+            yield parse_event(summary)
+
+
+def upload_outcome(upload: WorkoutFit, profile_history: list) -> list[dict[str, Any]] | str:
+    """One upload's summaries with the athlete's profile at its first session, or why it was not decoded (a
+    module-level function, so a worker process can run it)."""
+    from aromatrack.domain import training_load
+    from aromatrack.streams.fit import FitDecodeError, decode_fit, fit_payload, upload_summaries
+
+    try:
+        data = fit_payload(upload)
+        decoded = decode_fit(data)
+    except (EventError, FitDecodeError, OSError) as exc:
+        return str(exc)
+    if not decoded.workouts:
+        return []
+    athlete = training_load.athlete_at(profile_history, decoded.workouts[0].start.timestamp())
+    return upload_summaries(decoded, upload.athlete_id, data, athlete)
 
 
 def lab_methods(pairs: list[str]) -> dict[str, str]:
@@ -78,6 +100,10 @@ def evaluate(
         "fall due with no event after them. Default: the last event's time.",
     ),
     history: bool = typer.Option(False, "--history", help="Every version of every alert, not only the last."),
+    workers: int = typer.Option(
+        len(os.sched_getaffinity(0)), "--workers", min=1,
+        help="Processes decoding FIT uploads (default: one per CPU); the alerts are the same for any number.",
+    ),
     lab_method: list[str] = typer.Option(
         [], "--lab-method", metavar="LAB=METHOD",
         help="The assay a lab uses when its results name none (lc_msms or immunoassay); repeat per lab. A result "
@@ -94,7 +120,7 @@ def evaluate(
         report_to_stderr("note: alerts are printed as JSON lines (--json is the only output format)")
     states: dict[str, AthleteState] = {}
     alerts: list[Alert] = []
-    for event, outcome in fold(with_fit_decoded(read_events(timeline), timeline), settings, states):
+    for event, outcome in fold(with_fit_decoded(read_events(timeline), timeline, workers), settings, states):
         if outcome.rejection:
             report_to_stderr(f"{timeline}: event {event.event_id}: reading rejected: {outcome.rejection}")
         alerts += outcome.alerts

@@ -40,7 +40,8 @@ from aromatrack.services.auth import Role
 from aromatrack.services.notifier import SUMMARY_RULE
 from aromatrack.services.webhooks import new_webhook_secret, verify
 from aromatrack.services.store import Store
-from aromatrack.streams.replay import replay_paced
+from aromatrack.streams.admin import LagProbe, wait_until_consumed
+from aromatrack.streams.input_progress import HEARTBEAT_S
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
 
@@ -212,7 +213,8 @@ async def wait_until_delivered(settings: Settings, receiver: WebhookReceiver, re
 
 
 async def produce(settings: Settings, events: list[dict], report: DemoReport) -> None:
-    """Validate and send every event, a week of event time at a time (`streams.replay`).
+    """Validate and send every event at once, as a bulk import would, and wait until the worker consumed them
+    (the clinical agent releases alerts once every input is in, so no pacing is needed).
 
     The cohort's few impossible readings stand for a device feed that writes to Kafka without
     validating: they are counted and sent raw, so the worker's dead-letter path shows in the report.
@@ -229,8 +231,15 @@ async def produce(settings: Settings, events: list[dict], report: DemoReport) ->
                 )
     report.sent.update(event.type for event in valid)
     with _progress() as progress:
-        task = progress.add_task("streaming the history week by week", total=len(valid))
-        await replay_paced(settings, valid, on_sent=lambda count: progress.update(task, advance=count))
+        task = progress.add_task("sending the history", total=len(valid))
+        async with EventProducer(settings.kafka_bootstrap) as producer:
+            for start in range(0, len(valid), 1000):
+                await producer.send_all(valid[start : start + 1000])
+                progress.update(task, advance=len(valid[start : start + 1000]))
+    with console.status("waiting for the worker to consume the history"):
+        async with LagProbe(settings.kafka_bootstrap) as probe:
+            await wait_until_consumed(probe, settings.app_id)
+        await asyncio.sleep(2 * HEARTBEAT_S + 1)  # the last progress markers complete the watermark: the release
 
 
 async def read_topic(settings: Settings, topic: str) -> list:
@@ -334,18 +343,10 @@ def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
 
     receiver = WebhookReceiver(new_webhook_secret(), settings.state_dir / "demo-charts")
     register_clinicians(settings, events, receiver)
-    # A replayed week reaches the clinical agent skewed across topics by as long as the week takes to process
-    # (FIT uploads decode last): a backfill's reorder grace. At 5 s, 27 of the full demo's 133 alerts went out
-    # before a late workout of their week arrived and so named a later triggering event than `evaluate` does.
-    os.environ.setdefault("AROMATRACK_CLINICAL_GRACE_S", "30")
-    grace_s = float(os.environ["AROMATRACK_CLINICAL_GRACE_S"])
     processes = [start_process(settings, "worker", ["worker", "--loglevel", "info"], b"[^Worker]: Ready")]
     report = DemoReport()
     try:
         asyncio.run(produce(settings, events, report))
-        # The last alerts are held for the grace (the clinical timer ticks every quarter of it) before they are sent.
-        console.print(f"waiting {grace_s * 1.25 + 1:.0f} s for the alerts held in the reorder grace")
-        time.sleep(grace_s * 1.25 + 1)
         # The demo streams months of history at once; the notifier starts once it is stored, so each
         # alert's chart shows the whole story (live, data is stored before its alert fires anyway).
         processes.append(start_process(settings, "notifier", ["notifier"], None))

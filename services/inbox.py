@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable, Iterator, Literal
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Form, Path, Query, Request
 from fastapi.exceptions import HTTPException
@@ -160,7 +161,6 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
         request.state.principal = who  # for the API's access log
         return SignedIn(who, session, cookie)
 
-
     def check_csrf(signed_in: SignedIn, submitted: str) -> None:
         if not _same(submitted, signed_in.session.csrf_token):
             raise PageError(403, "This form has expired. Go back, reload the page and try again.")
@@ -267,4 +267,4 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
         check_csrf(signed_in, csrf)
         with refusals_as_pages():
             acknowledge(deps, signed_in.principal, alert_id, note)
-        return RedirectResponse(f"/inbox?acknowledged={alert_id}", status_code=303)
+        return RedirectResponse(f"/inbox?acknowledged={quote(alert_id, safe='')}", status_code=303)

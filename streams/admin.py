@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -49,8 +51,8 @@ async def topic_partitions(admin: AIOKafkaAdminClient, topic_names: list[str]) -
 
 
 class LagProbe:
-    """Consumer lag over one admin and one consumer connection, reused across checks (a paced replay checks
-    after every window; opening both connections each time cost more than the check)."""
+    """Consumer lag over one admin and one consumer connection, reused across checks (a wait polls it every
+    0.1 s; opening both connections each time cost more than the check)."""
 
     def __init__(self, bootstrap: str):
         self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -79,3 +81,9 @@ class LagProbe:
         return await self.lag(topics.ingest_group(app_id), topics.INGEST_TOPICS) + await self.lag(
             app_id, topics.AGENT_TOPICS
         )
+
+
+async def wait_until_consumed(probe: LagProbe, app_id: str, every_s: float = 0.1) -> None:
+    """Until the worker has committed everything on the topics it consumes (both of its consumer groups)."""
+    while await probe.worker_lag(app_id) > 0:
+        await asyncio.sleep(every_s)

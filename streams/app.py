@@ -39,17 +39,12 @@ def session_timeouts_ms() -> dict[str, int]:
             "heartbeat_interval_ms": int(min(3.0, SESSION_TIMEOUT_S / 4) * 1000)}
 
 
-# Where a worker keeps its tables: "memory" (rebuilt from the changelogs at every start) or "rocksdb" (rocksdict
-# files in the worker's directory; a restart reads only the changelog written since). BENCHMARKS.md: table recovery.
-TABLE_STORES = {"memory": "memory://", "rocksdb": "rocksdb://"}
-TABLE_STORE = os.environ.get("AROMATRACK_TABLE_STORE") or "memory"
-if TABLE_STORE not in TABLE_STORES:
-    raise SystemExit(f"AROMATRACK_TABLE_STORE must be one of {', '.join(TABLE_STORES)}, not {TABLE_STORE!r}")
-
 app = faust.App(
     settings.app_id,
     broker=f"kafka://{settings.kafka_bootstrap}",
-    store=TABLE_STORES[TABLE_STORE],
+    # faust's RocksDB store (rocksdict) was tried and refuses every write the agents make outside a single event's
+    # context (batches, timers): BENCHMARKS.md "Table recovery". Tables are rebuilt from their changelogs.
+    store="memory://",
     value_serializer="raw",
     key_serializer="raw",
     topic_partitions=topics.PARTITIONS,

@@ -289,8 +289,10 @@ def decode_fit(data: bytes) -> DecodedFit:
     if header_problem is None:
         try:
             messages = _native_messages(data)
-        except Exception:  # noqa: BLE001 - it refuses any damage (CRC, EOF); the salvage path says what
-            pass
+        except BaseException as exc:  # noqa: BLE001 - it refuses any damage (CRC, EOF); the salvage path says what
+            # Some damage makes the Rust decoder panic: pyo3's PanicException derives from BaseException.
+            if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                raise
         else:
             # pyfitparsernative 0.2.3 leaves `weight` (type weight, scale 100) unscaled: 84.25 kg comes out 8425;
             # weigh-in files are a few hundred bytes, so they go to garmin-fit-sdk.

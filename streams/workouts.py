@@ -9,10 +9,16 @@
 - `workout.summary` agent (FIT-derived or sent directly by a tracker): adds `trimp`, `load`, `modality` when
   absent, skips event ids already counted, updates the athlete's daily loads in the `workout_state` table and
   writes WORKOUT, TRAINING_LOAD_DAILY (from the workout's day to the athlete's latest day) and
-  MODALITY_WEEKLY points, then forwards the event to the timeline for the clinical engine.
+  MODALITY_WEEKLY points, then forwards the event as it came (the clinical engine computes a load the sender
+  did not give from the athlete's profile in event-time order, as `evaluate` does) to the timeline.
 - `write_rest_days` timer: carries each athlete's model from the latest workout through today (the athlete's
   local today), so a resting athlete's fatigue falls and form rises on the boards (`training_load.rest_days`).
-  It and the summary agent take `model_lock` in turn, so rest days never overwrite a workout's day in flight.
+  It and the summary agent take `summary_stage_lock` in turn, so rest days never overwrite a workout's day in
+  flight.
+- Progress: what the FIT agent produces carries `INPUT_HEADER` (the FIT topic) and the summary agent's forwards
+  their path; both agents report a `ProgressMarker` per owned input partition every `HEARTBEAT_S` (the FIT
+  agent's onto the summary and scale topics, which forward them; the summary agent's, and the FIT markers it
+  found, onto the timeline), so the clinical agent knows when these paths are consumed (streams/input_progress.py).
 
 - `athlete.profile` agent: keeps each athlete's profiles over time in the `athlete_profiles` table, so a
   workout's load uses the HR rest/max, FTP and sex in effect at its time (`training_load.athlete_at`, the same
@@ -26,18 +32,28 @@ import asyncio
 import json
 import logging
 import os
-from datetime import date, datetime, timedelta, timezone
+from dataclasses import dataclass
 from itertools import groupby
+from datetime import date, datetime, timezone
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from pydantic import ValidationError
 
 from aromatrack.domain import training_load as tl
 from aromatrack.schemas import series, topics
 from aromatrack.schemas.events import AthleteProfile, EventError, ScaleReading, WorkoutFit, WorkoutSummary, dump_event, parse_event
+from aromatrack.schemas.progress import (
+    FIT_TOPIC, INPUT_HEADER, MARKER_HEADER, SCALE_TOPIC, SUMMARY_TOPIC, ProgressMarker, dump_marker, header,
+    parse_marker, via,
+)
 from aromatrack.schemas.series import Point
-from aromatrack.streams.app import app, athlete_keyed_table, dead_letter, influx, part_key, timeline_topic
+from aromatrack.streams.app import app, athlete_keyed_table, dead_letter, influx, part_key, settings, timeline_topic
+from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, StageProgress
 from aromatrack.streams import fit
 from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
 
@@ -45,11 +61,10 @@ log = logging.getLogger(__name__)
 
 SAMPLE_BUCKET_S = 10
 SEEN_MONTHS = 60  # months with workouts whose ids are remembered per athlete, for duplicate detection
-SESSION_MEMORY_DAYS = 70  # sessions kept for the weekly modality mix
 SUMMARY_BATCH_SIZE = 500
 SUMMARY_BATCH_WINDOW_S = 0.02
-DAILY_MEMORY_DAYS = 200  # daily loads kept; older ones live on as the model's carried CTL/ATL
 REST_DAYS_INTERVAL_S = float(os.environ.get("AROMATRACK_REST_DAYS_INTERVAL_S", "3600"))
+STATE_VERSION = 1  # of the workout_state table's values (`history_to_json`)
 
 fit_topic = app.topic(topics.topic_for("workout.fit"), value_serializer="raw", key_serializer="raw")
 summary_topic = app.topic(topics.topic_for("workout.summary"), value_serializer="raw", key_serializer="raw")
@@ -66,12 +81,12 @@ def _read_json(table: faust.Table, key: bytes, empty: Any) -> Any:
     return json.loads(stored) if stored else empty
 
 
-def _load_state(athlete_key: bytes) -> dict[str, Any]:
-    return _read_json(state_table, athlete_key, {"daily": {}, "sessions": []})
+def _load_history(athlete_key: bytes) -> tl.LoadHistory:
+    return history_from_json(_read_json(state_table, athlete_key, {"version": STATE_VERSION}))
 
 
-def _save_state(athlete_key: bytes, state: dict[str, Any]) -> None:
-    state_table[athlete_key] = json.dumps(state, separators=(",", ":")).encode()
+def _save_history(athlete_key: bytes, history: tl.LoadHistory) -> None:
+    state_table[athlete_key] = json.dumps(history_to_json(history), separators=(",", ":")).encode()
 
 
 class SeenIds:
@@ -146,52 +161,53 @@ def sample_points(athlete_id: str, workout_id: str, samples: Samples) -> list[Po
 
 def with_load(summary: WorkoutSummary, athlete: tl.Athlete) -> dict[str, Any]:
     """The summary as a dict, with `trimp`, `load`, `modality` computed with the athlete's numbers when the
-    sender did not give them."""
+    sender did not give them (`training_load.summary_load`, as the clinical engine does)."""
     body = summary.model_dump(mode="json", exclude_none=True)
-    if "load" not in body or "modality" not in body:
-        load = tl.workout_load(tl.WorkoutInput.from_summary(body), athlete)
-        body.setdefault("trimp", load.trimp)
-        body.setdefault("load", round(load.load, 3))
-        body.setdefault("modality", load.modality)
+    loaded = tl.summary_load(body, athlete)
+    body.setdefault("trimp", loaded.trimp)
+    body.update(load=loaded.load, modality=loaded.modality)
     return {name: value for name, value in body.items() if value is not None}
 
 
-def record_workout(
-    state: dict[str, Any], body: dict[str, Any], time_zone: str | None = None
-) -> tuple[list[tl.DailyLoad], list[tl.WeeklyModality]]:
-    """Add one workout to the athlete's state; the days and weeks whose points must be rewritten.
-
-    Days and weeks are the athlete's own (`tl.local_time`: the profile's time zone, else the event's offset); the
-    points of a local day are stamped at that date's 00:00 UTC.
-
-    Daily loads older than DAILY_MEMORY_DAYS before the newest are folded into `carry` (the CTL/ATL of the day
-    before the first kept day), so the state stays bounded as history grows and the model stays exact. A
-    workout older than the kept days is counted on the first kept day."""
+def record_workout(history: tl.LoadHistory, body: dict[str, Any], time_zone: str | None = None) -> tl.LoadUpdate:
+    """One summary (with its load and modality) added to the athlete's load history. Days and weeks are the
+    athlete's own (`tl.local_time`: the profile's time zone, else the event's offset); the points of a local day
+    are stamped at that date's 00:00 UTC."""
     start = tl.local_time(datetime.fromisoformat(body["time"]), time_zone)
-    carry = state.get("carry")
-    first_kept = date.fromisoformat(carry["day"]) if carry else None
-    day = max(start.date(), first_kept) if first_kept else start.date()
-    state["daily"][day.isoformat()] = state["daily"].get(day.isoformat(), 0.0) + float(body["load"])
-    state["sessions"].append([start.isoformat(), body["modality"], float(body["load"]), body["duration_s"] / 60])
-    daily = {date.fromisoformat(d): load for d, load in state["daily"].items()}
-    newest = max(date.fromisoformat(s[0][:10]) for s in state["sessions"])
-    state["sessions"] = [s for s in state["sessions"] if date.fromisoformat(s[0][:10]) > newest - timedelta(days=SESSION_MEMORY_DAYS)]
-    history = tl.daily_load_model(daily, start=first_kept, carry=(carry["ctl"], carry["atl"]) if carry else (0.0, 0.0))
-    _forget_old_days(state, history)
-    model = [d for d in history if d.day >= day]
-    week = tl.week_start(day)
-    sessions = (tl.Session(datetime.fromisoformat(s[0]), s[1], s[2], s[3]) for s in state["sessions"])
-    mix = [w for w in tl.weekly_modality_mix(sessions) if w.week_start == week]
-    return model, mix
+    return tl.add_session(history, tl.Session(start, body["modality"], float(body["load"]), body["duration_s"] / 60))
 
 
-def _forget_old_days(state: dict[str, Any], history: list[tl.DailyLoad]) -> None:
-    cut = history[-1].day - timedelta(days=DAILY_MEMORY_DAYS)
-    if history[0].day >= cut:
-        return
-    before_cut = history[(cut - history[0].day).days - 1]
-    state["carry"] = {"day": cut.isoformat(), "ctl": before_cut.ctl, "atl": before_cut.atl}
-    state["daily"] = {d: load for d, load in state["daily"].items() if date.fromisoformat(d) >= cut}
+def history_to_json(history: tl.LoadHistory) -> dict[str, Any]:
+    """The stored form of a load history (the `workout_state` table's value), versioned."""
+    carry = history.carry
+    return {
+        "version": STATE_VERSION,
+        "daily": {day.isoformat(): load for day, load in sorted(history.daily.items())},
+        "sessions": [
+            {"start": s.start.isoformat(), "modality": s.modality, "load": s.load, "minutes": s.minutes}
+            for s in history.sessions
+        ],
+        "carry": {"day": carry.day.isoformat(), "ctl": carry.ctl, "atl": carry.atl} if carry else None,
+    }
+
+
+def history_from_json(stored: dict[str, Any]) -> tl.LoadHistory:
+    """A stored load history; the unversioned form written before version 1 kept each session as a
+    `[start, modality, load, minutes]` list."""
+    sessions = stored.get("sessions", [])
+    if stored.get("version") is None:
+        sessions = [dict(zip(("start", "modality", "load", "minutes"), session)) for session in sessions]
+    elif stored["version"] != STATE_VERSION:
+        raise ValueError(f"workout_state version {stored['version']} is newer than this worker ({STATE_VERSION})")
+    carry = stored.get("carry")
+    return tl.LoadHistory(
+        daily={date.fromisoformat(day): float(load) for day, load in stored.get("daily", {}).items()},
+        sessions=tuple(
+            tl.Session(datetime.fromisoformat(s["start"]), s["modality"], float(s["load"]), float(s["minutes"]))
+            for s in sessions
+        ),
+        carry=tl.CarriedFitness(date.fromisoformat(carry["day"]), carry["ctl"], carry["atl"]) if carry else None,
+    )
 
 
 def daily_points(athlete_id: str, days: list[tl.DailyLoad]) -> list[Point]:
@@ -255,7 +271,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
         except ValidationError as exc:
             await dead_letter(raw, f"weight_scale message is not a valid scale.reading: {exc.errors()[0]['msg']}", source, key)
             continue
-        await scale_topic.send(key=key, value=dump_event(reading))
+        await scale_topic.send(key=key, value=dump_event(reading), headers={INPUT_HEADER: FIT_TOPIC.encode()})
     if decoded.workouts:
         # One profile for all of a file's sessions: the one in effect when its first session started.
         athlete = tl.athlete_at(_profile_history(key), decoded.workouts[0].start.timestamp())
@@ -266,39 +282,61 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
             for point in sample_points(event.athlete_id, summary["workout_id"], workout.samples)
         ])
         for summary in summaries:
-            await summary_topic.send(key=key, value=json.dumps(summary).encode())
+            await summary_topic.send(key=key, value=json.dumps(summary).encode(), headers={INPUT_HEADER: FIT_TOPIC.encode()})
     seen.save()
 
 
 def summary_step(
-    states: dict[bytes, dict[str, Any]], seen: SeenIds, raw: bytes
+    histories: dict[bytes, tl.LoadHistory], seen: SeenIds, raw: bytes
 ) -> tuple[WorkoutSummary, dict[str, Any], list[Point]] | None:
-    """Validate one summary and add it to its athlete's state (loaded once per batch into `states`); returns the
-    event, the body to forward and its points, or None for a repeat. EventError for an invalid message."""
+    """Validate one summary and add it to its athlete's load history (loaded once per batch into `histories`);
+    returns the event, the body to forward and its points, or None for a repeat. EventError for an invalid
+    message."""
     event = parse_event(raw)
     if not isinstance(event, WorkoutSummary):
         raise EventError(f"type: {event.type} events do not belong on {topics.topic_for('workout.summary')}")
     key = event.athlete_id.encode()
-    state = states[key] if key in states else states.setdefault(key, _load_state(key))
+    if key not in histories:
+        histories[key] = _load_history(key)
     if not seen.add(key, event.time, event.event_id):
         return None
     athlete = tl.athlete_at(_profile_history(key), event.time.timestamp())
     body = with_load(event, athlete)
-    days, mix = record_workout(state, body, athlete.time_zone)
-    return event, body, load_points(event.athlete_id, body, days, mix)
+    update = record_workout(histories[key], body, athlete.time_zone)
+    histories[key] = update.history
+    return event, event.model_dump(mode="json", exclude_none=True), load_points(
+        event.athlete_id, body, update.days, update.week)
 
 
-async def handle_summaries(messages: list[tuple[bytes | None, bytes]]) -> None:
+@dataclass(frozen=True)
+class SummaryMessage:
+    athlete_key: bytes | None
+    value: bytes
+    path: str  # the input path: the summary topic, after the FIT topic for an upload's summary
+    marker: bool  # a progress marker from the FIT agent, forwarded (re-labelled) after the batch's events
+
+
+async def handle_summaries(messages: list[SummaryMessage]) -> None:
     """A batch of summaries: each athlete's state loaded and saved once, one InfluxDB write (one write per
-    workout was a fifth of a backfill's time), then the forwards to the timeline."""
+    workout was a fifth of a backfill's time), then the forwards to the timeline and the upstream markers."""
     source = topics.topic_for("workout.summary")
-    states: dict[bytes, dict[str, Any]] = {}
+    histories: dict[bytes, tl.LoadHistory] = {}
     seen = SeenIds("summary")
     points: list[Point] = []
     forwards = []
-    for athlete_key, raw in messages:
+    markers = []
+    for message in messages:
+        athlete_key, raw = message.athlete_key, message.value
+        if message.marker:
+            try:
+                marker = parse_marker(raw)
+            except ValidationError:
+                await dead_letter(raw, "progress marker: not a valid v1 marker", source, athlete_key)
+            else:
+                markers.append(marker.model_copy(update={"input": via(marker.input, SUMMARY_TOPIC)}))
+            continue
         try:
-            accepted = summary_step(states, seen, raw)
+            accepted = summary_step(histories, seen, raw)
         except EventError as exc:
             await dead_letter(raw, str(exc), source, athlete_key)
             continue
@@ -308,14 +346,15 @@ async def handle_summaries(messages: list[tuple[bytes | None, bytes]]) -> None:
         if accepted is not None:
             event, body, event_points = accepted
             points += event_points
-            forwards.append((event.athlete_id.encode(), body))
+            forwards.append((event.athlete_id.encode(), body, message.path))
     await influx().write(points)
     # Forward before remembering: a crash in between re-sends (the clinical engine drops repeated event ids)
     # rather than losing the workout for the timeline.
-    for key, body in forwards:
-        await timeline_topic.send(key=key, value=json.dumps(body).encode())
-    for key, state in states.items():
-        _save_state(key, state)
+    for key, body, path in forwards:
+        await timeline_topic.send(key=key, value=json.dumps(body).encode(), headers={INPUT_HEADER: path.encode()})
+    await send_markers(topics.TIMELINE_TOPIC, markers)
+    for key, history in histories.items():
+        _save_history(key, history)
     seen.save()
 
 
@@ -351,30 +390,50 @@ async def workouts_profiles(stream: faust.StreamT) -> None:
         await _guarded(handle_profile, athlete_key, raw, topics.topic_for("athlete.profile"))
 
 
+fit_progress = StageProgress()
+summary_progress = StageProgress()
+# Held while a stage handles a message or batch, and while its markers are measured and sent: a marker sent in
+# the middle of a batch's forwards would vouch for a path whose batch is half forwarded.
+fit_stage_lock = asyncio.Lock()
+summary_stage_lock = asyncio.Lock()
+
+
 @app.agent(fit_topic, name="aromatrack.workouts.fit")
 async def workouts_fit(stream: faust.StreamT) -> None:
-    async for athlete_key, raw in stream.items():
-        await _guarded(handle_fit, athlete_key, raw, topics.topic_for("workout.fit"))
+    async for event in stream.events():
+        async with fit_stage_lock:
+            await _guarded(handle_fit, event.key, event.value, topics.topic_for("workout.fit"))
+            fit_progress.handle(event.message.topic, event.message.partition, event.message.offset)
 
 
 @app.agent(summary_topic, name="aromatrack.workouts.summary")
 async def workouts_summary(stream: faust.StreamT) -> None:
     async for batch in stream.take_events(SUMMARY_BATCH_SIZE, within=SUMMARY_BATCH_WINDOW_S):
-        async with model_lock:
-            await handle_summaries([(event.key, event.value) for event in batch])
+        messages = []
+        for event in batch:
+            upstream = header(event.headers, INPUT_HEADER)
+            path = via(upstream, SUMMARY_TOPIC) if upstream else SUMMARY_TOPIC
+            messages.append(SummaryMessage(event.key, event.value, path, header(event.headers, MARKER_HEADER) is not None))
+        async with summary_stage_lock:
+            await handle_summaries(messages)
+            for event in batch:
+                summary_progress.handle(event.message.topic, event.message.partition, event.message.offset)
+            forwarded = {InputPartition(event.message.topic, event.message.partition) for event in batch}
+            try:
+                await send_markers(topics.TIMELINE_TOPIC, await _stage_markers(summary_progress, SUMMARY_TOPIC, forwarded))
+            except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:  # the heartbeat repeats them
+                log.warning("summary progress markers not sent (%s)", type(exc).__name__)
 
 
-model_lock = asyncio.Lock()  # the summary agent's batch or the rest-day timer, never both
 _rest_days_written: dict[bytes, tl.DailyLoad] = {}  # per athlete, the last rest day this worker wrote
 
 
-def rest_day_points(athlete_key: bytes, state: dict[str, Any], today: date) -> list[Point]:
+def rest_day_points(athlete_key: bytes, history: tl.LoadHistory, today: date) -> list[Point]:
     """The athlete's rest days from the latest workout through `today` (the athlete's local date), unless this
     worker already wrote exactly those (the model after the last workout changes only with a workout or a day)."""
-    carry = state.get("carry")
-    daily = {date.fromisoformat(d): load for d, load in state["daily"].items()}
-    days = tl.rest_days(daily, today, start=date.fromisoformat(carry["day"]) if carry else None,
-                        carry=(carry["ctl"], carry["atl"]) if carry else (0.0, 0.0))
+    carry = history.carry
+    days = tl.rest_days(history.daily, today, start=carry.day if carry else None,
+                        carry=(carry.ctl, carry.atl) if carry else (0.0, 0.0))
     if not days or _rest_days_written.get(athlete_key) == days[-1]:
         return []
     _rest_days_written[athlete_key] = days[-1]
@@ -389,11 +448,69 @@ async def write_rest_days() -> None:
     # behind a workout that worker has just written, and its rest days would overwrite that workout's day.
     summaries = summary_topic.get_topic_name()
     active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == summaries}
-    async with model_lock:
+    async with summary_stage_lock:
         points = []
-        for key, raw in list(state_table.items()):
+        for key in list(state_table.keys()):
             if state_table.partition_for_key(key) not in active:
                 continue
             time_zone = tl.athlete_at(_profile_history(key), now.timestamp()).time_zone
-            points += rest_day_points(key, json.loads(raw), tl.local_time(now, time_zone).date())
+            points += rest_day_points(key, _load_history(key), tl.local_time(now, time_zone).date())
         await influx().write(points)
+
+
+async def send_markers(topic: str, markers: list[ProgressMarker]) -> None:
+    for marker in markers:
+        await app.producer.send(topic, None, dump_marker(marker), marker.partition, None, {MARKER_HEADER: b"1"})
+
+
+async def _stage_markers(
+    progress: StageProgress, topic: str, forwarded: set[InputPartition] = frozenset()
+) -> list[ProgressMarker]:
+    """The stage's markers for its owned partitions of `topic`: handled offsets (or the group's committed offset
+    where nothing was handled since the assignment) against the partitions' end offsets."""
+    owned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
+    if not owned:
+        return []
+    ends = {tp: app.consumer.highwater(tp) for tp in owned}  # as of the last fetch: no request per report
+    committed = await committed_offsets([tp for tp in owned if InputPartition(tp.topic, tp.partition) not in progress.handled])
+    return progress.markers(
+        {InputPartition(tp.topic, tp.partition): ends.get(tp) for tp in owned},
+        {InputPartition(tp.topic, tp.partition): committed.get((tp.topic, tp.partition), 0) for tp in owned},
+        forwarded,
+    )
+
+
+_admin: AIOKafkaAdminClient | None = None
+
+
+async def committed_offsets(partitions: list) -> dict:
+    """The app group's committed offsets for these partitions (missing where nothing was committed yet)."""
+    global _admin
+    if not partitions:
+        return {}
+    if _admin is None:
+        _admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await _admin.start()
+    wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+    offsets = await _admin.list_consumer_group_offsets(settings.app_id, partitions=wanted)
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+@app.timer(interval=HEARTBEAT_S)
+async def report_workout_progress() -> None:
+    """Markers of both workout stages: the FIT agent's onto the summary and scale topics (those stages forward
+    them to the timeline after what the FIT agent produced before), the summary agent's onto the timeline."""
+    try:
+        await _report_workout_progress()
+    except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:  # the broker away: the next tick repeats
+        log.warning("workout progress markers not sent (%s)", type(exc).__name__)
+
+
+async def _report_workout_progress() -> None:
+    # The summary stage first: measured after this tick's FIT markers were sent, it would count them as unread.
+    async with summary_stage_lock:
+        await send_markers(topics.TIMELINE_TOPIC, await _stage_markers(summary_progress, SUMMARY_TOPIC))
+    async with fit_stage_lock:
+        fit_markers = await _stage_markers(fit_progress, FIT_TOPIC)
+        await send_markers(SUMMARY_TOPIC, fit_markers)
+        await send_markers(SCALE_TOPIC, fit_markers)

@@ -318,6 +318,6 @@ async def test_the_apps_table_changelogs_are_compacted_topics(stack, worker):
     finally:
         await admin.close()
     assert {f"{stack.app_id}-{table}-changelog" for table in
-            ("clinical_journal", "workout_state", "workout_seen", "athlete_profiles")} <= set(changelogs)
+            ("clinical_history", "workout_state", "workout_seen", "athlete_profiles")} <= set(changelogs)
     for changelog in changelogs:
         assert (await topic_config(stack.kafka_bootstrap, changelog))["cleanup.policy"] == "compact", changelog

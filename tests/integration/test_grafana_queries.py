@@ -23,10 +23,10 @@ from aromatrack.schemas import series
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.schemas.series import Audience
 from aromatrack.services import cohort
+from aromatrack.streams.admin import LagProbe, wait_until_consumed
 from aromatrack.streams.fit_restamp import restamp
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
-from aromatrack.streams.replay import replay_paced
 
 from ..grafana_boards import boards, datasource_audiences, queries, substitute
 from .conftest import eventually
@@ -52,7 +52,9 @@ async def load_cohort(stack, worker) -> dict[str, str]:
             events.append(parse_event({**raw, "athlete_id": f"{prefix}-{raw['athlete_id']}"}))
         except EventError:
             continue
-    await replay_paced(stack, events)  # a year of history at once would outrun the clinical agent's ordering
+    async with EventProducer(stack.kafka_bootstrap) as producer, LagProbe(stack.kafka_bootstrap) as probe:
+        await producer.send_all(events)  # a year of history at once, as a bulk import sends it
+        await wait_until_consumed(probe, stack.app_id)
     # Fat loss with HIIT on anastrozole, the dose stepped down at day 120: E2 draws on days 3, 84, 155, 168, 252
     # and 336; the first has no body-fat trend yet, the rest make enough pairs for the per-athlete estimate.
     athlete = f"{prefix}-ath-0002"

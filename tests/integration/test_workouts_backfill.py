@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from aromatrack.schemas.series import Audience
 from aromatrack.streams.influx import rows
 
+from ..unit.garmin_export import garmin_export
 from ..unit.test_fit_decode import weight_scale_file
 from .conftest import eventually, unique_athlete
 
@@ -23,16 +23,12 @@ CORPUS = Path(__file__).resolve().parents[2] / "corpus" / "fit" / "activity-pars
 RUN, RIDE = "garmin-fenix-5-run.fit", "garmin-edge-820-bike.fit"
 
 
-def export_folder(root: Path) -> Path:
-    """A Garmin-Connect-like export: one plain .fit in a subfolder and one .fit inside a .zip."""
+def export_archive(path: Path) -> Path:
+    """A Garmin Connect export archive: the run and the ride in zips inside the zip, beside non-FIT parts."""
     for name in (RUN, RIDE):
         if not (CORPUS / name).exists():
             pytest.fail(f"FIT corpus file missing: {CORPUS / name}; run `make corpus` (deploy/fetch-fit-corpus.sh)")
-    (root / "2026" / "run").mkdir(parents=True)
-    shutil.copy(CORPUS / RUN, root / "2026" / "run" / RUN)
-    with zipfile.ZipFile(root / "export.zip", "w") as archive:
-        archive.write(CORPUS / RIDE, RIDE)
-    return root
+    return garmin_export(path, {"1_ACTIVITY.fit": (CORPUS / RUN).read_bytes(), "2_ACTIVITY.fit": (CORPUS / RIDE).read_bytes()}, per_part=1)
 
 
 def backfill(env: dict[str, str], folder: Path, athlete: str) -> str:
@@ -42,15 +38,20 @@ def backfill(env: dict[str, str], folder: Path, athlete: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-async def test_backfill_sends_each_file_once_per_athlete_and_the_workouts_arrive(stack, worker, influx_for, tmp_path):
-    folder = export_folder(tmp_path / "export")
+async def test_backfill_of_a_garmin_export_sends_each_file_once_per_athlete_and_the_workouts_arrive(
+    stack, worker, influx_for, tmp_path
+):
+    archive = export_archive(tmp_path / "export.zip")
+    (tmp_path / "folder").mkdir()
+    shutil.copy(archive, tmp_path / "folder" / "export.zip")
     env = {**os.environ, **stack.as_env(), "AROMATRACK_STATE_DIR": str(tmp_path / "state")}
     (tmp_path / "state").mkdir()
     first, second = unique_athlete("bf"), unique_athlete("bf")
+    skipped = "; skipped 7: 1 not a FIT file (.csv), 1 not a FIT file (.gpx), 5 not a FIT file (.json)"
 
-    assert backfill(env, folder, first) == "2 FIT files: 2 sent, 0 already sent, 0 too large"
-    assert backfill(env, folder, first) == "2 FIT files: 0 sent, 2 already sent, 0 too large"
-    assert backfill(env, folder, second) == "2 FIT files: 2 sent, 0 already sent, 0 too large"
+    assert backfill(env, archive, first) == "2 FIT files: 2 sent, 0 already sent, 0 too large" + skipped
+    assert backfill(env, tmp_path / "folder", first) == "2 FIT files: 0 sent, 2 already sent, 0 too large" + skipped
+    assert backfill(env, archive, second) == "2 FIT files: 2 sent, 0 already sent, 0 too large" + skipped
 
     async with influx_for(worker.database, Audience.COACHING) as influx:
         async def sports(athlete: str) -> list[str]:

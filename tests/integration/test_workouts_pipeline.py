@@ -16,7 +16,7 @@ from aromatrack.streams.admin import LagProbe
 from aromatrack.streams.fit import decode_fit, encode_fit, summary_events
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
-from aromatrack.streams.replay import wait_until_consumed
+from aromatrack.streams.admin import wait_until_consumed
 
 from .conftest import eventually, unique_athlete
 

@@ -69,3 +69,5 @@ def test_evaluate_sees_each_upload_as_the_summary_the_stream_makes_of_it(tmp_pat
         # load from the athlete's own heart-rate numbers (the profile precedes the uploads), not the defaults
         assert summary.load == summary_events(decode_fit(data), upload.athlete_id, profiles[upload.athlete_id])[0]["load"]
         assert summary.load != summary_events(decode_fit(data), upload.athlete_id)[0]["load"]
+    # decoded in two worker processes: the same events in the same order
+    assert list(with_fit_decoded(events, tmp_path / "cohort.jsonl", workers=2)) == decoded

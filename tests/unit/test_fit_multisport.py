@@ -65,14 +65,16 @@ def test_sessions_get_stable_ids_of_their_own(brick):
 
 def test_the_days_load_is_the_sum_of_the_sessions(brick):
     """Before, the file counted as its first session only: the run's load was lost."""
+    from aromatrack.domain.training_load import LoadHistory
     from aromatrack.streams.workouts import record_workout
 
     summaries = upload_summaries(decode_fit(brick), "a1", brick)
-    state = {"daily": {}, "sessions": []}
+    history = LoadHistory()
     for summary in summaries:
-        days, _ = record_workout(state, summary)
+        update = record_workout(history, summary)
+        history = update.history
     total = sum(s["load"] for s in summaries)
-    assert days[-1].load == pytest.approx(total)
+    assert update.days[-1].load == pytest.approx(total)
     assert summaries[2]["load"] > summaries[0]["load"] / 4 and total > summaries[0]["load"] * 1.5
 
 

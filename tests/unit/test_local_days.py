@@ -53,13 +53,12 @@ def test_the_local_instant_is_the_same_instant_and_its_date_is_within_a_day_of_u
 
 
 def test_the_workouts_state_counts_the_load_on_the_local_day_and_week():
-    state = {"daily": {}, "sessions": []}
     evening = {"event_id": "w1", "time": "2026-03-02T03:30:00+00:00", "load": 80.0, "modality": "steady_state",
                "duration_s": 3600}
-    days, mix = workouts.record_workout(state, evening, "America/Los_Angeles")
-    assert [(d.day, d.load) for d in days] == [(date(2026, 3, 1), 80.0)]
-    assert mix[0].week_start == date(2026, 2, 23)  # Sunday 1 March closes the week of Monday 23 February
-    days, _ = workouts.record_workout(state, {**evening, "event_id": "w2",
-                                              "time": (datetime(2026, 3, 2, 3, 30, tzinfo=timezone.utc)
-                                                       + timedelta(days=1)).isoformat()}, "America/Los_Angeles")
-    assert [d.day for d in days] == [date(2026, 3, 2)]
+    update = workouts.record_workout(tl.LoadHistory(), evening, "America/Los_Angeles")
+    assert [(d.day, d.load) for d in update.days] == [(date(2026, 3, 1), 80.0)]
+    assert update.week[0].week_start == date(2026, 2, 23)  # Sunday 1 March closes the week of Monday 23 February
+    next_evening = (datetime(2026, 3, 2, 3, 30, tzinfo=timezone.utc) + timedelta(days=1)).isoformat()
+    update = workouts.record_workout(update.history, {**evening, "event_id": "w2", "time": next_evening},
+                                     "America/Los_Angeles")
+    assert [d.day for d in update.days] == [date(2026, 3, 2)]

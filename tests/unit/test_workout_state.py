@@ -1,9 +1,7 @@
-"""The workouts agent's per-athlete state: bounded as history grows, and the load model stays exact."""
+"""The workouts agent's per-athlete tables: the load history's stored form, and the seen ids."""
 
+import json
 from datetime import date, datetime, timedelta, timezone
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from aromatrack.domain import training_load as tl
 from aromatrack.streams import workouts
@@ -11,39 +9,24 @@ from aromatrack.streams import workouts
 START = datetime(2024, 1, 1, 17, tzinfo=timezone.utc)
 
 
-def _workout(day: int, load: float, n: int) -> dict:
-    return {"event_id": f"w{n}", "time": (START + timedelta(days=day)).isoformat(), "load": load,
-            "modality": "steady_state", "duration_s": 3600}
+def test_a_load_history_survives_the_table_and_the_stored_form_is_versioned():
+    history = tl.LoadHistory()
+    for day in range(260):
+        body = {"time": (START + timedelta(days=day)).isoformat(), "load": 40.0 + day % 7, "modality": "steady_state",
+                "duration_s": 3000}
+        history = workouts.record_workout(history, body).history
+    stored = json.loads(json.dumps(workouts.history_to_json(history)))
+    assert stored["version"] == workouts.STATE_VERSION and stored["carry"] is not None
+    assert workouts.history_from_json(stored) == history
 
 
-@settings(max_examples=10, deadline=None)
-@given(st.randoms(use_true_random=False))
-def test_three_years_of_workouts_keep_a_bounded_state_and_the_exact_model(rng):
-    state = {"daily": {}, "sessions": []}
-    all_days: dict[date, float] = {}
-    day = 0
-    for n in range(700):
-        day += rng.choice((1, 1, 2, 3))
-        load = round(rng.uniform(20, 150), 1)
-        # now and then a workout logged a few days late
-        when = max(0, day - rng.choice((0, 0, 0, 4)))
-        all_days[(START + timedelta(days=when)).date()] = all_days.get((START + timedelta(days=when)).date(), 0) + load
-        model, _ = workouts.record_workout(state, _workout(when, load, n))
-        assert len(state["daily"]) <= workouts.DAILY_MEMORY_DAYS + 1
-    exact = {d.day: d for d in tl.daily_load_model(all_days)}
-    for d in model:
-        assert (d.ctl, d.atl, d.tsb, d.acwr) == (exact[d.day].ctl, exact[d.day].atl, exact[d.day].tsb, exact[d.day].acwr)
-    assert "carry" in state  # old days were folded away, and the model above is still exact
-
-
-def test_a_workout_older_than_the_kept_days_counts_on_the_first_kept_day():
-    state = {"daily": {}, "sessions": []}
-    for n in range(300):
-        workouts.record_workout(state, _workout(n, 50.0, n))
-    first_kept = state["carry"]["day"]
-    before = state["daily"][first_kept]
-    workouts.record_workout(state, _workout(0, 10.0, 999))
-    assert state["daily"][first_kept] == before + 10.0
+def test_a_state_stored_before_versioning_is_read():
+    stored = {"daily": {"2024-03-01": 55.0}, "sessions": [["2024-03-01T17:00:00+00:00", "hiit", 55.0, 45.0]],
+              "carry": {"day": "2024-02-01", "ctl": 30.5, "atl": 20.25}}
+    history = workouts.history_from_json(stored)
+    assert history.daily == {date(2024, 3, 1): 55.0}
+    assert history.sessions == (tl.Session(datetime(2024, 3, 1, 17, tzinfo=timezone.utc), "hiit", 55.0, 45.0),)
+    assert history.carry == tl.CarriedFitness(date(2024, 2, 1), 30.5, 20.25)
 
 
 def test_seen_ids_recognise_repeats_and_keep_only_the_newest_months():

@@ -1,0 +1,114 @@
+"""A bulk send through the whole stream against `aromatrack evaluate` on the same history, in one run.
+
+The demo cohort without FIT files (50 athletes x 182 days by default; workouts as `workout.summary`), sent all at
+once with no pacing, as a bulk import would, to 1 and then 2 workers on a fresh broker each time. Measured: the
+time from the first send until the alerts topic holds exactly what `evaluate --as-of now` gives (ids and
+bodies; a withdrawal removes an alert), the events/s end to end, and the ratio to evaluate's own time on the
+same events (parse + fold, in-process). Prints the machine's load average, since the figures depend on it.
+
+Starts its own throwaway stacks (ports 39611/38611), so it needs nothing running:
+    .venv/bin/python benchmarks/bench_bulk_send.py [--athletes 50] [--days 182] [--workers 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import time
+
+from aiokafka import AIOKafkaConsumer
+
+from aromatrack.deploy import local_stack
+from aromatrack.domain import engine
+from aromatrack.schemas import topics
+from aromatrack.schemas.events import EventError, dump_event, parse_event
+from aromatrack.services import cohort
+from aromatrack.streams.producer import EventProducer
+from harness import running_worker, stop_on_sigterm  # benchmarks/ is the script's directory
+
+TIMEOUT_S = 1800
+
+
+def evaluate_time(raws: list[dict]) -> tuple[float, dict[str, dict]]:
+    """evaluate's own work on the same lines: parse every event and fold (clock to now)."""
+    began = time.perf_counter()
+    events = []
+    for raw in raws:
+        try:
+            events.append(parse_event(raw))
+        except EventError:
+            continue
+    alerts = engine.evaluate(events, as_of_s=time.time())
+    return time.perf_counter() - began, {a.alert_id: json.loads(dump_event(a)) for a in alerts}
+
+
+async def until_alerts_equal(bootstrap: str, expected: dict[str, dict], began: float) -> float | None:
+    """Seconds from `began` until the alerts topic holds `expected` (None on timeout)."""
+    consumer = AIOKafkaConsumer(topics.ALERTS_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    latest: dict[str, dict] = {}
+    try:
+        while time.perf_counter() - began < TIMEOUT_S:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    message = json.loads(record.value)
+                    latest[message["alert_id"]] = message
+            held = {k: m for k, m in latest.items() if m.get("status") != "withdrawn"}
+            if held == expected:
+                return time.perf_counter() - began
+    finally:
+        await consumer.stop()
+    return None
+
+
+async def bulk_send(bootstrap: str, events: list) -> None:
+    async with EventProducer(bootstrap) as producer:
+        await producer.send_all(events)
+
+
+def run(workers: int, raws: list[dict], evaluate_s: float) -> None:
+    events = []
+    for raw in raws:
+        try:
+            events.append(parse_event(raw))
+        except EventError:
+            continue  # the cohort's deliberate impossible readings
+    with local_stack.throwaway_stack(39611, 38611) as settings, contextlib.ExitStack() as running:
+        for index in range(workers):
+            state = settings.state_dir / f"worker{index}"
+            state.mkdir()
+            running.enter_context(running_worker(
+                settings, AROMATRACK_STATE_DIR=str(state), AROMATRACK_WEB_PORT=str(6266 + index)
+            ))
+        _, expected = evaluate_time(raws)
+        began = time.perf_counter()
+        asyncio.run(bulk_send(settings.kafka_bootstrap, events))
+        sent_s = time.perf_counter() - began
+        took = asyncio.run(until_alerts_equal(settings.kafka_bootstrap, expected, began))
+    if took is None:
+        print(f"{workers} worker(s): alerts not equal to evaluate's within {TIMEOUT_S} s")
+        return
+    print(f"{workers} worker(s): {len(events)} events sent in {sent_s:.1f} s; alerts equal to evaluate's "
+          f"({len(expected)}) after {took:.1f} s: {len(events) / took:.0f} events/s end to end, "
+          f"{took / evaluate_s:.0f}x evaluate's {evaluate_s:.2f} s; load average {os.getloadavg()[0]:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--athletes", type=int, default=50)
+    parser.add_argument("--days", type=int, default=182)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    stop_on_sigterm()
+    raws = cohort.generate(athletes=args.athletes, days=args.days, seed=7)
+    evaluate_s, _ = evaluate_time(raws)
+    print(f"cohort {args.athletes} athletes x {args.days} days: {len(raws)} lines; evaluate {evaluate_s:.2f} s")
+    for workers in args.workers:
+        run(workers, raws, evaluate_s)
+
+
+if __name__ == "__main__":
+    main()

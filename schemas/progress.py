@@ -1,0 +1,76 @@
+"""Input progress on the timeline: which input paths of a partition are consumed up to what was there.
+
+An athlete's events reach the timeline topic along several paths (each ingest topic directly; the summary topic
+through the workouts agent; FIT uploads through the FIT agent and then the summary or scale topic), each at its
+own speed. The clinical agent releases an athlete's alerts only once every path of the athlete's partition has
+been consumed up to the end of its input (the watermark), so a bulk import gives the alerts of the whole
+history, not of whichever topic happened to be read first.
+
+Each stage that forwards to the timeline (or to a topic on a FIT path) reports, per input partition, a
+`ProgressMarker` on the downstream partition of the same number (every topic is partitioned by athlete with the
+same count, so an athlete's input partition and timeline partition share a number). A marker is produced after
+the forwards it covers, so on the downstream partition it follows them. Markers travel with MARKER_HEADER and
+forwarded events with INPUT_HEADER naming their path, so a consumer sees which path is busy until its next
+marker.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from . import topics
+
+MARKER_HEADER = "aromatrack-progress"
+INPUT_HEADER = "aromatrack-input"
+PATH_SEPARATOR = ">"
+
+FIT_TOPIC = topics.topic_for("workout.fit")
+SUMMARY_TOPIC = topics.topic_for("workout.summary")
+SCALE_TOPIC = topics.topic_for("scale.reading")
+
+
+def via(upstream: str, topic: str) -> str:
+    """The path of what `upstream` produced onto `topic` and the stage consuming `topic` forwarded."""
+    return f"{upstream}{PATH_SEPARATOR}{topic}"
+
+
+# Every path by which an event can reach the timeline; a partition is complete when each has reported.
+TIMELINE_INPUTS: frozenset[str] = frozenset({
+    *topics.INGEST_TOPICS,
+    SUMMARY_TOPIC,
+    via(FIT_TOPIC, SUMMARY_TOPIC),
+    via(FIT_TOPIC, SCALE_TOPIC),
+})
+
+
+class ProgressMarker(BaseModel):
+    """`input` (a topic or path) on `partition` was consumed, and what it gave forwarded, up to the end of what
+    its consumer had seen (`caught_up`), or not yet."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["progress"] = "progress"
+    schema_version: Literal[1] = 1
+    input: str
+    partition: int
+    caught_up: bool
+
+
+def dump_marker(marker: ProgressMarker) -> bytes:
+    return marker.model_dump_json().encode()
+
+
+def parse_marker(raw: bytes) -> ProgressMarker:
+    """Raises pydantic's ValidationError for anything but a v1 marker."""
+    return ProgressMarker.model_validate_json(raw)
+
+
+def header(headers: object, name: str) -> str | None:
+    """A header's value as text, from faust's or aiokafka's header forms (a mapping or (name, bytes) pairs)."""
+    items = headers.items() if isinstance(headers, dict) else (headers or ())
+    for key, value in items:
+        if key == name:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None

@@ -1,0 +1,83 @@
+"""The alert outbox of one athlete: what has been sent, and what to send so the clinician holds exactly what the
+whole history supports.
+
+Alerts are not sent as the engine raises them: an event that arrives late (another topic read first, a lab
+entered weeks later) can change the alerts after it. The clinical agent releases an athlete's outbox once the
+input it depends on has been consumed (`input_progress`); `release` compares the alerts the history raises now
+with those sent and returns the messages that close the gap: new alerts, alerts whose content changed (same
+id, the corrected body) and withdrawals of sent alerts the history no longer raises. Released twice with no
+change in between, it returns nothing.
+
+Crashes: a release's messages are stored as `in_flight` before they are sent and cleared (`confirm`) once the
+broker has them. An outbox restored with messages in flight sends them again (in their current version: the
+alert, or its withdrawal if the history no longer raises it), so a crash anywhere between the store and the
+confirmation can repeat a message (consumers drop repeats by alert id and content) but never lose one, and an
+alert the outbox did not know it had sent can still be withdrawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Mapping, Union
+
+from aromatrack.schemas.events import Alert, AlertWithdrawal, dump_event
+
+WITHDRAWN_REASON = "a later-arriving event changed the history; the history no longer supports this alert"
+
+OutboxMessage = Union[Alert, AlertWithdrawal]
+
+
+@dataclass(frozen=True)
+class SentAlert:
+    """What the outbox keeps of a sent alert: enough to notice a changed body and to withdraw it."""
+
+    digest: str
+    time: datetime
+    kind: str
+    rule: str
+
+
+def digest(alert: Alert) -> str:
+    return hashlib.sha256(dump_event(alert)).hexdigest()[:24]
+
+
+@dataclass
+class Outbox:
+    """`sent`: alert id -> the last version sent. `in_flight`: the messages of a release not yet confirmed (what
+    they were about, by alert id). `unreleased`: the history changed since the last confirmed release (stored, so
+    alerts held when a worker stops are released after its restart)."""
+
+    athlete_id: str
+    sent: dict[str, SentAlert] = field(default_factory=dict)
+    unreleased: bool = False
+    in_flight: dict[str, SentAlert] = field(default_factory=dict)
+
+    def release(self, current: Mapping[str, Alert]) -> list[OutboxMessage]:
+        """The messages that make the sent alerts equal `current`, with those of an unconfirmed release again
+        (withdrawals first, then alerts by time and rule); they are in flight until `confirm`."""
+        gone = {alert_id: sent for alert_id, sent in {**self.in_flight, **self.sent}.items() if alert_id not in current}
+        withdrawals: list[OutboxMessage] = [
+            AlertWithdrawal(
+                alert_id=alert_id, athlete_id=self.athlete_id, time=sent.time, kind=sent.kind, rule=sent.rule,
+                reason=WITHDRAWN_REASON,
+            )
+            for alert_id, sent in sorted(gone.items(), key=lambda item: (item[1].time, item[0]))
+        ]
+        changed = sorted(
+            (alert for alert_id, alert in current.items()
+             if alert_id in self.in_flight or alert_id not in self.sent or self.sent[alert_id].digest != digest(alert)),
+            key=lambda alert: (alert.time, alert.rule, alert.alert_id),
+        )
+        for alert_id in gone:
+            self.sent.pop(alert_id, None)
+        for alert in changed:
+            self.sent[alert.alert_id] = SentAlert(digest(alert), alert.time, alert.kind, alert.rule)
+        self.in_flight = {**gone, **{alert.alert_id: self.sent[alert.alert_id] for alert in changed}}
+        return withdrawals + changed
+
+    def confirm(self) -> None:
+        """The released messages are on the broker."""
+        self.in_flight = {}
+        self.unreleased = False

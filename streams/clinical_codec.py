@@ -1,0 +1,142 @@
+"""The clinical agent's stored state, as versioned JSON parts of one athlete (no pickled engine internals).
+
+An athlete's state is its events and its outbox; the engine state is derived (a restore re-folds the events), so
+renaming or reshaping a domain field cannot break a restore. The parts, each `{"v": FORMAT_VERSION, ...}`:
+
+- `periods`: the numbers of the periods (PERIOD_DAYS of event time) that hold events;
+- `p<number>`: that period's events, in the event contract's JSON (each event keeps its own schema_version);
+- `outbox`: the alerts sent (id -> digest, time, kind, rule), those of a release not yet confirmed, and whether a
+  release is due.
+
+A batch rewrites only the periods it added events to, so the changelog grows by a period (~10 events) per
+athlete per batch, not by the history.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Iterable
+
+from aromatrack.schemas.events import EventBase, parse_event
+from aromatrack.streams.alert_outbox import Outbox, SentAlert
+from aromatrack.streams.clinical_timeline import AthleteTimeline, OrderKey
+
+FORMAT_VERSION = 1
+PERIOD_DAYS = 7
+PERIOD_S = PERIOD_DAYS * 86400
+PERIODS_PART = b"periods"
+OUTBOX_PART = b"outbox"
+
+
+class StoredStateError(ValueError):
+    """A stored part that this code cannot read (another format version, or damaged)."""
+
+
+@dataclass(repr=False)
+class ClinicalRecord:
+    """One athlete's clinical state: the timeline (all events, folded), the outbox, the periods stored."""
+
+    timeline: AthleteTimeline
+    outbox: Outbox
+    periods: set[int]
+
+    @classmethod
+    def new(cls, athlete_id: str) -> "ClinicalRecord":
+        return cls(AthleteTimeline(athlete_id), Outbox(athlete_id), set())
+
+
+def period_of(event: EventBase) -> int:
+    return int(event.time.timestamp() // PERIOD_S)
+
+
+def period_part(period: int) -> bytes:
+    return b"p%d" % period
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps({"v": FORMAT_VERSION, **body}, separators=(",", ":")).encode()
+
+
+def _decode(part: bytes, raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise StoredStateError(f"stored part {part.decode()!r} is not JSON: {exc}") from None
+    if not isinstance(body, dict) or body.get("v") != FORMAT_VERSION:
+        version = body.get("v") if isinstance(body, dict) else None
+        raise StoredStateError(f"stored part {part.decode()!r} has format version {version!r}; this code reads {FORMAT_VERSION}")
+    return body
+
+
+def encode_periods(periods: Iterable[int]) -> bytes:
+    return _encode({"periods": sorted(set(periods))})
+
+
+def encode_events(events: Iterable[EventBase]) -> bytes:
+    return _encode({"events": [event.model_dump(mode="json", exclude_none=True) for event in events]})
+
+
+def _encode_sent(alerts: dict[str, SentAlert]) -> dict[str, Any]:
+    return {
+        alert_id: {"digest": sent.digest, "time": sent.time.isoformat(), "kind": sent.kind, "rule": sent.rule}
+        for alert_id, sent in alerts.items()
+    }
+
+
+def _decode_sent(body: dict[str, Any]) -> dict[str, SentAlert]:
+    return {
+        alert_id: SentAlert(item["digest"], datetime.fromisoformat(item["time"]), item["kind"], item["rule"])
+        for alert_id, item in body.items()
+    }
+
+
+def encode_outbox(outbox: Outbox) -> bytes:
+    return _encode({
+        "unreleased": outbox.unreleased, "sent": _encode_sent(outbox.sent), "in_flight": _encode_sent(outbox.in_flight),
+    })
+
+
+def decode_outbox(athlete_id: str, raw: bytes) -> Outbox:
+    body = _decode(OUTBOX_PART, raw)
+    return Outbox(athlete_id, _decode_sent(body["sent"]), bool(body["unreleased"]), _decode_sent(body["in_flight"]))
+
+
+def period_events(timeline: AthleteTimeline, period: int) -> list[EventBase]:
+    start = bisect.bisect_left(timeline.keys, OrderKey(period * PERIOD_S, -1, ""))
+    end = bisect.bisect_left(timeline.keys, OrderKey((period + 1) * PERIOD_S, -1, ""))
+    return timeline.events[start:end]
+
+
+def event_writes(record: ClinicalRecord, added: Iterable[EventBase]) -> list[tuple[bytes, bytes]]:
+    """The (part, value) writes that store the periods the `added` events fall in (each period whole, in
+    event-time order), and the period list if it grew."""
+    touched = {period_of(event) for event in added}
+    writes = [(period_part(period), encode_events(period_events(record.timeline, period))) for period in sorted(touched)]
+    if not touched <= record.periods:
+        record.periods |= touched
+        writes.append((PERIODS_PART, encode_periods(record.periods)))
+    return writes
+
+
+def outbox_write(record: ClinicalRecord) -> tuple[bytes, bytes]:
+    return OUTBOX_PART, encode_outbox(record.outbox)
+
+
+def read_record(athlete_id: str, read: Callable[[bytes], bytes | None]) -> ClinicalRecord | None:
+    """The athlete's record rebuilt from `read(part)` (the events re-folded), or None for an athlete never
+    stored."""
+    periods_raw = read(PERIODS_PART)
+    outbox_raw = read(OUTBOX_PART)
+    if periods_raw is None and outbox_raw is None:
+        return None
+    events: list[EventBase] = []
+    periods = set(_decode(PERIODS_PART, periods_raw)["periods"]) if periods_raw else set()
+    for period in sorted(periods):
+        raw = read(period_part(period))
+        if raw is not None:
+            events.extend(parse_event(item) for item in _decode(period_part(period), raw)["events"])
+    outbox = decode_outbox(athlete_id, outbox_raw) if outbox_raw else Outbox(athlete_id)
+    return ClinicalRecord(AthleteTimeline.of(athlete_id, events), outbox, periods)

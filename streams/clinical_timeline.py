@@ -1,0 +1,200 @@
+"""One athlete's whole history in event-time order, folded through the engine as `aromatrack evaluate` folds it.
+
+Events arrive in any order (several input topics, bulk imports, labs entered weeks late). `AthleteTimeline`
+keeps every event of the athlete (no tail that forgets: a history is ~500 events a year), sorted by the
+engine's order key, and the fold's result for each one (alerts raised, derived points). An event that extends
+the history is stepped onto the current state; one that lands inside it is inserted and the engine re-folded
+from the last checkpoint before it, so the results are those of the sorted fold whatever the arrival order.
+Checkpoints (the engine state before every CHECKPOINT_EVERY-th event) are in-memory copies only; the stored
+form is the events themselves (`clinical_codec`), so a restore re-folds and no engine internals are stored.
+
+`alerts(as_of_s)` is every alert the history raises with the athlete's clock run on to `as_of_s` (scheduled
+rechecks that fall due with no new event; `engine.advance` on a copy of the state, so a later event still folds
+in order): exactly `engine.evaluate(events, as_of_s=...)` over the same events, latest version per alert id.
+"""
+
+from __future__ import annotations
+
+import bisect
+import pickle
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from aromatrack.domain import engine, rules
+from aromatrack.schemas import series
+from aromatrack.schemas.events import Alert, EventBase
+from aromatrack.schemas.series import Point
+
+CHECKPOINT_EVERY = 32
+
+
+@dataclass(frozen=True, order=True)
+class OrderKey:
+    """The engine's processing order: event time, then type rank, then event id (`engine.order_key`)."""
+
+    time_s: float
+    type_rank: tuple[int, int]
+    event_id: str
+
+    @classmethod
+    def of(cls, event: EventBase) -> "OrderKey":
+        return cls(event.time.timestamp(), engine.type_rank(event), event.event_id or "")
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """What one event gave when folded in its place: the alerts it raised and the derived series points."""
+
+    alerts: tuple[Alert, ...]
+    points: tuple[Point, ...]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The engine state just before the event with key `before`. Stored pickled in memory only, as a fast deep
+    copy (copy.deepcopy of a state costs several engine steps)."""
+
+    before: OrderKey
+    state: bytes
+
+
+def outcome_points(event: EventBase, outcome: engine.Outcome) -> tuple[Point, ...]:
+    """Derived series for one engine outcome: the body-fat trend and the E2 correlation context."""
+    tags = {"athlete_id": event.athlete_id}
+    points = []
+    if outcome.trend is not None:
+        trend = outcome.trend
+        points.append(series.BODY_FAT_TREND.point(event.time, tags, {
+            "smoothed_pct": trend.smoothed_pct,
+            "slope_pct_per_week": trend.slope_pct_per_week,
+            "change_since_e2_pct": trend.change_since_e2_pct,
+        }))
+    if outcome.e2 is not None:
+        e2 = outcome.e2
+        points.append(series.E2_CORRELATION.point(event.time, tags, {
+            "e2_pg_ml": e2.e2_pg_ml,
+            "body_fat_pct": e2.body_fat_pct,
+            "body_fat_change_pct": e2.body_fat_change_pct,
+            "weekly_load": e2.weekly_load,
+            "anastrozole_weekly_mg": e2.anastrozole_weekly_mg,
+            "slope_pg_ml_per_pct": e2.slope_pg_ml_per_pct,
+            "pairs": e2.pairs,
+            "predicted_e2_pg_ml": e2.predicted_e2_pg_ml,
+        }))
+    return tuple(points)
+
+
+@dataclass(repr=False)  # no lab values or doses in crash logs
+class AthleteTimeline:
+    """`add` places events (cheap: no fold); `fold` brings the results up to date with one pass from where the
+    earliest event placed since the last fold changed the history, and returns the points that changed."""
+
+    athlete_id: str
+    settings: engine.EngineSettings = field(default_factory=engine.EngineSettings)
+    keys: list[OrderKey] = field(default_factory=list)
+    events: list[EventBase] = field(default_factory=list)
+    results: dict[str, FoldResult] = field(default_factory=dict)  # event id -> its result in the last fold
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+    state: engine.AthleteState | None = None  # after the events up to `last_folded`
+    last_folded: OrderKey | None = None
+    unfolded_from: OrderKey | None = None  # the earliest key placed since the last fold
+    _alerts: dict[str, Alert] | None = None
+
+    def __post_init__(self) -> None:
+        if self.state is None:
+            self.state = engine.AthleteState(self.athlete_id)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def add(self, events: Iterable[EventBase]) -> tuple[EventBase, ...]:
+        """Place this athlete's events in event-time order; returns those newly placed (repeats of placed ids,
+        whatever their age, are skipped)."""
+        fresh: dict[str, EventBase] = {}
+        for event in events:
+            if event.event_id and event.event_id not in self.ids and event.event_id not in fresh:
+                fresh[event.event_id] = event
+        if not fresh:
+            return ()
+        self.ids.update(fresh)
+        batch = sorted(fresh.values(), key=OrderKey.of)
+        for event in batch:
+            key = OrderKey.of(event)
+            if self.keys and key < self.keys[-1]:
+                position = bisect.bisect_left(self.keys, key)
+                self.keys.insert(position, key)
+                self.events.insert(position, event)
+            else:
+                self.keys.append(key)
+                self.events.append(event)
+        first = OrderKey.of(batch[0])
+        self.unfolded_from = first if self.unfolded_from is None else min(self.unfolded_from, first)
+        return tuple(batch)
+
+    def fold(self) -> tuple[Point, ...]:
+        """Fold what changed since the last fold: on from the current state when only later events were placed,
+        else from the last checkpoint before the earliest placed one. Returns the points of the events whose
+        result is new or differs from the last fold's."""
+        if self.unfolded_from is None:
+            return ()
+        if self.last_folded is not None and self.last_folded < self.unfolded_from:
+            start = bisect.bisect_right(self.keys, self.last_folded)
+        else:
+            start = self._restore_before(self.unfolded_from)
+        self.unfolded_from = None
+        self._alerts = None
+        points: list[Point] = []
+        for index in range(start, len(self.events)):
+            key, event = self.keys[index], self.events[index]
+            if index and index % CHECKPOINT_EVERY == 0 and (not self.checkpoints or self.checkpoints[-1].before < key):
+                self.checkpoints.append(Checkpoint(key, pickle.dumps(self.state)))
+            _, outcome = engine.step(self.state, event, self.settings)
+            result = FoldResult(tuple(outcome.alerts), outcome_points(event, outcome))
+            if self.results.get(key.event_id) != result:
+                points.extend(result.points)
+                self.results[key.event_id] = result
+        self.last_folded = self.keys[-1]
+        return tuple(points)
+
+    def _restore_before(self, key: OrderKey) -> int:
+        """Drop the checkpoints at or after `key` and restore the state of the last one before it (the empty
+        state if none); returns the index of the event that checkpoint precedes."""
+        kept = bisect.bisect_left([c.before for c in self.checkpoints], key)
+        del self.checkpoints[kept:]
+        if not self.checkpoints:
+            self.state = engine.AthleteState(self.athlete_id)
+            return 0
+        checkpoint = self.checkpoints[-1]
+        self.state = pickle.loads(checkpoint.state)
+        return bisect.bisect_left(self.keys, checkpoint.before)
+
+    def alerts(self, as_of_s: float | None = None) -> dict[str, Alert]:
+        """Every alert the whole history raises, latest version by id, with the clock run on to `as_of_s` (what
+        `engine.evaluate(events, as_of_s=as_of_s)` gives); folds first if events were placed since the last fold."""
+        self.fold()
+        if self._alerts is None:
+            self._alerts = {
+                alert.alert_id: alert for key in self.keys for alert in self.results[key.event_id].alerts
+            }
+        if as_of_s is None or not self.events:
+            return self._alerts
+        clock = pickle.loads(pickle.dumps(self.state))
+        return {**self._alerts, **{alert.alert_id: alert for alert in engine.advance(clock, as_of_s, self.settings)}}
+
+    def next_due_s(self, after_s: float) -> float | None:
+        """When, after `after_s`, the athlete's clock next makes a scheduled recheck fall due with no new event
+        (None: nothing is scheduled)."""
+        self.fold()
+        if self.state.last_time_s is None:
+            return None
+        clock = pickle.loads(pickle.dumps(self.state))
+        engine.advance(clock, after_s, self.settings)
+        return rules.next_due_s(engine.situation(clock, clock.last_time_s, self.settings), self.settings.rules)
+
+    @classmethod
+    def of(cls, athlete_id: str, events: Iterable[EventBase], settings: engine.EngineSettings | None = None) -> "AthleteTimeline":
+        """Placed, not folded: the first `fold` returns every point."""
+        timeline = cls(athlete_id, settings or engine.EngineSettings())
+        timeline.add(events)
+        return timeline

@@ -1,0 +1,232 @@
+"""The clinical stream's pure parts without a broker: ordering and re-fold, the outbox, the stored-state codec and
+the watermark, and all of them together against `engine.evaluate` for random arrival orders, late events,
+releases and crashes."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aromatrack.domain import engine
+from aromatrack.schemas.events import Alert, EventError, dump_event, parse_event
+from aromatrack.schemas.progress import TIMELINE_INPUTS, ProgressMarker
+from aromatrack.services import cohort
+from aromatrack.services.jsonl import read_events
+from aromatrack.streams import clinical_codec as codec
+from aromatrack.streams.alert_outbox import Outbox
+from aromatrack.streams.clinical_codec import ClinicalRecord
+from aromatrack.streams.clinical_timeline import CHECKPOINT_EVERY, AthleteTimeline
+from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, PartitionProgress, StageProgress
+
+TIMELINES = Path(__file__).parent.parent / "timelines"
+EVENTS = {name: sorted(read_events(TIMELINES / f"{name}.jsonl"), key=engine.order_key)
+          for name in ("fat_loss_unchanged_ai", "symptomatic_high_e2", "dose_change_recheck", "stable_control")}
+
+
+def _cohort_athlete(index):
+    """One synthetic athlete's half year: several hundred events, so re-folds start from checkpoints."""
+    events = []
+    for raw in cohort.generate(athletes=3, days=182, seed=11):
+        if raw["athlete_id"] == f"ath-{index:04d}":
+            try:
+                events.append(parse_event(raw))
+            except EventError:
+                continue  # the cohort's deliberate impossible readings
+    return sorted(events, key=engine.order_key)
+
+
+COHORT = {index: _cohort_athlete(index) for index in (1, 2)}
+HISTORIES = {**EVENTS, **{f"cohort-{index}": events for index, events in COHORT.items()}}
+
+
+def as_json(alerts):
+    return {alert.alert_id: json.loads(dump_event(alert)) for alert in alerts}
+
+
+def evaluated(events):
+    return as_json(engine.evaluate(events))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.sampled_from(sorted(HISTORIES)), st.randoms(use_true_random=False), st.integers(1, 60))
+def test_any_arrival_order_and_batching_gives_evaluates_alerts(name, rng, batch_size):
+    events = HISTORIES[name]
+    arrival = events[:]
+    rng.shuffle(arrival)
+    timeline = AthleteTimeline(events[0].athlete_id)
+    for start in range(0, len(arrival), batch_size):
+        timeline.add(arrival[start : start + batch_size])
+        if rng.random() < 0.3:  # folded now and then (a release), from the state or a checkpoint
+            timeline.fold()
+    assert as_json(timeline.alerts().values()) == evaluated(events)
+    assert len(timeline) == len(events)
+
+
+def test_repeated_ids_are_placed_once_whatever_their_age():
+    events = COHORT[1]
+    timeline = AthleteTimeline.of(events[0].athlete_id, events)
+    timeline.fold()
+    assert timeline.add(events[:50] + events[-5:]) == ()
+    assert len(timeline) == len(events) and as_json(timeline.alerts().values()) == evaluated(events)
+
+
+def test_an_event_inside_the_history_refolds_from_the_checkpoint_before_it():
+    events = COHORT[2]
+    late = events[len(events) // 2]
+    timeline = AthleteTimeline.of(late.athlete_id, [e for e in events if e is not late])
+    timeline.fold()
+    assert len(timeline.checkpoints) >= len(events) // CHECKPOINT_EVERY - 1
+    kept = [c for c in timeline.checkpoints if c.before.time_s < late.time.timestamp()]
+    assert timeline.add([late]) == (late,)
+    timeline.fold()
+    assert timeline.checkpoints[: len(kept)] == kept  # the ones before the late event survive the re-fold
+    assert as_json(timeline.alerts().values()) == evaluated(events)
+
+
+def test_a_late_event_rewrites_only_the_points_whose_values_changed():
+    events = COHORT[1]
+    scale = [e for e in events if e.type == "scale.reading"]
+    late = scale[len(scale) // 2]
+    timeline = AthleteTimeline.of(late.athlete_id, [e for e in events if e is not late])
+    assert len(timeline.fold()) > len(scale) // 2  # the first fold: every point
+    timeline.add([late])
+    trend_after = [p for p in timeline.fold() if p.measurement == "body_fat_trend"]
+    assert trend_after and trend_after[0].time == late.time  # its own trend point, then later ones it moved
+    assert len(trend_after) < len([e for e in scale if e.time >= late.time])  # not every later reading's
+
+
+def _alert(alert_id="a1", summary="E2 low", rule="dose_review.low_e2_on_ai"):
+    return Alert(alert_id=alert_id, athlete_id="ath", time="2026-01-05T08:00:00Z", kind="dose_review", rule=rule,
+                 severity="warning", summary=summary, evidence=[], sources=[])
+
+
+def test_outbox_sends_new_and_changed_alerts_and_withdraws_what_no_longer_holds():
+    outbox = Outbox("ath")
+    first = outbox.release({"a1": _alert(), "a2": _alert("a2")})
+    assert [m.alert_id for m in first] == ["a1", "a2"]
+    outbox.confirm()
+    assert outbox.release({"a1": _alert(), "a2": _alert("a2")}) == []  # released again, nothing new
+    changed = outbox.release({"a1": _alert(summary="E2 low, corrected")})
+    assert [(m.type, m.alert_id) for m in changed] == [("alert.withdrawal", "a2"), ("alert", "a1")]
+    assert changed[0].status == "withdrawn" and changed[0].rule == "dose_review.low_e2_on_ai"
+    # not confirmed (a crash while sending): released again, the same messages go out again
+    assert outbox.release({"a1": _alert(summary="E2 low, corrected")}) == changed
+    outbox.confirm()
+    assert outbox.release({"a1": _alert(summary="E2 low, corrected")}) == []
+
+
+def test_codec_round_trips_events_and_outbox_and_refuses_other_versions():
+    events = EVENTS["fat_loss_unchanged_ai"]
+    record = ClinicalRecord.new(events[0].athlete_id)
+    added = record.timeline.add(events)
+    record.outbox.release(record.timeline.alerts())
+    store = dict(codec.event_writes(record, added) + [codec.outbox_write(record)])
+    restored = codec.read_record(record.timeline.athlete_id, store.get)
+    assert [dump_event(e) for e in restored.timeline.events] == [dump_event(e) for e in record.timeline.events]
+    assert restored.outbox == record.outbox and restored.periods == record.periods
+    assert all(json.loads(value)["v"] == codec.FORMAT_VERSION for value in store.values())
+    store[codec.OUTBOX_PART] = json.dumps({"v": 99, "sent": {}}).encode()
+    with pytest.raises(codec.StoredStateError, match="format version 99"):
+        codec.read_record(record.timeline.athlete_id, store.get)
+    assert codec.read_record("never-stored", {}.get) is None
+
+
+def test_a_batch_stores_only_the_periods_it_touched():
+    events = COHORT[1]
+    record = ClinicalRecord.new(events[0].athlete_id)
+    codec.event_writes(record, record.timeline.add(events[:-1]))
+    writes = codec.event_writes(record, record.timeline.add(events[-1:]))
+    assert [part for part, _ in writes] == [codec.period_part(codec.period_of(events[-1]))]
+
+
+def test_partition_progress_needs_every_path_caught_up_since_its_last_event():
+    progress = PartitionProgress()
+    for path in TIMELINE_INPUTS:
+        assert not progress.complete
+        progress.on_marker(ProgressMarker(input=path, partition=0, caught_up=True))
+    assert progress.complete
+    lab_path = "aromatrack.v1.lab.result"
+    progress.on_event(lab_path)  # a batch of labs is arriving: wait for its stage's next marker
+    assert not progress.complete
+    progress.on_marker(ProgressMarker(input=lab_path, partition=0, caught_up=False))
+    assert not progress.complete
+    progress.on_marker(ProgressMarker(input=lab_path, partition=0, caught_up=True))
+    assert progress.complete
+
+
+def test_stage_progress_reports_changes_forwards_and_heartbeats():
+    stage, scale = StageProgress(), InputPartition("aromatrack.v1.scale.reading", 1)
+    first = stage.markers({scale: 10}, {scale: 4}, now=100.0)
+    assert [(m.partition, m.caught_up) for m in first] == [(1, False)]
+    assert stage.markers({scale: 10}, {scale: 4}, now=100.1) == []  # nothing new to say
+    stage.handle(scale.topic, 1, 9)
+    assert [m.caught_up for m in stage.markers({scale: 10}, {scale: 4}, now=100.2)] == [True]
+    stage.handle(scale.topic, 1, 10)
+    # caught up again after forwarding: the downstream path is busy until this marker
+    assert [m.caught_up for m in stage.markers({scale: 11}, {}, [scale], now=100.3)] == [True]
+    assert [m.caught_up for m in stage.markers({scale: 11}, {}, now=100.0 + HEARTBEAT_S)] == [True]  # heartbeat
+    assert stage.markers({scale: None}, {}, now=100.1 + HEARTBEAT_S)[0].caught_up is False  # end offset unknown
+
+
+def topic_state(messages):
+    """What a consumer of the alerts topic holds: the last message per alert id, withdrawn ones dropped."""
+    latest = {}
+    for message in messages:
+        latest[message.alert_id] = message
+    return {alert_id: json.loads(dump_event(m)) for alert_id, m in latest.items() if m.type == "alert"}
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.sampled_from(sorted(HISTORIES)), st.integers(0, 2**32))
+def test_random_interleavings_lateness_releases_and_crashes_end_in_evaluates_alerts(name, seed):
+    """The agent's sequence per batch, simulated: place the batch, store its parts, release when the watermark
+    says the input is in (store the outbox with the release in flight, send, confirm, store). Arrival is
+    shuffled, some events come after alerts up to their time were released (late), the worker crashes before or
+    in the middle of a store (the batch is delivered again to a record restored from what was stored) and while
+    sending or before confirming a release. After every confirmed release the topic holds exactly what evaluate
+    gives for the events sent so far; at the end, for the whole history."""
+    events, rng = HISTORIES[name], random.Random(seed)
+    athlete = events[0].athlete_id
+    late = set(rng.sample(range(len(events)), k=min(len(events) // 10, 20)))
+    arrival = [e for i, e in enumerate(events) if i not in late]
+    rng.shuffle(arrival)
+    arrival += [events[i] for i in sorted(late)]  # entered after everything else was released
+    store: dict[bytes, bytes] = {}
+    topic: list = []
+    record = None
+    applied: list = []
+    position = redelivered = 0
+    while position < len(arrival):
+        batch = arrival[position : position + max(redelivered, rng.randint(1, 40))]
+        redelivered = 0
+        record = record or codec.read_record(athlete, store.get) or ClinicalRecord.new(athlete)
+        added = record.timeline.add(batch)
+        writes = []
+        if added:
+            record.outbox.unreleased = True
+            writes = [*codec.event_writes(record, added), codec.outbox_write(record)]
+        crash = rng.random()
+        if crash < 0.05:  # before or in the middle of the store: delivered again from the committed offset
+            store.update(writes[: rng.randint(0, len(writes))])
+            record, redelivered = None, len(batch)
+            continue
+        store.update(writes)
+        position += len(batch)
+        applied += batch
+        if rng.random() < 0.3 or position == len(arrival):  # the watermark is complete
+            messages = record.outbox.release(record.timeline.alerts())
+            store.update([codec.outbox_write(record)])
+            sent = rng.randint(0, len(messages)) if rng.random() < 0.1 else len(messages)
+            topic += messages[:sent]
+            if sent < len(messages) or rng.random() < 0.05:  # crashed while sending, or before confirming
+                record = None
+                continue
+            record.outbox.confirm()
+            store.update([codec.outbox_write(record)])
+            assert topic_state(topic) == evaluated(applied)
+    record = codec.read_record(athlete, store.get)
+    topic += record.outbox.release(record.timeline.alerts())
+    assert topic_state(topic) == evaluated(events)

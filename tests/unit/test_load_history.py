@@ -1,0 +1,71 @@
+"""The bounded per-athlete load history (`training_load.add_session`): bounded as history grows, the CTL/ATL
+model stays exactly the model over the whole history, late and old sessions land where they should."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aromatrack.domain import training_load as tl
+
+START = datetime(2024, 1, 1, 17, tzinfo=timezone.utc)
+
+
+def session(day: int, load: float, modality: str = "steady_state", minutes: float = 60.0) -> tl.Session:
+    return tl.Session(START + timedelta(days=day), modality, load, minutes)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_three_years_of_sessions_keep_a_bounded_history_and_the_exact_model(rng):
+    history = tl.LoadHistory()
+    all_days: dict[date, float] = {}
+    day = 0
+    for _ in range(700):
+        day += rng.choice((1, 1, 2, 3))
+        load = round(rng.uniform(20, 150), 1)
+        when = max(0, day - rng.choice((0, 0, 0, 4)))  # now and then a workout logged a few days late
+        all_days[(START + timedelta(days=when)).date()] = all_days.get((START + timedelta(days=when)).date(), 0) + load
+        update = tl.add_session(history, session(when, load))
+        history = update.history
+        assert len(history.daily) <= tl.DAILY_MEMORY_DAYS + 1
+        assert len(history.sessions) <= 2 * tl.SESSION_MEMORY_DAYS  # at most two sessions a day here
+    exact = {d.day: d for d in tl.daily_load_model(all_days)}
+    for modelled in update.days:
+        expected = exact[modelled.day]
+        assert (modelled.ctl, modelled.atl, modelled.tsb, modelled.acwr) == (expected.ctl, expected.atl, expected.tsb, expected.acwr)
+    assert history.carry is not None  # old days were folded away, and the model above is still exact
+
+
+def test_a_session_older_than_the_kept_days_counts_on_the_first_kept_day():
+    history = tl.LoadHistory()
+    for day in range(300):
+        history = tl.add_session(history, session(day, 50.0)).history
+    first_kept = history.carry.day
+    update = tl.add_session(history, session(0, 10.0))
+    assert update.history.daily[first_kept] == history.daily[first_kept] + 10.0
+    assert update.days[0].day == first_kept and update.days[-1].day == (START + timedelta(days=299)).date()
+
+
+def test_the_update_names_the_days_from_the_session_on_and_its_week():
+    history = tl.LoadHistory()
+    for day in (0, 1, 2, 9):
+        history = tl.add_session(history, session(day, 40.0)).history
+    update = tl.add_session(history, session(3, 60.0, "hiit", 30))  # a late one, in the first week
+    assert [d.day for d in update.days] == [(START + timedelta(days=n)).date() for n in range(3, 10)]
+    assert {(w.week_start, w.modality) for w in update.week} == {(date(2024, 1, 1), "steady_state"), (date(2024, 1, 1), "hiit")}
+    assert sum(w.share for w in update.week) == pytest.approx(1.0)
+    assert update.history.daily == {**history.daily, (START + timedelta(days=3)).date(): 60.0}
+
+
+def test_summary_load_keeps_what_a_summary_carries_and_computes_the_rest():
+    athlete = tl.Athlete(hr_rest_bpm=50, hr_max_bpm=185)
+    carried = tl.summary_load({"sport": "running", "duration_s": 3600, "load": 77.5, "modality": "hiit", "trimp": 90.0}, athlete)
+    assert carried == tl.SummaryLoad(77.5, "hiit", 90.0)
+    plain = {"sport": "running", "duration_s": 3600, "avg_hr_bpm": 150}
+    computed = tl.workout_load(tl.WorkoutInput.from_summary(plain), athlete)
+    assert tl.summary_load(plain, athlete) == tl.SummaryLoad(round(computed.load, 3), computed.modality, computed.trimp)
+    assert tl.summary_load({**plain, "load": 10.0, "modality": "not a modality"}, athlete).load == round(computed.load, 3)
