@@ -3,7 +3,8 @@
 No Docker engine runs on these machines, so instead of docker-compose this starts:
 - Apache Kafka (the jars `deploy/kafka_jars.py` resolves from Maven Central) in KRaft combined mode, one node
   that is broker and controller, with a generated `server.properties` suited to a single node, and
-- Debian's `influxd` 1.6.7 with a generated config that binds 127.0.0.1 and keeps data in the state dir, and
+- Debian's `influxd` 1.6.7 with a generated config that binds 127.0.0.1, keeps data in the state dir and
+  requires authentication; `up` creates its users and grants (deploy/influx_access.py), and
 - Debian's PostgreSQL (the store's production database; the tests run the store on it and on SQLite), a cluster
   made by `initdb` under the state dir with a generated password, run as the unprivileged `postgres` user when
   we are root (the server refuses to run as root), TCP on loopback only and no Unix socket.
@@ -34,7 +35,7 @@ from pathlib import Path
 import tempfile
 from typing import Callable, Iterator
 
-from . import kafka_jars
+from . import influx_access, kafka_jars
 from .settings import API_PORT, Settings
 
 
@@ -244,6 +245,7 @@ bind-address = "{host}:{port + 2}"
   bind-address = "{host}:{port}"
   log-enabled = false
   flux-enabled = false
+  auth-enabled = true
 [monitor]
   store-enabled = false
 [continuous_queries]
@@ -530,7 +532,12 @@ def status(settings: Settings, server: Server) -> str:
 
 
 def up(settings: Settings, *, with_store: bool = True) -> list[str]:
+    influx_access.ensure_users_file(settings)
     started = [start(settings, server) for server in servers(settings, with_store=with_store)]
+    try:
+        started.append(influx_access.provision(settings))
+    except influx_access.AccessError as exc:
+        raise StackError(str(exc)) from None
     if with_store:
         started.append(f"postgresql: the store's DSN is {postgres_dsn(settings, with_password=False)} (password in "
                        f"{_postgres_root(settings) / 'password'}); set AROMATRACK_STORE_DSN to use it")

@@ -48,7 +48,7 @@ from aromatrack.services.auth import Role
 from aromatrack.services.store import AsyncStore, Contact, Store
 from aromatrack.services.webhooks import WebhookSecretError, is_loopback, signed_headers, webhook_url_problem
 from aromatrack.streams.admin import ensure_topics
-from aromatrack.streams.influx import InfluxClient
+from aromatrack.streams.influx import InfluxError, SeriesStore
 
 log = logging.getLogger("aromatrack.notifier")
 
@@ -210,7 +210,7 @@ class Notifier:
     def __init__(
         self,
         store: Store,
-        influx: InfluxClient,
+        influx: SeriesStore,
         dead_letters: AIOKafkaProducer,
         *,
         smtp: SmtpConfig | None,
@@ -373,7 +373,7 @@ async def serve(
     """Run the notifier against the settings' broker, InfluxDB and store until SIGINT/SIGTERM."""
     import signal
 
-    from aromatrack.streams.influx import InfluxConfig
+    from aromatrack.deploy import influx_access
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -382,7 +382,7 @@ async def serve(
     store = Store(settings.store_url)
     dead_letters = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await dead_letters.start()
-    async with InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database), max_attempts=2) as influx:
+    async with influx_access.reader_store(settings, max_attempts=2) as influx:
         notifier = Notifier(store, influx, dead_letters, smtp=smtp, retry=retry, historical=historical)
         try:
             await run(notifier, settings.kafka_bootstrap, renotify_after_s=renotify_after_s, stop=stop,
