@@ -5,6 +5,7 @@ with its own connection pool, and race them from threads."""
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -226,3 +227,45 @@ def test_an_unreachable_database_is_a_store_error_that_keeps_the_password_out(mo
     monkeypatch.setenv("AROMATRACK_STORE_PASSWORD", "s3cret-pw")
     result = CliRunner().invoke(app, ["users", "add", "ath-1", "--role", "athlete"])
     assert result.exit_code == 1 and "cannot open the store" in result.output and "s3cret-pw" not in result.output
+
+
+# The last release before Alembic (PRAGMA user_version 5), as it created its tables.
+VERSION_5_SCHEMA = """
+CREATE TABLE users (user_id TEXT PRIMARY KEY, role TEXT NOT NULL, email TEXT, webhook_url TEXT, webhook_secret TEXT);
+CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users, role TEXT NOT NULL,
+    created_at REAL NOT NULL, expires_at REAL NOT NULL, revoked_at REAL);
+CREATE TABLE care_team (athlete_id TEXT NOT NULL, member_id TEXT NOT NULL REFERENCES users,
+    PRIMARY KEY (athlete_id, member_id));
+CREATE TABLE idempotency (scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT, created_at REAL NOT NULL);
+CREATE TABLE produced (athlete_id TEXT NOT NULL, event_id TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0,
+    claimed_at REAL NOT NULL, PRIMARY KEY (athlete_id, event_id));
+CREATE TABLE alerts (alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, body TEXT NOT NULL, received_at REAL NOT NULL,
+    acknowledged_at REAL, acknowledged_by TEXT, acknowledgement_note TEXT);
+CREATE INDEX alerts_by_athlete ON alerts (athlete_id, received_at);
+CREATE TABLE historical_alerts (alert_id TEXT PRIMARY KEY, athlete_id TEXT NOT NULL, received_at REAL NOT NULL,
+    summarised_at REAL);
+CREATE INDEX historical_unsummarised ON historical_alerts (summarised_at, athlete_id);
+CREATE TABLE deliveries (alert_id TEXT NOT NULL, channel TEXT NOT NULL, round INTEGER NOT NULL, status TEXT NOT NULL,
+    attempts INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (alert_id, channel, round));
+CREATE TABLE web_sessions (session_hash TEXT PRIMARY KEY, token_hash TEXT NOT NULL, csrf_token TEXT NOT NULL,
+    expires_at REAL NOT NULL);
+PRAGMA user_version = 5;
+"""
+
+
+def test_a_version_5_sqlite_file_keeps_its_data_and_its_alerts_versions(tmp_path) -> None:
+    path = tmp_path / "api.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(VERSION_5_SCHEMA)
+    old.execute("INSERT INTO alerts VALUES (?, 'ath-1', ?, 1.0, 2.0, 'clin-1', 'seen')",
+                ("a-1", make_alert("a-1", version=2).model_dump_json()))
+    old.execute("INSERT INTO deliveries VALUES ('a-1', 'webhook:clin-1', 1, 'delivered', 1, 1.0)")
+    old.commit()
+    old.close()
+    store = Store(path)
+    assert store.schema_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert not store.record_alert(make_alert("a-1", version=2))  # the body's version 2 became the column's
+    assert store.record_alert(make_alert("a-1", version=3))
+    assert store.alert("a-1").acknowledgement_note == "seen"
+    assert store.claim_delivery("a-1", "webhook:clin-1", 1, stale_after_s=0) == "settled"
+    store.close()
