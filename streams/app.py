@@ -14,7 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from aromatrack.deploy.settings import load_settings
 from aromatrack.schemas import topics
-from aromatrack.streams.admin import ensure_topics
+from aromatrack.streams.admin import ensure_topics, topic_replicas
 from aromatrack.streams.influx import InfluxClient, InfluxConfig
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ app = faust.App(
     value_serializer="raw",
     key_serializer="raw",
     topic_partitions=topics.PARTITIONS,
+    topic_replication_factor=topic_replicas(),
     topic_allow_declare=True,
     web_enabled=WEB_PORT is not None,
     web_port=WEB_PORT or 6066,
