@@ -49,6 +49,8 @@ copies, and the store's DSN from its Secret. */}}
   value: /var/lib/aromatrack
 {{- end -}}
 
+{{/* The store's DSN (AROMATRACK_STORE_DSN): the bundled PostgreSQL's, its password apart in
+AROMATRACK_STORE_PASSWORD (deploy/settings.py fills it in), or an external one whole from the Secret. */}}
 {{- define "aromatrack.storeEnv" -}}
 {{- if .Values.postgresql.enabled }}
 - name: AROMATRACK_STORE_PASSWORD
@@ -57,7 +59,7 @@ copies, and the store's DSN from its Secret. */}}
       name: {{ .Values.store.dsnSecret }}
       key: password
 - name: {{ .Values.store.dsnEnv }}
-  value: {{ printf "postgresql://%s:$(AROMATRACK_STORE_PASSWORD)@%s-postgresql:5432/%s" .Values.postgresql.user (include "aromatrack.name" .) .Values.postgresql.database | quote }}
+  value: {{ printf "postgresql://%s@%s-postgresql:5432/%s" .Values.postgresql.user (include "aromatrack.name" .) .Values.postgresql.database | quote }}
 {{- else }}
 - name: {{ .Values.store.dsnEnv }}
   valueFrom:
