@@ -27,6 +27,8 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from aromatrack.deploy import influx_access
+from aromatrack.deploy.influx_access import READER
 from aromatrack.deploy.settings import load_settings
 from aromatrack.schemas import topics
 from aromatrack.services.auth import Role
@@ -121,7 +123,8 @@ async def main(args: argparse.Namespace) -> None:
         tokens[athlete] = store.add_user(athlete, Role.ATHLETE)
     server = subprocess.Popen(
         [sys.executable, "-m", "aromatrack.services.cli", "api", "--port", str(PORT)],
-        env={**os.environ, "AROMATRACK_STATE_DIR": str(state)},
+        env={**os.environ, "AROMATRACK_STATE_DIR": str(state), **{  # its own user store; the stack's InfluxDB readers
+            role.password_variable: influx_access.user(settings, role).password for role in READER.values()}},
         stderr=(state / "api.log").open("wb"),  # its access log: a line per request
     )
     base = f"http://127.0.0.1:{PORT}"

@@ -3,7 +3,8 @@
 No Docker engine runs on these machines, so instead of docker-compose this starts:
 - Apache Kafka (the jars `deploy/kafka_jars.py` resolves from Maven Central) in KRaft combined mode, one node
   that is broker and controller, with a generated `server.properties` suited to a single node, and
-- Debian's `influxd` 1.6.7 with a generated config that binds 127.0.0.1 and keeps data in the state dir.
+- Debian's `influxd` 1.6.7 with a generated config that binds 127.0.0.1, keeps data in the state dir and
+  requires authentication; `up` creates its users and grants (deploy/influx_access.py).
 Both bind loopback only. Each server is a detached process with a pid file; `up` is idempotent and waits
 until each answers (the broker: until it answers a metadata request naming itself).
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 import tempfile
 from typing import Callable, Iterator
 
-from . import kafka_jars
+from . import influx_access, kafka_jars
 from .settings import API_PORT, Settings
 
 
@@ -238,6 +239,7 @@ bind-address = "{host}:{port + 2}"
   bind-address = "{host}:{port}"
   log-enabled = false
   flux-enabled = false
+  auth-enabled = true
 [monitor]
   store-enabled = false
 [continuous_queries]
@@ -408,7 +410,12 @@ def status(settings: Settings, server: Server) -> str:
 
 
 def up(settings: Settings) -> list[str]:
-    return [start(settings, server) for server in servers(settings)]
+    influx_access.ensure_users_file(settings)
+    started = [start(settings, server) for server in servers(settings)]
+    try:
+        return [*started, influx_access.provision(settings)]
+    except influx_access.AccessError as exc:
+        raise StackError(str(exc)) from None
 
 
 def down(settings: Settings) -> list[str]:

@@ -5,7 +5,12 @@ Public API (stable; other modules import these names):
 - `WorkoutInput(sport, duration_s, sub_sport=None, avg_hr_bpm=None, max_hr_bpm=None, avg_power_w=None,
   normalized_power_w=None, rpe=None, hr_samples=(), power_samples=())` -- a WorkoutSummary-like plain input.
   `WorkoutInput.from_summary(mapping)` builds one from a `workout.summary` dict or pydantic model dump.
-- `Athlete(hr_rest_bpm=60, hr_max_bpm=190, ftp_w=None, sex="male")` -- the athlete numbers the formulas need.
+- `Athlete(hr_rest_bpm=60, hr_max_bpm=190, ftp_w=None, sex="male", time_zone=None)` -- the athlete numbers the
+  formulas need, and the IANA time zone whose calendar their days and weeks follow.
+- `local_time(moment, time_zone)` -- an instant on the athlete's own clock: in the profile's IANA zone, else in
+  the offset the event itself carries. Days and Monday weeks of the load model are the athlete's local ones, so
+  an evening session in California is not counted on the next (UTC) day, nor a Monday run in Sydney in the
+  previous week.
 - `profile_numbers(profile)`, `with_profile(history, time_s, profile)`, `athlete_at(history, time_s)` -- an
   athlete's profiles over time, and the `Athlete` in effect at a workout's time.
 - `workout_load(workout, athlete) -> WorkoutLoad` with `trimp`, `hrtss`, `power_tss`, `srpe_load`, `load`
@@ -14,9 +19,12 @@ Public API (stable; other modules import these names):
 - `intensity_profile(hr_samples, athlete) -> IntensityProfile` -- share of time hard/easy and the number of
   hard intervals, from ~1 Hz heart-rate samples.
 - `normalized_power(power_samples) -> float | None` -- Coggan NP from 1 Hz power.
-- `daily_load_model(daily_loads, start=None, end=None) -> list[DailyLoad]` -- per day `load`, `ctl`, `atl`,
-  `tsb`, `acwr`, with rest days filled in as zero load.
-- `weekly_modality_mix(sessions) -> list[WeeklyModality]` -- per ISO week and modality: load, minutes, share.
+- `daily_load_model(daily_loads, start=None, end=None) -> list[DailyLoad]` -- per (local) day `load`, `ctl`,
+  `atl`, `tsb`, `acwr`, with rest days filled in as zero load.
+- `rest_days(daily_loads, today, start=None, carry=(0, 0)) -> list[DailyLoad]` -- the model carried from the
+  last load through today, so fatigue falls and form rises on rest days (at most MODEL_TAIL_DAYS).
+- `weekly_modality_mix(sessions) -> list[WeeklyModality]` -- per ISO week (Monday of the sessions' own local
+  dates) and modality: load, minutes, share.
 - `summary_load(summary, athlete) -> SummaryLoad` -- a `workout.summary`'s load, modality and TRIMP: as it
   carries them, else computed. The one place the clinical engine and the workouts agent get a workout's load.
 - `LoadHistory(daily, sessions, carry)` and `add_session(history, session) -> LoadUpdate` -- the bounded
@@ -61,12 +69,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Iterable, Literal, Mapping, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 Modality = Literal["resistance", "hiit", "steady_state", "other"]
 MODALITIES: tuple[Modality, ...] = ("resistance", "hiit", "steady_state", "other")
 
 CTL_DAYS = 42
 ATL_DAYS = 7
+MODEL_TAIL_DAYS = 180  # rest days carried after the last load: by then CTL is below 2 % of its value (e^(-180/42))
 LTHR_RESERVE_FRACTION = 0.85
 HARD_RESERVE_FRACTION = 0.85
 EASY_RESERVE_FRACTION = 0.70
@@ -121,8 +131,11 @@ class Athlete:
     ftp_w: float | None = None
     sex: Literal["male", "female"] = "male"
     lthr_bpm: float | None = None
+    time_zone: str | None = None
 
     def __post_init__(self) -> None:
+        if self.time_zone is not None:
+            zone(self.time_zone)
         if not self.hr_rest_bpm < self.hr_max_bpm:
             raise ValueError(f"hr_rest_bpm ({self.hr_rest_bpm:g}) must be below hr_max_bpm ({self.hr_max_bpm:g})")
         if self.ftp_w is not None and self.ftp_w <= 0:
@@ -138,7 +151,7 @@ class Athlete:
         return min(1.0, max(0.0, fraction))
 
 
-PROFILE_FIELDS = ("hr_rest_bpm", "hr_max_bpm", "ftp_w", "sex")
+PROFILE_FIELDS = ("hr_rest_bpm", "hr_max_bpm", "ftp_w", "sex", "time_zone")
 PROFILE_HISTORY_LIMIT = 32  # profiles kept per athlete; they change a few times a year
 
 
@@ -344,6 +357,22 @@ def workout_load(workout: WorkoutInput, athlete: Athlete = Athlete()) -> Workout
     return WorkoutLoad(trimp, hrtss, ptss, srpe, load, source, modality)
 
 
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone of that name; ValueError names an unknown one (never a silent fall-back to UTC)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. 'Europe/Berlin')") from None
+
+
+def local_time(moment: datetime, time_zone: str | None) -> datetime:
+    """The instant on the athlete's clock: in `time_zone` when the profile names one, else as the event carries
+    it (its own UTC offset, e.g. a FIT file's local time). The day and week a workout counts in are this one's."""
+    if moment.tzinfo is None:
+        raise ValueError("moment must be timezone-aware")
+    return moment.astimezone(zone(time_zone)) if time_zone else moment
+
+
 def _decay(days: int) -> float:
     return 1 - math.exp(-1 / days)
 
@@ -377,8 +406,26 @@ def daily_load_model(
     return days
 
 
+def rest_days(
+    daily_loads: Mapping[date, float],
+    today: date,
+    start: date | None = None,
+    carry: tuple[float, float] = (0.0, 0.0),
+) -> list[DailyLoad]:
+    """The model's days after the last load through `today`, each a rest day (zero load), at most
+    MODEL_TAIL_DAYS of them; empty when the last load is today's or later. Same arguments as `daily_load_model`,
+    so the rest days continue exactly the model the loads give."""
+    if not daily_loads:
+        return []
+    last = max(daily_loads)
+    end = min(today, last + timedelta(days=MODEL_TAIL_DAYS))
+    if end <= last:
+        return []
+    return [day for day in daily_load_model(daily_loads, start=start, end=end, carry=carry) if day.day > last]
+
+
 def week_start(moment: datetime | date) -> date:
-    """Monday of the ISO week (in the moment's own time zone; callers pass UTC)."""
+    """Monday of the ISO week, in the moment's own time zone (callers pass `local_time`)."""
     day = moment.date() if isinstance(moment, datetime) else moment
     return day - timedelta(days=day.weekday())
 
@@ -429,8 +476,8 @@ class CarriedFitness:
 
 @dataclass(frozen=True)
 class LoadHistory:
-    """An athlete's training as a stream keeps it, bounded as history grows: daily loads (UTC days) from the
-    first kept day on, the fitness carried over from the days before it, and the recent sessions."""
+    """An athlete's training as a stream keeps it, bounded as history grows: daily loads (the athlete's local
+    days, as the sessions' `local_time` starts give them) from the first kept day on, the fitness carried over from the days before it, and the recent sessions."""
 
     daily: Mapping[date, float] = field(default_factory=dict)
     sessions: tuple[Session, ...] = ()

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import fhir
 from aromatrack.schemas import series as S
@@ -38,7 +39,7 @@ from aromatrack.services.readings import ATHLETE_ID_PATTERN, series_rows
 from aromatrack.services.store import InboxAlert, Store, StoreError
 from aromatrack.services.withings import WithingsError, scale_readings
 from aromatrack.streams import fit
-from aromatrack.streams.influx import InfluxClient, InfluxConfig, InfluxError
+from aromatrack.streams.influx import InfluxError, SeriesStore
 from aromatrack.streams.producer import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("aromatrack.api")
@@ -84,7 +85,7 @@ class EventSink(Protocol):
 class Services:
     store: Store
     sink: EventSink | None = None
-    influx: InfluxClient | None = None
+    influx: SeriesStore | None = None
 
 
 class Problem(HTTPException):
@@ -354,8 +355,8 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
             return
         from aromatrack.streams.producer import EventProducer
 
-        async with EventProducer(settings.kafka_bootstrap) as producer, InfluxClient(
-            InfluxConfig(settings.influx_url, settings.influx_database), max_attempts=2
+        async with EventProducer(settings.kafka_bootstrap) as producer, influx_access.reader_store(
+            settings, max_attempts=2
         ) as influx:
             app.state.services.sink = producer
             app.state.services.influx = influx

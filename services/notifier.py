@@ -48,7 +48,7 @@ from aromatrack.services.health import ConsumerHealth, serve_consumer_health
 from aromatrack.services.store import Contact, Store
 from aromatrack.services.webhooks import WebhookSecretError, is_loopback, signed_headers, webhook_url_problem
 from aromatrack.streams.admin import ensure_topics
-from aromatrack.streams.influx import InfluxClient
+from aromatrack.streams.influx import InfluxError, SeriesStore
 
 log = logging.getLogger("aromatrack.notifier")
 
@@ -208,7 +208,7 @@ class Notifier:
     def __init__(
         self,
         store: Store,
-        influx: InfluxClient,
+        influx: SeriesStore,
         dead_letters: AIOKafkaProducer,
         *,
         smtp: SmtpConfig | None,
@@ -365,7 +365,7 @@ async def serve(
     `health_address` (host, port), serve /livez and /readyz there."""
     import signal
 
-    from aromatrack.streams.influx import InfluxConfig
+    from aromatrack.deploy import influx_access
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -374,7 +374,7 @@ async def serve(
     store = Store(settings.state_dir / "api.sqlite3")
     dead_letters = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await dead_letters.start()
-    async with InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database), max_attempts=2) as influx:
+    async with influx_access.reader_store(settings, max_attempts=2) as influx:
         notifier = Notifier(store, influx, dead_letters, smtp=smtp, retry=retry, historical=historical)
         health = ConsumerHealth()
         probes = await serve_consumer_health(health, *health_address) if health_address else None

@@ -12,10 +12,11 @@ from pathlib import Path
 import faust
 from aiokafka.partitioner import DefaultPartitioner
 
+from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import load_settings
 from aromatrack.schemas import topics
 from aromatrack.streams.admin import ensure_topics, topic_replicas
-from aromatrack.streams.influx import InfluxClient, InfluxConfig
+from aromatrack.streams.influx import SeriesStore
 
 log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -101,22 +102,25 @@ def part_key(athlete_key: bytes, part: bytes) -> bytes:
 dead_letter_topic = app.topic(topics.DEAD_LETTER_TOPIC, value_serializer="raw", key_serializer="raw")
 timeline_topic = app.topic(topics.TIMELINE_TOPIC, value_serializer="raw", key_serializer="raw")
 
-_influx: InfluxClient | None = None
+_influx: SeriesStore | None = None
 
 
-def influx() -> InfluxClient:
-    """One client per worker, created lazily inside the worker's event loop."""
+def influx() -> SeriesStore:
+    """One writer per worker, created lazily inside the worker's event loop."""
     global _influx
     if _influx is None:
-        _influx = InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database))
+        _influx = influx_access.writer_store(settings)
     return _influx
 
 
 async def prepare_storage() -> None:
-    """Create the topics with their partition count and the InfluxDB database; run before the worker."""
+    """Create the topics with their partition count and check the writer's credentials; run before the worker.
+
+    The databases, users and grants are the deployment's (`aromatrack stack up`, compose's InfluxDB init):
+    the worker writes as a user that may not create them.
+    """
     await ensure_topics(settings.kafka_bootstrap)
-    async with InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database)) as client:
-        await client.create_database()
+    influx_access.user(settings, influx_access.Role.WRITER)
 
 
 async def dead_letter(original: bytes, reason: str, source_topic: str, key: bytes | None = None) -> None:

@@ -11,6 +11,10 @@
   writes WORKOUT, TRAINING_LOAD_DAILY (from the workout's day to the athlete's latest day) and
   MODALITY_WEEKLY points, then forwards the event as it came (the clinical engine computes a load the sender
   did not give from the athlete's profile in event-time order, as `evaluate` does) to the timeline.
+- `write_rest_days` timer: carries each athlete's model from the latest workout through today (the athlete's
+  local today), so a resting athlete's fatigue falls and form rises on the boards (`training_load.rest_days`).
+  It and the summary agent take `summary_stage_lock` in turn, so rest days never overwrite a workout's day in
+  flight.
 - Progress: what the FIT agent produces carries `INPUT_HEADER` (the FIT topic) and the summary agent's forwards
   their path; both agents report a `ProgressMarker` per owned input partition every `HEARTBEAT_S` (the FIT
   agent's onto the summary and scale topics, which forward them; the summary agent's, and the FIT markers it
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from dataclasses import dataclass
 from itertools import groupby
 from datetime import date, datetime, timezone
@@ -58,6 +63,7 @@ SAMPLE_BUCKET_S = 10
 SEEN_MONTHS = 60  # months with workouts whose ids are remembered per athlete, for duplicate detection
 SUMMARY_BATCH_SIZE = 500
 SUMMARY_BATCH_WINDOW_S = 0.02
+REST_DAYS_INTERVAL_S = float(os.environ.get("AROMATRACK_REST_DAYS_INTERVAL_S", "3600"))
 STATE_VERSION = 1  # of the workout_state table's values (`history_to_json`)
 
 fit_topic = app.topic(topics.topic_for("workout.fit"), value_serializer="raw", key_serializer="raw")
@@ -163,9 +169,11 @@ def with_load(summary: WorkoutSummary, athlete: tl.Athlete) -> dict[str, Any]:
     return {name: value for name, value in body.items() if value is not None}
 
 
-def record_workout(history: tl.LoadHistory, body: dict[str, Any]) -> tl.LoadUpdate:
-    """One summary (with its load and modality) added to the athlete's load history."""
-    start = datetime.fromisoformat(body["time"]).astimezone(timezone.utc)
+def record_workout(history: tl.LoadHistory, body: dict[str, Any], time_zone: str | None = None) -> tl.LoadUpdate:
+    """One summary (with its load and modality) added to the athlete's load history. Days and weeks are the
+    athlete's own (`tl.local_time`: the profile's time zone, else the event's offset); the points of a local day
+    are stamped at that date's 00:00 UTC."""
+    start = tl.local_time(datetime.fromisoformat(body["time"]), time_zone)
     return tl.add_session(history, tl.Session(start, body["modality"], float(body["load"]), body["duration_s"] / 60))
 
 
@@ -202,6 +210,17 @@ def history_from_json(stored: dict[str, Any]) -> tl.LoadHistory:
     )
 
 
+def daily_points(athlete_id: str, days: list[tl.DailyLoad]) -> list[Point]:
+    return [
+        series.TRAINING_LOAD_DAILY.point(
+            datetime.combine(d.day, datetime.min.time(), timezone.utc),
+            {"athlete_id": athlete_id},
+            {"load": d.load, "ctl": d.ctl, "atl": d.atl, "tsb": d.tsb, "acwr": d.acwr},
+        )
+        for d in days
+    ]
+
+
 def load_points(athlete_id: str, body: dict[str, Any], days: list[tl.DailyLoad], mix: list[tl.WeeklyModality]) -> list[Point]:
     athlete = {"athlete_id": athlete_id}
     fields = {name: body.get(name) for name in series.WORKOUT.fields if name != "workout_id"}
@@ -214,14 +233,7 @@ def load_points(athlete_id: str, body: dict[str, Any], days: list[tl.DailyLoad],
             fields,
         )
     ]
-    points += [
-        series.TRAINING_LOAD_DAILY.point(
-            datetime.combine(d.day, datetime.min.time(), timezone.utc),
-            athlete,
-            {"load": d.load, "ctl": d.ctl, "atl": d.atl, "tsb": d.tsb, "acwr": d.acwr},
-        )
-        for d in days
-    ]
+    points += daily_points(athlete_id, days)
     points += [
         series.MODALITY_WEEKLY.point(
             datetime.combine(w.week_start, datetime.min.time(), timezone.utc),
@@ -288,8 +300,9 @@ def summary_step(
         histories[key] = _load_history(key)
     if not seen.add(key, event.time, event.event_id):
         return None
-    body = with_load(event, tl.athlete_at(_profile_history(key), event.time.timestamp()))
-    update = record_workout(histories[key], body)
+    athlete = tl.athlete_at(_profile_history(key), event.time.timestamp())
+    body = with_load(event, athlete)
+    update = record_workout(histories[key], body, athlete.time_zone)
     histories[key] = update.history
     return event, event.model_dump(mode="json", exclude_none=True), load_points(
         event.athlete_id, body, update.days, update.week)
@@ -410,6 +423,39 @@ async def workouts_summary(stream: faust.StreamT) -> None:
                 await send_markers(topics.TIMELINE_TOPIC, await _stage_markers(summary_progress, SUMMARY_TOPIC, forwarded))
             except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:  # the heartbeat repeats them
                 log.warning("summary progress markers not sent (%s)", type(exc).__name__)
+
+
+_rest_days_written: dict[bytes, tl.DailyLoad] = {}  # per athlete, the last rest day this worker wrote
+
+
+def rest_day_points(athlete_key: bytes, history: tl.LoadHistory, today: date) -> list[Point]:
+    """The athlete's rest days from the latest workout through `today` (the athlete's local date), unless this
+    worker already wrote exactly those (the model after the last workout changes only with a workout or a day)."""
+    carry = history.carry
+    days = tl.rest_days(history.daily, today, start=carry.day if carry else None,
+                        carry=(carry.ctl, carry.atl) if carry else (0.0, 0.0))
+    if not days or _rest_days_written.get(athlete_key) == days[-1]:
+        return []
+    _rest_days_written[athlete_key] = days[-1]
+    return daily_points(athlete_key.decode(), days)
+
+
+@app.timer(interval=REST_DAYS_INTERVAL_S)
+async def write_rest_days() -> None:
+    """Carry every athlete's load model through today, in one InfluxDB write."""
+    now = datetime.now(timezone.utc)
+    # Only athletes whose summaries this worker consumes: a standby copy of another worker's state may lag
+    # behind a workout that worker has just written, and its rest days would overwrite that workout's day.
+    summaries = summary_topic.get_topic_name()
+    active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == summaries}
+    async with summary_stage_lock:
+        points = []
+        for key in list(state_table.keys()):
+            if state_table.partition_for_key(key) not in active:
+                continue
+            time_zone = tl.athlete_at(_profile_history(key), now.timestamp()).time_zone
+            points += rest_day_points(key, _load_history(key), tl.local_time(now, time_zone).date())
+        await influx().write(points)
 
 
 async def send_markers(topic: str, markers: list[ProgressMarker]) -> None:

@@ -22,6 +22,7 @@ from aromatrack.domain import engine
 from aromatrack.domain.training_load import daily_load_model
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import ScaleReading, WorkoutSummary, parse_event
+from aromatrack.schemas.series import Audience
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
 
@@ -86,7 +87,7 @@ async def test_a_worker_stopped_mid_stream_and_restarted_loses_and_doubles_nothi
     events = readings(run)
     await produce(stack, events)
     own_worker.start()
-    async with influx_for(own_worker.database) as influx:
+    async with influx_for(own_worker.database, Audience.COACHING) as influx:
         await wait_for_some(influx, run, 500)
         assert own_worker.stop(signal.SIGTERM) == 0
         partial = len(await stored(influx, run))
@@ -133,7 +134,7 @@ async def test_influxdb_killed_mid_stream_is_retried_and_nothing_is_lost(stack, 
     await produce(stack, events)
     own_worker.start()
     influxdb = next(s for s in local_stack.servers(stack) if s.name == "influxdb")
-    async with influx_for(own_worker.database) as influx:
+    async with influx_for(own_worker.database, Audience.COACHING) as influx:
         await wait_for_some(influx, run, 500)
         os.kill(_influxd_pid(stack), signal.SIGKILL)
         await asyncio.sleep(3)
@@ -155,7 +156,7 @@ async def test_the_pipeline_resumes_by_itself_after_a_clean_broker_restart(stack
     await produce(stack, first)
     own_worker.start()
     kafka = next(s for s in local_stack.servers(stack) if s.name == "kafka")
-    async with influx_for(own_worker.database) as influx:
+    async with influx_for(own_worker.database, Audience.COACHING) as influx:
         await wait_for_some(influx, run, 1000)
         local_stack.stop(stack, kafka)
         local_stack.start(stack, kafka)
@@ -223,7 +224,7 @@ async def test_one_of_two_workers_killed_mid_stream_the_other_takes_over_and_it_
     try:
         for worker in workers:
             worker.start()
-        async with influx_for(run) as influx, EventProducer(stack.kafka_bootstrap) as producer:
+        async with influx_for(run, Audience.COACHING) as influx, EventProducer(stack.kafka_bootstrap) as producer:
             # Mid-stream for sure: the events arrive over ~15 s, and one worker dies a third of the way in.
             for chunk in range(30):
                 await producer.send_all(sessions[chunk * 20:(chunk + 1) * 20] + events[chunk * 200:(chunk + 1) * 200])
@@ -297,7 +298,7 @@ async def test_the_broker_killed_mid_stream_loses_no_acknowledged_event_and_the_
                 if len(acknowledged) == 500:
                     broker_killed.set()
 
-    async with influx_for(own_worker.database) as influx:
+    async with influx_for(own_worker.database, Audience.COACHING) as influx:
         await wait_for_some(influx, run, 300)
         producing = asyncio.create_task(produce_one_by_one())
         await asyncio.wait_for(broker_killed.wait(), 120)
@@ -334,7 +335,7 @@ async def test_alerts_after_a_stop_mid_stream_and_a_restart_equal_evaluates(stac
     athletes = {event.athlete_id for event in events}
     await produce(stack, events)
     own_worker.start()
-    async with influx_for(own_worker.database) as influx:
+    async with influx_for(own_worker.database, Audience.COACHING) as influx:
         async def some_points() -> bool:
             return bool(rows(await influx.query("SELECT count(weight_kg) FROM body_composition")))
 

@@ -17,7 +17,7 @@ import httpx
 from aromatrack.deploy import local_stack
 from aromatrack.schemas import topics
 
-from .conftest import Worker, eventually
+from .conftest import Worker, eventually, reader_passwords
 
 
 def status(url: str) -> tuple[int, dict]:
@@ -100,7 +100,7 @@ def stop(process: subprocess.Popen) -> int:
 
 
 async def test_api_health_answers_without_a_token_once_its_broker_connection_is_open(stack, tmp_path):
-    env = {**os.environ, **stack.as_env(), "AROMATRACK_STATE_DIR": str(tmp_path)}
+    env = {**os.environ, **stack.as_env(), "AROMATRACK_STATE_DIR": str(tmp_path), **reader_passwords(stack)}
     api = spawn(env, "api", "--port", "38781", log_path=tmp_path / "api.log")
     try:
         assert await wait_ready("http://127.0.0.1:38781", timeout_s=60) == {"ready": True}
@@ -113,11 +113,11 @@ async def test_api_health_answers_without_a_token_once_its_broker_connection_is_
 
 
 async def test_notifier_health_is_ready_once_it_holds_the_alert_partitions(stack, tmp_path):
-    env = {**os.environ, **stack.as_env(), "AROMATRACK_STATE_DIR": str(tmp_path)}
+    env = {**os.environ, **stack.as_env(), "AROMATRACK_STATE_DIR": str(tmp_path), **reader_passwords(stack)}
     notifier = spawn(env, "notifier", "--group", f"notifier-health-{uuid.uuid4().hex[:8]}", "--health-port", "38782",
                      log_path=tmp_path / "notifier.log")
     try:
-        assert await wait_ready("http://127.0.0.1:38782", timeout_s=60) == {"ready": True,
+        assert await wait_ready("http://127.0.0.1:38782", timeout_s=120) == {"ready": True,
                                                                             "partitions": topics.PARTITIONS}
         assert status("http://127.0.0.1:38782/livez") == (200, {"alive": True})
     finally:

@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiosmtpd.controller import Controller
 
+from aromatrack.deploy import influx_access
 from aromatrack.schemas import series as S
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import Alert, AlertEvidence
@@ -25,7 +26,6 @@ from aromatrack.services.notifier import HistoricalImports, Notifier, Retry, Smt
 from aromatrack.services.webhooks import new_webhook_secret, verify
 from aromatrack.services.store import Store
 from aromatrack.streams.admin import ensure_topics
-from aromatrack.streams.influx import InfluxClient, InfluxConfig
 
 from .conftest import eventually, unique_athlete
 from .test_api_kafka import end_offsets, records_since
@@ -153,7 +153,7 @@ class Running:
         settings = self.setup.settings
         self.dead_letters = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
         await self.dead_letters.start()
-        self.influx = InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database), max_attempts=2)
+        self.influx = influx_access.reader_store(settings, max_attempts=2)
         self.notifier = Notifier(self.setup.store, self.influx, self.dead_letters,
                                  smtp=SmtpConfig("127.0.0.1", SMTP_PORT), retry=self.retry,
                                  historical=self.historical)
@@ -175,8 +175,8 @@ async def test_an_alert_reaches_webhook_and_email_once_with_a_verifiable_signatu
 ):
     alert = make_alert(setup.athlete)
     now = datetime.now(timezone.utc)
-    async with InfluxClient(InfluxConfig(setup.settings.influx_url, setup.settings.influx_database)) as influx:
-        await influx.create_database()
+    influx_access.provision(setup.settings)
+    async with influx_access.writer_store(setup.settings) as influx:
         await influx.write([
             S.LAB.point(now - timedelta(days=d), {"athlete_id": setup.athlete, "analyte": "estradiol",
                                                  "method": "lc_msms", "censored": "no"}, {"value": v})

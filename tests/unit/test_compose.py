@@ -6,12 +6,15 @@ schema without a daemon; the assertions below check the stack is the production 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from aromatrack.deploy.influx_access import READER, Role
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,8 +24,10 @@ def compose() -> dict:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.fail("docker-compose is not installed; run `make install` (deploy/install-system-packages.sh)")
+    secrets = {f"AROMATRACK_INFLUX_{role.value.upper()}_PASSWORD": f"secret-{role.value}" for role in Role}
     result = subprocess.run(
-        [binary, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True, cwd=ROOT
+        [binary, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, **secrets, "GRAFANA_ADMIN_PASSWORD": "secret-grafana"},
     )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
@@ -57,10 +62,34 @@ def test_only_grafana_is_published_and_only_on_loopback(compose):
             assert published.startswith("127.0.0.1:"), published
 
 
-def test_grafana_is_provisioned_from_the_files_in_grafana(compose):
-    # docker-compose 1.29 normalises volumes to "source:target:mode"
-    mounts = {target: (source, mode) for source, target, mode in
-              (volume.split(":") for volume in compose["services"]["grafana"]["volumes"])}
-    assert mounts["/etc/grafana/provisioning"] == (str(ROOT / "grafana" / "provisioning"), "ro")
-    assert mounts["/var/lib/grafana/dashboards"] == (str(ROOT / "grafana" / "dashboards"), "ro")
-    assert (ROOT / "grafana" / "provisioning" / "datasources" / "influxdb.yaml").is_file()
+def test_grafana_is_provisioned_through_the_api_by_a_one_shot_service(compose):
+    """File provisioning cannot create organisations (and Grafana refuses to start on an unknown one)."""
+    assert "volumes" not in compose["services"]["grafana"] or not any(
+        "provisioning" in volume for volume in compose["services"]["grafana"]["volumes"])
+    provisioner = compose["services"]["grafana-provision"]
+    assert provisioner["command"][:2] == ["grafana", "provision"]
+    grafana_dir = provisioner["command"][provisioner["command"].index("--grafana-dir") + 1]
+    assert f"{ROOT / 'grafana'}:{grafana_dir}:ro" in provisioner["volumes"]
+    assert provisioner["depends_on"]["grafana"]["condition"] == "service_healthy"
+
+
+def test_influxdb_requires_authentication_and_each_process_gets_only_its_passwords(compose):
+    services = compose["services"]
+    assert services["influxdb"]["environment"]["INFLUXDB_HTTP_AUTH_ENABLED"] == "true"
+    assert services["influxdb"]["environment"]["INFLUXDB_ADMIN_USER"] == Role.ADMIN.username
+
+    def passwords(name: str) -> set[str]:
+        return {key for key in services[name]["environment"] if key.endswith("_PASSWORD")}
+
+    assert passwords("worker") == {Role.WRITER.password_variable}
+    assert passwords("grafana-provision") == {role.password_variable for role in READER.values()} | {
+        "GRAFANA_ADMIN_PASSWORD"}
+
+
+def test_the_influxdb_init_script_creates_the_users_and_grants_the_local_stack_does():
+    script = (ROOT / "deploy" / "influxdb-init.sh").read_text()
+    for role in (Role.WRITER, *READER.values()):
+        assert f"CREATE USER {role.username} WITH PASSWORD '${{{role.password_variable}}}'" in script
+    assert script.count(f"TO {Role.WRITER.username}") == 2 and "GRANT WRITE" in script
+    for audience, role in READER.items():
+        assert f'GRANT READ ON \\"${{base}}_{audience.value}\\" TO {role.username}' in script

@@ -141,10 +141,37 @@ def test_the_api_scales_on_cpu_and_the_workers_keep_one_down_at_most() -> None:
     assert budget["spec"]["maxUnavailable"] == 1
 
 
-def test_grafana_gets_every_provisioning_file_and_board_from_the_repository() -> None:
-    config_maps = by_kind(render(), "ConfigMap")
+def test_grafana_is_provisioned_from_every_file_of_the_repository_by_a_job_after_each_release() -> None:
+    manifests = render()
+    config_maps = by_kind(manifests, "ConfigMap")
     shipped = {key: value for config_map in config_maps.values() for key, value in config_map["data"].items()}
-    boards = {path.name: path.read_text() for path in (GRAFANA / "dashboards").rglob("*.json")}
-    assert boards and all(shipped[name] == text for name, text in boards.items())
-    datasources = yaml.safe_load(config_maps["rel-grafana-datasources"]["data"]["influxdb.yaml"])
-    assert datasources["datasources"][0]["url"] == "http://rel-influxdb:8086"
+    files = {path.name: path.read_text() for path in (GRAFANA / "dashboards").rglob("*.json")}
+    files.update({path.name: path.read_text() for path in (GRAFANA / "provisioning").glob("*.yaml")})
+    assert "organisations.yaml" in files and all(shipped[name] == text for name, text in files.items())
+    [job] = by_kind(manifests, "Job").values()
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    [provision] = job["spec"]["template"]["spec"]["containers"]
+    assert provision["args"][:2] == ["grafana", "provision"]
+    assert provision["args"][provision["args"].index("--influx-url") + 1] == "http://rel-influxdb:8086"
+    mounted = {mount["mountPath"] for mount in provision["volumeMounts"]}
+    assert {"/app/grafana/provisioning", "/app/grafana/dashboards/clinical", "/app/grafana/dashboards/coaching"} <= mounted
+
+
+def test_each_process_gets_only_the_influxdb_passwords_of_its_role() -> None:
+    manifests = render()
+    running = containers(manifests)
+    [job] = by_kind(manifests, "Job").values()
+    running["provision"] = job["spec"]["template"]["spec"]["containers"][0]
+
+    def influx_secrets(name: str) -> set[str]:
+        return {env["valueFrom"]["secretKeyRef"]["key"] for env in running[name]["env"]
+                if env.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "aromatrack-influxdb"}
+
+    readers = {"coaching-reader-password", "clinical-reader-password"}
+    assert influx_secrets("worker") == {"writer-password"}
+    assert influx_secrets("api") == influx_secrets("notifier") == influx_secrets("provision") == readers
+    assert influx_secrets("influxdb") == {"admin-password", "writer-password", *readers}
+    influxdb_env = {env["name"]: env.get("value") for env in running["influxdb"]["env"]}
+    assert influxdb_env["INFLUXDB_HTTP_AUTH_ENABLED"] == "true"
+    init = by_kind(manifests, "ConfigMap")["rel-influxdb-init"]["data"]["aromatrack.sh"]
+    assert init == (CHART.parents[1] / "influxdb-init.sh").read_text()

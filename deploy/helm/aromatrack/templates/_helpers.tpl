@@ -51,6 +51,21 @@ copies, and the store's DSN from its Secret. */}}
 
 {{/* The store's DSN (AROMATRACK_STORE_DSN): the bundled PostgreSQL's, its password apart in
 AROMATRACK_STORE_PASSWORD (deploy/settings.py fills it in), or an external one whole from the Secret. */}}
+{{/* An InfluxDB password from the passwords Secret: (list . "WRITER" "writer-password"). */}}
+{{- define "aromatrack.influxPassword" -}}
+{{- $root := index . 0 -}}
+- name: AROMATRACK_INFLUX_{{ index . 1 }}_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $root.Values.influxdb.passwordsSecret }}
+      key: {{ index . 2 }}
+{{- end -}}
+
+{{- define "aromatrack.readerPasswords" -}}
+{{ include "aromatrack.influxPassword" (list . "COACHING_READER" "coaching-reader-password") }}
+{{ include "aromatrack.influxPassword" (list . "CLINICAL_READER" "clinical-reader-password") }}
+{{- end -}}
+
 {{- define "aromatrack.storeEnv" -}}
 {{- if .Values.postgresql.enabled }}
 - name: AROMATRACK_STORE_PASSWORD
