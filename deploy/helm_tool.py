@@ -6,7 +6,6 @@ enters a network namespace; the chart tests only look for the binary. Standard l
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from aromatrack.deploy.kafka_jars import cache_root
+from aromatrack.deploy.kafka_jars import cache_root, once_in_cache
 
 HELM_MODULE = "helm.sh/helm/v3/cmd/helm"
 HELM_VERSION = "v3.22.0"
@@ -39,37 +38,31 @@ def cached_helm() -> Path | None:
 def install() -> Path:
     """The helm binary, building it with `go install` first when it is not cached (needs the Go module proxy;
     the first build takes minutes on two cores)."""
-    found = cached_helm()
-    if found:
-        return found
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".helm.lock", "w") as lock:  # several clones may build at once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = cached_helm()
-        if found:
-            return found
-        go = shutil.which("go") or (str(GO_FALLBACK) if GO_FALLBACK.is_file() else None)
-        if not go:
-            raise HelmError("Go is not installed: Helm is built from the Go module proxy with `go install` "
-                            "(install Go 1.24 or later, then `make install`)")
-        home = helm_home()
-        with tempfile.TemporaryDirectory(dir=root, prefix=".building-helm-") as work:
-            print(f"building Helm {HELM_VERSION} from the Go module proxy into {home} ...", flush=True)
-            result = subprocess.run(
-                [go, "install", f"{HELM_MODULE}@{HELM_VERSION}"],
-                env={**os.environ, "GOBIN": f"{work}/bin", "CGO_ENABLED": "0"},
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )
-            if result.returncode != 0:
-                raise HelmError("go install of Helm failed (the Go module proxy unreachable? run it outside a "
-                                "network namespace):\n" + result.stdout[-3000:])
-            shutil.rmtree(home, ignore_errors=True)
-            home.mkdir(parents=True)
-            os.rename(f"{work}/bin", home / "bin")
-        (home / ".installed").write_text(HELM_VERSION + "\n")
-        return home / "bin" / "helm"
+    return once_in_cache(".helm.lock", cached_helm, _build_into)
 
+
+def _build_into(root: Path) -> Path:
+    """Build Helm with Go into the cache (the caller holds its lock)."""
+    go = shutil.which("go") or (str(GO_FALLBACK) if GO_FALLBACK.is_file() else None)
+    if not go:
+        raise HelmError("Go is not installed: Helm is built from the Go module proxy with `go install` "
+                        "(install Go 1.24 or later, then `make install`)")
+    home = helm_home()
+    with tempfile.TemporaryDirectory(dir=root, prefix=".building-helm-") as work:
+        print(f"building Helm {HELM_VERSION} from the Go module proxy into {home} ...", flush=True)
+        result = subprocess.run(
+            [go, "install", f"{HELM_MODULE}@{HELM_VERSION}"],
+            env={**os.environ, "GOBIN": f"{work}/bin", "CGO_ENABLED": "0"},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        if result.returncode != 0:
+            raise HelmError("go install of Helm failed (the Go module proxy unreachable? run it outside a "
+                            "network namespace):\n" + result.stdout[-3000:])
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        os.rename(f"{work}/bin", home / "bin")
+    (home / ".installed").write_text(HELM_VERSION + "\n")
+    return home / "bin" / "helm"
 
 if __name__ == "__main__":
     try:
