@@ -27,10 +27,12 @@ Public API (stable; other modules import these names):
   dates) and modality: load, minutes, share.
 - `summary_load(summary, athlete) -> SummaryLoad` -- a `workout.summary`'s load, modality and TRIMP: as it
   carries them, else computed. The one place the clinical engine and the workouts agent get a workout's load.
-- `LoadHistory(daily, sessions, carry)` and `add_session(history, session) -> LoadUpdate` -- the bounded
-  per-athlete history a stream keeps: the last DAILY_MEMORY_DAYS of daily loads, the CTL/ATL carried over from
-  the days before them (`CarriedFitness`), the last SESSION_MEMORY_DAYS of sessions; adding a session gives the
-  new history, the model from the session's day to the newest day, and the session's week of the mix.
+- `LoadHistory(daily, sessions, carry, counted)` and `add_session(history, session, workout_id) -> LoadUpdate` --
+  the bounded per-athlete history a stream keeps: the last DAILY_MEMORY_DAYS of daily loads, the CTL/ATL carried
+  over from the days before them (`CarriedFitness`), the last SESSION_MEMORY_DAYS of sessions and the ids of the
+  workouts counted in the kept days; adding a session gives the new history, the model from the session's day
+  to the newest day, and the session's week of the mix. Adding a workout id already counted changes nothing
+  (`within_kept_days` says for which days the history alone can tell).
 
 Formulas and references:
 
@@ -482,6 +484,18 @@ class LoadHistory:
     daily: Mapping[date, float] = field(default_factory=dict)
     sessions: tuple[Session, ...] = ()
     carry: CarriedFitness | None = None
+    # Workout id -> the kept day it was counted on. The history itself knows what it counted, so a workout
+    # delivered again (a stream's retry after a crash) is never counted twice, whatever else was stored with it.
+    counted: Mapping[str, date] = field(default_factory=dict)
+    counted_since: date | None = None  # `counted` lists every workout from this day on (None: every kept day)
+
+
+def within_kept_days(history: LoadHistory, day: date) -> bool:
+    """Whether `history.counted` alone tells if a workout on `day` was counted: it counts on its own kept day.
+    An older one counts on the first kept day, and its id may have been forgotten with the days (and a history
+    stored before ids were kept knows only the workouts after `counted_since`)."""
+    firsts = [first for first in (history.carry.day if history.carry else None, history.counted_since) if first]
+    return all(day >= first for first in firsts)
 
 
 @dataclass(frozen=True)
@@ -494,11 +508,14 @@ class LoadUpdate:
     week: list[WeeklyModality]
 
 
-def add_session(history: LoadHistory, session: Session) -> LoadUpdate:
+def add_session(history: LoadHistory, session: Session, workout_id: str | None = None) -> LoadUpdate:
     """Add one session. A session older than the kept days counts on the first kept day (its own day is folded
     into the carried fitness already). Days more than DAILY_MEMORY_DAYS before the newest are folded into the
     carry and sessions more than SESSION_MEMORY_DAYS before it dropped, so the model stays exactly what
-    `daily_load_model` gives over the whole history."""
+    `daily_load_model` gives over the whole history. A `workout_id` already counted leaves the history as it is
+    and changes no day."""
+    if workout_id is not None and workout_id in history.counted:
+        return LoadUpdate(history, [], [])
     first_kept = history.carry.day if history.carry else None
     day = max(session.start.date(), first_kept) if first_kept else session.start.date()
     daily = dict(history.daily)
@@ -508,7 +525,8 @@ def add_session(history: LoadHistory, session: Session) -> LoadUpdate:
     sessions = (*history.sessions, session)
     newest = max(kept.start.date() for kept in sessions)
     sessions = tuple(kept for kept in sessions if kept.start.date() > newest - timedelta(days=SESSION_MEMORY_DAYS))
-    updated = _forget_old_days(LoadHistory(daily, sessions, history.carry), model)
+    counted = {**history.counted, workout_id: day} if workout_id is not None else history.counted
+    updated = _forget_old_days(LoadHistory(daily, sessions, history.carry, counted, history.counted_since), model)
     week = [mix for mix in weekly_modality_mix(sessions) if mix.week_start == week_start(day)]
     return LoadUpdate(updated, [modelled for modelled in model if modelled.day >= day], week)
 
@@ -519,4 +537,6 @@ def _forget_old_days(history: LoadHistory, model: list[DailyLoad]) -> LoadHistor
         return history
     before_cut = model[(cut - model[0].day).days - 1]
     daily = {day: load for day, load in history.daily.items() if day >= cut}
-    return LoadHistory(daily, history.sessions, CarriedFitness(cut, before_cut.ctl, before_cut.atl))
+    counted = {workout: day for workout, day in history.counted.items() if day >= cut}
+    carry = CarriedFitness(cut, before_cut.ctl, before_cut.atl)
+    return LoadHistory(daily, history.sessions, carry, counted, history.counted_since)

@@ -89,9 +89,16 @@ class AthleteKeyedTable(faust.Table):
         return _partitioner(athlete_key if separator else key, _ALL_PARTITIONS, _ALL_PARTITIONS)
 
 
+# The changelogs' segments roll at 64 MB or 6 hours: the broker compacts only closed segments, and with Kafka's
+# 1 GB default a table's changelog would grow to a gigabyte per partition (every write of every athlete's state)
+# before the first compaction, and a worker taking over a partition would replay all of it.
+CHANGELOG_TOPIC_CONFIG = {"segment.bytes": str(64 * 2**20), "segment.ms": str(6 * 3600 * 1000)}
+
+
 def athlete_keyed_table(name: str) -> AthleteKeyedTable:
     return app.tables.add(AthleteKeyedTable(
         app, name=name, beacon=app.tables.beacon, partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes,
+        extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
     ))
 
 

@@ -7,7 +7,9 @@
   `workout.summary` event (event_id derived from the content hash) on the `workout.summary` topic. Anything
   undecodable goes to the dead-letter topic with the decoder's reason; no exception stops the agent.
 - `workout.summary` agent (FIT-derived or sent directly by a tracker): adds `trimp`, `load`, `modality` when
-  absent, skips event ids already counted, updates the athlete's daily loads in the `workout_state` table and
+  absent, skips event ids already counted (the load history itself keeps the ids it counted in its kept days,
+  so a batch delivered again after a crash is not counted twice whichever table writes reached the changelog;
+  `workout_seen` recognises older repeats), updates the athlete's daily loads in the `workout_state` table and
   writes WORKOUT, TRAINING_LOAD_DAILY (from the workout's day to the athlete's latest day) and
   MODALITY_WEEKLY points, then forwards the event as it came (the clinical engine computes a load the sender
   did not give from the athlete's profile in event-time order, as `evaluate` does) to the timeline.
@@ -34,7 +36,7 @@ import logging
 import os
 from dataclasses import dataclass
 from itertools import groupby
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import faust
@@ -64,7 +66,7 @@ SEEN_MONTHS = 60  # months with workouts whose ids are remembered per athlete, f
 SUMMARY_BATCH_SIZE = 500
 SUMMARY_BATCH_WINDOW_S = 0.02
 REST_DAYS_INTERVAL_S = float(os.environ.get("AROMATRACK_REST_DAYS_INTERVAL_S", "3600"))
-STATE_VERSION = 1  # of the workout_state table's values (`history_to_json`)
+STATE_VERSION = 2  # of the workout_state table's values (`history_to_json`)
 
 fit_topic = app.topic(topics.topic_for("workout.fit"), value_serializer="raw", key_serializer="raw")
 summary_topic = app.topic(topics.topic_for("workout.summary"), value_serializer="raw", key_serializer="raw")
@@ -174,7 +176,8 @@ def record_workout(history: tl.LoadHistory, body: dict[str, Any], time_zone: str
     athlete's own (`tl.local_time`: the profile's time zone, else the event's offset); the points of a local day
     are stamped at that date's 00:00 UTC."""
     start = tl.local_time(datetime.fromisoformat(body["time"]), time_zone)
-    return tl.add_session(history, tl.Session(start, body["modality"], float(body["load"]), body["duration_s"] / 60))
+    session = tl.Session(start, body["modality"], float(body["load"]), body["duration_s"] / 60)
+    return tl.add_session(history, session, body["event_id"])
 
 
 def history_to_json(history: tl.LoadHistory) -> dict[str, Any]:
@@ -188,25 +191,36 @@ def history_to_json(history: tl.LoadHistory) -> dict[str, Any]:
             for s in history.sessions
         ],
         "carry": {"day": carry.day.isoformat(), "ctl": carry.ctl, "atl": carry.atl} if carry else None,
+        "counted": {workout: day.isoformat() for workout, day in history.counted.items()},
+        "counted_since": history.counted_since.isoformat() if history.counted_since else None,
     }
 
 
 def history_from_json(stored: dict[str, Any]) -> tl.LoadHistory:
-    """A stored load history; the unversioned form written before version 1 kept each session as a
-    `[start, modality, load, minutes]` list."""
+    """A stored load history. The unversioned form kept each session as a `[start, modality, load, minutes]`
+    list; before version 2 the counted workout ids were not kept, so the history vouches only for workouts
+    after its newest day (older repeats are recognised by the `workout_seen` table, as they were)."""
     sessions = stored.get("sessions", [])
-    if stored.get("version") is None:
+    version = stored.get("version")
+    if version is None:
         sessions = [dict(zip(("start", "modality", "load", "minutes"), session)) for session in sessions]
-    elif stored["version"] != STATE_VERSION:
-        raise ValueError(f"workout_state version {stored['version']} is newer than this worker ({STATE_VERSION})")
+    elif version > STATE_VERSION:
+        raise ValueError(f"workout_state version {version} is newer than this worker ({STATE_VERSION})")
     carry = stored.get("carry")
+    daily = {date.fromisoformat(day): float(load) for day, load in stored.get("daily", {}).items()}
+    if version == STATE_VERSION:
+        counted_since = date.fromisoformat(stored["counted_since"]) if stored.get("counted_since") else None
+    else:
+        counted_since = max(daily) + timedelta(days=1) if daily else None
     return tl.LoadHistory(
-        daily={date.fromisoformat(day): float(load) for day, load in stored.get("daily", {}).items()},
+        daily=daily,
         sessions=tuple(
             tl.Session(datetime.fromisoformat(s["start"]), s["modality"], float(s["load"]), float(s["minutes"]))
             for s in sessions
         ),
         carry=tl.CarriedFitness(date.fromisoformat(carry["day"]), carry["ctl"], carry["atl"]) if carry else None,
+        counted={workout: date.fromisoformat(day) for workout, day in stored.get("counted", {}).items()},
+        counted_since=counted_since,
     )
 
 
@@ -263,6 +277,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
     if not seen.add(key, recorded_at, workout_id):
         log.info("duplicate FIT upload skipped (workout %s)", workout_id[:8])
         return
+    sent = []
     for weigh_in in decoded.weigh_ins:
         try:
             reading = ScaleReading(athlete_id=event.athlete_id, time=weigh_in.time, device="fit", **{
@@ -271,7 +286,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
         except ValidationError as exc:
             await dead_letter(raw, f"weight_scale message is not a valid scale.reading: {exc.errors()[0]['msg']}", source, key)
             continue
-        await scale_topic.send(key=key, value=dump_event(reading), headers={INPUT_HEADER: FIT_TOPIC.encode()})
+        sent.append(await scale_topic.send(key=key, value=dump_event(reading), headers={INPUT_HEADER: FIT_TOPIC.encode()}))
     if decoded.workouts:
         # One profile for all of a file's sessions: the one in effect when its first session started.
         athlete = tl.athlete_at(_profile_history(key), decoded.workouts[0].start.timestamp())
@@ -282,7 +297,12 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
             for point in sample_points(event.athlete_id, summary["workout_id"], workout.samples)
         ])
         for summary in summaries:
-            await summary_topic.send(key=key, value=json.dumps(summary).encode(), headers={INPUT_HEADER: FIT_TOPIC.encode()})
+            sent.append(await summary_topic.send(key=key, value=json.dumps(summary).encode(),
+                                                 headers={INPUT_HEADER: FIT_TOPIC.encode()}))
+    # On the broker before the upload is remembered: a crash in between decodes it again (the summaries keep
+    # their ids, so the summary agent counts them once) rather than remembering an upload whose workouts were lost.
+    for delivery in sent:
+        await delivery
     seen.save()
 
 
@@ -298,11 +318,15 @@ def summary_step(
     key = event.athlete_id.encode()
     if key not in histories:
         histories[key] = _load_history(key)
-    if not seen.add(key, event.time, event.event_id):
-        return None
     athlete = tl.athlete_at(_profile_history(key), event.time.timestamp())
+    history = histories[key]
+    first_time = seen.add(key, event.time, event.event_id)
+    if event.event_id in history.counted:
+        return None
+    if not first_time and not tl.within_kept_days(history, tl.local_time(event.time, athlete.time_zone).date()):
+        return None  # a repeat older than what the history itself remembers
     body = with_load(event, athlete)
-    update = record_workout(histories[key], body, athlete.time_zone)
+    update = record_workout(history, body, athlete.time_zone)
     histories[key] = update.history
     return event, event.model_dump(mode="json", exclude_none=True), load_points(
         event.athlete_id, body, update.days, update.week)
@@ -350,9 +374,13 @@ async def handle_summaries(messages: list[SummaryMessage]) -> None:
     await influx().write(points)
     # Forward before remembering: a crash in between re-sends (the clinical engine drops repeated event ids)
     # rather than losing the workout for the timeline.
-    for key, body, path in forwards:
+    sent = [
         await timeline_topic.send(key=key, value=json.dumps(body).encode(), headers={INPUT_HEADER: path.encode()})
+        for key, body, path in forwards
+    ]
     await send_markers(topics.TIMELINE_TOPIC, markers)
+    for delivery in sent:  # on the broker before the histories that count them are stored
+        await delivery
     for key, history in histories.items():
         _save_history(key, history)
     seen.save()

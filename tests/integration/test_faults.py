@@ -210,10 +210,6 @@ def expected_ctl(workout: dict[tuple[str, str], float]) -> dict[tuple[str, str],
     }
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug (README Known limits, issue 12): the workouts agent writes the daily loads and the counted workout "
-    "ids as two changelog writes, so a SIGKILL between them can count a workout twice or leave a day's load "
-    "unwritten; seen in about half of the runs on a loaded machine"))
 async def test_one_of_two_workers_killed_mid_stream_the_other_takes_over_and_it_rebalances_back(
     stack, tmp_path, influx_for
 ):
@@ -265,12 +261,7 @@ async def test_one_of_two_workers_killed_mid_stream_the_other_takes_over_and_it_
                 worker.stop()
     # One workout a day: a day's load is that workout's, so a workout applied twice (re-delivered after the takeover
     # and counted again) shows as a doubled day; and the CTL carries each athlete's history across the takeover.
-    # KNOWN BUG (README, Known limits): the workouts agent saves the athlete's daily loads and the workout ids it has
-    # counted as two changelog writes, neither atomic with the other nor with the source offset, so a SIGKILL
-    # between them re-counts a workout (2 of 600 days in one run under load). Checked last, so the rest stands.
-    doubled = {day: (row["load"], workout[day]) for day, row in daily.items() if row["load"] != pytest.approx(workout[day])}
-    if doubled:
-        pytest.xfail(f"known bug: {len(doubled)} of {len(workout)} days counted a workout twice after the takeover")
+    assert {day: row["load"] for day, row in daily.items()} == pytest.approx(workout)
     assert {day: row["ctl"] for day, row in daily.items()} == pytest.approx(expected_ctl(workout))
 
 

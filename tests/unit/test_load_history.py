@@ -69,3 +69,30 @@ def test_summary_load_keeps_what_a_summary_carries_and_computes_the_rest():
     computed = tl.workout_load(tl.WorkoutInput.from_summary(plain), athlete)
     assert tl.summary_load(plain, athlete) == tl.SummaryLoad(round(computed.load, 3), computed.modality, computed.trimp)
     assert tl.summary_load({**plain, "load": 10.0, "modality": "not a modality"}, athlete).load == round(computed.load, 3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.floats(1, 200), st.booleans()), min_size=1, max_size=120))
+def test_a_workout_added_again_changes_nothing(workouts):
+    """Replaying a workout of the kept days (as a stream does after a crash) leaves the history what it was
+    without the replay; for an older one the history says it cannot tell (the stream asks its seen ids)."""
+    once, replayed = tl.LoadHistory(), tl.LoadHistory()
+    for number, (day, load, again) in enumerate(workouts):
+        once = tl.add_session(once, session(day, load), f"w{number}").history
+        replayed = tl.add_session(replayed, session(day, load), f"w{number}").history
+        assert f"w{number}" in replayed.counted or not tl.within_kept_days(replayed, session(day, load).start.date())
+        if again and f"w{number}" in replayed.counted:
+            update = tl.add_session(replayed, session(day, load), f"w{number}")
+            assert update.days == [] and update.week == [] and update.history == replayed
+    assert replayed == once
+    assert all(day >= once.carry.day for day in once.counted.values()) if once.carry else len(once.counted) == len(workouts)
+
+
+def test_the_history_vouches_for_its_kept_days_only():
+    history = tl.LoadHistory()
+    assert tl.within_kept_days(history, date(1990, 1, 1))  # nothing forgotten yet
+    for day in range(300):
+        history = tl.add_session(history, session(day, 50.0), f"w{day}").history
+    assert not tl.within_kept_days(history, history.carry.day - timedelta(days=1))
+    assert tl.within_kept_days(history, history.carry.day)
+    assert "w0" not in history.counted and "w299" in history.counted
