@@ -25,3 +25,16 @@ def test_the_notifier_is_ready_only_while_its_loop_goes_round_holding_partitions
     assert health.ready
     health.last_round -= 61  # a delivery or the broker client stuck for a minute
     assert not health.alive and not health.ready
+
+
+def test_a_worker_is_ready_only_holding_partitions_in_both_groups_with_no_rebalance_or_recovery_under_way() -> None:
+    from aromatrack.streams.health import Readiness
+
+    assert Readiness(agent_partitions=8, ingest_partitions=12, rebalancing=False, recovering=False).ready
+    for unready in (
+        Readiness(agent_partitions=0, ingest_partitions=12, rebalancing=False, recovering=False),  # beyond the partitions
+        Readiness(agent_partitions=8, ingest_partitions=0, rebalancing=False, recovering=False),  # ingest not joined
+        Readiness(agent_partitions=8, ingest_partitions=12, rebalancing=True, recovering=False),
+        Readiness(agent_partitions=8, ingest_partitions=12, rebalancing=False, recovering=True),  # tables not rebuilt
+    ):
+        assert not unready.ready, unready
