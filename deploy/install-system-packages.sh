@@ -14,6 +14,7 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # the SMTP STARTTLS test's certificate
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)  # the multi-host test's network namespaces
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then

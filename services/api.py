@@ -35,6 +35,7 @@ from aromatrack.schemas import fhir
 from aromatrack.schemas import series as S
 from aromatrack.schemas.events import EVENT_MODELS, EventBase, EventError, load_json, parse_event
 from aromatrack.services.auth import Access, Principal, Role, allowed, authenticate
+from aromatrack.services.health import add_health_routes
 from aromatrack.services.readings import ATHLETE_ID_PATTERN, series_rows
 from aromatrack.services.store import UNAVAILABLE, AsyncStore, InboxAlert, Store, StoreError
 from aromatrack.services.withings import WithingsError, scale_readings
@@ -393,6 +394,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
     from aromatrack.services.web import add_web_pages  # imported here: the pages use this module's access checks
 
     add_web_pages(app)
+    add_health_routes(app)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -75,8 +75,12 @@ def worker(
     ),
     web_port: int = typer.Option(
         None, envvar="AROMATRACK_WEB_PORT", min=1, max=65535,
-        help="Serve faust's web view (health, table and consumer stats) on 127.0.0.1:PORT. Off by default; every "
-        "worker on one host needs its own port.",
+        help="Serve the worker's health routes (/livez; /readyz: partitions assigned and tables recovered) and "
+        "faust's counters on PORT. Off by default; every worker on one host needs its own port.",
+    ),
+    web_bind: str = typer.Option(
+        "127.0.0.1", envvar="AROMATRACK_WEB_BIND",
+        help="Address the web port listens on: loopback by default; 0.0.0.0 in a pod, so probes reach it.",
     ),
     session_timeout: float = typer.Option(
         None, envvar="AROMATRACK_SESSION_TIMEOUT_S", min=6, max=300,
@@ -98,6 +102,7 @@ def worker(
     os.environ["AROMATRACK_WORKER_DIR"] = str(directory)
     if web_port is not None:
         os.environ["AROMATRACK_WEB_PORT"] = str(web_port)
+    os.environ["AROMATRACK_WEB_BIND"] = web_bind
     if session_timeout is not None:
         os.environ["AROMATRACK_SESSION_TIMEOUT_S"] = str(session_timeout)
 

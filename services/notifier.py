@@ -27,7 +27,6 @@ import asyncio
 import base64
 import collections
 import hashlib
-import hmac
 import json
 import logging
 import smtplib
@@ -45,10 +44,11 @@ from aromatrack.schemas import topics
 from aromatrack.schemas.events import Alert, AlertEvidence
 from aromatrack.services import chart
 from aromatrack.services.auth import Role
+from aromatrack.services.health import ConsumerHealth, serve_consumer_health
 from aromatrack.services.store import AsyncStore, Contact, Store
 from aromatrack.services.webhooks import WebhookSecretError, is_loopback, signed_headers, webhook_url_problem
 from aromatrack.streams.admin import ensure_topics
-from aromatrack.streams.influx import InfluxError, SeriesStore
+from aromatrack.streams.influx import SeriesStore
 
 log = logging.getLogger("aromatrack.notifier")
 
@@ -338,8 +338,10 @@ async def run(
     renotify_after_s: float,
     stop: asyncio.Event | None = None,
     group_id: str = GROUP_ID,
+    health: ConsumerHealth | None = None,
 ) -> None:
-    """Consume the alerts topic until `stop` is set, committing each message after it is handled."""
+    """Consume the alerts topic until `stop` is set, committing each message after it is handled; each round
+    is reported to `health` (the probes' /livez and /readyz)."""
     stop = stop or asyncio.Event()
     await ensure_topics(bootstrap)
     consumer = AIOKafkaConsumer(
@@ -362,15 +364,18 @@ async def run(
             if time.monotonic() - last_renotify >= min(renotify_after_s, 60):
                 await notifier.renotify(renotify_after_s)
                 last_renotify = time.monotonic()
+            if health is not None:
+                health.went_round(len(consumer.assignment()))
     finally:
         await consumer.stop()
 
 
 async def serve(
     settings, *, smtp: SmtpConfig | None, retry: Retry, renotify_after_s: float, group_id: str = GROUP_ID,
-    historical: HistoricalImports = HistoricalImports(),
+    historical: HistoricalImports = HistoricalImports(), health_address: tuple[str, int] | None = None,
 ) -> None:
-    """Run the notifier against the settings' broker, InfluxDB and store until SIGINT/SIGTERM."""
+    """Run the notifier against the settings' broker, InfluxDB and store until SIGINT/SIGTERM; with a
+    `health_address` (host, port), serve /livez and /readyz there."""
     import signal
 
     from aromatrack.deploy import influx_access
@@ -384,10 +389,14 @@ async def serve(
     await dead_letters.start()
     async with influx_access.reader_store(settings, max_attempts=2) as influx:
         notifier = Notifier(store, influx, dead_letters, smtp=smtp, retry=retry, historical=historical)
+        health = ConsumerHealth()
+        probes = await serve_consumer_health(health, *health_address) if health_address else None
         try:
             await run(notifier, settings.kafka_bootstrap, renotify_after_s=renotify_after_s, stop=stop,
-                      group_id=group_id)
+                      group_id=group_id, health=health)
         finally:
+            if probes is not None:
+                await probes.cleanup()
             await notifier.close()
             await dead_letters.stop()
             store.close()

@@ -15,7 +15,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import load_settings
 from aromatrack.schemas import topics
-from aromatrack.streams.admin import ensure_topics
+from aromatrack.streams.admin import ensure_topics, topic_replicas
 from aromatrack.streams.influx import SeriesStore
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,8 @@ settings = load_settings()
 # one app on one host each need their own directory and, if served, their own web port.
 WORKER_DIR = Path(os.environ.get("AROMATRACK_WORKER_DIR") or settings.state_dir / "faust")
 WEB_PORT = int(os.environ["AROMATRACK_WEB_PORT"]) if os.environ.get("AROMATRACK_WEB_PORT") else None
+# Loopback unless a deployment needs its probes to reach the port from outside the host (a pod: 0.0.0.0).
+WEB_BIND = os.environ.get("AROMATRACK_WEB_BIND") or "127.0.0.1"
 # How long a consumer group waits for a silent (killed) worker before its partitions move to the others; unset,
 # faust's 60 s and aiokafka's 10 s (the ingest consumer) apply. Failover tests set a few seconds.
 SESSION_TIMEOUT_S = float(os.environ["AROMATRACK_SESSION_TIMEOUT_S"]) if os.environ.get("AROMATRACK_SESSION_TIMEOUT_S") else None
@@ -48,10 +50,15 @@ app = faust.App(
     value_serializer="raw",
     key_serializer="raw",
     topic_partitions=topics.PARTITIONS,
+    topic_replication_factor=topic_replicas(),
     topic_allow_declare=True,
     web_enabled=WEB_PORT is not None,
     web_port=WEB_PORT or 6066,
-    web_bind="127.0.0.1",
+    web_bind=WEB_BIND,
+    # The health routes (streams/health.py) and faust's counters only: the table and router views would answer
+    # table contents (health data) to anyone who reaches the port.
+    web_tables_enabled=False,
+    web_router_enabled=False,
     broker_session_timeout=SESSION_TIMEOUT_S,
     broker_heartbeat_interval=SESSION_TIMEOUT_S and min(3.0, SESSION_TIMEOUT_S / 4),
     producer_acks=-1,

@@ -48,13 +48,14 @@ def stack() -> Settings:
 
 class Worker:
     """A real `aromatrack worker` subprocess with its own InfluxDB databases, one per audience (several workers
-    of one app share them), its own directory (the log's) and any extra environment (e.g.
-    AROMATRACK_SESSION_TIMEOUT_S)."""
+    of one app share them), its own directory (the log's), any extra environment (e.g.
+    AROMATRACK_SESSION_TIMEOUT_S) and, optionally, a network namespace of its own to run in."""
 
-    def __init__(self, settings: Settings, database: str, log_path: Path, **extra_env: str):
+    def __init__(self, settings: Settings, database: str, log_path: Path, netns: str | None = None, **extra_env: str):
         self.settings = settings
         self.database = database
         self.log_path = log_path
+        self.netns = netns  # run on a test host of its own (tests/integration/hosts.py)
         self.extra_env = extra_env
         self.process: subprocess.Popen | None = None
 
@@ -70,7 +71,8 @@ class Worker:
         self._ready_before = self.log_path.read_bytes().count(b"[^Worker]: Ready") if self.log_path.exists() else 0
         log_file = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "aromatrack.services.cli", "worker", "--loglevel", "info"],
+            [*(["ip", "netns", "exec", self.netns] if self.netns else []),
+             sys.executable, "-m", "aromatrack.services.cli", "worker", "--loglevel", "info"],
             env=self.env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
