@@ -560,7 +560,8 @@ def add_sessions(history: LoadHistory, new: Sequence[NewSession]) -> LoadUpdate:
     return LoadUpdate(
         updated,
         [modelled for modelled in model if modelled.day >= first_changed],
-        [mix for mix in weekly_modality_mix(kept_sessions) if mix.week_start in weeks],
+        # Over every session, before the oldest are dropped: a batch can span more than SESSION_MEMORY_DAYS.
+        [mix for mix in weekly_modality_mix(sessions) if mix.week_start in weeks],
     )
 
 
