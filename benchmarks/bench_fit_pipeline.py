@@ -54,7 +54,7 @@ async def pipeline(influx: SeriesStore, decode, data: bytes, name: str, historie
         body["event_id"] = body["workout_id"] = f"{name}-{number}"
         update = record_workout(histories[which], body)
         histories[which] = update.history
-        points += sample_points("bench", body["workout_id"], workout.samples) + load_points("bench", body, update.days, update.week)
+        points += sample_points("bench", body["workout_id"], workout.samples) + load_points("bench", [body], update)
     await influx.write(points)
     return len(points)
 

@@ -27,7 +27,8 @@ Public API (stable; other modules import these names):
   dates) and modality: load, minutes, share.
 - `summary_load(summary, athlete) -> SummaryLoad` -- a `workout.summary`'s load, modality and TRIMP: as it
   carries them, else computed. The one place the clinical engine and the workouts agent get a workout's load.
-- `LoadHistory(daily, sessions, carry, counted)` and `add_session(history, session, workout_id) -> LoadUpdate` --
+- `LoadHistory(daily, sessions, carry, counted)` and `add_session(history, session, workout_id) -> LoadUpdate`
+  (or `add_sessions(history, [NewSession(session, workout_id), ...])`, modelled once) --
   the bounded per-athlete history a stream keeps: the last DAILY_MEMORY_DAYS of daily loads, the CTL/ATL carried
   over from the days before them (`CarriedFitness`), the last SESSION_MEMORY_DAYS of sessions and the ids of the
   workouts counted in the kept days; adding a session gives the new history, the model from the session's day
@@ -379,6 +380,9 @@ def _decay(days: int) -> float:
     return 1 - math.exp(-1 / days)
 
 
+_CTL_DECAY, _ATL_DECAY = _decay(CTL_DAYS), _decay(ATL_DAYS)
+
+
 def daily_load_model(
     daily_loads: Mapping[date, float],
     start: date | None = None,
@@ -401,8 +405,8 @@ def daily_load_model(
     while day <= last:
         load = daily_loads.get(day, 0.0)
         tsb = ctl - atl
-        ctl += (load - ctl) * _decay(CTL_DAYS)
-        atl += (load - atl) * _decay(ATL_DAYS)
+        ctl += (load - ctl) * _CTL_DECAY
+        atl += (load - atl) * _ATL_DECAY
         days.append(DailyLoad(day, load, ctl, atl, tsb, atl / ctl if ctl > 0 else None))
         day += timedelta(days=1)
     return days
@@ -508,27 +512,57 @@ class LoadUpdate:
     week: list[WeeklyModality]
 
 
+@dataclass(frozen=True)
+class NewSession:
+    """A session to add, with the id of the workout it comes from (None: no repeat is ever recognised)."""
+
+    session: Session
+    workout_id: str | None = None
+
+
 def add_session(history: LoadHistory, session: Session, workout_id: str | None = None) -> LoadUpdate:
-    """Add one session. A session older than the kept days counts on the first kept day (its own day is folded
-    into the carried fitness already). Days more than DAILY_MEMORY_DAYS before the newest are folded into the
-    carry and sessions more than SESSION_MEMORY_DAYS before it dropped, so the model stays exactly what
-    `daily_load_model` gives over the whole history. A `workout_id` already counted leaves the history as it is
-    and changes no day."""
-    if workout_id is not None and workout_id in history.counted:
-        return LoadUpdate(history, [], [])
+    """Add one session: `add_sessions` with one."""
+    return add_sessions(history, [NewSession(session, workout_id)])
+
+
+def add_sessions(history: LoadHistory, new: Sequence[NewSession]) -> LoadUpdate:
+    """Add sessions and model once (a stream's batch: one model per athlete instead of one per workout, which
+    was most of a backfill's CPU). A session older than the kept days counts on the first kept day (its own day
+    is folded into the carried fitness already). Days more than DAILY_MEMORY_DAYS before the newest are folded
+    into the carry and sessions more than SESSION_MEMORY_DAYS before it dropped, so the model stays exactly what
+    `daily_load_model` gives over the whole history. A workout id already counted (before or earlier in `new`) is
+    skipped. The update's days run from the earliest added session's day (or the first rest day between the
+    previous newest day and a newer session, which the model now reaches) to the newest day; its weeks are those
+    of the added sessions."""
     first_kept = history.carry.day if history.carry else None
-    day = max(session.start.date(), first_kept) if first_kept else session.start.date()
-    daily = dict(history.daily)
-    daily[day] = daily.get(day, 0.0) + session.load
+    daily, counted, sessions = dict(history.daily), dict(history.counted), list(history.sessions)
+    added_days: list[date] = []
+    for item in new:
+        if item.workout_id is not None and item.workout_id in counted:
+            continue
+        day = max(item.session.start.date(), first_kept) if first_kept else item.session.start.date()
+        daily[day] = daily.get(day, 0.0) + item.session.load
+        if item.workout_id is not None:
+            counted[item.workout_id] = day
+        sessions.append(item.session)
+        added_days.append(day)
+    if not added_days:
+        return LoadUpdate(history, [], [])
     carry = (history.carry.ctl, history.carry.atl) if history.carry else (0.0, 0.0)
     model = daily_load_model(daily, start=first_kept, carry=carry)
-    sessions = (*history.sessions, session)
     newest = max(kept.start.date() for kept in sessions)
-    sessions = tuple(kept for kept in sessions if kept.start.date() > newest - timedelta(days=SESSION_MEMORY_DAYS))
-    counted = {**history.counted, workout_id: day} if workout_id is not None else history.counted
-    updated = _forget_old_days(LoadHistory(daily, sessions, history.carry, counted, history.counted_since), model)
-    week = [mix for mix in weekly_modality_mix(sessions) if mix.week_start == week_start(day)]
-    return LoadUpdate(updated, [modelled for modelled in model if modelled.day >= day], week)
+    kept_sessions = tuple(kept for kept in sessions if kept.start.date() > newest - timedelta(days=SESSION_MEMORY_DAYS))
+    updated = _forget_old_days(LoadHistory(daily, kept_sessions, history.carry, counted, history.counted_since), model)
+    weeks = {week_start(day) for day in added_days}
+    first_changed = min(added_days)
+    if history.daily:
+        first_changed = min(first_changed, max(history.daily) + timedelta(days=1))
+    return LoadUpdate(
+        updated,
+        [modelled for modelled in model if modelled.day >= first_changed],
+        # Over every session, before the oldest are dropped: a batch can span more than SESSION_MEMORY_DAYS.
+        [mix for mix in weekly_modality_mix(sessions) if mix.week_start in weeks],
+    )
 
 
 def _forget_old_days(history: LoadHistory, model: list[DailyLoad]) -> LoadHistory:

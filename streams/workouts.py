@@ -171,13 +171,17 @@ def with_load(summary: WorkoutSummary, athlete: tl.Athlete) -> dict[str, Any]:
     return {name: value for name, value in body.items() if value is not None}
 
 
-def record_workout(history: tl.LoadHistory, body: dict[str, Any], time_zone: str | None = None) -> tl.LoadUpdate:
-    """One summary (with its load and modality) added to the athlete's load history. Days and weeks are the
-    athlete's own (`tl.local_time`: the profile's time zone, else the event's offset); the points of a local day
-    are stamped at that date's 00:00 UTC."""
+def new_session(body: dict[str, Any], time_zone: str | None = None) -> tl.NewSession:
+    """A summary (with its load and modality) as the load model's session. Days and weeks are the athlete's own
+    (`tl.local_time`: the profile's time zone, else the event's offset); the points of a local day are stamped at
+    that date's 00:00 UTC."""
     start = tl.local_time(datetime.fromisoformat(body["time"]), time_zone)
-    session = tl.Session(start, body["modality"], float(body["load"]), body["duration_s"] / 60)
-    return tl.add_session(history, session, body["event_id"])
+    return tl.NewSession(tl.Session(start, body["modality"], float(body["load"]), body["duration_s"] / 60), body["event_id"])
+
+
+def record_workout(history: tl.LoadHistory, body: dict[str, Any], time_zone: str | None = None) -> tl.LoadUpdate:
+    """One summary added to the athlete's load history."""
+    return tl.add_sessions(history, [new_session(body, time_zone)])
 
 
 def history_to_json(history: tl.LoadHistory) -> dict[str, Any]:
@@ -235,26 +239,29 @@ def daily_points(athlete_id: str, days: list[tl.DailyLoad]) -> list[Point]:
     ]
 
 
-def load_points(athlete_id: str, body: dict[str, Any], days: list[tl.DailyLoad], mix: list[tl.WeeklyModality]) -> list[Point]:
-    athlete = {"athlete_id": athlete_id}
+def workout_point(athlete_id: str, body: dict[str, Any]) -> Point:
     fields = {name: body.get(name) for name in series.WORKOUT.fields if name != "workout_id"}
     fields["workout_id"] = body.get("workout_id", body["event_id"])
     fields["salvaged"] = bool(body.get("salvaged", False))
-    points = [
-        series.WORKOUT.point(
-            datetime.fromisoformat(body["time"]),
-            {**athlete, "sport": body["sport"], "modality": body["modality"]},
-            fields,
-        )
-    ]
-    points += daily_points(athlete_id, days)
+    return series.WORKOUT.point(
+        datetime.fromisoformat(body["time"]),
+        {"athlete_id": athlete_id, "sport": body["sport"], "modality": body["modality"]},
+        fields,
+    )
+
+
+def load_points(athlete_id: str, bodies: list[dict[str, Any]], update: tl.LoadUpdate) -> list[Point]:
+    """The workouts' points and those of the days and weeks their update changed."""
+    athlete = {"athlete_id": athlete_id}
+    points = [workout_point(athlete_id, body) for body in bodies]
+    points += daily_points(athlete_id, update.days)
     points += [
         series.MODALITY_WEEKLY.point(
             datetime.combine(w.week_start, datetime.min.time(), timezone.utc),
             {**athlete, "modality": w.modality},
             {"load": w.load, "minutes": w.minutes, "share": w.share},
         )
-        for w in mix
+        for w in update.week
     ]
     return points
 
@@ -306,30 +313,61 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
     seen.save()
 
 
-def summary_step(
-    histories: dict[bytes, tl.LoadHistory], seen: SeenIds, raw: bytes
-) -> tuple[WorkoutSummary, dict[str, Any], list[Point]] | None:
-    """Validate one summary and add it to its athlete's load history (loaded once per batch into `histories`);
-    returns the event, the body to forward and its points, or None for a repeat. EventError for an invalid
-    message."""
+@dataclass(frozen=True)
+class AcceptedSummary:
+    """A summary to count: the event, its body with load and modality, and its session for the load model."""
+
+    event: WorkoutSummary
+    body: dict[str, Any]
+    session: tl.NewSession
+
+
+def summary_step(batch: "SummaryBatch", raw: bytes) -> AcceptedSummary | None:
+    """Validate one summary and decide whether it counts (None for a repeat); EventError for an invalid message.
+    The batch's histories change only in `SummaryBatch.count`, once per athlete."""
     event = parse_event(raw)
     if not isinstance(event, WorkoutSummary):
         raise EventError(f"type: {event.type} events do not belong on {topics.topic_for('workout.summary')}")
     key = event.athlete_id.encode()
-    if key not in histories:
-        histories[key] = _load_history(key)
+    history = batch.history(key)
     athlete = tl.athlete_at(_profile_history(key), event.time.timestamp())
-    history = histories[key]
-    first_time = seen.add(key, event.time, event.event_id)
-    if event.event_id in history.counted:
+    first_time = batch.seen.add(key, event.time, event.event_id)
+    if event.event_id in history.counted or event.event_id in batch.pending_ids(key):
         return None
     if not first_time and not tl.within_kept_days(history, tl.local_time(event.time, athlete.time_zone).date()):
         return None  # a repeat older than what the history itself remembers
     body = with_load(event, athlete)
-    update = record_workout(history, body, athlete.time_zone)
-    histories[key] = update.history
-    return event, event.model_dump(mode="json", exclude_none=True), load_points(
-        event.athlete_id, body, update.days, update.week)
+    accepted = AcceptedSummary(event, body, new_session(body, athlete.time_zone))
+    batch.pending.setdefault(key, []).append(accepted)
+    return accepted
+
+
+class SummaryBatch:
+    """One batch's per-athlete state: histories loaded once, summaries accepted, then counted with one load
+    model per athlete (`count`), and the seen ids."""
+
+    def __init__(self) -> None:
+        self.histories: dict[bytes, tl.LoadHistory] = {}
+        self.pending: dict[bytes, list[AcceptedSummary]] = {}
+        self.seen = SeenIds("summary")
+
+    def history(self, athlete_key: bytes) -> tl.LoadHistory:
+        if athlete_key not in self.histories:
+            self.histories[athlete_key] = _load_history(athlete_key)
+        return self.histories[athlete_key]
+
+    def pending_ids(self, athlete_key: bytes) -> set[str]:
+        return {accepted.event.event_id for accepted in self.pending.get(athlete_key, [])}
+
+    def count(self) -> list[Point]:
+        """Add every athlete's accepted summaries to its history; the points of the workouts, days and weeks."""
+        points: list[Point] = []
+        for key, accepted in self.pending.items():
+            update = tl.add_sessions(self.histories[key], [item.session for item in accepted])
+            self.histories[key] = update.history
+            points += load_points(key.decode(), [item.body for item in accepted], update)
+        self.pending = {}
+        return points
 
 
 @dataclass(frozen=True)
@@ -341,12 +379,10 @@ class SummaryMessage:
 
 
 async def handle_summaries(messages: list[SummaryMessage]) -> None:
-    """A batch of summaries: each athlete's state loaded and saved once, one InfluxDB write (one write per
-    workout was a fifth of a backfill's time), then the forwards to the timeline and the upstream markers."""
+    """A batch of summaries: each athlete's state loaded, modelled and saved once, one InfluxDB write (one write
+    per workout was a fifth of a backfill's time), then the forwards to the timeline and the upstream markers."""
     source = topics.topic_for("workout.summary")
-    histories: dict[bytes, tl.LoadHistory] = {}
-    seen = SeenIds("summary")
-    points: list[Point] = []
+    batch = SummaryBatch()
     forwards = []
     markers = []
     for message in messages:
@@ -360,7 +396,7 @@ async def handle_summaries(messages: list[SummaryMessage]) -> None:
                 markers.append(marker.model_copy(update={"input": via(marker.input, SUMMARY_TOPIC)}))
             continue
         try:
-            accepted = summary_step(histories, seen, raw)
+            accepted = summary_step(batch, raw)
         except EventError as exc:
             await dead_letter(raw, str(exc), source, athlete_key)
             continue
@@ -368,10 +404,9 @@ async def handle_summaries(messages: list[SummaryMessage]) -> None:
             await _dead_letter_bug(exc, raw, source, athlete_key)
             continue
         if accepted is not None:
-            event, body, event_points = accepted
-            points += event_points
-            forwards.append((event.athlete_id.encode(), body, message.path))
-    await influx().write(points)
+            body = accepted.event.model_dump(mode="json", exclude_none=True)  # as it came: see the module's docstring
+            forwards.append((accepted.event.athlete_id.encode(), body, message.path))
+    await influx().write(batch.count())
     # Forward before remembering: a crash in between re-sends (the clinical engine drops repeated event ids)
     # rather than losing the workout for the timeline.
     sent = [
@@ -381,9 +416,9 @@ async def handle_summaries(messages: list[SummaryMessage]) -> None:
     await send_markers(topics.TIMELINE_TOPIC, markers)
     for delivery in sent:  # on the broker before the histories that count them are stored
         await delivery
-    for key, history in histories.items():
+    for key, history in batch.histories.items():
         _save_history(key, history)
-    seen.save()
+    batch.seen.save()
 
 
 async def _dead_letter_bug(exc: Exception, raw: bytes, source: str, athlete_key: bytes | None) -> None:

@@ -96,3 +96,18 @@ def test_the_history_vouches_for_its_kept_days_only():
     assert not tl.within_kept_days(history, history.carry.day - timedelta(days=1))
     assert tl.within_kept_days(history, history.carry.day)
     assert "w0" not in history.counted and "w299" in history.counted
+
+
+def test_a_batch_longer_than_the_kept_sessions_gives_each_week_the_mix_one_at_a_time_gives():
+    """A bulk import's batch can span half a year: every week it touches gets its full mix, as when the sessions
+    come one by one (a mix computed after the oldest sessions were dropped lost their weeks)."""
+    new = [tl.NewSession(session(day, 30.0 + day % 5, "hiit" if day % 3 else "steady_state"), f"w{day}")
+           for day in range(0, 200, 2)]
+    batched = tl.add_sessions(tl.LoadHistory(), new)
+    one_by_one, history = {}, tl.LoadHistory()
+    for item in new:
+        update = tl.add_sessions(history, [item])
+        history = update.history
+        one_by_one.update({(mix.week_start, mix.modality): mix for mix in update.week})
+    assert {(mix.week_start, mix.modality): mix for mix in batched.week} == one_by_one
+    assert batched.history == history

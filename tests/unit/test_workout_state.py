@@ -50,18 +50,24 @@ def summary(event_id: str, day: int) -> bytes:
                        "avg_hr_bpm": 140}).encode()
 
 
+def step(histories: dict[bytes, tl.LoadHistory], seen: workouts.SeenIds, raw: bytes) -> list:
+    """One summary through a batch whose histories and seen ids are given: the points it counted."""
+    batch = workouts.SummaryBatch()
+    batch.histories, batch.seen = histories, seen
+    workouts.summary_step(batch, raw)
+    return batch.count()
+
+
 def test_a_batch_delivered_again_after_a_crash_is_counted_once_whichever_table_write_survived():
     key = b"crash"
-    counted = workouts.summary_step({key: tl.LoadHistory()}, workouts.SeenIds("summary"), summary("w1", 10))
-    assert counted is not None
-    stored_history = workouts.record_workout(tl.LoadHistory(), counted[1] | {"load": counted[2][0].fields["load"],
-                                                                              "modality": counted[2][0].tags["modality"]})
+    histories = {key: tl.LoadHistory()}
+    assert step(histories, workouts.SeenIds("summary"), summary("w1", 10))
     # The history's write reached the changelog, the seen ids' did not: still a repeat.
-    assert workouts.summary_step({key: stored_history.history}, workouts.SeenIds("summary"), summary("w1", 10)) is None
+    assert step(dict(histories), workouts.SeenIds("summary"), summary("w1", 10)) == []
     # The seen ids' write reached it, the history's did not: the workout is counted, not lost.
     seen = workouts.SeenIds("summary")
     seen.add(key, START + timedelta(days=10), "w1")
-    assert workouts.summary_step({key: tl.LoadHistory()}, seen, summary("w1", 10)) is not None
+    assert step({key: tl.LoadHistory()}, seen, summary("w1", 10))
 
 
 def test_a_repeat_older_than_the_kept_days_is_recognised_by_the_seen_ids():
@@ -72,5 +78,23 @@ def test_a_repeat_older_than_the_kept_days_is_recognised_by_the_seen_ids():
     seen = workouts.SeenIds("summary")
     seen.add(key, START, "old")
     assert not tl.within_kept_days(history, START.date())
-    assert workouts.summary_step({key: history}, seen, summary("old", 0)) is None
-    assert workouts.summary_step({key: history}, workouts.SeenIds("summary"), summary("new-old", 0)) is not None
+    assert step({key: history}, seen, summary("old", 0)) == []
+    assert step({key: history}, workouts.SeenIds("summary"), summary("new-old", 0))
+
+
+def test_a_batch_counts_each_workout_once_and_models_each_athlete_once():
+    """A batch's repeats are skipped, and its points equal those of the workouts counted one at a time."""
+    batch = workouts.SummaryBatch()
+    batch.histories = {b"crash": tl.LoadHistory()}
+    raws = [summary(f"w{day}", day) for day in (3, 1, 2, 1, 5)]  # w1 twice, out of order
+    accepted = [workouts.summary_step(batch, raw) for raw in raws]
+    assert [a is None for a in accepted] == [False, False, False, True, False]
+    points = batch.count()
+    history, one_by_one = tl.LoadHistory(), {}
+    for item in [a for a in accepted if a is not None]:
+        update = tl.add_sessions(history, [item.session])
+        history = update.history
+        for point in workouts.load_points("crash", [item.body], update):
+            one_by_one[(point.measurement, point.time, tuple(sorted(point.tags.items())))] = point.fields
+    batched = {(p.measurement, p.time, tuple(sorted(p.tags.items()))): p.fields for p in points}
+    assert batched == one_by_one and batch.histories[b"crash"] == history
