@@ -58,9 +58,9 @@ idempotency = sa.Table("idempotency", metadata, sa.Column("scope", TEXT, primary
                        sa.Column("fingerprint", TEXT, nullable=False), sa.Column("response", TEXT),
                        sa.Column("created_at", TIME, nullable=False))
 produced_events = sa.Table("produced", metadata, sa.Column("athlete_id", TEXT, primary_key=True),
-                    sa.Column("event_id", TEXT, primary_key=True),
-                    sa.Column("done", sa.Integer(), nullable=False, server_default="0"),
-                    sa.Column("claimed_at", TIME, nullable=False))
+                           sa.Column("event_id", TEXT, primary_key=True),
+                           sa.Column("done", sa.Integer(), nullable=False, server_default="0"),
+                           sa.Column("claimed_at", TIME, nullable=False))
 alerts = sa.Table("alerts", metadata, sa.Column("alert_id", TEXT, primary_key=True),
                   sa.Column("athlete_id", TEXT, nullable=False), sa.Column("body", TEXT, nullable=False),
                   sa.Column("received_at", TIME, nullable=False), sa.Column("acknowledged_at", TIME),
