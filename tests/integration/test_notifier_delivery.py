@@ -401,7 +401,7 @@ async def test_a_withdrawn_alert_tells_the_channels_that_had_it_once_and_leaves_
     assert verify(SECRET, body, headers) and headers["webhook-id"] == f"msg_{alert.alert_id}_withdrawn"
     assert json.loads(body)["withdrawal"]["reason"] == withdrawal.reason
     assert mailbox.messages[1]["Subject"].startswith("Withdrawn: ")
-    assert withdrawal.reason in mailbox.messages[1].get_payload()
+    assert withdrawal.reason in mailbox.messages[1].get_payload(decode=True).decode()
     inbox = setup.store.alert(alert.alert_id)
     assert inbox.withdrawal_reason == withdrawal.reason and not inbox.open
     assert setup.store.alerts_for(setup.athlete, open_only=True) == []
