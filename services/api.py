@@ -597,7 +597,8 @@ async def prune_hourly(store: AsyncStore) -> None:
 
 def _inbox_json(item) -> dict[str, Any]:
     return {**item.alert.model_dump(mode="json"), "acknowledged_at": item.acknowledged_at,
-            "acknowledged_by": item.acknowledged_by, "acknowledgement_note": item.acknowledgement_note}
+            "acknowledged_by": item.acknowledged_by, "acknowledgement_note": item.acknowledgement_note,
+            "withdrawn_at": item.withdrawn_at, "withdrawal_reason": item.withdrawal_reason}
 
 
 def fhir_lab_events(document: Any, athlete_id: str) -> list[EventBase]:

@@ -78,15 +78,15 @@ def triage_order(items: Iterable[InboxAlert]) -> list[InboxAlert]:
 
 
 def history_order(items: Iterable[InboxAlert]) -> list[InboxAlert]:
-    """Closed alerts: the latest acknowledged first."""
-    return sorted(items, key=lambda i: (-(i.acknowledged_at or 0.0), i.alert.alert_id))
+    """Closed alerts (acknowledged or withdrawn): the latest closed first."""
+    return sorted(items, key=lambda i: (-(i.acknowledged_at or i.withdrawn_at or 0.0), i.alert.alert_id))
 
 
 def select(items: Iterable[InboxAlert], filters: Filters) -> list[InboxAlert]:
     """The alerts of the view that match the athlete and rule filters, in the view's order."""
     chosen = [
         item for item in items
-        if (item.acknowledged_at is None) == (filters.view == "open")
+        if item.open == (filters.view == "open")
         and filters.athlete in (None, item.alert.athlete_id)
         and filters.rule in (None, item.alert.rule)
     ]
@@ -229,7 +229,7 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
             "who": who, "csrf": signed_in.session.csrf_token, "filters": filters, "athletes": athletes,
             "rules": sorted({item.alert.rule for item in everything}),
             "items": select(everything, filters),
-            "open_count": sum(item.acknowledged_at is None for item in everything),
+            "open_count": sum(item.open for item in everything),
             "acknowledged": acknowledged,
         })
 

@@ -19,6 +19,12 @@ its own. Once an athlete's import has settled (no historical alert for `quiet_s`
 clinicians gets one summary ("N historical alerts imported for athlete X, the latest: ..."), delivered, logged
 and reminded like an alert (rule `summary.historical_import`; its `alerts_summarised` evidence lists the alert
 ids it covers). Live alerts are unchanged.
+
+Withdrawals: when an event that arrived late means the whole history no longer supports an alert, the stream sends
+an `alert.withdrawal` for it on the alerts topic. The inbox marks the alert withdrawn (with the reason; it leaves
+the open alerts and its reminders stop), and every channel that was sent the alert gets a withdrawal notice, once
+(logged as round 0). An alert never delivered (still in round 1's retries, historical, or never received) is
+only marked.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from aromatrack.schemas import topics
-from aromatrack.schemas.events import Alert, AlertEvidence
+from aromatrack.schemas.events import Alert, AlertEvidence, AlertWithdrawal
 from aromatrack.services import chart
 from aromatrack.services.auth import Role
 from aromatrack.services.health import ConsumerHealth, serve_consumer_health
@@ -55,6 +61,7 @@ log = logging.getLogger("aromatrack.notifier")
 GROUP_ID = "aromatrack-notifier"
 SEND_TIMEOUT_S = 10.0  # one webhook request or SMTP conversation
 CLAIM_POLL_S = 1.0  # how often a notifier looks again at a send another notifier has claimed
+WITHDRAWAL_ROUND = 0  # the delivery log's round of a withdrawal notice (alerts' own rounds count from 1)
 
 
 # --- delivery -------------------------------------------------------------------------------------
@@ -138,6 +145,10 @@ class Message:
     chart_png: bytes
     round: int
 
+    @property
+    def webhook_id(self) -> str:
+        return f"msg_{self.alert.alert_id}_{self.round}"
+
     def webhook_body(self) -> bytes:
         return json.dumps({
             "alert": self.alert.model_dump(mode="json"),
@@ -166,15 +177,43 @@ class Message:
         return mail
 
 
-async def post_webhook(http: httpx.AsyncClient, contact: Contact, message: Message) -> None:
+@dataclass(frozen=True)
+class WithdrawalNotice:
+    """What a channel that was sent an alert gets when the stream withdraws it."""
+
+    alert: Alert  # the version in the inbox
+    withdrawal: AlertWithdrawal
+    round: int = WITHDRAWAL_ROUND
+
+    @property
+    def webhook_id(self) -> str:
+        return f"msg_{self.alert.alert_id}_withdrawn"
+
+    def webhook_body(self) -> bytes:
+        return json.dumps({"withdrawal": self.withdrawal.model_dump(mode="json")}, separators=(",", ":")).encode()
+
+    def email(self, sender: str, recipient: str) -> EmailMessage:
+        alert = self.alert
+        mail = EmailMessage()
+        mail["Subject"] = f"Withdrawn: [{alert.severity}] {alert.kind} for athlete {alert.athlete_id} ({alert.rule})"
+        mail["From"], mail["To"] = sender, recipient
+        mail["Message-ID"] = f"<{alert.alert_id}.withdrawn@aromatrack.local>"
+        mail.set_content(
+            f"The alert sent earlier is withdrawn: {self.withdrawal.reason}\n\nIt said: {alert.summary}\n"
+            f"Rule: {alert.rule}\nTime: {alert.time.isoformat()}\n\nAlert id: {alert.alert_id}. Nothing is asked of "
+            "you for it any more; a new alert will be sent if the data support one again."
+        )
+        return mail
+
+
+async def post_webhook(http: httpx.AsyncClient, contact: Contact, message: Message | WithdrawalNotice) -> None:
     """POST the message signed by Standard Webhooks; its `webhook-id` names the alert and round, the same on
     every retry, so receivers can drop repeats. Never sends unsigned or in clear off this host."""
     if problem := webhook_url_problem(contact.webhook_url or ""):
         raise DeliveryError(f"webhook: {problem}", retryable=False)
     body = message.webhook_body()
     try:
-        signature = signed_headers(contact.webhook_secret, f"msg_{message.alert.alert_id}_{message.round}",
-                                   int(time.time()), body)
+        signature = signed_headers(contact.webhook_secret, message.webhook_id, int(time.time()), body)
     except WebhookSecretError as exc:  # none, or one stored before secrets were checked
         raise DeliveryError(f"webhook: {exc}", retryable=False) from None
     headers = {"Content-Type": "application/json", **signature}
@@ -186,7 +225,7 @@ async def post_webhook(http: httpx.AsyncClient, contact: Contact, message: Messa
         raise DeliveryError(f"webhook: HTTP {response.status_code}")
 
 
-async def send_email(smtp: SmtpConfig, contact: Contact, message: Message) -> None:
+async def send_email(smtp: SmtpConfig, contact: Contact, message: Message | WithdrawalNotice) -> None:
     def send() -> None:
         with smtplib.SMTP(smtp.host, smtp.port, timeout=SEND_TIMEOUT_S) as client:
             client.ehlo()
@@ -233,8 +272,12 @@ class Notifier:
     async def handle(self, raw: bytes) -> None:
         """One message from the alerts topic: record it in the inbox and deliver its first notice (round 1) on the
         channels that have not had it. An update of an alert already delivered sends nothing now (see above);
-        one that arrives before round 1 finished (a restart in between) completes it with the latest version."""
+        one that arrives before round 1 finished (a restart in between) completes it with the latest version.
+        A withdrawal goes to `withdraw`."""
         try:
+            if _message_type(raw) == "alert.withdrawal":
+                await self.withdraw(AlertWithdrawal.model_validate_json(raw))
+                return
             alert = Alert.model_validate_json(raw)
         except ValidationError as exc:
             await self._dead_letter(raw, f"not an alert: {exc.error_count()} validation errors")
@@ -249,12 +292,9 @@ class Notifier:
     async def deliver(self, alert: Alert, round_: int) -> None:
         """Send `alert` on every channel of every clinician, skipping channels the log says are done."""
         inbox = await self.store.alert(alert.alert_id)
-        if inbox is not None and inbox.acknowledged_at is not None:
+        if inbox is not None and not inbox.open:
             return
-        contacts = await self.store.clinicians_of(alert.athlete_id)
-        if contacts and alert.kind == "training_review":
-            # a coach's question too (no lab values in it); without a clinician it is dead-lettered as any alert
-            contacts += await self.store.care_team_contacts(alert.athlete_id, Role.COACH)
+        contacts = await self._contacts(alert)
         if not contacts:
             if await self._claim(alert.alert_id, "none", round_):
                 await self.store.log_delivery(alert.alert_id, "none", round_, "dead", 0)
@@ -270,6 +310,29 @@ class Notifier:
                     message = Message(alert, await chart.alert_png(self.influx, alert), round_)
                 await self._attempt(key, message, lambda m=message, s=send, c=contact: s(c, m))
 
+    async def withdraw(self, withdrawal: AlertWithdrawal) -> None:
+        """Mark the alert withdrawn in the inbox, and send a withdrawal notice on every channel that was sent it."""
+        inbox = await self.store.withdraw(withdrawal.alert_id, withdrawal.reason)
+        if inbox is None:
+            log.info("alert %s withdrawn before it was received", withdrawal.alert_id)
+            return
+        told = {channel for channel, round_, status, _ in await self.store.deliveries(withdrawal.alert_id)
+                if status == "delivered" and round_ != WITHDRAWAL_ROUND}
+        notice = WithdrawalNotice(inbox.alert, withdrawal)
+        for contact in await self._contacts(inbox.alert):
+            for channel, send in self._channels(contact):
+                key = f"{channel}:{contact.user_id}"
+                if key in told and await self._claim(withdrawal.alert_id, key, WITHDRAWAL_ROUND):
+                    await self._attempt(key, notice, lambda m=notice, s=send, c=contact: s(c, m))
+
+    async def _contacts(self, alert: Alert) -> list[Contact]:
+        """Who is sent `alert`: the athlete's clinicians, and for a training review its coaches too (no lab values
+        in it); nobody without a clinician."""
+        contacts = await self.store.clinicians_of(alert.athlete_id)
+        if contacts and alert.kind == "training_review":
+            contacts += await self.store.care_team_contacts(alert.athlete_id, Role.COACH)
+        return contacts
+
     async def _claim(self, alert_id: str, channel: str, round_: int) -> bool:
         """Whether this process is to send (`Store.claim_delivery`); while another notifier is sending the same
         thing it waits for that outcome (or for that claim to go stale, its notifier having died)."""
@@ -284,7 +347,7 @@ class Notifier:
         if contact.email and self.smtp is not None:
             yield "email", lambda c, m: send_email(self.smtp, c, m)
 
-    async def _attempt(self, key: str, message: Message, send: Callable[[], Awaitable[None]]) -> None:
+    async def _attempt(self, key: str, message: Message | WithdrawalNotice, send: Callable[[], Awaitable[None]]) -> None:
         alert_id = message.alert.alert_id
         reason, attempts = "", 0
         for attempts, delay in enumerate([*self.retry.delays(), None], start=1):
@@ -302,7 +365,8 @@ class Notifier:
             log.info("alert %s delivered via %s (round %d, attempt %d)", alert_id, key, message.round, attempts)
             return
         await self.store.log_delivery(alert_id, key, message.round, "dead", attempts)
-        await self._dead_letter(message.alert.model_dump_json().encode(), f"{key} failed {attempts} times: {reason}")
+        failed = message.withdrawal if isinstance(message, WithdrawalNotice) else message.alert
+        await self._dead_letter(failed.model_dump_json().encode(), f"{key} failed {attempts} times: {reason}")
 
     async def _dead_letter(self, raw: bytes, reason: str) -> None:
         log.error("dead-lettering an alert: %s", reason)
@@ -400,3 +464,12 @@ async def serve(
             await notifier.close()
             await dead_letters.stop()
             store.close()
+
+
+def _message_type(raw: bytes) -> str | None:
+    """The `type` a message on the alerts topic says it is (None when it is not a JSON object)."""
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        return None
+    return decoded.get("type") if isinstance(decoded, dict) else None

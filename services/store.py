@@ -66,6 +66,7 @@ alerts = sa.Table("alerts", metadata, sa.Column("alert_id", TEXT, primary_key=Tr
                   sa.Column("received_at", TIME, nullable=False), sa.Column("acknowledged_at", TIME),
                   sa.Column("acknowledged_by", TEXT), sa.Column("acknowledgement_note", TEXT),
                   sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
+                  sa.Column("withdrawn_at", TIME), sa.Column("withdrawal_reason", TEXT),
                   sa.Index("alerts_by_athlete", "athlete_id", "received_at"))
 historical_alerts = sa.Table("historical_alerts", metadata, sa.Column("alert_id", TEXT, primary_key=True),
                              sa.Column("athlete_id", TEXT, nullable=False),
@@ -99,7 +100,8 @@ _MY_EVENTS = ((produced_events.c.athlete_id == _p("owner"))
 CLAIM_STATES = sa.select(produced_events.c.event_id, produced_events.c.done).where(_MY_EVENTS)
 MARK_PRODUCED = produced_events.update().where(_MY_EVENTS).values(done=1)
 RELEASE_CLAIMS = produced_events.delete().where(_MY_EVENTS & (produced_events.c.done == 0))
-INBOX_COLUMNS = (alerts.c.body, alerts.c.acknowledged_at, alerts.c.acknowledged_by, alerts.c.acknowledgement_note)
+INBOX_COLUMNS = (alerts.c.body, alerts.c.acknowledged_at, alerts.c.acknowledged_by, alerts.c.acknowledgement_note,
+                 alerts.c.withdrawn_at, alerts.c.withdrawal_reason)
 ALERT = sa.select(*INBOX_COLUMNS).where(alerts.c.alert_id == _p("alert_id"))
 ACKNOWLEDGE = (alerts.update().where((alerts.c.alert_id == _p("which")) & alerts.c.acknowledged_at.is_(None))
                .values(acknowledged_at=_p("at"), acknowledged_by=_p("user_id"), acknowledgement_note=_p("note")))
@@ -137,7 +139,8 @@ class Upserts:
         stale = _p("stale_before")
         claim = upsert(produced_events, [produced_events.c.athlete_id, produced_events.c.event_id], ["claimed_at"],
                        lambda _: (produced_events.c.done == 0) & (produced_events.c.claimed_at < stale))
-        record = upsert(alerts, [alerts.c.alert_id], ["body", "version"],
+        # A newer version is the alert raised again: it clears a withdrawal of an older one.
+        record = upsert(alerts, [alerts.c.alert_id], ["body", "version", "withdrawn_at", "withdrawal_reason"],
                         lambda excluded: alerts.c.version < excluded.version)
         delivery_key = [deliveries.c.alert_id, deliveries.c.channel, deliveries.c.round]
         return Upserts(
@@ -177,6 +180,13 @@ class InboxAlert:
     acknowledged_at: float | None
     acknowledged_by: str | None
     acknowledgement_note: str | None = None
+    withdrawn_at: float | None = None  # the stream withdrew it: the whole history no longer supports it
+    withdrawal_reason: str | None = None
+
+    @property
+    def open(self) -> bool:
+        """Awaiting the clinician: neither acknowledged nor withdrawn."""
+        return self.acknowledged_at is None and self.withdrawn_at is None
 
 
 @dataclass(frozen=True)
@@ -487,7 +497,7 @@ class Store:
                 bodies = conn.execute(
                     sa.select(alerts.c.body).join_from(historical_alerts, alerts,
                                                        historical_alerts.c.alert_id == alerts.c.alert_id)
-                    .where(pending & (historical_alerts.c.athlete_id == athlete_id))
+                    .where(pending & (historical_alerts.c.athlete_id == athlete_id) & alerts.c.withdrawn_at.is_(None))
                 ).scalars()
                 due[athlete_id] = sorted((Alert.model_validate_json(body) for body in bodies), key=lambda a: a.time)
         return due
@@ -507,12 +517,19 @@ class Store:
     def alerts_for(self, athlete_id: str, *, open_only: bool = False) -> list[InboxAlert]:
         query = sa.select(*INBOX_COLUMNS).where(alerts.c.athlete_id == athlete_id).order_by(alerts.c.received_at)
         if open_only:
-            query = query.where(alerts.c.acknowledged_at.is_(None))
+            query = query.where(alerts.c.acknowledged_at.is_(None) & alerts.c.withdrawn_at.is_(None))
         with self._read() as conn:
             return [_inbox_alert(row) for row in conn.execute(query)]
 
     def alert(self, alert_id: str) -> InboxAlert | None:
         with self._read() as conn:
+            return _alert(conn, alert_id)
+
+    def withdraw(self, alert_id: str, reason: str) -> InboxAlert | None:
+        """Mark an alert withdrawn (the first withdrawal of its version is kept); None for an alert never received."""
+        with self._write() as conn:
+            conn.execute(alerts.update().where((alerts.c.alert_id == alert_id) & alerts.c.withdrawn_at.is_(None))
+                         .values(withdrawn_at=time.time(), withdrawal_reason=reason))
             return _alert(conn, alert_id)
 
     def acknowledge(self, alert_id: str, user_id: str, note: str | None = None) -> InboxAlert | None:
@@ -558,7 +575,8 @@ class Store:
             rows = conn.execute(
                 sa.select(alerts.c.body, sa.func.max(deliveries.c.round))
                 .join_from(alerts, deliveries, alerts.c.alert_id == deliveries.c.alert_id)
-                .where(alerts.c.acknowledged_at.is_(None) & (deliveries.c.status == "delivered"))
+                .where(alerts.c.acknowledged_at.is_(None) & alerts.c.withdrawn_at.is_(None)
+                       & (deliveries.c.status == "delivered") & (deliveries.c.round > 0))
                 .group_by(alerts.c.alert_id, alerts.c.body)
                 .having(sa.func.max(deliveries.c.at) < time.time() - older_than_s)
             ).all()

@@ -174,6 +174,24 @@ def test_an_alert_is_replaced_only_by_a_newer_version_and_keeps_its_acknowledgem
     assert [item.alert.alert_id for item in store.alerts_for("ath-1")] == ["a-1", "a-2"]
 
 
+def test_a_withdrawn_alert_leaves_the_open_alerts_and_reminders_until_a_newer_version_raises_it_again(
+    store: Store,
+) -> None:
+    for alert_id in ("a-1", "a-2"):
+        store.record_alert(make_alert(alert_id))
+        store.log_delivery(alert_id, "webhook:clin-1", 1, "delivered", 1)
+    assert store.withdraw("nope", "late lab") is None
+    withdrawn = store.withdraw("a-1", "late lab")
+    assert (withdrawn.withdrawal_reason, withdrawn.open) == ("late lab", False) and withdrawn.withdrawn_at
+    assert store.withdraw("a-1", "again").withdrawal_reason == "late lab"  # the first withdrawal is kept
+    assert [item.alert.alert_id for item in store.alerts_for("ath-1", open_only=True)] == ["a-2"]
+    assert [alert.alert_id for alert, _ in store.due_for_renotification(older_than_s=-1)] == ["a-2"]
+    assert not store.record_alert(make_alert("a-1"))  # a re-delivered old version does not revive it
+    assert store.alert("a-1").withdrawn_at is not None
+    assert store.record_alert(make_alert("a-1", version=2))  # raised again with new evidence: open again
+    assert store.alert("a-1").open and store.alert("a-1").withdrawal_reason is None
+
+
 def test_historical_alerts_are_due_once_settled_oldest_first_until_summarised(store: Store) -> None:
     for alert_id, days_ago in (("h-1", 3), ("h-2", 9), ("h-3", 1)):
         store.record_historical(make_alert(alert_id, days_ago=days_ago))
