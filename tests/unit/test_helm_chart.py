@@ -175,3 +175,13 @@ def test_each_process_gets_only_the_influxdb_passwords_of_its_role() -> None:
     assert influxdb_env["INFLUXDB_HTTP_AUTH_ENABLED"] == "true"
     init = by_kind(manifests, "ConfigMap")["rel-influxdb-init"]["data"]["aromatrack.sh"]
     assert init == (CHART.parents[1] / "influxdb-init.sh").read_text()
+
+
+def test_the_workers_get_the_clinical_engine_settings_evaluate_takes() -> None:
+    env = {item["name"]: item.get("value") for item in containers(render(
+        "--set", "worker.labMethods={lab-1=lc_msms,lab-2=immunoassay}", "--set", "worker.historicalAfterDays=21",
+    ))["worker"]["env"]}
+    assert env["AROMATRACK_LAB_METHODS"] == "lab-1=lc_msms,lab-2=immunoassay"
+    assert env["AROMATRACK_HISTORICAL_AFTER_DAYS"] == "21"
+    defaults = {item["name"]: item.get("value") for item in containers(render())["worker"]["env"]}
+    assert defaults["AROMATRACK_LAB_METHODS"] == "" and defaults["AROMATRACK_HISTORICAL_AFTER_DAYS"] == "14"
