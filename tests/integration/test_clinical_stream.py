@@ -171,7 +171,7 @@ async def test_imported_history_is_marked_historical_on_the_topic_and_in_influxd
         marks[alert["athlete_id"]].add(alert["historical"])
     assert marks == {imported: {True}, live: {False}}
 
-    async with influx_for(worker.database) as influx:
+    async with influx_for(worker.database, Audience.CLINICAL) as influx:
         query = f"SELECT alert_id, historical FROM alerts WHERE athlete_id = '{imported}' OR athlete_id = '{live}'"
 
         async def all_written() -> bool:
