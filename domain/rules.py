@@ -40,7 +40,9 @@ ACWR_SOURCE = ("not from the seeds: ACWR (EWMA acute 7 d / chronic 42 d load, Hu
                "1.5 'very high' threshold are sports science")
 BMD_CHANGE_SOURCE = ("not from the seeds: a lumbar-spine DXA change counts beyond ~3%, about the least significant "
                      "change of the method (general practice)")
-LIPID_CHANGE_SOURCE = "not from the seeds: the HDL/LDL change thresholds are this service's defaults"
+LIPID_CHANGE_SOURCE = ("not from the seeds: the HDL/LDL change thresholds (a 20% fall, a 25% rise) are about the "
+                       "reference change value of two single results, so normal within-person variation (~6-8%) "
+                       "and the assay's (~3%) do not raise a review (general practice)")
 
 # Labs each recheck asks for: a dose review needs a total T near the E2, and E2 by a sensitive assay.
 T_AND_E2 = "total T and E2 (LC/MS-MS)"
@@ -92,9 +94,11 @@ class RuleSettings:
     regimen_change_ratio: float = 2.0
     regimen_min_weekly_load: float = 150.0  # TSS/week: roughly three hard hours
     baseline_lookback_days: float = 42.0
-    # Anastrozole's wider effects (seed 003): a change from the previous result beyond these, on an AI.
-    hdl_fall_pct: float = 15.0
-    ldl_rise_pct: float = 15.0
+    # Anastrozole's wider effects (seed 003): a change from the previous result beyond these, on an AI. The lipid
+    # limits are about the reference change value of two single results (LIPID_CHANGE_SOURCE): smaller changes are
+    # within normal variation and would page clinicians on noise.
+    hdl_fall_pct: float = 20.0
+    ldl_rise_pct: float = 25.0
     bmd_fall_pct: float = 3.0
 
 

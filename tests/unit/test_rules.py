@@ -264,8 +264,8 @@ def result(analyte, value, unit, day, event_id):
 
 
 @pytest.mark.parametrize("rule,analyte,unit,before,after", [
-    (rules.ai_hdl_fall, "hdl", "mg/dL", 52, 43),
-    (rules.ai_ldl_rise, "ldl", "mg/dL", 108, 126),
+    (rules.ai_hdl_fall, "hdl", "mg/dL", 52, 41),
+    (rules.ai_ldl_rise, "ldl", "mg/dL", 108, 138),
     (rules.ai_bone_density_fall, "bmd_lumbar_spine", "g/cm2", 1.12, 1.08),
 ])
 def test_anastrozoles_wider_effects_raise_a_review_with_the_numbers(rule, analyte, unit, before, after):
@@ -279,6 +279,15 @@ def test_anastrozoles_wider_effects_raise_a_review_with_the_numbers(rule, analyt
     assert rule(acted, CFG) is None  # a dose change since the result answers it
     small = {analyte: (history[analyte][0], result(analyte, before * 1.01 if rule is rules.ai_ldl_rise else before * 0.99, unit, 365, "r-1"))}
     assert rule(replace(situation, results=small), CFG) is None
+
+
+@pytest.mark.parametrize("rule,analyte,before,within_variation", [
+    (rules.ai_hdl_fall, "hdl", 52, 43),  # -17%: within two results' normal variation
+    (rules.ai_ldl_rise, "ldl", 108, 130),  # +20%
+])
+def test_a_lipid_change_within_normal_variation_raises_nothing(rule, analyte, before, within_variation):
+    history = {analyte: (result(analyte, before, "mg/dL", 0, "r-0"), result(analyte, within_variation, "mg/dL", 90, "r-1"))}
+    assert rule(on_ai(now_s=DRAW_S + 90 * DAY_S, results=history), CFG) is None
 
 
 def every_finding():
