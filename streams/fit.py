@@ -33,7 +33,7 @@ from garmin_fit_sdk import CrcCalculator, Decoder, Stream
 from pyfitparsernative import parse_fit_bytes
 
 from aromatrack.domain.training_load import Athlete, WorkoutInput, workout_load
-from aromatrack.streams.fit_columns import FileContent, RecordColumns, number, read_columns
+from aromatrack.streams.fit_columns import FileContent, RecordColumns, number, read_columns, walk_messages
 from aromatrack.schemas.events import EventError, WorkoutFit
 
 FIT_SIGNATURE = b".FIT"
@@ -412,24 +412,9 @@ def _count_messages(data: bytes, stop_after: int) -> int:
         position = start + data[start]
         declared = int.from_bytes(data[start + 4 : start + 8], "little")
         end = position + declared if 0 < declared <= len(data) - position else len(data)  # unfinished: all
-        sizes: dict[int, int] = {}  # data message size by local message type, from the definitions seen
-        while position < end:
-            if count > stop_after:
-                return count
-            header = data[position]
-            if header & 0xC0 == 0x40:  # definition: 5 fixed bytes, then 3 per field (its size the 2nd)
-                fields = data[position + 5] if position + 5 < end else 0
-                size = sum(data[position + 7 : position + 6 + 3 * fields : 3])
-                position += 6 + 3 * fields
-                if header & 0x20 and position < end:  # developer fields, the same way
-                    size += sum(data[position + 2 : position + 1 + 3 * data[position] : 3])
-                    position += 1 + 3 * data[position]
-                sizes[header & 0x0F] = size
-            else:  # data message, normal or compressed-timestamp header
-                size = sizes.get((header >> 5) & 0x03 if header & 0x80 else header & 0x0F)
-                if size is None:
-                    return count
-                position += 1 + size
-            count += 1
+        walk = walk_messages(data, position, end, limit=stop_after - count)
+        count += walk.count
+        if count > stop_after or not walk.complete:
+            return count
         start = end + 2  # the file's CRC, then perhaps a chained file
     return count

@@ -19,7 +19,7 @@ to garmin-fit-sdk's summaries on every corpus file.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -166,11 +166,11 @@ def read_columns(data: bytes) -> FileContent | None:
         return None  # damaged, unfinished or chained: the full decoders say what is wrong
     if header_size == 14 and data[12:14] != b"\x00\x00" and _FIT_CRC.calc(data[:14]) != 0:
         return None
-    walked = _walk(data, header_size, end)
-    if walked is None:
-        return None
-    layouts, offsets = walked
-    if any(layouts[key].global_number == WEIGHT_SCALE for key in offsets):
+    walk = walk_messages(data, header_size, end, limit=len(data))
+    if not walk.complete or walk.compressed:
+        return None  # compressed timestamps: the native decoder tracks their offsets
+    layouts, offsets = walk.layouts, walk.starts
+    if any(layout.global_number == WEIGHT_SCALE and offsets[key] for key, layout in layouts.items()):
         return None  # weigh-ins go the full way (see `streams.fit.decode_fit`)
     record_parts: list[_LayoutColumns] = []
     decoded: dict[int, list[tuple[int, dict[str, Any]]]] = {SESSION: [], SPORT: []}
@@ -178,6 +178,8 @@ def read_columns(data: bytes) -> FileContent | None:
     for key, starts in offsets.items():
         layout = layouts[key]
         messages += len(starts)
+        if not starts:
+            continue
         if layout.global_number == RECORD:
             columns = _record_layout_columns(data, layout, np.array(starts, dtype=np.int64))
             if columns is None:
@@ -192,45 +194,86 @@ def read_columns(data: bytes) -> FileContent | None:
     return FileContent(_record_columns(record_parts), in_order, sports, laps, messages)
 
 
-def _walk(data: bytes, position: int, end: int) -> tuple[dict[int, _Layout], dict[int, list[int]]] | None:
-    """Every data message's start (after its header byte), grouped by the definition in force for it (keyed by
-    the definition's position); None at a compressed-timestamp header or a structure that does not add up."""
-    layouts: dict[int, _Layout] = {}
-    offsets: dict[int, list[int]] = {}
-    current: dict[int, tuple[int, int]] = {}  # local type -> (definition key, data size)
+@dataclass
+class MessageWalk:
+    """Where a walk over one FIT file's message headers got: every definition's layout and its data messages'
+    starts (after the header byte), keyed by the definition's position; how many messages (definitions
+    included) it passed; whether it met a compressed-timestamp header; whether it reached the end it was given
+    with the structure adding up."""
+
+    layouts: dict[int, _Layout] = field(default_factory=dict)
+    starts: dict[int, list[int]] = field(default_factory=dict)
+    count: int = 0
+    compressed: bool = False
+    complete: bool = False
+
+
+_HEADER_BYTES = [bytes([value]) for value in range(256)]
+
+
+def walk_messages(data: bytes, position: int, end: int, limit: int) -> MessageWalk:
+    """Walk the messages from `position` (after the file header) to `end` (before the file CRC), stopping once
+    more than `limit` were passed or where the structure cannot be followed (a data message of an undefined
+    local type, a definition cut short). Nothing is decoded; this is both the bound check before any decoding
+    and the columnar reader's index.
+
+    A run of data messages with the same header byte at the same stride is taken in one step (a bytes slice):
+    records come in long runs, and one Python step per message was most of the reader's time."""
+    walk = MessageWalk()
+    current: dict[int, tuple[int, int]] = {}  # local type -> (definition position, data size)
     while position < end:
+        if walk.count > limit:
+            return walk
         header = data[position]
-        if header & 0x80:
-            return None  # compressed timestamp: the full decoder tracks the time offsets
-        if header & 0x40:
+        if header & 0xC0 == 0x40:
             if position + 6 > end:
-                return None
-            big_endian, global_number, count = data[position + 2], *struct.unpack_from(
-                ">H" if data[position + 2] else "<H", data, position + 3), data[position + 5]
-            fields, offset, cursor = [], 0, position + 6
-            for number, size, base_type in zip(*[iter(data[cursor:cursor + 3 * count])] * 3):
-                fields.append((number, offset, size, base_type & 0x1F))
-                offset += size
-            cursor += 3 * count
-            if header & 0x20:
+                return walk
+            architecture, fields_count = data[position + 2], data[position + 5]
+            (global_number,) = struct.unpack_from(">H" if architecture == 1 else "<H", data, position + 3)
+            fields, size, cursor = [], 0, position + 6
+            for field_number, width, base_type in zip(*[iter(data[cursor:cursor + 3 * fields_count])] * 3):
+                fields.append((field_number, size, width, base_type & 0x1F))
+                size += width
+            cursor += 3 * fields_count
+            if header & 0x20:  # developer fields: their sizes only
                 if cursor >= end:
-                    return None
+                    return walk
                 developer_count = data[cursor]
-                offset += sum(data[cursor + 2:cursor + 1 + 3 * developer_count:3])
+                size += sum(data[cursor + 2:cursor + 1 + 3 * developer_count:3])
                 cursor += 1 + 3 * developer_count
-            if cursor > end or big_endian > 1:
-                return None
-            layouts[position] = _Layout(global_number, bool(big_endian), offset, tuple(fields))
-            current[header & 0x0F] = (position, offset)
+            if cursor > end:
+                return walk
+            walk.layouts[position] = _Layout(global_number, architecture == 1, size, tuple(fields))
+            current[header & 0x0F] = (position, size)
+            walk.starts.setdefault(position, [])
+            walk.count += 1
             position = cursor
+            continue
+        if header & 0x80:  # compressed timestamp: local type in bits 5-6
+            walk.compressed = True
+            found = current.get((header >> 5) & 0x03)
         else:
             found = current.get(header & 0x0F)
-            if found is None:
-                return None
-            key, size = found
-            offsets.setdefault(key, []).append(position + 1)
-            position += 1 + size
-    return (layouts, offsets) if position == end else None
+        if found is None:
+            return walk
+        key, size = found
+        stride = size + 1
+        run = 1
+        if position + 2 * stride <= end and data[position + stride] == header:
+            span = 16
+            while True:
+                stop = min(end, position + stride * span)
+                headers = data[position:stop:stride]
+                run = len(headers) - len(headers.lstrip(_HEADER_BYTES[header]))
+                if run < len(headers) or stop == end:
+                    break
+                span *= 8
+            run = max(1, min(run, (end - position) // stride, limit + 1 - walk.count))
+        walk.starts[key].extend(range(position + 1, position + 1 + run * stride, stride))
+        walk.count += run
+        position += run * stride
+    walk.complete = position == end
+    return walk
 
 
 @dataclass(frozen=True)
@@ -248,15 +291,15 @@ def _record_layout_columns(data: bytes, layout: _Layout, starts: np.ndarray) -> 
     buffer = np.frombuffer(data, dtype=np.uint8)
     columns: dict[str, np.ndarray] = {name: np.full(len(starts), np.nan) for name, _ in RECORD_FIELDS.values()}
     integral = {name: True for name in columns}
-    for number, offset, size, base_type in layout.fields:
-        if number in _FEEDING_RECORD_FIELDS:
+    for field_number, offset, size, base_type in layout.fields:
+        if field_number in _FEEDING_RECORD_FIELDS:
             # Expanded into the columns unless every value is invalid (Zwift writes an empty compressed_speed_distance).
             if (buffer[starts[:, None] + np.arange(offset, offset + size)] != _invalid_bytes(base_type, size)).any():
                 return None
             continue
-        if number not in RECORD_FIELDS:
+        if field_number not in RECORD_FIELDS:
             continue
-        name, scale = RECORD_FIELDS[number]
+        name, scale = RECORD_FIELDS[field_number]
         kind = _BASE_TYPES.get(base_type)
         values = np.full(len(starts), np.nan)
         if kind is not None and np.dtype(kind[0]).itemsize == size:  # a scalar (arrays are not plain values)
@@ -317,10 +360,10 @@ def _message(data: bytes, layout: _Layout, start: int) -> dict[str, Any]:
     wanted = _MESSAGE_FIELDS[layout.global_number]
     order = ">" if layout.big_endian else "<"
     message: dict[str, Any] = {}
-    for number, offset, size, base_type in layout.fields:
-        field = wanted.get(number)
+    for field_number, offset, size, base_type in layout.fields:
+        profile_field = wanted.get(field_number)
         kind = _BASE_TYPES.get(base_type)
-        if field is None or kind is None:
+        if profile_field is None or kind is None:
             continue
         width = struct.calcsize(kind[1])
         if size % width:
@@ -329,16 +372,16 @@ def _message(data: bytes, layout: _Layout, start: int) -> dict[str, Any]:
         valid = [value if value != kind[2] else None for value in values]
         if all(value is None for value in valid):
             continue
-        message[field["name"]] = _field_value(field, valid[0]) if len(valid) == 1 else valid
+        message[profile_field["name"]] = _field_value(profile_field, valid[0]) if len(valid) == 1 else valid
     return message
 
 
-def _field_value(field: dict[str, Any], raw: int | float) -> Any:
+def _field_value(profile_field: dict[str, Any], raw: int | float) -> Any:
     """A raw value with its profile meaning (garmin-fit-sdk's conversions for the types the summaries read)."""
-    if field["type"] == "date_time":
+    if profile_field["type"] == "date_time":
         return datetime.fromtimestamp(raw + FIT_EPOCH_S, timezone.utc)
-    names = Profile["types"].get(field["type"])
-    if names is not None and field["type"] not in _NUMERIC_TYPES:
+    names = Profile["types"].get(profile_field["type"])
+    if names is not None and profile_field["type"] not in _NUMERIC_TYPES:
         return names.get(raw, raw)
-    scale, offset = field["scale"][0], field["offset"][0]
+    scale, offset = profile_field["scale"][0], profile_field["offset"][0]
     return (raw / scale if scale != 1 else raw) - offset

@@ -7,10 +7,12 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from aromatrack.streams import fit
 from aromatrack.streams.fit import decode_fit, decode_fit_salvaging
-from aromatrack.streams.fit_columns import FIT_EPOCH_S, read_columns
+from aromatrack.streams.fit_columns import FIT_EPOCH_S, read_columns, walk_messages
 
 from .fit_files import FitWriter, Part, UINT8, UINT32, build_activity, excerpt, fit_crc
 from .test_fit_decode import ZWIFT, _outcome, corpus_bytes, corpus_files
@@ -128,3 +130,34 @@ def test_it_gives_up_on_a_compressed_speed_distance_that_holds_values():
     for second in range(3):
         writer.write(20, {253: (UINT32, T0 + second), 8: (UINT32, 0x00123456)})  # a 4-byte stand-in for the 3 bytes
     assert read_columns(writer.file()) is None
+
+
+@settings(max_examples=150, deadline=None)
+@example(kinds=["record"] * 300, limit=400)  # one run longer than the first slices
+@example(kinds=["record"] * 300, limit=150)  # stopped inside a run
+@example(kinds=["event", "record"] * 100 + ["record"] * 50, limit=400)
+@given(kinds=st.lists(st.sampled_from(["record", "event", "compressed"]), max_size=300), limit=st.integers(0, 400))
+def test_the_walk_takes_runs_of_messages_as_one_message_at_a_time_would(kinds, limit):
+    """Runs of one header byte are taken in one step: the walk must still find every message where a naive walk
+    does, whatever the interleaving, and stop just past `limit`."""
+    writer = FitWriter()
+    expected: list[str] = []
+    for index, kind in enumerate(kinds):
+        before = len(writer.body)
+        if kind == "record":
+            writer.write(20, {253: (UINT32, T0 + index), 3: (UINT8, 120)}, local=1)
+        elif kind == "event":
+            writer.write(21, {253: (UINT32, T0 + index), 0: (UINT8, 0), 1: (UINT8, 4)}, local=2)
+        else:
+            writer.write(20, {3: (UINT8, 121)}, local=0, compressed_offset=index & 0x1F)
+        expected += ["definition"] * (writer.body[before] & 0xC0 == 0x40) + [kind]
+    data = writer.file()
+    walk = walk_messages(data, 14, len(data) - 2, limit=limit)
+    assert walk.count == min(len(expected), limit + 1)
+    if len(expected) <= limit:
+        assert walk.complete and walk.compressed == ("compressed" in kinds)
+        by_number = {layout.global_number: [] for layout in walk.layouts.values()}
+        for key, starts in walk.starts.items():
+            by_number[walk.layouts[key].global_number] += starts
+        assert len(by_number.get(21, [])) == kinds.count("event")
+        assert len(by_number.get(20, [])) == kinds.count("record") + kinds.count("compressed")
