@@ -14,9 +14,10 @@ from aromatrack.streams import fit
 from aromatrack.streams.fit import decode_fit, decode_fit_salvaging
 from aromatrack.streams.fit_columns import FIT_EPOCH_S, read_columns, walk_messages
 
-from .fit_files import FitWriter, Part, UINT8, UINT32, build_activity, excerpt, fit_crc
+from .fit_files import FitWriter, Part, UINT8, UINT32, build_activity, excerpt
 from .test_fit_decode import ZWIFT, _outcome, corpus_bytes, corpus_files
 from .test_fit_multisport import RIDE, RUN, START_S
+from .test_fit_restamp import _definition, _fit
 
 T0 = 1_100_000_000  # FIT seconds
 
@@ -51,22 +52,6 @@ def test_a_multisport_file_is_split_into_its_sessions_as_the_native_decoder_spli
     assert native[3] == 3
 
 
-def _definition(local: int, number: int, fields: list[tuple[int, int, int]], big: bool,
-                developer: list[tuple[int, int, int]] = ()) -> bytes:
-    header = 0x40 | local | (0x20 if developer else 0)
-    body = bytes([header, 0, int(big)]) + struct.pack(">H" if big else "<H", number) + bytes([len(fields)])
-    body += b"".join(bytes(field) for field in fields)
-    if developer:
-        body += bytes([len(developer)]) + b"".join(bytes(field) for field in developer)
-    return body
-
-
-def _file(body: bytes) -> bytes:
-    header = struct.pack("<BBHI4s", 14, 0x20, 2100, len(body), b".FIT")
-    header += struct.pack("<H", fit_crc(header))
-    return header + body + struct.pack("<H", fit_crc(header + body))
-
-
 def built_file() -> bytes:
     """Records in two layouts used alternately: big-endian with a developer field (timestamp, heart rate,
     speed, power), and little-endian with `distance` defined twice (the second one invalid, as Zwift writes
@@ -84,7 +69,7 @@ def built_file() -> bytes:
             body += bytes([1]) + struct.pack("<IIIIB", T0 + second, 10_000 * second, 2600, 0xFFFFFFFF, 85)
     body += _definition(2, 18, [(253, 4, u32), (2, 4, u32), (5, 1, 0), (7, 4, u32), (8, 4, u32)], big=True)
     body += bytes([2]) + struct.pack(">IIBII", T0 + 40, T0, 2, 40_000, 39_000)
-    return _file(body)
+    return _fit(body)
 
 
 def test_big_endian_developer_fields_a_field_defined_twice_and_invalid_values():
