@@ -85,6 +85,9 @@ def make_cohort(athletes: int, days: int, path: Path) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--make-cohort"]:
+        make_cohort(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--athletes", type=int, default=50)
     parser.add_argument("--days", type=int, default=182)
@@ -96,7 +99,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as scratch_name:
         scratch = Path(scratch_name)
         cohort_file = scratch / "cohort.jsonl"
-        make_cohort(args.athletes, args.days, cohort_file)
+        # In a child process: a child's peak RSS as the kernel reports it starts from its parent's at fork.
+        subprocess.run([sys.executable, __file__, "--make-cohort", str(args.athletes), str(args.days), str(cohort_file)],
+                       check=True)
         uploads = sum('"workout.fit"' in line for line in cohort_file.open())
         print(f"cohort: {args.athletes} athletes x {args.days} days, seed 7: {cohort_file.stat().st_size / 1e6:.1f} MB,"
               f" {uploads} FIT uploads; {os.cpu_count()} CPUs")
