@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import zipfile
+import zlib
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -120,7 +122,13 @@ async def send_history(
             pending.clear()
 
         for athlete, fit_source in interleaved(sources):
-            data = fit_source.read()
+            try:
+                data = fit_source.read()
+            except (zipfile.BadZipFile, zlib.error, OSError) as exc:  # a damaged archive member or an unreadable file
+                tallies[athlete].skipped[f"unreadable ({type(exc).__name__})"] += 1
+                on_refused(f"{fit_source.name}: cannot be read ({exc}); not sent")
+                on_file(fit_source)
+                continue
             digest = hashlib.sha256(data).hexdigest()
             key = Ledger.key(athlete, digest)
             event = WorkoutFit(

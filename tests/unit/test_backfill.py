@@ -5,6 +5,7 @@ tests/integration/test_workouts_backfill.py)."""
 from __future__ import annotations
 
 import asyncio
+import zipfile
 from contextlib import ExitStack
 
 import pytest
@@ -106,3 +107,24 @@ def test_the_command_wants_a_source_with_an_athlete_or_a_manifest(histories):
     result = runner.invoke(app, ["backfill", "--manifest", str(histories)])
     unboxed = "".join(result.output.replace("│", "").split())  # rich wraps the message in a box
     assert result.exit_code == 2 and "athletes.csv:1:expected'athlete_id,source'" in unboxed
+
+
+def _damaged(data: bytes, member: bytes) -> bytes:
+    """A zip whose `member`'s compressed bytes are zeroed in part (its central directory intact)."""
+    start = data.find(member) + len(member)
+    return data[:start + 100] + bytes(60) + data[start + 160:]
+
+
+def test_damaged_archive_members_are_skipped_with_the_reason_and_the_rest_is_sent(histories, tmp_path):
+    archive = histories.parent / "a.zip"  # its second part (of one FIT file; the first has two) is damaged: listing
+    archive.write_bytes(_damaged(archive.read_bytes(), b"UploadedFiles_0-_Part2.zip"))
+    packed = histories.parent / "b" / "more.zip"  # a FIT member damaged: found when it is read to be sent
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as writer:
+        writer.writestr("3001_ACTIVITY.fit", (histories.parent / "b" / "1001_ACTIVITY.fit").read_bytes())
+    packed.write_bytes(_damaged(packed.read_bytes(), b"3001_ACTIVITY.fit"))
+    producer = RecordingProducer()
+    tallies = run(histories, Ledger(tmp_path / "ledger.txt"), producer)
+    assert tallies["ath-a"].skipped["damaged zip (BadZipFile)"] == 1 and tallies["ath-a"].sent == 2
+    unreadable = {reason: count for reason, count in tallies["ath-b"].skipped.items() if reason.startswith("unreadable")}
+    assert list(unreadable.values()) == [1] and tallies["ath-b"].sent == 2
+    assert len(producer.sent) == 4
