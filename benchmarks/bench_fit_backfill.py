@@ -53,13 +53,15 @@ from garmin_export import garmin_export  # noqa: E402 - a test helper, found thr
 
 
 def five_years(count: int, seed: int = 5) -> dict[str, bytes]:
-    """`count` recordings re-stamped onto random mornings of 2021-2025 (seeded), named as Garmin names uploads."""
+    """`count` recordings re-stamped onto distinct random minutes of 2021-2025 (seeded), named as Garmin names
+    uploads. Distinct: two workouts of one athlete starting at the same second with the same sport and modality
+    are one point in InfluxDB's `workout` series (its tags), and the end-to-end run counts those points."""
     rng = random.Random(seed)
     recordings = [restamper((CORPUS / name).read_bytes()) for names in FIT_RECORDINGS.values() for name in names]
     begin = datetime(2021, 1, 1, 6, tzinfo=timezone.utc)
     return {
-        f"{10_000_000 + number}_ACTIVITY.fit": rng.choice(recordings)(begin + timedelta(minutes=rng.randrange(5 * 365 * 24 * 60)))
-        for number in range(count)
+        f"{10_000_000 + number}_ACTIVITY.fit": rng.choice(recordings)(begin + timedelta(minutes=minute))
+        for number, minute in enumerate(rng.sample(range(5 * 365 * 24 * 60), count))
     }
 
 
