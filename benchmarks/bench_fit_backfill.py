@@ -7,14 +7,15 @@ run: files/s and MB/s of CPU time. The export is built the way Garmin builds it 
 `--files` corpus recordings (the demo's indoor rides and treadmill runs) re-stamped onto one athlete's 5 years,
 split into UploadedFiles parts of 500 files.
 
-End to end (`--athletes N`): N such exports (`--files` each, every athlete's own 5 years) on a fresh throwaway
+End to end (`--athletes N ...`): N such exports (`--files` shared among them, every athlete's own 5 years) on a fresh throwaway
 stack (Apache Kafka, InfluxDB; loopback ports 39531/38531) with `--workers` real worker processes; the clock
 runs from `aromatrack backfill --manifest` starting until the workers have consumed the FIT and summary topics
 and InfluxDB holds one `workout` point per file: files/s and MB/s end to end, the command's own time and CPU,
 the workers' CPU and peak memory (VmHWM). The pure core in the same run: the same files decoded and summarised
 in this process (what `aromatrack evaluate` does per upload), CPU time.
 Usage: python benchmarks/bench_fit_backfill.py [--files 2000]
-       python benchmarks/bench_fit_backfill.py --athletes 20 --files 100 --workers 2   (needs `make corpus`)
+       python benchmarks/bench_fit_backfill.py --athletes 20 1 --files 2000 --workers 2   (needs `make corpus`)
+       (end to end: 2,000 files as 20 athletes' 100, then as one athlete's 2,000, each on a fresh stack)
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ async def wait_until_stored(settings: Settings, database: str, run: str, expecte
             await asyncio.sleep(0.5)
 
 
-def end_to_end(athletes: int, count: int, workers: int) -> None:
+def end_to_end(athletes: int, count: int, workers: int) -> float:
+    """One end-to-end run; its files/s."""
     run = uuid.uuid4().hex[:6]
     histories = {f"{run}-{number:03d}": five_years(count, seed=number) for number in range(athletes)}
     files = [data for history in histories.values() for data in history.values()]
@@ -149,19 +151,24 @@ def end_to_end(athletes: int, count: int, workers: int) -> None:
           f"({next(line for line in output.splitlines() if 'MB of FIT' in line)})")
     print(f"end to end: {took:.1f} s, {athletes * count / took:.1f} files/s, {megabytes / took:.2f} MB/s; workers' CPU "
           f"{worker_cpu:.1f} s ({worker_cpu / core_s:.1f}x the pure core's {core_s:.1f} s), peak RSS per worker "
-          f"{', '.join(f'{peak:.0f}' for peak in peaks)} MB; load average {os.getloadavg()[0]:.1f}")
+          f"{', '.join(f'{peak:.0f}' for peak in peaks)} MB; load average {os.getloadavg()[0]:.1f}", flush=True)
+    return athletes * count / took
 
 
 def main() -> None:
     stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", type=int, default=2000, help="FIT files per athlete")
-    parser.add_argument("--athletes", type=int, default=0, help="end to end with this many athletes (0: the command's side)")
+    parser.add_argument("--files", type=int, default=2000, help="FIT files in all (the command's side: of one athlete)")
+    parser.add_argument("--athletes", type=int, nargs="*", default=[],
+                        help="end to end, once per count given, the files shared among that many athletes")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    if args.athletes:
-        end_to_end(args.athletes, args.files, args.workers)
-    else:
+    rates = {athletes: end_to_end(athletes, args.files // athletes, args.workers) for athletes in args.athletes}
+    if len(rates) > 1:
+        first = next(iter(rates))
+        print(", ".join(f"{athletes} athletes: {rate / rates[first]:.2f}x" for athletes, rate in rates.items())
+              + f" the files/s of {first}")
+    if not args.athletes:
         command_side(args.files)
 
 
