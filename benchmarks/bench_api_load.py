@@ -4,9 +4,10 @@ Starts a real `aromatrack api` server (uvicorn, one process) against the running
 env; `aromatrack stack up` first) with a temporary user store, then fires scale readings from concurrent
 HTTP clients. The API answers 202 only after Kafka acknowledged the event (acks=all), so each request's
 latency bounds the time from request to the event being on Kafka; the run then reads the topic back and checks
-that every accepted event is there exactly once. Two shapes: one event per request, and batches.
+that every accepted event is there exactly once. Two shapes: one event per request, and batches. The store is
+the embedded SQLite file, or with `--store postgresql` a fresh schema on the local stack's PostgreSQL.
 
-    .venv/bin/python benchmarks/bench_api_load.py [--requests 3000] [--concurrency 32] [--batch 50]
+    .venv/bin/python benchmarks/bench_api_load.py [--requests 3000] [--concurrency 32] [--batch 50] [--store sqlite]
 """
 
 from __future__ import annotations
@@ -21,18 +22,24 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from aromatrack.deploy import influx_access
+from aromatrack.deploy.influx_access import READER
 from aromatrack.deploy.settings import load_settings
 from aromatrack.schemas import topics
 from aromatrack.services.auth import Role
 from aromatrack.services.store import Store
 
 PORT = 39333
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.store_databases import postgres_schema  # noqa: E402  (the tests' schema on the local PostgreSQL)
 
 
 _minutes = itertools.count()
@@ -112,16 +119,24 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
+    with postgres_schema() if args.store == "postgresql" else nullcontext(None) as store_dsn:
+        await load(args, store_dsn)
+
+
+async def load(args: argparse.Namespace, store_dsn: str | None) -> None:
     settings = load_settings()
     state = Path(tempfile.mkdtemp(prefix="aromatrack-apiload-"))
-    store = Store(state / "api.sqlite3")
+    store = Store(store_dsn or state / "api.sqlite3")
+    print(f"store: {store.dialect}")
     run = uuid.uuid4().hex[:6]
     tokens = {f"load-{run}-{i}": "" for i in range(50)}
     for athlete in tokens:
         tokens[athlete] = store.add_user(athlete, Role.ATHLETE)
     server = subprocess.Popen(
         [sys.executable, "-m", "aromatrack.services.cli", "api", "--port", str(PORT)],
-        env={**os.environ, "AROMATRACK_STATE_DIR": str(state)},
+        env={**os.environ, "AROMATRACK_STATE_DIR": str(state), **{  # its own user store; the stack's InfluxDB readers
+            role.password_variable: influx_access.user(settings, role).password for role in READER.values()},
+            **({"AROMATRACK_STORE_DSN": store_dsn} if store_dsn else {})},
         stderr=(state / "api.log").open("wb"),  # its access log: a line per request
     )
     base = f"http://127.0.0.1:{PORT}"
@@ -149,6 +164,7 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         server.terminate()
         server.wait(10)
+        store.close()
 
 
 if __name__ == "__main__":
@@ -156,4 +172,5 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     asyncio.run(main(parser.parse_args()))

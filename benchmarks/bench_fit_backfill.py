@@ -31,19 +31,21 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from aromatrack.deploy import local_stack
+from aromatrack.deploy import influx_access, local_stack
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import WorkoutFit
+from aromatrack.schemas.series import WORKOUT
 from aromatrack.services.cohort import FIT_RECORDINGS
 from aromatrack.services.fit_sources import FitSources
 from aromatrack.streams.admin import LagProbe
 from aromatrack.streams.fit import decode_fit, encode_fit, upload_summaries
 from aromatrack.streams.fit_restamp import restamper
-from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
+from aromatrack.streams.influx import rows
 from bench_workers import cpu_seconds
 from harness import memory_mb, running_worker, stop_on_sigterm
 
@@ -97,10 +99,12 @@ def command_side(count: int) -> None:
 async def wait_until_stored(settings: Settings, database: str, run: str, expected: int) -> None:
     """Until the workers have consumed the FIT and summary topics and every workout point is in InfluxDB."""
     fit_topics = (topics.topic_for("workout.fit"), topics.topic_for("workout.summary"))
-    async with LagProbe(settings.kafka_bootstrap) as probe, InfluxClient(InfluxConfig(settings.influx_url, database)) as influx:
+    readers = influx_access.reader_store(replace(settings, influx_database=database), [WORKOUT.audience])
+    async with LagProbe(settings.kafka_bootstrap) as probe, readers as influx:
         while True:
             if await probe.lag(settings.app_id, fit_topics) == 0:
-                stored = rows(await influx.query(f"SELECT count(load) FROM workout WHERE athlete_id =~ /^{run}-/"))
+                stored = rows(await influx.client(WORKOUT.audience).query(
+                    f"SELECT count(load) FROM workout WHERE athlete_id =~ /^{run}-/"))
                 if stored and stored[0]["count"] >= expected:
                     return
             await asyncio.sleep(0.5)

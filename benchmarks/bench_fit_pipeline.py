@@ -15,16 +15,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from garmin_fit_sdk import Decoder, Stream
 from pyfitparsernative import parse_fit_bytes
 
+from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import load_settings
 from aromatrack.domain.training_load import LoadHistory
 from aromatrack.streams.fit import FitDecodeError, decode_fit, decode_fit_salvaging, summary_events
 from aromatrack.streams.fit_columns import read_columns
-from aromatrack.streams.influx import InfluxClient, InfluxConfig
+from aromatrack.streams.influx import SeriesStore
 from aromatrack.streams.workouts import load_points, record_workout, sample_points
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "fit"
@@ -46,7 +48,7 @@ class Clock:
         self.wall[name] += time.perf_counter() - started[1]
 
 
-async def pipeline(influx: InfluxClient, decode, data: bytes, name: str, histories: dict, which: str) -> int:
+async def pipeline(influx: SeriesStore, decode, data: bytes, name: str, histories: dict, which: str) -> int:
     """One file through the agents' step; the points written."""
     decoded = decode(data)
     points = []
@@ -54,7 +56,7 @@ async def pipeline(influx: InfluxClient, decode, data: bytes, name: str, histori
         body["event_id"] = body["workout_id"] = f"{name}-{number}"
         update = record_workout(histories[which], body)
         histories[which] = update.history
-        points += sample_points("bench", body["workout_id"], workout.samples) + load_points("bench", body, update.days, update.week)
+        points += sample_points("bench", body["workout_id"], workout.samples) + load_points("bench", [body], update)
     await influx.write(points)
     return len(points)
 
@@ -63,11 +65,11 @@ async def main() -> None:
     paths = sorted(p for p in CORPUS.rglob("*") if p.suffix.lower() == ".fit")
     if not paths:
         raise SystemExit(f"no FIT corpus under {CORPUS}; run `make corpus`")
-    settings = load_settings()
+    settings = replace(load_settings(), influx_database=DATABASE)
+    influx_access.provision(settings)
     clock = Clock()
     megabytes = files = points_written = 0
-    async with InfluxClient(InfluxConfig(settings.influx_url, DATABASE)) as influx:
-        await influx.create_database()
+    async with influx_access.writer_store(settings) as influx:
         histories = {"native": LoadHistory(), "sdk": LoadHistory()}
         for path in paths:
             data = path.read_bytes()

@@ -17,15 +17,16 @@ import argparse
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from aromatrack.deploy import local_stack
+from aromatrack.deploy import influx_access, local_stack
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, parse_event
+from aromatrack.schemas.series import Audience
 from aromatrack.services import cohort
 from aromatrack.streams.admin import LagProbe
-from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
+from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
 from harness import memory_mb, running_worker, stop_on_sigterm
 
@@ -68,8 +69,8 @@ class SmallEventBurst:
 
     async def check_stored(self, settings: Settings) -> None:
         """Every reading of the burst is in InfluxDB."""
-        async with InfluxClient(InfluxConfig(settings.influx_url, self.database)) as influx:
-            stored = rows(await influx.query(
+        async with influx_access.reader_store(replace(settings, influx_database=self.database)) as influx:
+            stored = rows(await influx.client(Audience.COACHING).query(
                 f"SELECT count(weight_kg) FROM body_composition WHERE athlete_id =~ /^{self.run}-/"))
         expected = sum(1 for e in self.events if e.type == "scale.reading")
         assert stored and stored[0]["count"] == expected, (stored, expected)

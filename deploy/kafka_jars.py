@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 
@@ -57,43 +58,51 @@ def cached_libs() -> Path | None:
     return None
 
 
-def resolve() -> Path:
-    """The jars' directory, resolving them with Maven first when they are not cached (needs Maven Central)."""
-    libs = cached_libs()
-    if libs:
-        return libs
+def once_in_cache(lock_name: str, cached: Callable[[], Path | None], make: Callable[[Path], Path]) -> Path:
+    """What `cached()` finds, else `make(cache root)` under a lock file of the cache, so that several clones
+    fetching at once make it once (the Kafka jars here, Helm in deploy/helm_tool.py)."""
+    found = cached()
+    if found:
+        return found
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:  # several clones may resolve at once
+    with open(root / lock_name, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        libs = cached_libs()
-        if libs:
-            return libs
-        mvn = shutil.which("mvn")
-        if not mvn:
+        return cached() or make(root)
+
+
+def resolve() -> Path:
+    """The jars' directory, resolving them with Maven first when they are not cached (needs Maven Central)."""
+    return once_in_cache(".lock", cached_libs, _resolve_into)
+
+
+def _resolve_into(root: Path) -> Path:
+    """Resolve the jars with Maven into the cache (the caller holds its lock)."""
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise JarsError(
+            "Maven (mvn) is not installed and the Kafka jars are not cached: run `make install` "
+            "(it installs Debian's maven), or `apt-get install maven`"
+        )
+    home = kafka_home()
+    with tempfile.TemporaryDirectory(dir=root, prefix=".resolving-") as work:
+        print(f"resolving Apache Kafka {kafka_version()} jars from Maven Central into {home} ...", flush=True)
+        result = subprocess.run(
+            [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={work}/libs"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if result.returncode != 0:
             raise JarsError(
-                "Maven (mvn) is not installed and the Kafka jars are not cached: run `make install` "
-                "(it installs Debian's maven), or `apt-get install maven`"
+                f"mvn could not resolve {POM} (Maven Central unreachable? run it outside a network namespace):\n"
+                + result.stdout[-3000:]
             )
-        home = kafka_home()
-        with tempfile.TemporaryDirectory(dir=root, prefix=".resolving-") as work:
-            print(f"resolving Apache Kafka {kafka_version()} jars from Maven Central into {home} ...", flush=True)
-            result = subprocess.run(
-                [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={work}/libs"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            if result.returncode != 0:
-                raise JarsError(
-                    f"mvn could not resolve {POM} (Maven Central unreachable? run it outside a network namespace):\n"
-                    + result.stdout[-3000:]
-                )
-            shutil.rmtree(home, ignore_errors=True)
-            home.mkdir(parents=True)
-            os.rename(f"{work}/libs", home / "libs")
-        (home / ".resolved").write_text(_pom_hash() + "\n")
-        return home / "libs"
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        os.rename(f"{work}/libs", home / "libs")
+    (home / ".resolved").write_text(_pom_hash() + "\n")
+    return home / "libs"
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@
 No Docker engine runs on these machines, so instead of docker-compose this starts:
 - Apache Kafka (the jars `deploy/kafka_jars.py` resolves from Maven Central) in KRaft combined mode, one node
   that is broker and controller, with a generated `server.properties` suited to a single node, and
-- Debian's `influxd` 1.6.7 with a generated config that binds 127.0.0.1 and keeps data in the state dir.
-Both bind loopback only. Each server is a detached process with a pid file; `up` is idempotent and waits
+- Debian's `influxd` 1.6.7 with a generated config that binds 127.0.0.1, keeps data in the state dir and
+  requires authentication; `up` creates its users and grants (deploy/influx_access.py), and
+- Debian's PostgreSQL (the store's production database; the tests run the store on it and on SQLite), a cluster
+  made by `initdb` under the state dir with a generated password, run as the unprivileged `postgres` user when
+  we are root (the server refuses to run as root), TCP on loopback only and no Unix socket.
+All bind loopback only. Each server is a detached process with a pid file; `up` is idempotent and waits
 until each answers (the broker: until it answers a metadata request naming itself).
 """
 
@@ -14,6 +18,8 @@ import base64
 import contextlib
 import dataclasses
 import os
+import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -29,7 +35,7 @@ from pathlib import Path
 import tempfile
 from typing import Callable, Iterator
 
-from . import kafka_jars
+from . import influx_access, kafka_jars
 from .settings import API_PORT, Settings
 
 
@@ -47,6 +53,7 @@ class Server:
     other_ports: tuple[int, ...] = ()  # bound besides `port` (the broker's controller listener)
     start_timeout_s: float = 30.0
     stop_timeout_s: float = 20.0
+    stop_signal: int = signal.SIGTERM
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -238,6 +245,7 @@ bind-address = "{host}:{port + 2}"
   bind-address = "{host}:{port}"
   log-enabled = false
   flux-enabled = false
+  auth-enabled = true
 [monitor]
   store-enabled = false
 [continuous_queries]
@@ -247,7 +255,116 @@ bind-address = "{host}:{port + 2}"
     return config
 
 
-def servers(settings: Settings) -> list[Server]:
+# The local cluster's superuser and database (the store's tables live in it); its password is generated at initdb
+POSTGRES_USER = POSTGRES_DB = "aromatrack"
+DEBIAN_POSTGRESQL = Path("/usr/lib/postgresql")
+# Debian's system user for PostgreSQL (the package creates it): the server refuses to run as root.
+POSTGRES_SYSTEM_USER = "postgres"
+
+
+def _postgres_bin_dir() -> Path:
+    """The newest installed PostgreSQL's binaries (Debian keeps them off PATH, under /usr/lib/postgresql/N/bin)."""
+    found = sorted(DEBIAN_POSTGRESQL.glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    initdb = str(found[-1]) if found else shutil.which("initdb")
+    if not initdb:
+        raise StackError(
+            "PostgreSQL is not installed (no initdb): the store's server is Debian's postgresql; run `make install` "
+            "(deploy/install-system-packages.sh installs it) or `apt-get install postgresql`"
+        )
+    return Path(initdb).parent
+
+
+def _as_postgres_user(settings: Settings) -> list[str]:
+    """The command prefix that runs the server's tools unprivileged: as Debian's `postgres` user when we are root,
+    as ourselves otherwise.
+
+    When a directory above the state dir lets only root pass (a checkout under `mktemp -d`), that user gets
+    CAP_DAC_READ_SEARCH to reach its cluster; the capability also lets it read other files, acceptable for a
+    loopback-only, password-protected test and demo server, and not given when the path is open."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        user = pwd.getpwnam(POSTGRES_SYSTEM_USER)
+    except KeyError:
+        raise StackError(f"PostgreSQL refuses to run as root and there is no {POSTGRES_SYSTEM_USER!r} user to run it "
+                         "as; install Debian's postgresql package (it creates the user)") from None
+    reach = [] if _passable(settings.state_dir, user.pw_uid) else [
+        "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", *reach, "--reset-env"]
+
+
+def _passable(directory: Path, uid: int) -> bool:
+    """Whether a process of `uid` (no supplementary groups) may pass through `directory` and all above it."""
+    for parent in (directory, *directory.parents):
+        info = parent.stat()
+        if not (info.st_mode & 0o001 or (info.st_uid == uid and info.st_mode & 0o100)):
+            return False
+    return True
+
+
+def _postgres_root(settings: Settings) -> Path:
+    return settings.state_dir / "postgresql"
+
+
+def postgres_password(settings: Settings) -> str:
+    try:
+        return (_postgres_root(settings) / "password").read_text().strip()
+    except FileNotFoundError:
+        raise StackError("the local PostgreSQL has no cluster yet: run `aromatrack stack up`") from None
+
+
+def postgres_dsn(settings: Settings, *, with_password: bool = True) -> str:
+    """The local cluster's database as a libpq/SQLAlchemy URL (for AROMATRACK_STORE_DSN, or the tests)."""
+    host, port = settings.postgres_host_port
+    secret = f":{postgres_password(settings)}" if with_password else ""
+    return f"postgresql://{POSTGRES_USER}{secret}@{host}:{port}/{POSTGRES_DB}"
+
+
+def _postgres_command(settings: Settings, host: str, port: int) -> list[str]:
+    """Make the cluster once (initdb, a generated password, the store's database), return the server's command.
+
+    The cluster's directory belongs to the user the server runs as (`_as_postgres_user`)."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    bin_dir, as_user = _postgres_bin_dir(), _as_postgres_user(settings)
+    root, data = _postgres_root(settings), _postgres_root(settings) / "data"
+    owner = pwd.getpwnam(POSTGRES_SYSTEM_USER) if as_user else None
+    made = root / "made"  # written once initdb and the database's creation both succeeded
+    if not made.exists():
+        shutil.rmtree(root, ignore_errors=True)  # a half-made cluster from an interrupted or failed first start
+        root.mkdir(mode=0o700, parents=True)
+        if owner:
+            os.chown(root, owner.pw_uid, owner.pw_gid)
+        password = root / "password"
+        password.touch(mode=0o600)
+        password.write_text(secrets.token_urlsafe(24) + "\n")
+        if owner:
+            os.chown(password, owner.pw_uid, owner.pw_gid)
+        steps = [
+            [str(bin_dir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, f"--pwfile={password}",
+             "--auth=scram-sha-256", "-E", "UTF8", "--no-locale"],
+            [str(bin_dir / "postgres"), "--single", "-D", str(data), "postgres"],
+        ]
+        for step, stdin in zip(steps, (None, f"CREATE DATABASE {POSTGRES_DB};\n")):
+            done = subprocess.run(as_user + step, input=stdin, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise StackError(f"postgresql: {Path(step[0]).name} failed: {done.stdout}{done.stderr}")
+        made.touch()
+    return as_user + [
+        str(bin_dir / "postgres"), "-D", str(data), "-h", host, "-p", str(port),
+        "-c", "unix_socket_directories=",
+    ]
+
+
+def _postgres_ready(host: str, port: int) -> bool:
+    try:
+        return subprocess.run([str(_postgres_bin_dir() / "pg_isready"), "-q", "-h", host, "-p", str(port)],
+                              timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired, StackError):
+        return False
+
+
+def servers(settings: Settings, *, with_store: bool = True) -> list[Server]:
+    """The stack's servers: the broker and InfluxDB, and PostgreSQL for the store unless `with_store` is False."""
     kafka_host, kafka_port = settings.kafka_host_port
     influx_url = settings.influx_url.removeprefix("http://").rstrip("/")
     influx_host, _, influx_port = influx_url.rpartition(":")
@@ -269,7 +386,15 @@ def servers(settings: Settings) -> list[Server]:
             lambda s: [_influxd_binary(), "-config", str(_influx_config(s, influx_host, int(influx_port)))],
             _influx_ready,
         ),
-    ]
+    ] + ([postgres_server(settings)] if with_store else [])
+
+
+def postgres_server(settings: Settings) -> Server:
+    host, port = settings.postgres_host_port
+    # SIGINT: PostgreSQL's fast shutdown, which ends client sessions (SIGTERM waits until every client has gone,
+    # and the store's pools keep connections) and still checkpoints cleanly
+    return Server("postgresql", host, port, lambda s: _postgres_command(s, host, port), _postgres_ready,
+                  start_timeout_s=60.0, stop_signal=signal.SIGINT)
 
 
 def api_server(settings: Settings) -> Server:
@@ -346,13 +471,14 @@ def _wait_ready(server: Server, timeout_s: float, alive: Callable[[], bool]) -> 
 
 
 def stop(settings: Settings, server: Server) -> str:
-    """SIGTERM our server's process group and wait until it exits and its ports are free (SIGKILL after
-    `stop_timeout_s`). The broker's clean shutdown flushes its logs and writes its clean-shutdown marker."""
+    """Signal our server's process group (SIGTERM; PostgreSQL: SIGINT) and wait until it exits and its ports are
+    free (SIGKILL after `stop_timeout_s`). The broker's clean shutdown flushes its logs and writes its clean-shutdown
+    marker."""
     pid = _running_pid(settings, server)
     if pid is None:
         _pid_file(settings, server).unlink(missing_ok=True)
         return f"{server.name}: not running"
-    os.killpg(pid, signal.SIGTERM)
+    os.killpg(pid, server.stop_signal)
     if not _wait_gone(server, pid, server.stop_timeout_s):
         os.killpg(pid, signal.SIGKILL)
         _wait_gone(server, pid, 10.0)
@@ -407,8 +533,17 @@ def status(settings: Settings, server: Server) -> str:
     return f"{server.name}: stopped"
 
 
-def up(settings: Settings) -> list[str]:
-    return [start(settings, server) for server in servers(settings)]
+def up(settings: Settings, *, with_store: bool = True) -> list[str]:
+    influx_access.ensure_users_file(settings)
+    started = [start(settings, server) for server in servers(settings, with_store=with_store)]
+    try:
+        started.append(influx_access.provision(settings))
+    except influx_access.AccessError as exc:
+        raise StackError(str(exc)) from None
+    if with_store:
+        started.append(f"postgresql: the store's DSN is {postgres_dsn(settings, with_password=False)} (password in "
+                       f"{_postgres_root(settings) / 'password'}); set AROMATRACK_STORE_DSN to use it")
+    return started
 
 
 def down(settings: Settings) -> list[str]:
@@ -424,7 +559,7 @@ def report(settings: Settings) -> list[str]:
 
 @contextlib.contextmanager
 def throwaway_stack(kafka_port: int, influx_port: int) -> Iterator[Settings]:
-    """A broker and InfluxDB with empty state on the given loopback ports, removed afterwards.
+    """A broker and InfluxDB with empty state on the given loopback ports, removed afterwards (no PostgreSQL).
 
     For benchmarks and fault tests that must start from empty topics or restart servers freely.
     """
@@ -437,7 +572,7 @@ def throwaway_stack(kafka_port: int, influx_port: int) -> Iterator[Settings]:
             influx_url=f"http://127.0.0.1:{influx_port}",
             state_dir=Path(state_dir),
         )
-        up(settings)
+        up(settings, with_store=False)
         try:
             yield settings
         finally:

@@ -22,11 +22,34 @@ class Settings:
     influx_database: str
     state_dir: Path
     app_id: str
+    # The API's and notifier's store: a SQLAlchemy/libpq URL (`postgresql://user@host:5432/db`); None is the
+    # embedded SQLite file under the state dir. Its password may come apart from it (`store_password`).
+    store_dsn: str | None = None
+    store_password: str | None = None
+    # Where `aromatrack stack up` runs its own PostgreSQL (loopback); the store uses it only if `store_dsn` says so.
+    postgres_address: str = "127.0.0.1:38432"
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:
         host, _, port = self.kafka_bootstrap.split(",")[0].rpartition(":")
         return host, int(port)
+
+    @property
+    def postgres_host_port(self) -> tuple[str, int]:
+        host, _, port = self.postgres_address.rpartition(":")
+        return host, int(port)
+
+    @property
+    def store_url(self) -> str:
+        """The store's database as a SQLAlchemy URL, its password filled in from `store_password`."""
+        if not self.store_dsn:
+            return f"sqlite:///{self.state_dir / 'api.sqlite3'}"
+        from sqlalchemy import make_url  # here: the CLI imports settings and starts fast
+
+        url = make_url(self.store_dsn)
+        if self.store_password and url.password is None:
+            url = url.set(password=self.store_password)
+        return url.render_as_string(hide_password=False)
 
     def as_env(self) -> dict[str, str]:
         """These settings as the environment variables a child process (a worker) reads."""
@@ -36,6 +59,9 @@ class Settings:
             "AROMATRACK_INFLUX_DB": self.influx_database,
             "AROMATRACK_STATE_DIR": str(self.state_dir),
             "AROMATRACK_APP_ID": self.app_id,
+            "AROMATRACK_POSTGRES": self.postgres_address,
+            **({"AROMATRACK_STORE_DSN": self.store_dsn} if self.store_dsn else {}),
+            **({"AROMATRACK_STORE_PASSWORD": self.store_password} if self.store_password else {}),
         }
 
 
@@ -48,4 +74,7 @@ def load_settings() -> Settings:
         state_dir=Path(os.environ.get("AROMATRACK_STATE_DIR", PROJECT_ROOT / ".state")),
         # The faust app id is also the consumer group and the prefix of its table changelogs.
         app_id=os.environ.get("AROMATRACK_APP_ID", "aromatrack"),
+        store_dsn=os.environ.get("AROMATRACK_STORE_DSN") or None,
+        store_password=os.environ.get("AROMATRACK_STORE_PASSWORD") or None,
+        postgres_address=os.environ.get("AROMATRACK_POSTGRES", "127.0.0.1:38432"),
     )

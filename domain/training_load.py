@@ -5,7 +5,12 @@ Public API (stable; other modules import these names):
 - `WorkoutInput(sport, duration_s, sub_sport=None, avg_hr_bpm=None, max_hr_bpm=None, avg_power_w=None,
   normalized_power_w=None, rpe=None, hr_samples=(), power_samples=())` -- a WorkoutSummary-like plain input.
   `WorkoutInput.from_summary(mapping)` builds one from a `workout.summary` dict or pydantic model dump.
-- `Athlete(hr_rest_bpm=60, hr_max_bpm=190, ftp_w=None, sex="male")` -- the athlete numbers the formulas need.
+- `Athlete(hr_rest_bpm=60, hr_max_bpm=190, ftp_w=None, sex="male", time_zone=None)` -- the athlete numbers the
+  formulas need, and the IANA time zone whose calendar their days and weeks follow.
+- `local_time(moment, time_zone)` -- an instant on the athlete's own clock: in the profile's IANA zone, else in
+  the offset the event itself carries. Days and Monday weeks of the load model are the athlete's local ones, so
+  an evening session in California is not counted on the next (UTC) day, nor a Monday run in Sydney in the
+  previous week.
 - `profile_numbers(profile)`, `with_profile(history, time_s, profile)`, `athlete_at(history, time_s)` -- an
   athlete's profiles over time, and the `Athlete` in effect at a workout's time.
 - `workout_load(workout, athlete) -> WorkoutLoad` with `trimp`, `hrtss`, `power_tss`, `srpe_load`, `load`
@@ -14,15 +19,21 @@ Public API (stable; other modules import these names):
 - `intensity_profile(hr_samples, athlete) -> IntensityProfile` -- share of time hard/easy and the number of
   hard intervals, from ~1 Hz heart-rate samples.
 - `normalized_power(power_samples) -> float | None` -- Coggan NP from 1 Hz power.
-- `daily_load_model(daily_loads, start=None, end=None) -> list[DailyLoad]` -- per day `load`, `ctl`, `atl`,
-  `tsb`, `acwr`, with rest days filled in as zero load.
-- `weekly_modality_mix(sessions) -> list[WeeklyModality]` -- per ISO week and modality: load, minutes, share.
+- `daily_load_model(daily_loads, start=None, end=None) -> list[DailyLoad]` -- per (local) day `load`, `ctl`,
+  `atl`, `tsb`, `acwr`, with rest days filled in as zero load.
+- `rest_days(daily_loads, today, start=None, carry=(0, 0)) -> list[DailyLoad]` -- the model carried from the
+  last load through today, so fatigue falls and form rises on rest days (at most MODEL_TAIL_DAYS).
+- `weekly_modality_mix(sessions) -> list[WeeklyModality]` -- per ISO week (Monday of the sessions' own local
+  dates) and modality: load, minutes, share.
 - `summary_load(summary, athlete) -> SummaryLoad` -- a `workout.summary`'s load, modality and TRIMP: as it
   carries them, else computed. The one place the clinical engine and the workouts agent get a workout's load.
-- `LoadHistory(daily, sessions, carry)` and `add_session(history, session) -> LoadUpdate` -- the bounded
-  per-athlete history a stream keeps: the last DAILY_MEMORY_DAYS of daily loads, the CTL/ATL carried over from
-  the days before them (`CarriedFitness`), the last SESSION_MEMORY_DAYS of sessions; adding a session gives the
-  new history, the model from the session's day to the newest day, and the session's week of the mix.
+- `LoadHistory(daily, sessions, carry, counted)` and `add_session(history, session, workout_id) -> LoadUpdate`
+  (or `add_sessions(history, [NewSession(session, workout_id), ...])`, modelled once) --
+  the bounded per-athlete history a stream keeps: the last DAILY_MEMORY_DAYS of daily loads, the CTL/ATL carried
+  over from the days before them (`CarriedFitness`), the last SESSION_MEMORY_DAYS of sessions and the ids of the
+  workouts counted in the kept days; adding a session gives the new history, the model from the session's day
+  to the newest day, and the session's week of the mix. Adding a workout id already counted changes nothing
+  (`within_kept_days` says for which days the history alone can tell).
 
 Formulas and references:
 
@@ -61,12 +72,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Iterable, Literal, Mapping, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 Modality = Literal["resistance", "hiit", "steady_state", "other"]
 MODALITIES: tuple[Modality, ...] = ("resistance", "hiit", "steady_state", "other")
 
 CTL_DAYS = 42
 ATL_DAYS = 7
+MODEL_TAIL_DAYS = 180  # rest days carried after the last load: by then CTL is below 2 % of its value (e^(-180/42))
 LTHR_RESERVE_FRACTION = 0.85
 HARD_RESERVE_FRACTION = 0.85
 EASY_RESERVE_FRACTION = 0.70
@@ -121,8 +134,11 @@ class Athlete:
     ftp_w: float | None = None
     sex: Literal["male", "female"] = "male"
     lthr_bpm: float | None = None
+    time_zone: str | None = None
 
     def __post_init__(self) -> None:
+        if self.time_zone is not None:
+            zone(self.time_zone)
         if not self.hr_rest_bpm < self.hr_max_bpm:
             raise ValueError(f"hr_rest_bpm ({self.hr_rest_bpm:g}) must be below hr_max_bpm ({self.hr_max_bpm:g})")
         if self.ftp_w is not None and self.ftp_w <= 0:
@@ -138,7 +154,7 @@ class Athlete:
         return min(1.0, max(0.0, fraction))
 
 
-PROFILE_FIELDS = ("hr_rest_bpm", "hr_max_bpm", "ftp_w", "sex")
+PROFILE_FIELDS = ("hr_rest_bpm", "hr_max_bpm", "ftp_w", "sex", "time_zone")
 PROFILE_HISTORY_LIMIT = 32  # profiles kept per athlete; they change a few times a year
 
 
@@ -344,8 +360,27 @@ def workout_load(workout: WorkoutInput, athlete: Athlete = Athlete()) -> Workout
     return WorkoutLoad(trimp, hrtss, ptss, srpe, load, source, modality)
 
 
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone of that name; ValueError names an unknown one (never a silent fall-back to UTC)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. 'Europe/Berlin')") from None
+
+
+def local_time(moment: datetime, time_zone: str | None) -> datetime:
+    """The instant on the athlete's clock: in `time_zone` when the profile names one, else as the event carries
+    it (its own UTC offset, e.g. a FIT file's local time). The day and week a workout counts in are this one's."""
+    if moment.tzinfo is None:
+        raise ValueError("moment must be timezone-aware")
+    return moment.astimezone(zone(time_zone)) if time_zone else moment
+
+
 def _decay(days: int) -> float:
     return 1 - math.exp(-1 / days)
+
+
+_CTL_DECAY, _ATL_DECAY = _decay(CTL_DAYS), _decay(ATL_DAYS)
 
 
 def daily_load_model(
@@ -370,15 +405,33 @@ def daily_load_model(
     while day <= last:
         load = daily_loads.get(day, 0.0)
         tsb = ctl - atl
-        ctl += (load - ctl) * _decay(CTL_DAYS)
-        atl += (load - atl) * _decay(ATL_DAYS)
+        ctl += (load - ctl) * _CTL_DECAY
+        atl += (load - atl) * _ATL_DECAY
         days.append(DailyLoad(day, load, ctl, atl, tsb, atl / ctl if ctl > 0 else None))
         day += timedelta(days=1)
     return days
 
 
+def rest_days(
+    daily_loads: Mapping[date, float],
+    today: date,
+    start: date | None = None,
+    carry: tuple[float, float] = (0.0, 0.0),
+) -> list[DailyLoad]:
+    """The model's days after the last load through `today`, each a rest day (zero load), at most
+    MODEL_TAIL_DAYS of them; empty when the last load is today's or later. Same arguments as `daily_load_model`,
+    so the rest days continue exactly the model the loads give."""
+    if not daily_loads:
+        return []
+    last = max(daily_loads)
+    end = min(today, last + timedelta(days=MODEL_TAIL_DAYS))
+    if end <= last:
+        return []
+    return [day for day in daily_load_model(daily_loads, start=start, end=end, carry=carry) if day.day > last]
+
+
 def week_start(moment: datetime | date) -> date:
-    """Monday of the ISO week (in the moment's own time zone; callers pass UTC)."""
+    """Monday of the ISO week, in the moment's own time zone (callers pass `local_time`)."""
     day = moment.date() if isinstance(moment, datetime) else moment
     return day - timedelta(days=day.weekday())
 
@@ -429,12 +482,24 @@ class CarriedFitness:
 
 @dataclass(frozen=True)
 class LoadHistory:
-    """An athlete's training as a stream keeps it, bounded as history grows: daily loads (UTC days) from the
-    first kept day on, the fitness carried over from the days before it, and the recent sessions."""
+    """An athlete's training as a stream keeps it, bounded as history grows: daily loads (the athlete's local
+    days, as the sessions' `local_time` starts give them) from the first kept day on, the fitness carried over from the days before it, and the recent sessions."""
 
     daily: Mapping[date, float] = field(default_factory=dict)
     sessions: tuple[Session, ...] = ()
     carry: CarriedFitness | None = None
+    # Workout id -> the kept day it was counted on. The history itself knows what it counted, so a workout
+    # delivered again (a stream's retry after a crash) is never counted twice, whatever else was stored with it.
+    counted: Mapping[str, date] = field(default_factory=dict)
+    counted_since: date | None = None  # `counted` lists every workout from this day on (None: every kept day)
+
+
+def within_kept_days(history: LoadHistory, day: date) -> bool:
+    """Whether `history.counted` alone tells if a workout on `day` was counted: it counts on its own kept day.
+    An older one counts on the first kept day, and its id may have been forgotten with the days (and a history
+    stored before ids were kept knows only the workouts after `counted_since`)."""
+    firsts = [first for first in (history.carry.day if history.carry else None, history.counted_since) if first]
+    return all(day >= first for first in firsts)
 
 
 @dataclass(frozen=True)
@@ -447,23 +512,57 @@ class LoadUpdate:
     week: list[WeeklyModality]
 
 
-def add_session(history: LoadHistory, session: Session) -> LoadUpdate:
-    """Add one session. A session older than the kept days counts on the first kept day (its own day is folded
-    into the carried fitness already). Days more than DAILY_MEMORY_DAYS before the newest are folded into the
-    carry and sessions more than SESSION_MEMORY_DAYS before it dropped, so the model stays exactly what
-    `daily_load_model` gives over the whole history."""
+@dataclass(frozen=True)
+class NewSession:
+    """A session to add, with the id of the workout it comes from (None: no repeat is ever recognised)."""
+
+    session: Session
+    workout_id: str | None = None
+
+
+def add_session(history: LoadHistory, session: Session, workout_id: str | None = None) -> LoadUpdate:
+    """Add one session: `add_sessions` with one."""
+    return add_sessions(history, [NewSession(session, workout_id)])
+
+
+def add_sessions(history: LoadHistory, new: Sequence[NewSession]) -> LoadUpdate:
+    """Add sessions and model once (a stream's batch: one model per athlete instead of one per workout, which
+    was most of a backfill's CPU). A session older than the kept days counts on the first kept day (its own day
+    is folded into the carried fitness already). Days more than DAILY_MEMORY_DAYS before the newest are folded
+    into the carry and sessions more than SESSION_MEMORY_DAYS before it dropped, so the model stays exactly what
+    `daily_load_model` gives over the whole history. A workout id already counted (before or earlier in `new`) is
+    skipped. The update's days run from the earliest added session's day (or the first rest day between the
+    previous newest day and a newer session, which the model now reaches) to the newest day; its weeks are those
+    of the added sessions."""
     first_kept = history.carry.day if history.carry else None
-    day = max(session.start.date(), first_kept) if first_kept else session.start.date()
-    daily = dict(history.daily)
-    daily[day] = daily.get(day, 0.0) + session.load
+    daily, counted, sessions = dict(history.daily), dict(history.counted), list(history.sessions)
+    added_days: list[date] = []
+    for item in new:
+        if item.workout_id is not None and item.workout_id in counted:
+            continue
+        day = max(item.session.start.date(), first_kept) if first_kept else item.session.start.date()
+        daily[day] = daily.get(day, 0.0) + item.session.load
+        if item.workout_id is not None:
+            counted[item.workout_id] = day
+        sessions.append(item.session)
+        added_days.append(day)
+    if not added_days:
+        return LoadUpdate(history, [], [])
     carry = (history.carry.ctl, history.carry.atl) if history.carry else (0.0, 0.0)
     model = daily_load_model(daily, start=first_kept, carry=carry)
-    sessions = (*history.sessions, session)
     newest = max(kept.start.date() for kept in sessions)
-    sessions = tuple(kept for kept in sessions if kept.start.date() > newest - timedelta(days=SESSION_MEMORY_DAYS))
-    updated = _forget_old_days(LoadHistory(daily, sessions, history.carry), model)
-    week = [mix for mix in weekly_modality_mix(sessions) if mix.week_start == week_start(day)]
-    return LoadUpdate(updated, [modelled for modelled in model if modelled.day >= day], week)
+    kept_sessions = tuple(kept for kept in sessions if kept.start.date() > newest - timedelta(days=SESSION_MEMORY_DAYS))
+    updated = _forget_old_days(LoadHistory(daily, kept_sessions, history.carry, counted, history.counted_since), model)
+    weeks = {week_start(day) for day in added_days}
+    first_changed = min(added_days)
+    if history.daily:
+        first_changed = min(first_changed, max(history.daily) + timedelta(days=1))
+    return LoadUpdate(
+        updated,
+        [modelled for modelled in model if modelled.day >= first_changed],
+        # Over every session, before the oldest are dropped: a batch can span more than SESSION_MEMORY_DAYS.
+        [mix for mix in weekly_modality_mix(sessions) if mix.week_start in weeks],
+    )
 
 
 def _forget_old_days(history: LoadHistory, model: list[DailyLoad]) -> LoadHistory:
@@ -472,4 +571,6 @@ def _forget_old_days(history: LoadHistory, model: list[DailyLoad]) -> LoadHistor
         return history
     before_cut = model[(cut - model[0].day).days - 1]
     daily = {day: load for day, load in history.daily.items() if day >= cut}
-    return LoadHistory(daily, history.sessions, CarriedFitness(cut, before_cut.ctl, before_cut.atl))
+    counted = {workout: day for workout, day in history.counted.items() if day >= cut}
+    carry = CarriedFitness(cut, before_cut.ctl, before_cut.atl)
+    return LoadHistory(daily, history.sessions, carry, counted, history.counted_since)

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from aromatrack.domain.training_load import zone
+
 SCHEMA_VERSION = 1
 # No event but a FIT upload needs more than a few hundred bytes; the cap stops a huge payload (allowed extra
 # fields would otherwise let one through) from being stored or forwarded. FIT uploads are bounded by
@@ -103,6 +105,16 @@ class AthleteProfile(EventBase):
     ftp_w: Annotated[float, Field(gt=0, le=700)] | None = None
     coach_id: str | None = None
     clinician_id: str | None = None
+    time_zone: Annotated[str, Field(max_length=64)] | None = None
+    """IANA name (e.g. "America/Los_Angeles"): the athlete's days and weeks for training load; without it the
+    offset each event carries decides."""
+
+    @field_validator("time_zone")
+    @classmethod
+    def _iana_time_zone(cls, name: str | None) -> str | None:
+        if name is not None:
+            zone(name)  # ValueError names the unknown zone
+        return name
 
     @model_validator(mode="after")
     def _rest_below_max(self) -> "AthleteProfile":

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import logging
 import math
 import re
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, Sequence
 
@@ -28,16 +29,18 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import fhir
 from aromatrack.schemas import series as S
 from aromatrack.schemas.events import EVENT_MODELS, EventBase, EventError, load_json, parse_event
 from aromatrack.services.auth import Access, Principal, Role, allowed, authenticate
+from aromatrack.services.health import add_health_routes
 from aromatrack.services.readings import ATHLETE_ID_PATTERN, series_rows
-from aromatrack.services.store import InboxAlert, Store, StoreError
+from aromatrack.services.store import UNAVAILABLE, AsyncStore, InboxAlert, Store, StoreError
 from aromatrack.services.withings import WithingsError, scale_readings
 from aromatrack.streams import fit
-from aromatrack.streams.influx import InfluxClient, InfluxConfig, InfluxError
+from aromatrack.streams.influx import InfluxError, SeriesStore
 from aromatrack.streams.producer import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("aromatrack.api")
@@ -83,7 +86,12 @@ class EventSink(Protocol):
 class Services:
     store: Store
     sink: EventSink | None = None
-    influx: InfluxClient | None = None
+    influx: SeriesStore | None = None
+    # what the async handlers await: the store's calls off the event loop
+    async_store: AsyncStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.async_store = AsyncStore(self.store)
 
 
 class Problem(HTTPException):
@@ -144,7 +152,8 @@ def principal(
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
     deps: Services = Depends(services),
 ) -> Principal:
-    """The caller, from their bearer token (`auth.authenticate`), within their token's rate limit."""
+    """The caller, from their bearer token (`auth.authenticate`), within their token's rate limit. A plain
+    function: FastAPI runs it on its thread pool, so the store's lookup does not hold the event loop."""
     found = authenticate(deps.store, credentials.credentials) if credentials else None
     if found is None:
         raise HTTPException(401, "missing or unknown API token", headers={"WWW-Authenticate": "Bearer"})
@@ -156,20 +165,20 @@ def principal(
     return found
 
 
-def require(deps: Services, who: Principal, access: Access, athlete_id: str | None) -> None:
+async def require(deps: Services, who: Principal, access: Access, athlete_id: str | None) -> None:
     """403 unless `who` has `access` to the athlete's data (None: no athlete, never allowed)."""
     care_team = (athlete_id is not None and who.role is not Role.ATHLETE
-                 and deps.store.on_care_team(athlete_id, who.user_id))
+                 and await deps.async_store.on_care_team(athlete_id, who.user_id))
     if athlete_id is None or not allowed(who, access, athlete_id, is_care_team=care_team):
         log.info("denied %s %s access for %s", who.role.value, access.value, who.user_id)
         raise HTTPException(403, f"a {who.role.value} may not {access.value} for this athlete")
 
 
-def alert_for(deps: Services, who: Principal, alert_id: str, access: Access) -> InboxAlert:
+async def alert_for(deps: Services, who: Principal, alert_id: str, access: Access) -> InboxAlert:
     """The alert, if `who` may have `access` to it, else 403. An unknown alert is answered as another patient's
     is, so the answer does not tell which ids exist."""
-    found = deps.store.alert(alert_id)
-    require(deps, who, access, found.alert.athlete_id if found else None)
+    found = await deps.async_store.alert(alert_id)
+    await require(deps, who, access, found.alert.athlete_id if found else None)
     return found
 
 
@@ -177,11 +186,11 @@ class Acknowledgement(BaseModel):
     note: str | None = Field(None, max_length=MAX_NOTE_CHARS, description="Free text kept with the acknowledgement.")
 
 
-def acknowledge(deps: Services, who: Principal, alert_id: str, note: str | None) -> InboxAlert:
+async def acknowledge(deps: Services, who: Principal, alert_id: str, note: str | None) -> InboxAlert:
     """Record who acknowledged the alert and when, with their note; reminders stop. The first acknowledgement
     is kept. The API route and the web inbox both acknowledge through here."""
-    alert_for(deps, who, alert_id, Access.ACKNOWLEDGE)
-    acknowledged = deps.store.acknowledge(alert_id, who.user_id, (note or "").strip() or None)
+    await alert_for(deps, who, alert_id, Access.ACKNOWLEDGE)
+    acknowledged = await deps.async_store.acknowledge(alert_id, who.user_id, (note or "").strip() or None)
     log.info("alert %s acknowledged by %s", alert_id, who.user_id)
     return acknowledged
 
@@ -246,34 +255,38 @@ async def accept(
     idempotency_key: str | None, extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     """Produce the athlete's events not produced before, wait for Kafka's acknowledgement, then answer 202."""
-    scope = f"{who.user_id}\x00{idempotency_key}" if idempotency_key else None
+    scope = json.dumps([who.user_id, idempotency_key]) if idempotency_key else None
     if scope:
         try:
-            replay = deps.store.idempotent_response(scope, fingerprint)
+            replay = await deps.async_store.idempotent_response(scope, fingerprint)
         except StoreError as exc:
             raise Problem(422, [("Idempotency-Key", str(exc))]) from None
         if replay is not None:
             return JSONResponse(replay, status_code=202, headers={"Idempotent-Replayed": "true"})
     by_id = {event.event_id: event for event in events}
-    claimed, in_flight, duplicates = deps.store.claim_events(athlete_id, list(by_id))
-    if in_flight:
+    try:
+        claimed, in_flight, duplicates = await deps.async_store.claim_events(athlete_id, list(by_id))
+    except StoreError as exc:
+        raise Problem(422, [("event_id", str(exc))]) from None
+    if in_flight:  # the client retries the whole batch: what this request claimed must be free for that retry
+        await deps.async_store.settle_events(athlete_id, claimed, produced=False)
         raise HTTPException(409, "the same event is being accepted by a concurrent request; retry shortly")
     if claimed:
         if deps.sink is None:
-            deps.store.settle_events(athlete_id, claimed, produced=False)
+            await deps.async_store.settle_events(athlete_id, claimed, produced=False)
             raise HTTPException(503, "the event broker is not connected")
         try:
             await deps.sink.send_all([by_id[event_id] for event_id in claimed])
         except BaseException as exc:  # release the claims so the client's retry can succeed
-            deps.store.settle_events(athlete_id, claimed, produced=False)
+            await deps.async_store.settle_events(athlete_id, claimed, produced=False)
             if not isinstance(exc, BROKER_FAILURES):
                 raise
             log.warning("produce failed (%s); %d events not accepted", type(exc).__name__, len(claimed))
             raise HTTPException(503, "the event broker did not acknowledge; retry") from None
-        deps.store.settle_events(athlete_id, claimed, produced=True)
+        await deps.async_store.settle_events(athlete_id, claimed, produced=True)
     body = {"accepted": claimed, "duplicates": duplicates, **(extra or {})}
     if scope:
-        deps.store.remember_response(scope, fingerprint, body)
+        await deps.async_store.remember_response(scope, fingerprint, body)
     log.info("accepted %d new and %d duplicate %s events from %s", len(claimed), len(duplicates),
              events[0].type, who.role.value)
     return JSONResponse(body, status_code=202)
@@ -353,12 +366,12 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
             return
         from aromatrack.streams.producer import EventProducer
 
-        async with EventProducer(settings.kafka_bootstrap) as producer, InfluxClient(
-            InfluxConfig(settings.influx_url, settings.influx_database), max_attempts=2
+        async with EventProducer(settings.kafka_bootstrap) as producer, influx_access.reader_store(
+            settings, max_attempts=2
         ) as influx:
             app.state.services.sink = producer
             app.state.services.influx = influx
-            pruning = asyncio.create_task(prune_hourly(app.state.services.store))
+            pruning = asyncio.create_task(prune_hourly(app.state.services.async_store))
             try:
                 yield
             finally:
@@ -374,19 +387,28 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
         docs_url=None,  # served by services.web from local files instead of a CDN
         redoc_url=None,
     )
-    app.state.services = deps or Services(Store(settings.state_dir / "api.sqlite3"))
+    app.state.services = deps or Services(Store(settings.store_url))
     app.state.limits = limits
     app.state.rate_limiter = RateLimiter()
     app.middleware("http")(log_access)
     from aromatrack.services.web import add_web_pages  # imported here: the pages use this module's access checks
 
     add_web_pages(app)
+    add_health_routes(app)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [{"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "problem": e["msg"]}
                     for e in exc.errors()]
         return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=422)
+
+    async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("store unavailable (%s); answered 503", type(exc).__name__)  # its text may name the host
+        return JSONResponse({"detail": "the store is not available; retry"}, status_code=503,
+                            headers={"Retry-After": "1"})
+
+    for failure in UNAVAILABLE:
+        app.add_exception_handler(failure, _store_unavailable)
 
     def add_event_route(suffix: str, event_type: str) -> None:
         async def post_events(
@@ -396,7 +418,8 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
             who: Principal = Depends(principal),
             deps: Services = Depends(services),
         ) -> JSONResponse:
-            require(deps, who, Access.WRITE_CLINICAL if event_type in CLINICAL_TYPES else Access.WRITE, athlete_id)
+            access = Access.WRITE_CLINICAL if event_type in CLINICAL_TYPES else Access.WRITE
+            await require(deps, who, access, athlete_id)
             raw = await read_limited(request, MAX_JSON_BYTES)
             document = _json(raw)
             items = document if isinstance(document, list) else [document]
@@ -435,7 +458,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
         deps: Services = Depends(services),
     ) -> JSONResponse:
         """Upload a FIT file as the raw body; it becomes one `workout.fit` event (decoded by the stream)."""
-        require(deps, who, Access.WRITE, athlete_id)
+        await require(deps, who, Access.WRITE, athlete_id)
         raw = await read_limited(request, fit.MAX_FIT_BYTES)
         if not raw:
             raise Problem(422, [("body", "empty file")])
@@ -484,7 +507,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
         deps: Services = Depends(services),
     ) -> JSONResponse:
         """Withings "Measure - Getmeas" body, forwarded unchanged; groups become `scale.reading` events."""
-        require(deps, who, Access.WRITE, athlete_id)
+        await require(deps, who, Access.WRITE, athlete_id)
         raw = await read_limited(request, MAX_JSON_BYTES)
         try:
             items, skipped = scale_readings(_json(raw), athlete_id)
@@ -506,7 +529,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
             who: Principal = Depends(principal),
             deps: Services = Depends(services),
         ) -> dict[str, list[dict[str, Any]]]:
-            require(deps, who, access, athlete_id)
+            await require(deps, who, access, athlete_id)
             if deps.influx is None:
                 raise HTTPException(503, "InfluxDB is not connected")
             since = datetime.now(timezone.utc) - timedelta(days=days)
@@ -529,8 +552,8 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
         deps: Services = Depends(services),
     ) -> list[dict[str, Any]]:
         """The athlete's alerts (the notifier fills this inbox from the alerts topic), oldest first."""
-        require(deps, who, Access.ALERTS, athlete_id)
-        return [_inbox_json(item) for item in deps.store.alerts_for(athlete_id, open_only=open_only)]
+        await require(deps, who, Access.ALERTS, athlete_id)
+        return [_inbox_json(item) for item in await deps.async_store.alerts_for(athlete_id, open_only=open_only)]
 
     @app.post("/v1/alerts/{alert_id}/acknowledge", responses=ERRORS, tags=["alerts"])
     async def acknowledge_alert(
@@ -540,7 +563,7 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
         deps: Services = Depends(services),
     ) -> dict[str, Any]:
         """Record that the clinician has seen the alert, with an optional note; it is not re-notified after this."""
-        return _inbox_json(acknowledge(deps, who, alert_id, body.note if body else None))
+        return _inbox_json(await acknowledge(deps, who, alert_id, body.note if body else None))
 
     return app
 
@@ -558,23 +581,24 @@ def add_fhir_route(app: FastAPI) -> None:
         deps: Services = Depends(services),
     ) -> JSONResponse:
         """A FHIR R4 Observation or Bundle of Observations; each becomes a `lab.result` event."""
-        require(deps, who, Access.WRITE_CLINICAL, athlete_id)
+        await require(deps, who, Access.WRITE_CLINICAL, athlete_id)
         raw = await read_limited(request, MAX_JSON_BYTES)
         events = fhir_lab_events(_json(raw), athlete_id)
         return await accept(deps, who, athlete_id, events, _fingerprint("fhir", athlete_id, raw), idempotency_key)
 
 
-async def prune_hourly(store: Store) -> None:
+async def prune_hourly(store: AsyncStore) -> None:
     """Drop what retention no longer needs (see `Store.prune`), now and every hour."""
     while True:
-        counts = store.prune()
+        counts = await store.prune()
         log.info("pruned %s", ", ".join(f"{count} {table}" for table, count in counts.items()))
         await asyncio.sleep(3600)
 
 
 def _inbox_json(item) -> dict[str, Any]:
     return {**item.alert.model_dump(mode="json"), "acknowledged_at": item.acknowledged_at,
-            "acknowledged_by": item.acknowledged_by, "acknowledgement_note": item.acknowledgement_note}
+            "acknowledged_by": item.acknowledged_by, "acknowledgement_note": item.acknowledgement_note,
+            "withdrawn_at": item.withdrawn_at, "withdrawal_reason": item.withdrawal_reason}
 
 
 def fhir_lab_events(document: Any, athlete_id: str) -> list[EventBase]:

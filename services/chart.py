@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from aromatrack.schemas import series as S  # noqa: E402
 from aromatrack.schemas.events import Alert  # noqa: E402
 from aromatrack.services.readings import series_rows  # noqa: E402
-from aromatrack.streams.influx import InfluxClient, InfluxError  # noqa: E402
+from aromatrack.streams.influx import InfluxError, SeriesStore  # noqa: E402
 
 log = logging.getLogger("aromatrack.chart")
 
@@ -53,7 +53,7 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-async def gather(influx: InfluxClient, athlete_id: str, until: datetime, days: int = 180) -> Evidence:
+async def gather(influx: SeriesStore, athlete_id: str, until: datetime, days: int = 180) -> Evidence:
     """The athlete's evidence series over the `days` before `until` (the alert's time)."""
     since = until - timedelta(days=days)
     e2 = await series_rows(influx, S.LAB, athlete_id, since, until, where="analyte = 'estradiol'")
@@ -116,7 +116,7 @@ def render(evidence: Evidence, title: str, alert_time: datetime) -> bytes:
     return buffer.getvalue()
 
 
-async def alert_png(influx: InfluxClient | None, alert: Alert) -> bytes:
+async def alert_png(influx: SeriesStore | None, alert: Alert) -> bytes:
     """The alert's chart; with empty panels when InfluxDB is not connected or does not answer (the alert
     still goes out, and its numbers are in its evidence)."""
     evidence = Evidence()

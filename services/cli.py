@@ -17,7 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-stack_app = typer.Typer(help="Start, stop and inspect the local servers (broker and InfluxDB, loopback only).")
+stack_app = typer.Typer(help="Start, stop and inspect the local servers (broker, InfluxDB and PostgreSQL, loopback "
+                        "only).")
 schemas_app = typer.Typer(help="The event contract.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(schemas_app, name="schemas")
@@ -34,7 +35,10 @@ def _stack_call(action) -> None:
 
 @stack_app.command("up")
 def stack_up() -> None:
-    """Install what is missing, start the broker and InfluxDB, and wait until both answer."""
+    """Install what is missing, start the broker, InfluxDB and PostgreSQL, and wait until each answers.
+
+    PostgreSQL is there for the store's production path; the API and notifier use it when AROMATRACK_STORE_DSN
+    names it (`up` prints its DSN; the password is in the state dir), else their embedded SQLite file."""
     _stack_call(local_stack.up)
 
 
@@ -71,8 +75,12 @@ def worker(
     ),
     web_port: int = typer.Option(
         None, envvar="AROMATRACK_WEB_PORT", min=1, max=65535,
-        help="Serve faust's web view (health, table and consumer stats) on 127.0.0.1:PORT. Off by default; every "
-        "worker on one host needs its own port.",
+        help="Serve the worker's health routes (/livez; /readyz: partitions assigned and tables recovered) and "
+        "faust's counters on PORT. Off by default; every worker on one host needs its own port.",
+    ),
+    web_bind: str = typer.Option(
+        "127.0.0.1", envvar="AROMATRACK_WEB_BIND",
+        help="Address the web port listens on: loopback by default; 0.0.0.0 in a pod, so probes reach it.",
     ),
     session_timeout: float = typer.Option(
         None, envvar="AROMATRACK_SESSION_TIMEOUT_S", min=6, max=300,
@@ -94,6 +102,7 @@ def worker(
     os.environ["AROMATRACK_WORKER_DIR"] = str(directory)
     if web_port is not None:
         os.environ["AROMATRACK_WEB_PORT"] = str(web_port)
+    os.environ["AROMATRACK_WEB_BIND"] = web_bind
     if session_timeout is not None:
         os.environ["AROMATRACK_SESSION_TIMEOUT_S"] = str(session_timeout)
 

@@ -20,17 +20,18 @@ DAYS = typer.Option(DEFAULT_TOKEN_DAYS, "--days", min=0.001, max=3660, help="How
 
 
 def _or_exit(action: Callable[[Any], T]) -> T:
-    """Run `action` on the store; a refused operation prints its reason and exits 1."""
+    """Run `action` on the store; a refused operation or an unreachable store prints its reason and exits 1."""
     from aromatrack.services.store import Store, StoreError
 
-    store = Store(load_settings().state_dir / "api.sqlite3")
     try:
-        return action(store)
+        store = Store(load_settings().store_url)
+        try:
+            return action(store)
+        finally:
+            store.close()
     except StoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
-    finally:
-        store.close()
 
 
 @users_app.command("add")
@@ -153,6 +154,13 @@ def notifier(
         "summarised once per athlete and clinician, not delivered on its own."),
     summary_quiet: float = typer.Option(
         30.0, min=0, help="Seconds without a historical alert for an athlete before the import's summary goes out."),
+    health_port: int = typer.Option(
+        None, envvar="AROMATRACK_HEALTH_PORT", min=1, max=65535,
+        help="Serve /livez (the consume loop goes round) and /readyz (it holds alert partitions) on this port. "
+        "Off by default."),
+    health_bind: str = typer.Option(
+        "127.0.0.1", envvar="AROMATRACK_HEALTH_BIND", help="Address of the health port: loopback by default; "
+        "0.0.0.0 in a pod, so probes reach it."),
 ) -> None:
     """Deliver alerts from the alerts topic to each athlete's clinicians (webhook and e-mail). E-mail uses
     STARTTLS whenever offered, and sends nothing without it off this host."""
@@ -169,7 +177,8 @@ def notifier(
     smtp = SmtpConfig(smtp_host, smtp_port, username=smtp_user, password=os.environ.get("AROMATRACK_SMTP_PASSWORD"),
                       ca_file=smtp_ca_file) if smtp_host else None
     asyncio.run(serve(load_settings(), smtp=smtp, retry=Retry(attempts, first_delay), renotify_after_s=renotify_after,
-                      group_id=group, historical=HistoricalImports(historical_after * 86400, summary_quiet)))
+                      group_id=group, historical=HistoricalImports(historical_after * 86400, summary_quiet),
+                      health_address=(health_bind, health_port) if health_port else None))
 
 
 def register_api_commands(app: typer.Typer) -> None:

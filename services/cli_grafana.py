@@ -1,15 +1,20 @@
-"""`aromatrack grafana provision --url ... --token ...`: the boards through Grafana's HTTP API.
+"""`aromatrack grafana provision --url ... --user ...`: organisations, datasources and boards through Grafana's API.
 
-For a Grafana that does not read grafana/provisioning (docker compose does); idempotent, so safe to re-run.
+Idempotent, so safe to re-run (compose runs it once Grafana is healthy). The InfluxDB readers' passwords come
+from the deployment (AROMATRACK_INFLUX_<ROLE>_PASSWORD, or the local stack's users file) and are never printed.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 from grafana_api.grafana_api import GrafanaException
 from requests import RequestException
 
-from aromatrack.services.grafana import connect, load_plan, provision
+from aromatrack.deploy import influx_access
+from aromatrack.deploy.settings import load_settings
+from aromatrack.services.grafana import GRAFANA_DIR, connect, load_plan, provision
 
 grafana_app = typer.Typer(help="Grafana boards for coaches, athletes and clinicians.", no_args_is_help=True)
 
@@ -17,15 +22,20 @@ grafana_app = typer.Typer(help="Grafana boards for coaches, athletes and clinici
 @grafana_app.command("provision")
 def provision_command(
     url: str = typer.Option(..., help="Grafana base URL, e.g. http://127.0.0.1:3000"),
-    token: str = typer.Option(..., envvar="GRAFANA_TOKEN", help="Service-account token with Admin role."),
-    influx_url: str = typer.Option(None, help="InfluxDB URL as Grafana reaches it (default: the compose one)."),
+    user: str = typer.Option("admin", help="A Grafana server admin (creating organisations needs one)."),
+    password: str = typer.Option(..., envvar="GRAFANA_ADMIN_PASSWORD", help="That admin's password."),
+    influx_url: str = typer.Option("http://influxdb:8086", help="InfluxDB URL as Grafana reaches it."),
+    grafana_dir: Path = typer.Option(GRAFANA_DIR, help="The grafana/ directory (provisioning/ and dashboards/)."),
 ) -> None:
-    """Create or update the InfluxDB datasource, the Coaches and Clinicians teams, the coaching and
-    clinical folders with their permissions, and the dashboards."""
+    """Create or update the Coaching and Clinical organisations, each with only the InfluxDB datasources its
+    audience may read (a coach's organisation can query the coaching database only), their folders and boards."""
+    settings = load_settings()
     try:
-        for line in provision(connect(url, token), load_plan(influx_url=influx_url)):
+        readers = {audience: influx_access.user(settings, role) for audience, role in influx_access.READER.items()}
+        plan = load_plan(grafana_dir)
+        for line in provision(connect(url, user, password), plan, readers, influx_url, settings.influx_database):
             typer.echo(line)
-    except (GrafanaException, RequestException, ValueError) as exc:
+    except (GrafanaException, RequestException, ValueError, influx_access.AccessError) as exc:
         typer.echo(f"error: grafana provision: {exc}", err=True)
         raise typer.Exit(1)
 

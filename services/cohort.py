@@ -261,6 +261,24 @@ def _draw_labs(timeline: _Timeline, a: Athlete, moment: datetime, e2: float, rng
     else:
         timeline.add("lab.result", moment, analyte="testosterone_total", value=round(total_t), unit="ng/dL",
                      reference_low=264, reference_high=916)
+    _draw_monitoring_panel(timeline, a, moment)
+
+
+def _draw_monitoring_panel(timeline: _Timeline, a: Athlete, moment: datetime) -> None:
+    """The rest of a TRT monitoring draw (hematocrit, SHBG, free T, lipids) that clinicians read beside E2.
+
+    Its own random stream, so adding it left every other value of a seeded cohort unchanged.
+    """
+    rng = random.Random(f"{a.athlete_id}:{moment.isoformat()}:panel")
+    for analyte, low, high, unit, reference in (
+        ("hematocrit", 43.0, 53.0, "%", (38.3, 54.0)),
+        ("shbg", 18.0, 45.0, "nmol/L", (10.0, 57.0)),
+        ("testosterone_free", 90.0, 220.0, "pg/mL", (47.0, 244.0)),
+        ("hdl", 35.0, 60.0, "mg/dL", (40.0, 100.0)),
+        ("ldl", 80.0, 150.0, "mg/dL", (0.0, 130.0)),
+    ):
+        timeline.add("lab.result", moment, analyte=analyte, value=round(rng.uniform(low, high), 1), unit=unit,
+                     reference_low=reference[0], reference_high=reference[1])
 
 
 def _log_symptoms(timeline: _Timeline, moment: datetime, e2: float, rng: random.Random) -> None:

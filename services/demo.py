@@ -30,9 +30,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aromatrack.deploy import local_stack
+from aromatrack.deploy import influx_access, local_stack
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
+from aromatrack.schemas.series import Audience, database_name
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.services import cohort
 from aromatrack.services.auth import Role
@@ -41,7 +42,7 @@ from aromatrack.services.webhooks import new_webhook_secret, verify
 from aromatrack.services.store import Store
 from aromatrack.streams.admin import LagProbe, wait_until_consumed
 from aromatrack.streams.input_progress import HEARTBEAT_S
-from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
+from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
 
 console = Console()
@@ -130,7 +131,7 @@ def open_inbox(settings: Settings, events: list[dict]) -> InboxAccess | None:
     except local_stack.StackError as exc:
         console.print(f"[yellow]the inbox is not available: {exc}[/yellow]")
         return None
-    store = Store(settings.state_dir / "api.sqlite3")
+    store = Store(settings.store_url)
     try:
         clinicians = sorted({e["clinician_id"] for e in events if e["type"] == "athlete.profile"})
         open_alerts = {c: sum(len(store.alerts_for(a, open_only=True)) for a in store.athletes_of(c))
@@ -170,7 +171,7 @@ def start_process(settings: Settings, name: str, args: list[str], ready_marker: 
 
 def register_clinicians(settings: Settings, events: list[dict], receiver: WebhookReceiver) -> None:
     """Clinician users with the receiver as their webhook, on their athletes' care teams (idempotent)."""
-    store = Store(settings.state_dir / "api.sqlite3")
+    store = Store(settings.store_url)
     try:
         profiles = [e for e in events if e["type"] == "athlete.profile"]
         for clinician in sorted({p["clinician_id"] for p in profiles}):
@@ -184,7 +185,7 @@ def register_clinicians(settings: Settings, events: list[dict], receiver: Webhoo
 
 def delivered_earlier(settings: Settings, alert_ids: set[str], received_now: set[str]) -> set[str]:
     """Alerts the notifier's delivery log shows as sent, or summarised, other than those received in this run."""
-    store = Store(settings.state_dir / "api.sqlite3")
+    store = Store(settings.store_url)
     try:
         pending = alert_ids - received_now
         return {a for a in pending if any(d[2] == "delivered" for d in store.deliveries(a))} | store.summarised(pending)
@@ -266,11 +267,14 @@ async def collect(settings: Settings, report: DemoReport) -> None:
         unique_alerts[alert["alert_id"]] = alert["rule"]
     report.alerts_by_rule.update(unique_alerts.values())
     report.alert_ids = set(unique_alerts)
-    async with InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database)) as influx:
-        for item in await influx.query("SHOW MEASUREMENTS"):
-            for (measurement,) in item["values"]:
-                counted = rows(await influx.query(f'SELECT count(*) FROM "{measurement}"'))
-                report.stored_points[measurement] = int(max(v for k, v in counted[0].items() if k != "time"))
+    async with influx_access.reader_store(settings) as influx:
+        for audience in Audience:
+            database = influx.client(audience)
+            for item in await database.query("SHOW MEASUREMENTS"):
+                for (measurement,) in item["values"]:
+                    counted = rows(await database.query(f'SELECT count(*) FROM "{measurement}"'))
+                    points = int(max(v for k, v in counted[0].items() if k != "time"))
+                    report.stored_points[f"{database.config.database}.{measurement}"] = points
 
 
 def print_report(settings: Settings, report: DemoReport, cohort_file: Path, inbox: InboxAccess | None) -> None:
@@ -282,7 +286,7 @@ def print_report(settings: Settings, report: DemoReport, cohort_file: Path, inbo
     table.add_row("invalid, sent raw as an unvalidated feed would", str(report.refused_at_entry))
     console.print(table)
 
-    stored = Table(title=f"InfluxDB '{settings.influx_database}' (points per measurement)")
+    stored = Table(title="InfluxDB (points per database and measurement)")
     stored.add_column("measurement")
     stored.add_column("points", justify="right")
     for measurement, count in sorted(report.stored_points.items()):
@@ -308,7 +312,9 @@ def print_report(settings: Settings, report: DemoReport, cohort_file: Path, inbo
     console.print(f"- the cohort as JSON lines: {cohort_file}")
     console.print(f"- what-if review of one history: aromatrack evaluate {cohort_file} --json")
     console.print(
-        f"- InfluxQL: curl -G {settings.influx_url}/query --data-urlencode db={settings.influx_database} "
+        f"- InfluxQL (as the coaching reader; passwords in {influx_access.users_file(settings)}): "
+        f"curl -G -u {influx_access.Role.COACHING_READER.username} {settings.influx_url}/query "
+        f"--data-urlencode db={database_name(settings.influx_database, Audience.COACHING)} "
         "--data-urlencode \"q=SELECT mean(body_fat_pct) FROM body_composition GROUP BY athlete_id\""
     )
     console.print("- Grafana boards: grafana/ (run `docker compose up` where Docker is available)")

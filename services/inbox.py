@@ -78,15 +78,15 @@ def triage_order(items: Iterable[InboxAlert]) -> list[InboxAlert]:
 
 
 def history_order(items: Iterable[InboxAlert]) -> list[InboxAlert]:
-    """Closed alerts: the latest acknowledged first."""
-    return sorted(items, key=lambda i: (-(i.acknowledged_at or 0.0), i.alert.alert_id))
+    """Closed alerts (acknowledged or withdrawn): the latest closed first."""
+    return sorted(items, key=lambda i: (-(i.acknowledged_at or i.withdrawn_at or 0.0), i.alert.alert_id))
 
 
 def select(items: Iterable[InboxAlert], filters: Filters) -> list[InboxAlert]:
     """The alerts of the view that match the athlete and rule filters, in the view's order."""
     chosen = [
         item for item in items
-        if (item.acknowledged_at is None) == (filters.view == "open")
+        if item.open == (filters.view == "open")
         and filters.athlete in (None, item.alert.athlete_id)
         and filters.rule in (None, item.alert.rule)
     ]
@@ -153,6 +153,7 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
         return RedirectResponse("/inbox/sign-in", status_code=303, headers={"Cache-Control": "no-store"})
 
     def signed_in_clinician(request: Request, deps: Services = Depends(services)) -> SignedIn:
+        """A plain function, as `api.principal`: FastAPI runs it on its thread pool, off the event loop."""
         cookie = request.cookies.get(SESSION_COOKIE)
         session = deps.store.session(cookie) if cookie else None
         who = authenticate_hash(deps.store, session.token_hash) if session else None
@@ -178,14 +179,14 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
     ) -> Response:
         if not _same(csrf, request.cookies.get(SIGN_IN_COOKIE)):
             return sign_in_page(request, "The sign-in form had expired; please try again.", 403)
-        who = authenticate(deps.store, token.strip())
+        who = await deps.async_store.run(authenticate, token.strip())
         if who is None:
             log.info("inbox sign-in refused: unknown token")
             return sign_in_page(request, "That token is not valid. Copy it again, or ask for a new one.", 401)
         if who.role is not Role.CLINICIAN:
             log.info("inbox sign-in refused for %s %s", who.role.value, who.user_id)
             return sign_in_page(request, f"The inbox is for clinicians; a {who.role.value} uses the API.", 403)
-        cookie, _ = deps.store.open_session(token.strip(), SESSION_HOURS * 3600)
+        cookie, _ = await deps.async_store.open_session(token.strip(), SESSION_HOURS * 3600)
         log.info("inbox sign-in by %s", who.user_id)
         response = RedirectResponse("/inbox", status_code=303)
         response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_HOURS * 3600, path="/inbox", httponly=True,
@@ -201,7 +202,7 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
         deps: Services = Depends(services),
     ) -> RedirectResponse:
         check_csrf(signed_in, csrf)
-        deps.store.close_session(signed_in.cookie)
+        await deps.async_store.close_session(signed_in.cookie)
         log.info("inbox sign-out by %s", signed_in.principal.user_id)
         response = RedirectResponse("/inbox/sign-in", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/inbox", httponly=True, secure=_secure(request),
@@ -219,15 +220,16 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
         deps: Services = Depends(services),
     ) -> HTMLResponse:
         who = signed_in.principal
-        athletes = [a for a in deps.store.athletes_of(who.user_id)
+        athletes = [a for a in await deps.async_store.athletes_of(who.user_id)
                     if allowed(who, Access.ALERTS, a, is_care_team=True)]
         filters = Filters(view, athlete or None, rule or None)
-        everything = [item for a in athletes if filters.athlete in (None, a) for item in deps.store.alerts_for(a)]
+        everything = [item for a in athletes if filters.athlete in (None, a)
+                      for item in await deps.async_store.alerts_for(a)]
         return render(request, "inbox_list.html", {
             "who": who, "csrf": signed_in.session.csrf_token, "filters": filters, "athletes": athletes,
             "rules": sorted({item.alert.rule for item in everything}),
             "items": select(everything, filters),
-            "open_count": sum(item.acknowledged_at is None for item in everything),
+            "open_count": sum(item.open for item in everything),
             "acknowledged": acknowledged,
         })
 
@@ -239,7 +241,7 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
         deps: Services = Depends(services),
     ) -> HTMLResponse:
         with refusals_as_pages():
-            item = alert_for(deps, signed_in.principal, alert_id, Access.ALERTS)
+            item = await alert_for(deps, signed_in.principal, alert_id, Access.ALERTS)
         return render(request, "inbox_alert.html", {
             "who": signed_in.principal, "csrf": signed_in.session.csrf_token, "item": item, "alert": item.alert,
             "max_note": MAX_NOTE_CHARS,
@@ -252,7 +254,7 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
         deps: Services = Depends(services),
     ) -> Response:
         with refusals_as_pages():
-            item = alert_for(deps, signed_in.principal, alert_id, Access.ALERTS)
+            item = await alert_for(deps, signed_in.principal, alert_id, Access.ALERTS)
         png = await chart.alert_png(deps.influx, item.alert)
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
@@ -266,5 +268,5 @@ def add_inbox(app: FastAPI, templates: Jinja2Templates) -> None:
     ) -> RedirectResponse:
         check_csrf(signed_in, csrf)
         with refusals_as_pages():
-            acknowledge(deps, signed_in.principal, alert_id, note)
+            await acknowledge(deps, signed_in.principal, alert_id, note)
         return RedirectResponse(f"/inbox?acknowledged={quote(alert_id, safe='')}", status_code=303)

@@ -2,7 +2,8 @@
 
 It consumes the alerts topic in a consumer group and commits an offset only after the alert is delivered or
 dead-lettered, so a crash redelivers the message; the delivery log in the store then skips every channel that
-already succeeded, so a restart never sends twice. Channels: an HTTP webhook signed by Standard Webhooks
+already succeeded, so a restart never sends twice. Each send is claimed in the store first, so two notifiers on one
+database (a rebalance, both sending reminders) never send the same round on the same channel twice. Channels: an HTTP webhook signed by Standard Webhooks
 (services/webhooks.py; never unsigned, never plain http off this host), and e-mail over SMTP; both carry the
 evidence chart. Failed channels are retried with exponential backoff and dead-lettered after N attempts.
 Unacknowledged alerts are re-notified after a while; acknowledging one (API) stops that. A `training_review`
@@ -18,6 +19,12 @@ its own. Once an athlete's import has settled (no historical alert for `quiet_s`
 clinicians gets one summary ("N historical alerts imported for athlete X, the latest: ..."), delivered, logged
 and reminded like an alert (rule `summary.historical_import`; its `alerts_summarised` evidence lists the alert
 ids it covers). Live alerts are unchanged.
+
+Withdrawals: when an event that arrived late means the whole history no longer supports an alert, the stream sends
+an `alert.withdrawal` for it on the alerts topic. The inbox marks the alert withdrawn (with the reason; it leaves
+the open alerts and its reminders stop), and every channel that was sent the alert gets a withdrawal notice, once
+(logged as round 0). An alert never delivered (still in round 1's retries, historical, or never received) is
+only marked.
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ import asyncio
 import base64
 import collections
 import hashlib
-import hmac
 import json
 import logging
 import smtplib
@@ -41,17 +47,21 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from aromatrack.schemas import topics
-from aromatrack.schemas.events import Alert, AlertEvidence
+from aromatrack.schemas.events import Alert, AlertEvidence, AlertWithdrawal
 from aromatrack.services import chart
 from aromatrack.services.auth import Role
-from aromatrack.services.store import Contact, Store
+from aromatrack.services.health import ConsumerHealth, serve_consumer_health
+from aromatrack.services.store import AsyncStore, Contact, Store
 from aromatrack.services.webhooks import WebhookSecretError, is_loopback, signed_headers, webhook_url_problem
 from aromatrack.streams.admin import ensure_topics
-from aromatrack.streams.influx import InfluxClient
+from aromatrack.streams.influx import SeriesStore
 
 log = logging.getLogger("aromatrack.notifier")
 
 GROUP_ID = "aromatrack-notifier"
+SEND_TIMEOUT_S = 10.0  # one webhook request or SMTP conversation
+CLAIM_POLL_S = 1.0  # how often a notifier looks again at a send another notifier has claimed
+WITHDRAWAL_ROUND = 0  # the delivery log's round of a withdrawal notice (alerts' own rounds count from 1)
 
 
 # --- delivery -------------------------------------------------------------------------------------
@@ -135,6 +145,10 @@ class Message:
     chart_png: bytes
     round: int
 
+    @property
+    def webhook_id(self) -> str:
+        return f"msg_{self.alert.alert_id}_{self.round}"
+
     def webhook_body(self) -> bytes:
         return json.dumps({
             "alert": self.alert.model_dump(mode="json"),
@@ -163,15 +177,43 @@ class Message:
         return mail
 
 
-async def post_webhook(http: httpx.AsyncClient, contact: Contact, message: Message) -> None:
+@dataclass(frozen=True)
+class WithdrawalNotice:
+    """What a channel that was sent an alert gets when the stream withdraws it."""
+
+    alert: Alert  # the version in the inbox
+    withdrawal: AlertWithdrawal
+    round: int = WITHDRAWAL_ROUND
+
+    @property
+    def webhook_id(self) -> str:
+        return f"msg_{self.alert.alert_id}_withdrawn"
+
+    def webhook_body(self) -> bytes:
+        return json.dumps({"withdrawal": self.withdrawal.model_dump(mode="json")}, separators=(",", ":")).encode()
+
+    def email(self, sender: str, recipient: str) -> EmailMessage:
+        alert = self.alert
+        mail = EmailMessage()
+        mail["Subject"] = f"Withdrawn: [{alert.severity}] {alert.kind} for athlete {alert.athlete_id} ({alert.rule})"
+        mail["From"], mail["To"] = sender, recipient
+        mail["Message-ID"] = f"<{alert.alert_id}.withdrawn@aromatrack.local>"
+        mail.set_content(
+            f"The alert sent earlier is withdrawn: {self.withdrawal.reason}\n\nIt said: {alert.summary}\n"
+            f"Rule: {alert.rule}\nTime: {alert.time.isoformat()}\n\nAlert id: {alert.alert_id}. Nothing is asked of "
+            "you for it any more; a new alert will be sent if the data support one again."
+        )
+        return mail
+
+
+async def post_webhook(http: httpx.AsyncClient, contact: Contact, message: Message | WithdrawalNotice) -> None:
     """POST the message signed by Standard Webhooks; its `webhook-id` names the alert and round, the same on
     every retry, so receivers can drop repeats. Never sends unsigned or in clear off this host."""
     if problem := webhook_url_problem(contact.webhook_url or ""):
         raise DeliveryError(f"webhook: {problem}", retryable=False)
     body = message.webhook_body()
     try:
-        signature = signed_headers(contact.webhook_secret, f"msg_{message.alert.alert_id}_{message.round}",
-                                   int(time.time()), body)
+        signature = signed_headers(contact.webhook_secret, message.webhook_id, int(time.time()), body)
     except WebhookSecretError as exc:  # none, or one stored before secrets were checked
         raise DeliveryError(f"webhook: {exc}", retryable=False) from None
     headers = {"Content-Type": "application/json", **signature}
@@ -183,9 +225,9 @@ async def post_webhook(http: httpx.AsyncClient, contact: Contact, message: Messa
         raise DeliveryError(f"webhook: HTTP {response.status_code}")
 
 
-async def send_email(smtp: SmtpConfig, contact: Contact, message: Message) -> None:
+async def send_email(smtp: SmtpConfig, contact: Contact, message: Message | WithdrawalNotice) -> None:
     def send() -> None:
-        with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as client:
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=SEND_TIMEOUT_S) as client:
             client.ehlo()
             if client.has_extn("starttls"):
                 client.starttls(context=ssl.create_default_context(cafile=smtp.ca_file))
@@ -207,7 +249,7 @@ class Notifier:
     def __init__(
         self,
         store: Store,
-        influx: InfluxClient,
+        influx: SeriesStore,
         dead_letters: AIOKafkaProducer,
         *,
         smtp: SmtpConfig | None,
@@ -216,10 +258,13 @@ class Notifier:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
     ):
-        self.store, self.influx, self.dead_letters, self.smtp, self.retry = store, influx, dead_letters, smtp, retry
+        self.store = AsyncStore(store)
+        self.influx, self.dead_letters, self.smtp, self.retry = influx, dead_letters, smtp, retry
+        # A claimed send older than its retries can take belongs to a notifier that died: another may take it.
+        self._claim_s = sum(retry.delays()) + retry.attempts * SEND_TIMEOUT_S + 60.0
         self.historical = historical
         self._sleep, self._clock = sleep, clock
-        self._http = httpx.AsyncClient(timeout=10)
+        self._http = httpx.AsyncClient(timeout=SEND_TIMEOUT_S)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -227,42 +272,74 @@ class Notifier:
     async def handle(self, raw: bytes) -> None:
         """One message from the alerts topic: record it in the inbox and deliver its first notice (round 1) on the
         channels that have not had it. An update of an alert already delivered sends nothing now (see above);
-        one that arrives before round 1 finished (a restart in between) completes it with the latest version."""
+        one that arrives before round 1 finished (a restart in between) completes it with the latest version.
+        A withdrawal goes to `withdraw`."""
         try:
+            if _message_type(raw) == "alert.withdrawal":
+                await self.withdraw(AlertWithdrawal.model_validate_json(raw))
+                return
             alert = Alert.model_validate_json(raw)
         except ValidationError as exc:
             await self._dead_letter(raw, f"not an alert: {exc.error_count()} validation errors")
             return
         if alert.historical or self._clock() - alert.time.timestamp() > self.historical.after_s:
-            self.store.record_historical(alert.model_copy(update={"historical": True}))
+            await self.store.record_historical(alert.model_copy(update={"historical": True}))
             return
-        self.store.record_alert(alert)
-        latest = self.store.alert(alert.alert_id)
+        await self.store.record_alert(alert)
+        latest = await self.store.alert(alert.alert_id)
         await self.deliver(latest.alert if latest is not None else alert, round_=1)
 
     async def deliver(self, alert: Alert, round_: int) -> None:
         """Send `alert` on every channel of every clinician, skipping channels the log says are done."""
-        inbox = self.store.alert(alert.alert_id)
-        if inbox is not None and inbox.acknowledged_at is not None:
+        inbox = await self.store.alert(alert.alert_id)
+        if inbox is not None and not inbox.open:
             return
-        contacts = self.store.clinicians_of(alert.athlete_id)
-        if contacts and alert.kind == "training_review":
-            # a coach's question too (no lab values in it); without a clinician it is dead-lettered as any alert
-            contacts += self.store.care_team_contacts(alert.athlete_id, Role.COACH)
+        contacts = await self._contacts(alert)
         if not contacts:
-            if self.store.delivery_status(alert.alert_id, "none", round_) is None:
-                self.store.log_delivery(alert.alert_id, "none", round_, "dead", 0)
+            if await self._claim(alert.alert_id, "none", round_):
+                await self.store.log_delivery(alert.alert_id, "none", round_, "dead", 0)
                 await self._dead_letter(alert.model_dump_json().encode(), "no clinician assigned to the athlete")
             return
         message: Message | None = None
         for contact in contacts:
             for channel, send in self._channels(contact):
                 key = f"{channel}:{contact.user_id}"
-                if self.store.delivery_status(alert.alert_id, key, round_) is not None:
-                    continue  # delivered or dead-lettered before a restart: never twice
+                if not await self._claim(alert.alert_id, key, round_):
+                    continue  # delivered or dead-lettered before (a restart, another notifier): never twice
                 if message is None:
                     message = Message(alert, await chart.alert_png(self.influx, alert), round_)
                 await self._attempt(key, message, lambda m=message, s=send, c=contact: s(c, m))
+
+    async def withdraw(self, withdrawal: AlertWithdrawal) -> None:
+        """Mark the alert withdrawn in the inbox, and send a withdrawal notice on every channel that was sent it."""
+        inbox = await self.store.withdraw(withdrawal.alert_id, withdrawal.reason)
+        if inbox is None:
+            log.info("alert %s withdrawn before it was received", withdrawal.alert_id)
+            return
+        told = {channel for channel, round_, status, _ in await self.store.deliveries(withdrawal.alert_id)
+                if status == "delivered" and round_ != WITHDRAWAL_ROUND}
+        notice = WithdrawalNotice(inbox.alert, withdrawal)
+        for contact in await self._contacts(inbox.alert):
+            for channel, send in self._channels(contact):
+                key = f"{channel}:{contact.user_id}"
+                if key in told and await self._claim(withdrawal.alert_id, key, WITHDRAWAL_ROUND):
+                    await self._attempt(key, notice, lambda m=notice, s=send, c=contact: s(c, m))
+
+    async def _contacts(self, alert: Alert) -> list[Contact]:
+        """Who is sent `alert`: the athlete's clinicians, and for a training review its coaches too (no lab values
+        in it); nobody without a clinician."""
+        contacts = await self.store.clinicians_of(alert.athlete_id)
+        if contacts and alert.kind == "training_review":
+            contacts += await self.store.care_team_contacts(alert.athlete_id, Role.COACH)
+        return contacts
+
+    async def _claim(self, alert_id: str, channel: str, round_: int) -> bool:
+        """Whether this process is to send (`Store.claim_delivery`); while another notifier is sending the same
+        thing it waits for that outcome (or for that claim to go stale, its notifier having died)."""
+        while (claim := await self.store.claim_delivery(alert_id, channel, round_, stale_after_s=self._claim_s)) \
+                == "busy":
+            await self._sleep(CLAIM_POLL_S)
+        return claim == "claimed"
 
     def _channels(self, contact: Contact):
         if contact.webhook_url:
@@ -270,7 +347,7 @@ class Notifier:
         if contact.email and self.smtp is not None:
             yield "email", lambda c, m: send_email(self.smtp, c, m)
 
-    async def _attempt(self, key: str, message: Message, send: Callable[[], Awaitable[None]]) -> None:
+    async def _attempt(self, key: str, message: Message | WithdrawalNotice, send: Callable[[], Awaitable[None]]) -> None:
         alert_id = message.alert.alert_id
         reason, attempts = "", 0
         for attempts, delay in enumerate([*self.retry.delays(), None], start=1):
@@ -284,11 +361,12 @@ class Notifier:
                 if delay is not None:
                     await self._sleep(delay)
                 continue
-            self.store.log_delivery(alert_id, key, message.round, "delivered", attempts)
+            await self.store.log_delivery(alert_id, key, message.round, "delivered", attempts)
             log.info("alert %s delivered via %s (round %d, attempt %d)", alert_id, key, message.round, attempts)
             return
-        self.store.log_delivery(alert_id, key, message.round, "dead", attempts)
-        await self._dead_letter(message.alert.model_dump_json().encode(), f"{key} failed {attempts} times: {reason}")
+        await self.store.log_delivery(alert_id, key, message.round, "dead", attempts)
+        failed = message.withdrawal if isinstance(message, WithdrawalNotice) else message.alert
+        await self._dead_letter(failed.model_dump_json().encode(), f"{key} failed {attempts} times: {reason}")
 
     async def _dead_letter(self, raw: bytes, reason: str) -> None:
         log.error("dead-lettering an alert: %s", reason)
@@ -301,17 +379,17 @@ class Notifier:
 
     async def summarise_imports(self) -> int:
         """Deliver one summary per athlete whose imported alerts have settled; returns how many were sent."""
-        due = self.store.historical_due(self.historical.quiet_s)
+        due = await self.store.historical_due(self.historical.quiet_s)
         for athlete_id, alerts in due.items():
             summary = historical_summary(athlete_id, alerts)
-            self.store.record_alert(summary)
+            await self.store.record_alert(summary)
             await self.deliver(summary, round_=1)
-            self.store.mark_summarised(alert.alert_id for alert in alerts)
+            await self.store.mark_summarised([alert.alert_id for alert in alerts])
         return len(due)
 
     async def renotify(self, older_than_s: float) -> int:
         """Send a reminder round for each unacknowledged alert last delivered over `older_than_s` ago."""
-        due = self.store.due_for_renotification(older_than_s)
+        due = await self.store.due_for_renotification(older_than_s)
         for alert, round_ in due:
             await self.deliver(alert, round_)
         return len(due)
@@ -324,8 +402,10 @@ async def run(
     renotify_after_s: float,
     stop: asyncio.Event | None = None,
     group_id: str = GROUP_ID,
+    health: ConsumerHealth | None = None,
 ) -> None:
-    """Consume the alerts topic until `stop` is set, committing each message after it is handled."""
+    """Consume the alerts topic until `stop` is set, committing each message after it is handled; each round
+    is reported to `health` (the probes' /livez and /readyz)."""
     stop = stop or asyncio.Event()
     await ensure_topics(bootstrap)
     consumer = AIOKafkaConsumer(
@@ -348,32 +428,48 @@ async def run(
             if time.monotonic() - last_renotify >= min(renotify_after_s, 60):
                 await notifier.renotify(renotify_after_s)
                 last_renotify = time.monotonic()
+            if health is not None:
+                health.went_round(len(consumer.assignment()))
     finally:
         await consumer.stop()
 
 
 async def serve(
     settings, *, smtp: SmtpConfig | None, retry: Retry, renotify_after_s: float, group_id: str = GROUP_ID,
-    historical: HistoricalImports = HistoricalImports(),
+    historical: HistoricalImports = HistoricalImports(), health_address: tuple[str, int] | None = None,
 ) -> None:
-    """Run the notifier against the settings' broker, InfluxDB and store until SIGINT/SIGTERM."""
+    """Run the notifier against the settings' broker, InfluxDB and store until SIGINT/SIGTERM; with a
+    `health_address` (host, port), serve /livez and /readyz there."""
     import signal
 
-    from aromatrack.streams.influx import InfluxConfig
+    from aromatrack.deploy import influx_access
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    store = Store(settings.state_dir / "api.sqlite3")
+    store = Store(settings.store_url)
     dead_letters = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await dead_letters.start()
-    async with InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database), max_attempts=2) as influx:
+    async with influx_access.reader_store(settings, max_attempts=2) as influx:
         notifier = Notifier(store, influx, dead_letters, smtp=smtp, retry=retry, historical=historical)
+        health = ConsumerHealth()
+        probes = await serve_consumer_health(health, *health_address) if health_address else None
         try:
             await run(notifier, settings.kafka_bootstrap, renotify_after_s=renotify_after_s, stop=stop,
-                      group_id=group_id)
+                      group_id=group_id, health=health)
         finally:
+            if probes is not None:
+                await probes.cleanup()
             await notifier.close()
             await dead_letters.stop()
             store.close()
+
+
+def _message_type(raw: bytes) -> str | None:
+    """The `type` a message on the alerts topic says it is (None when it is not a JSON object)."""
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        return None
+    return decoded.get("type") if isinstance(decoded, dict) else None

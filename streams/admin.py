@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from aromatrack.schemas import topics
+
+
+def topic_replicas() -> int:
+    """Copies of each topic the service creates (contract topics, faust's changelogs): AROMATRACK_TOPIC_REPLICAS,
+    1 by default for the one-node local broker; 3 on a production cluster (the Helm chart sets it)."""
+    return int(os.environ.get("AROMATRACK_TOPIC_REPLICAS") or 1)
 
 
 async def ensure_topics(bootstrap: str) -> list[str]:
@@ -19,7 +26,7 @@ async def ensure_topics(bootstrap: str) -> list[str]:
         missing = [name for name in topics.ALL_TOPICS if name not in existing]
         if missing:
             await admin.create_topics(
-                [NewTopic(name, num_partitions=topics.PARTITIONS, replication_factor=1) for name in missing]
+                [NewTopic(name, num_partitions=topics.PARTITIONS, replication_factor=topic_replicas()) for name in missing]
             )
             await _wait_for_leaders(bootstrap, missing)
         return missing

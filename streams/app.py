@@ -12,10 +12,11 @@ from pathlib import Path
 import faust
 from aiokafka.partitioner import DefaultPartitioner
 
+from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import load_settings
 from aromatrack.schemas import topics
-from aromatrack.streams.admin import ensure_topics
-from aromatrack.streams.influx import InfluxClient, InfluxConfig
+from aromatrack.streams.admin import ensure_topics, topic_replicas
+from aromatrack.streams.influx import SeriesStore
 
 log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -25,6 +26,8 @@ settings = load_settings()
 # one app on one host each need their own directory and, if served, their own web port.
 WORKER_DIR = Path(os.environ.get("AROMATRACK_WORKER_DIR") or settings.state_dir / "faust")
 WEB_PORT = int(os.environ["AROMATRACK_WEB_PORT"]) if os.environ.get("AROMATRACK_WEB_PORT") else None
+# Loopback unless a deployment needs its probes to reach the port from outside the host (a pod: 0.0.0.0).
+WEB_BIND = os.environ.get("AROMATRACK_WEB_BIND") or "127.0.0.1"
 # How long a consumer group waits for a silent (killed) worker before its partitions move to the others; unset,
 # faust's 60 s and aiokafka's 10 s (the ingest consumer) apply. Failover tests set a few seconds.
 SESSION_TIMEOUT_S = float(os.environ["AROMATRACK_SESSION_TIMEOUT_S"]) if os.environ.get("AROMATRACK_SESSION_TIMEOUT_S") else None
@@ -47,10 +50,15 @@ app = faust.App(
     value_serializer="raw",
     key_serializer="raw",
     topic_partitions=topics.PARTITIONS,
+    topic_replication_factor=topic_replicas(),
     topic_allow_declare=True,
     web_enabled=WEB_PORT is not None,
     web_port=WEB_PORT or 6066,
-    web_bind="127.0.0.1",
+    web_bind=WEB_BIND,
+    # The health routes (streams/health.py) and faust's counters only: the table and router views would answer
+    # table contents (health data) to anyone who reaches the port.
+    web_tables_enabled=False,
+    web_router_enabled=False,
     broker_session_timeout=SESSION_TIMEOUT_S,
     broker_heartbeat_interval=SESSION_TIMEOUT_S and min(3.0, SESSION_TIMEOUT_S / 4),
     producer_acks=-1,
@@ -81,9 +89,16 @@ class AthleteKeyedTable(faust.Table):
         return _partitioner(athlete_key if separator else key, _ALL_PARTITIONS, _ALL_PARTITIONS)
 
 
+# The changelogs' segments roll at 64 MB or 6 hours: the broker compacts only closed segments, and with Kafka's
+# 1 GB default a table's changelog would grow to a gigabyte per partition (every write of every athlete's state)
+# before the first compaction, and a worker taking over a partition would replay all of it.
+CHANGELOG_TOPIC_CONFIG = {"segment.bytes": str(64 * 2**20), "segment.ms": str(6 * 3600 * 1000)}
+
+
 def athlete_keyed_table(name: str) -> AthleteKeyedTable:
     return app.tables.add(AthleteKeyedTable(
         app, name=name, beacon=app.tables.beacon, partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes,
+        extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
     ))
 
 
@@ -94,22 +109,25 @@ def part_key(athlete_key: bytes, part: bytes) -> bytes:
 dead_letter_topic = app.topic(topics.DEAD_LETTER_TOPIC, value_serializer="raw", key_serializer="raw")
 timeline_topic = app.topic(topics.TIMELINE_TOPIC, value_serializer="raw", key_serializer="raw")
 
-_influx: InfluxClient | None = None
+_influx: SeriesStore | None = None
 
 
-def influx() -> InfluxClient:
-    """One client per worker, created lazily inside the worker's event loop."""
+def influx() -> SeriesStore:
+    """One writer per worker, created lazily inside the worker's event loop."""
     global _influx
     if _influx is None:
-        _influx = InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database))
+        _influx = influx_access.writer_store(settings)
     return _influx
 
 
 async def prepare_storage() -> None:
-    """Create the topics with their partition count and the InfluxDB database; run before the worker."""
+    """Create the topics with their partition count and check the writer's credentials; run before the worker.
+
+    The databases, users and grants are the deployment's (`aromatrack stack up`, compose's InfluxDB init):
+    the worker writes as a user that may not create them.
+    """
     await ensure_topics(settings.kafka_bootstrap)
-    async with InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database)) as client:
-        await client.create_database()
+    influx_access.user(settings, influx_access.Role.WRITER)
 
 
 async def dead_letter(original: bytes, reason: str, source_topic: str, key: bytes | None = None) -> None:

@@ -44,6 +44,7 @@ from pydantic import ValidationError
 from aromatrack.schemas import series, topics
 from aromatrack.schemas.events import Alert, AlertWithdrawal, EventBase, EventError, dump_event, parse_event
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, parse_marker
+from aromatrack.schemas.series import Point
 from aromatrack.streams.alert_outbox import OutboxMessage
 from aromatrack.streams.app import PART_SEPARATOR, app, athlete_keyed_table, dead_letter, influx, part_key, timeline_topic
 from aromatrack.streams.clinical_codec import (
@@ -187,7 +188,7 @@ async def _release(partitions: set[int]) -> None:
     # Withdrawn points go before the new points are written: a new alert can share a withdrawn one's identity.
     for withdrawal in (message for message in sent if isinstance(message, AlertWithdrawal)):
         try:
-            await influx().query(withdrawn_point_delete(withdrawal), method="POST")
+            await influx().client(series.ALERTS.audience).query(withdrawn_point_delete(withdrawal), method="POST")
         except Exception as exc:  # noqa: BLE001 - the alerts topic is the record; a stale point must not stop the agent
             log.warning("could not remove a withdrawn alert's point (%s)", type(exc).__name__)
     alerts = [message for message in sent if isinstance(message, Alert)]

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import httpx
 
-from aromatrack.schemas.series import Point
+from aromatrack.schemas.series import Audience, Point, by_database, database_name
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,20 @@ class InfluxError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class InfluxUser:
+    """An InfluxDB login; the password never appears in a repr or a log line."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class InfluxConfig:
+    """One database as one user (None: a server without authentication)."""
+
     url: str
     database: str
-    username: str | None = None
-    password: str | None = None
+    user: InfluxUser | None = None
 
 
 class InfluxClient:
@@ -78,7 +87,7 @@ class InfluxClient:
     def __init__(self, config: InfluxConfig, *, max_attempts: int | None = None, timeout_s: float = 10.0):
         self.config = config
         self.max_attempts = max_attempts
-        auth = (config.username, config.password) if config.username else None
+        auth = (config.user.username, config.user.password) if config.user else None
         self._http = httpx.AsyncClient(base_url=config.url, timeout=timeout_s, auth=auth)
 
     async def close(self) -> None:
@@ -96,9 +105,6 @@ class InfluxClient:
         except httpx.HTTPError:
             return False
         return response.status_code == 204
-
-    async def create_database(self) -> None:
-        await self.query(f'CREATE DATABASE "{self.config.database}"', method="POST")
 
     async def write(self, points: Iterable[Point]) -> int:
         """Write points in one request; returns how many. Retries until written (or max_attempts)."""
@@ -140,6 +146,45 @@ class InfluxClient:
         if results and "error" in results[0]:
             raise InfluxError(f"query failed: {results[0]['error']}")
         return results[0].get("series", []) if results else []
+
+
+class SeriesStore:
+    """The service's InfluxDB: one database per audience, each reached with that audience's user.
+
+    `write` sends every point to the database schemas.series routes it to; a process holds clients only
+    for the audiences its users may reach (the worker writes both, a coaching reader reads one).
+    """
+
+    def __init__(self, url: str, base_database: str, users: Mapping[Audience, InfluxUser | None], *,
+                 max_attempts: int | None = None):
+        self.base_database = base_database
+        self._clients = {
+            audience: InfluxClient(InfluxConfig(url, database_name(base_database, audience), user),
+                                   max_attempts=max_attempts)
+            for audience, user in users.items()
+        }
+
+    def client(self, audience: Audience) -> InfluxClient:
+        try:
+            return self._clients[audience]
+        except KeyError:
+            raise InfluxError(f"no credentials for the {audience.value} database in this process") from None
+
+    async def write(self, points: Iterable[Point]) -> int:
+        written = 0
+        for audience, routed in by_database(points).items():
+            written += await self.client(audience).write(routed)
+        return written
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+
+    async def __aenter__(self) -> "SeriesStore":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 def rows(series: list[dict[str, Any]]) -> list[dict[str, Any]]:

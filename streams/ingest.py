@@ -118,6 +118,13 @@ async def ingest_batch(records: list[ConsumerRecord]) -> None:
 class IngestConsumer(faust.Service):
     """Consumes INGEST_TOPICS in batches and commits each batch's offsets once it is stored and forwarded."""
 
+    _running: AIOKafkaConsumer | None = None  # this worker's consumer while it runs (one per worker process)
+
+    @classmethod
+    def assignment(cls) -> set[TopicPartition]:
+        """The input partitions this worker's ingest consumer holds now (none before it joined its group)."""
+        return set(cls._running.assignment()) if cls._running is not None else set()
+
     @faust.Service.task
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -129,6 +136,7 @@ class IngestConsumer(faust.Service):
             **session_timeouts_ms(),
         )
         await consumer.start()
+        IngestConsumer._running = consumer
         progress = StageProgress()
         try:
             while not self.should_stop:
@@ -137,6 +145,7 @@ class IngestConsumer(faust.Service):
                     await self._process(consumer, fetched)
                 await self._report_progress(consumer, progress, fetched)
         finally:
+            IngestConsumer._running = None
             await consumer.stop()
 
     async def _report_progress(

@@ -7,10 +7,16 @@
   `workout.summary` event (event_id derived from the content hash) on the `workout.summary` topic. Anything
   undecodable goes to the dead-letter topic with the decoder's reason; no exception stops the agent.
 - `workout.summary` agent (FIT-derived or sent directly by a tracker): adds `trimp`, `load`, `modality` when
-  absent, skips event ids already counted, updates the athlete's daily loads in the `workout_state` table and
+  absent, skips event ids already counted (the load history itself keeps the ids it counted in its kept days,
+  so a batch delivered again after a crash is not counted twice whichever table writes reached the changelog;
+  `workout_seen` recognises older repeats), updates the athlete's daily loads in the `workout_state` table and
   writes WORKOUT, TRAINING_LOAD_DAILY (from the workout's day to the athlete's latest day) and
   MODALITY_WEEKLY points, then forwards the event as it came (the clinical engine computes a load the sender
   did not give from the athlete's profile in event-time order, as `evaluate` does) to the timeline.
+- `write_rest_days` timer: carries each athlete's model from the latest workout through today (the athlete's
+  local today), so a resting athlete's fatigue falls and form rises on the boards (`training_load.rest_days`).
+  It and the summary agent take `summary_stage_lock` in turn, so rest days never overwrite a workout's day in
+  flight.
 - Progress: what the FIT agent produces carries `INPUT_HEADER` (the FIT topic) and the summary agent's forwards
   their path; both agents report a `ProgressMarker` per owned input partition every `HEARTBEAT_S` (the FIT
   agent's onto the summary and scale topics, which forward them; the summary agent's, and the FIT markers it
@@ -27,9 +33,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from dataclasses import dataclass
 from itertools import groupby
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import faust
@@ -58,7 +65,8 @@ SAMPLE_BUCKET_S = 10
 SEEN_MONTHS = 60  # months with workouts whose ids are remembered per athlete, for duplicate detection
 SUMMARY_BATCH_SIZE = 500
 SUMMARY_BATCH_WINDOW_S = 0.02
-STATE_VERSION = 1  # of the workout_state table's values (`history_to_json`)
+REST_DAYS_INTERVAL_S = float(os.environ.get("AROMATRACK_REST_DAYS_INTERVAL_S", "3600"))
+STATE_VERSION = 2  # of the workout_state table's values (`history_to_json`)
 
 fit_topic = app.topic(topics.topic_for("workout.fit"), value_serializer="raw", key_serializer="raw")
 summary_topic = app.topic(topics.topic_for("workout.summary"), value_serializer="raw", key_serializer="raw")
@@ -163,10 +171,17 @@ def with_load(summary: WorkoutSummary, athlete: tl.Athlete) -> dict[str, Any]:
     return {name: value for name, value in body.items() if value is not None}
 
 
-def record_workout(history: tl.LoadHistory, body: dict[str, Any]) -> tl.LoadUpdate:
-    """One summary (with its load and modality) added to the athlete's load history."""
-    start = datetime.fromisoformat(body["time"]).astimezone(timezone.utc)
-    return tl.add_session(history, tl.Session(start, body["modality"], float(body["load"]), body["duration_s"] / 60))
+def new_session(body: dict[str, Any], time_zone: str | None = None) -> tl.NewSession:
+    """A summary (with its load and modality) as the load model's session. Days and weeks are the athlete's own
+    (`tl.local_time`: the profile's time zone, else the event's offset); the points of a local day are stamped at
+    that date's 00:00 UTC."""
+    start = tl.local_time(datetime.fromisoformat(body["time"]), time_zone)
+    return tl.NewSession(tl.Session(start, body["modality"], float(body["load"]), body["duration_s"] / 60), body["event_id"])
+
+
+def record_workout(history: tl.LoadHistory, body: dict[str, Any], time_zone: str | None = None) -> tl.LoadUpdate:
+    """One summary added to the athlete's load history."""
+    return tl.add_sessions(history, [new_session(body, time_zone)])
 
 
 def history_to_json(history: tl.LoadHistory) -> dict[str, Any]:
@@ -180,55 +195,73 @@ def history_to_json(history: tl.LoadHistory) -> dict[str, Any]:
             for s in history.sessions
         ],
         "carry": {"day": carry.day.isoformat(), "ctl": carry.ctl, "atl": carry.atl} if carry else None,
+        "counted": {workout: day.isoformat() for workout, day in history.counted.items()},
+        "counted_since": history.counted_since.isoformat() if history.counted_since else None,
     }
 
 
 def history_from_json(stored: dict[str, Any]) -> tl.LoadHistory:
-    """A stored load history; the unversioned form written before version 1 kept each session as a
-    `[start, modality, load, minutes]` list."""
+    """A stored load history. The unversioned form kept each session as a `[start, modality, load, minutes]`
+    list; before version 2 the counted workout ids were not kept, so the history vouches only for workouts
+    after its newest day (older repeats are recognised by the `workout_seen` table, as they were)."""
     sessions = stored.get("sessions", [])
-    if stored.get("version") is None:
+    version = stored.get("version")
+    if version is None:
         sessions = [dict(zip(("start", "modality", "load", "minutes"), session)) for session in sessions]
-    elif stored["version"] != STATE_VERSION:
-        raise ValueError(f"workout_state version {stored['version']} is newer than this worker ({STATE_VERSION})")
+    elif version > STATE_VERSION:
+        raise ValueError(f"workout_state version {version} is newer than this worker ({STATE_VERSION})")
     carry = stored.get("carry")
+    daily = {date.fromisoformat(day): float(load) for day, load in stored.get("daily", {}).items()}
+    if version == STATE_VERSION:
+        counted_since = date.fromisoformat(stored["counted_since"]) if stored.get("counted_since") else None
+    else:
+        counted_since = max(daily) + timedelta(days=1) if daily else None
     return tl.LoadHistory(
-        daily={date.fromisoformat(day): float(load) for day, load in stored.get("daily", {}).items()},
+        daily=daily,
         sessions=tuple(
             tl.Session(datetime.fromisoformat(s["start"]), s["modality"], float(s["load"]), float(s["minutes"]))
             for s in sessions
         ),
         carry=tl.CarriedFitness(date.fromisoformat(carry["day"]), carry["ctl"], carry["atl"]) if carry else None,
+        counted={workout: date.fromisoformat(day) for workout, day in stored.get("counted", {}).items()},
+        counted_since=counted_since,
     )
 
 
-def load_points(athlete_id: str, body: dict[str, Any], days: list[tl.DailyLoad], mix: list[tl.WeeklyModality]) -> list[Point]:
-    athlete = {"athlete_id": athlete_id}
-    fields = {name: body.get(name) for name in series.WORKOUT.fields if name != "workout_id"}
-    fields["workout_id"] = body.get("workout_id", body["event_id"])
-    fields["salvaged"] = bool(body.get("salvaged", False))
-    points = [
-        series.WORKOUT.point(
-            datetime.fromisoformat(body["time"]),
-            {**athlete, "sport": body["sport"], "modality": body["modality"]},
-            fields,
-        )
-    ]
-    points += [
+def daily_points(athlete_id: str, days: list[tl.DailyLoad]) -> list[Point]:
+    return [
         series.TRAINING_LOAD_DAILY.point(
             datetime.combine(d.day, datetime.min.time(), timezone.utc),
-            athlete,
+            {"athlete_id": athlete_id},
             {"load": d.load, "ctl": d.ctl, "atl": d.atl, "tsb": d.tsb, "acwr": d.acwr},
         )
         for d in days
     ]
+
+
+def workout_point(athlete_id: str, body: dict[str, Any]) -> Point:
+    fields = {name: body.get(name) for name in series.WORKOUT.fields if name != "workout_id"}
+    fields["workout_id"] = body.get("workout_id", body["event_id"])
+    fields["salvaged"] = bool(body.get("salvaged", False))
+    return series.WORKOUT.point(
+        datetime.fromisoformat(body["time"]),
+        {"athlete_id": athlete_id, "sport": body["sport"], "modality": body["modality"]},
+        fields,
+    )
+
+
+def load_points(athlete_id: str, bodies: list[dict[str, Any]], update: tl.LoadUpdate) -> list[Point]:
+    """The workouts' points and those of the days and weeks their update changed."""
+    athlete = {"athlete_id": athlete_id}
+    points = [workout_point(athlete_id, body) for body in bodies]
+    points += daily_points(athlete_id, update.days)
     points += [
         series.MODALITY_WEEKLY.point(
             datetime.combine(w.week_start, datetime.min.time(), timezone.utc),
             {**athlete, "modality": w.modality},
             {"load": w.load, "minutes": w.minutes, "share": w.share},
         )
-        for w in mix
+        for w in update.week
     ]
     return points
 
@@ -251,6 +284,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
     if not seen.add(key, recorded_at, workout_id):
         log.info("duplicate FIT upload skipped (workout %s)", workout_id[:8])
         return
+    sent = []
     for weigh_in in decoded.weigh_ins:
         try:
             reading = ScaleReading(athlete_id=event.athlete_id, time=weigh_in.time, device="fit", **{
@@ -259,7 +293,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
         except ValidationError as exc:
             await dead_letter(raw, f"weight_scale message is not a valid scale.reading: {exc.errors()[0]['msg']}", source, key)
             continue
-        await scale_topic.send(key=key, value=dump_event(reading), headers={INPUT_HEADER: FIT_TOPIC.encode()})
+        sent.append(await scale_topic.send(key=key, value=dump_event(reading), headers={INPUT_HEADER: FIT_TOPIC.encode()}))
     if decoded.workouts:
         # One profile for all of a file's sessions: the one in effect when its first session started.
         athlete = tl.athlete_at(_profile_history(key), decoded.workouts[0].start.timestamp())
@@ -270,29 +304,70 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
             for point in sample_points(event.athlete_id, summary["workout_id"], workout.samples)
         ])
         for summary in summaries:
-            await summary_topic.send(key=key, value=json.dumps(summary).encode(), headers={INPUT_HEADER: FIT_TOPIC.encode()})
+            sent.append(await summary_topic.send(key=key, value=json.dumps(summary).encode(),
+                                                 headers={INPUT_HEADER: FIT_TOPIC.encode()}))
+    # On the broker before the upload is remembered: a crash in between decodes it again (the summaries keep
+    # their ids, so the summary agent counts them once) rather than remembering an upload whose workouts were lost.
+    for delivery in sent:
+        await delivery
     seen.save()
 
 
-def summary_step(
-    histories: dict[bytes, tl.LoadHistory], seen: SeenIds, raw: bytes
-) -> tuple[WorkoutSummary, dict[str, Any], list[Point]] | None:
-    """Validate one summary and add it to its athlete's load history (loaded once per batch into `histories`);
-    returns the event, the body to forward and its points, or None for a repeat. EventError for an invalid
-    message."""
+@dataclass(frozen=True)
+class AcceptedSummary:
+    """A summary to count: the event, its body with load and modality, and its session for the load model."""
+
+    event: WorkoutSummary
+    body: dict[str, Any]
+    session: tl.NewSession
+
+
+def summary_step(batch: "SummaryBatch", raw: bytes) -> AcceptedSummary | None:
+    """Validate one summary and decide whether it counts (None for a repeat); EventError for an invalid message.
+    The batch's histories change only in `SummaryBatch.count`, once per athlete."""
     event = parse_event(raw)
     if not isinstance(event, WorkoutSummary):
         raise EventError(f"type: {event.type} events do not belong on {topics.topic_for('workout.summary')}")
     key = event.athlete_id.encode()
-    if key not in histories:
-        histories[key] = _load_history(key)
-    if not seen.add(key, event.time, event.event_id):
+    history = batch.history(key)
+    athlete = tl.athlete_at(_profile_history(key), event.time.timestamp())
+    first_time = batch.seen.add(key, event.time, event.event_id)
+    if event.event_id in history.counted or event.event_id in batch.pending_ids(key):
         return None
-    body = with_load(event, tl.athlete_at(_profile_history(key), event.time.timestamp()))
-    update = record_workout(histories[key], body)
-    histories[key] = update.history
-    return event, event.model_dump(mode="json", exclude_none=True), load_points(
-        event.athlete_id, body, update.days, update.week)
+    if not first_time and not tl.within_kept_days(history, tl.local_time(event.time, athlete.time_zone).date()):
+        return None  # a repeat older than what the history itself remembers
+    body = with_load(event, athlete)
+    accepted = AcceptedSummary(event, body, new_session(body, athlete.time_zone))
+    batch.pending.setdefault(key, []).append(accepted)
+    return accepted
+
+
+class SummaryBatch:
+    """One batch's per-athlete state: histories loaded once, summaries accepted, then counted with one load
+    model per athlete (`count`), and the seen ids."""
+
+    def __init__(self) -> None:
+        self.histories: dict[bytes, tl.LoadHistory] = {}
+        self.pending: dict[bytes, list[AcceptedSummary]] = {}
+        self.seen = SeenIds("summary")
+
+    def history(self, athlete_key: bytes) -> tl.LoadHistory:
+        if athlete_key not in self.histories:
+            self.histories[athlete_key] = _load_history(athlete_key)
+        return self.histories[athlete_key]
+
+    def pending_ids(self, athlete_key: bytes) -> set[str]:
+        return {accepted.event.event_id for accepted in self.pending.get(athlete_key, [])}
+
+    def count(self) -> list[Point]:
+        """Add every athlete's accepted summaries to its history; the points of the workouts, days and weeks."""
+        points: list[Point] = []
+        for key, accepted in self.pending.items():
+            update = tl.add_sessions(self.histories[key], [item.session for item in accepted])
+            self.histories[key] = update.history
+            points += load_points(key.decode(), [item.body for item in accepted], update)
+        self.pending = {}
+        return points
 
 
 @dataclass(frozen=True)
@@ -304,12 +379,10 @@ class SummaryMessage:
 
 
 async def handle_summaries(messages: list[SummaryMessage]) -> None:
-    """A batch of summaries: each athlete's state loaded and saved once, one InfluxDB write (one write per
-    workout was a fifth of a backfill's time), then the forwards to the timeline and the upstream markers."""
+    """A batch of summaries: each athlete's state loaded, modelled and saved once, one InfluxDB write (one write
+    per workout was a fifth of a backfill's time), then the forwards to the timeline and the upstream markers."""
     source = topics.topic_for("workout.summary")
-    histories: dict[bytes, tl.LoadHistory] = {}
-    seen = SeenIds("summary")
-    points: list[Point] = []
+    batch = SummaryBatch()
     forwards = []
     markers = []
     for message in messages:
@@ -323,7 +396,7 @@ async def handle_summaries(messages: list[SummaryMessage]) -> None:
                 markers.append(marker.model_copy(update={"input": via(marker.input, SUMMARY_TOPIC)}))
             continue
         try:
-            accepted = summary_step(histories, seen, raw)
+            accepted = summary_step(batch, raw)
         except EventError as exc:
             await dead_letter(raw, str(exc), source, athlete_key)
             continue
@@ -331,18 +404,21 @@ async def handle_summaries(messages: list[SummaryMessage]) -> None:
             await _dead_letter_bug(exc, raw, source, athlete_key)
             continue
         if accepted is not None:
-            event, body, event_points = accepted
-            points += event_points
-            forwards.append((event.athlete_id.encode(), body, message.path))
-    await influx().write(points)
+            body = accepted.event.model_dump(mode="json", exclude_none=True)  # as it came: see the module's docstring
+            forwards.append((accepted.event.athlete_id.encode(), body, message.path))
+    await influx().write(batch.count())
     # Forward before remembering: a crash in between re-sends (the clinical engine drops repeated event ids)
     # rather than losing the workout for the timeline.
-    for key, body, path in forwards:
+    sent = [
         await timeline_topic.send(key=key, value=json.dumps(body).encode(), headers={INPUT_HEADER: path.encode()})
+        for key, body, path in forwards
+    ]
     await send_markers(topics.TIMELINE_TOPIC, markers)
-    for key, history in histories.items():
+    for delivery in sent:  # on the broker before the histories that count them are stored
+        await delivery
+    for key, history in batch.histories.items():
         _save_history(key, history)
-    seen.save()
+    batch.seen.save()
 
 
 async def _dead_letter_bug(exc: Exception, raw: bytes, source: str, athlete_key: bytes | None) -> None:
@@ -410,6 +486,39 @@ async def workouts_summary(stream: faust.StreamT) -> None:
                 await send_markers(topics.TIMELINE_TOPIC, await _stage_markers(summary_progress, SUMMARY_TOPIC, forwarded))
             except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:  # the heartbeat repeats them
                 log.warning("summary progress markers not sent (%s)", type(exc).__name__)
+
+
+_rest_days_written: dict[bytes, tl.DailyLoad] = {}  # per athlete, the last rest day this worker wrote
+
+
+def rest_day_points(athlete_key: bytes, history: tl.LoadHistory, today: date) -> list[Point]:
+    """The athlete's rest days from the latest workout through `today` (the athlete's local date), unless this
+    worker already wrote exactly those (the model after the last workout changes only with a workout or a day)."""
+    carry = history.carry
+    days = tl.rest_days(history.daily, today, start=carry.day if carry else None,
+                        carry=(carry.ctl, carry.atl) if carry else (0.0, 0.0))
+    if not days or _rest_days_written.get(athlete_key) == days[-1]:
+        return []
+    _rest_days_written[athlete_key] = days[-1]
+    return daily_points(athlete_key.decode(), days)
+
+
+@app.timer(interval=REST_DAYS_INTERVAL_S)
+async def write_rest_days() -> None:
+    """Carry every athlete's load model through today, in one InfluxDB write."""
+    now = datetime.now(timezone.utc)
+    # Only athletes whose summaries this worker consumes: a standby copy of another worker's state may lag
+    # behind a workout that worker has just written, and its rest days would overwrite that workout's day.
+    summaries = summary_topic.get_topic_name()
+    active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == summaries}
+    async with summary_stage_lock:
+        points = []
+        for key in list(state_table.keys()):
+            if state_table.partition_for_key(key) not in active:
+                continue
+            time_zone = tl.athlete_at(_profile_history(key), now.timestamp()).time_zone
+            points += rest_day_points(key, _load_history(key), tl.local_time(now, time_zone).date())
+        await influx().write(points)
 
 
 async def send_markers(topic: str, markers: list[ProgressMarker]) -> None:

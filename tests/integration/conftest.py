@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Awaitable, Callable, Iterator
 
@@ -21,9 +22,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.group import MemberAssignment
 
-from aromatrack.deploy import local_stack
+from aromatrack.deploy import influx_access, local_stack
 from aromatrack.deploy.settings import Settings, load_settings
-from aromatrack.streams.influx import InfluxClient, InfluxConfig
+from aromatrack.schemas.series import Audience
+from aromatrack.streams.influx import InfluxClient
 
 pytestmark = pytest.mark.integration
 
@@ -45,13 +47,15 @@ def stack() -> Settings:
 
 
 class Worker:
-    """A real `aromatrack worker` subprocess with its own InfluxDB database (several workers of one app share
-    one), its own directory (the log's) and any extra environment (e.g. AROMATRACK_SESSION_TIMEOUT_S)."""
+    """A real `aromatrack worker` subprocess with its own InfluxDB databases, one per audience (several workers
+    of one app share them), its own directory (the log's), any extra environment (e.g.
+    AROMATRACK_SESSION_TIMEOUT_S) and, optionally, a network namespace of its own to run in."""
 
-    def __init__(self, settings: Settings, database: str, log_path: Path, **extra_env: str):
+    def __init__(self, settings: Settings, database: str, log_path: Path, netns: str | None = None, **extra_env: str):
         self.settings = settings
         self.database = database
         self.log_path = log_path
+        self.netns = netns  # run on a test host of its own (tests/integration/hosts.py)
         self.extra_env = extra_env
         self.process: subprocess.Popen | None = None
 
@@ -63,10 +67,12 @@ class Worker:
         }
 
     def start(self, timeout_s: float = 60.0) -> None:
+        influx_access.provision(self.settings, self.database)
         self._ready_before = self.log_path.read_bytes().count(b"[^Worker]: Ready") if self.log_path.exists() else 0
         log_file = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "aromatrack.services.cli", "worker", "--loglevel", "info"],
+            [*(["ip", "netns", "exec", self.netns] if self.netns else []),
+             sys.executable, "-m", "aromatrack.services.cli", "worker", "--loglevel", "info"],
             env=self.env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -95,18 +101,29 @@ class Worker:
 @pytest.fixture(scope="session")
 def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """One worker for the session (tests keep apart by using their own athlete ids)."""
-    running = Worker(stack, f"it_{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("worker") / "worker.log")
+    # Rest days are carried through today every second here (hourly by default), for test_rest_days.py.
+    running = Worker(stack, f"it_{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("worker") / "worker.log",
+                     AROMATRACK_REST_DAYS_INTERVAL_S="1")
     running.start()
     yield running
     running.stop()
 
 
 @pytest.fixture
-def influx_for(stack: Settings) -> Callable[[str], InfluxClient]:
-    def make(database: str) -> InfluxClient:
-        return InfluxClient(InfluxConfig(stack.influx_url, database), max_attempts=3)
+def influx_for(stack: Settings) -> Callable[[str, Audience], InfluxClient]:
+    """A client of one audience's database under a base name, logged in as that audience's reader."""
+
+    def make(database: str, audience: Audience) -> InfluxClient:
+        store = influx_access.reader_store(replace(stack, influx_database=database), [audience], max_attempts=3)
+        return store.client(audience)
 
     return make
+
+
+def reader_passwords(stack: Settings) -> dict[str, str]:
+    """The InfluxDB readers' passwords as the environment of a process with its own state dir (an API or a notifier
+    over its own user store), the production way of passing them."""
+    return {role.password_variable: influx_access.user(stack, role).password for role in influx_access.READER.values()}
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, every_s: float = 0.25) -> None:

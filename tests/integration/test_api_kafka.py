@@ -11,13 +11,13 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from aromatrack.deploy import influx_access
 from aromatrack.schemas import series as S
 from aromatrack.schemas import topics
 from aromatrack.services.api import Services, create_app
 from aromatrack.services.auth import Role
 from aromatrack.services.store import Store
 from aromatrack.streams.admin import ensure_topics, topic_partitions
-from aromatrack.streams.influx import InfluxClient, InfluxConfig
 
 from .conftest import unique_athlete
 
@@ -88,8 +88,8 @@ async def test_a_coach_reads_body_composition_from_influx_but_never_labs_which_t
     clinician = store.add_user("dr-" + athlete, Role.CLINICIAN)
     store.assign(athlete, "dr-" + athlete)
     day = datetime.now(timezone.utc) - timedelta(days=3)
-    async with InfluxClient(InfluxConfig(stack.influx_url, database)) as influx:
-        await influx.create_database()
+    influx_access.provision(stack, database)
+    async with influx_access.writer_store(settings) as influx:
         await influx.write([
             S.BODY_COMPOSITION.point(day, {"athlete_id": athlete}, {"weight_kg": 80.0, "body_fat_pct": 15.0}),
             S.LAB.point(day, {"athlete_id": athlete, "analyte": "estradiol", "method": "lc_msms", "censored": "no"},

@@ -186,6 +186,17 @@ async def test_a_faust_table_recovers_from_its_changelog_after_restart_and_compa
     assert run(3) == 15  # recovered from the compacted changelog
 
 
+async def test_the_workers_table_changelogs_roll_segments_small_enough_to_be_compacted(stack, worker):
+    """The broker compacts closed segments only: the service's changelogs roll at 64 MB or 6 hours, not at
+    Kafka's 1 GB default (a changelog would otherwise grow to a gigabyte per partition before any compaction)."""
+    from aromatrack.streams.app import CHANGELOG_TOPIC_CONFIG
+
+    for table in ("workout_state", "workout_seen", "athlete_profiles", "clinical_history"):
+        config = await topic_config(stack.kafka_bootstrap, f"{stack.app_id}-{table}-changelog")
+        assert config["cleanup.policy"] == "compact", table
+        assert {name: config[name] for name in CHANGELOG_TOPIC_CONFIG} == CHANGELOG_TOPIC_CONFIG, table
+
+
 async def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aromatrack.domain import engine
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import dump_event, parse_event
+from aromatrack.schemas.series import Audience
 from aromatrack.services.jsonl import read_events
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
@@ -100,15 +101,16 @@ async def test_stream_alerts_equal_evaluate_for_multi_month_histories(stack, wor
     received = await alerts_on_topic(stack.kafka_bootstrap, set(histories), len(expected), timeout_s=120)
     assert topic_state(received) == expected
 
-    async with influx_for(worker.database) as influx:
+    async with influx_for(worker.database, Audience.CLINICAL) as clinical, \
+            influx_for(worker.database, Audience.COACHING) as coaching:
         athlete = next(iter(histories))
         query = f"SELECT e2_pg_ml, body_fat_pct FROM e2_correlation WHERE athlete_id = '{athlete}'"
 
         async def correlation_written() -> bool:
-            return len(rows(await influx.query(query))) == 1
+            return len(rows(await clinical.query(query))) == 1
 
         await eventually(correlation_written)
-        trend = rows(await influx.query(f"SELECT count(smoothed_pct) FROM body_fat_trend WHERE athlete_id = '{athlete}'"))
+        trend = rows(await coaching.query(f"SELECT count(smoothed_pct) FROM body_fat_trend WHERE athlete_id = '{athlete}'"))
         assert trend[0]["count"] == sum(1 for e in events[athlete] if e.type == "scale.reading")
 
 

@@ -22,6 +22,7 @@ from aromatrack.domain import engine
 from aromatrack.domain.training_load import daily_load_model
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import ScaleReading, WorkoutSummary, parse_event
+from aromatrack.schemas.series import Audience
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
 
@@ -86,7 +87,7 @@ async def test_a_worker_stopped_mid_stream_and_restarted_loses_and_doubles_nothi
     events = readings(run)
     await produce(stack, events)
     own_worker.start()
-    async with influx_for(own_worker.database) as influx:
+    async with influx_for(own_worker.database, Audience.COACHING) as influx:
         await wait_for_some(influx, run, 500)
         assert own_worker.stop(signal.SIGTERM) == 0
         partial = len(await stored(influx, run))
@@ -133,7 +134,7 @@ async def test_influxdb_killed_mid_stream_is_retried_and_nothing_is_lost(stack, 
     await produce(stack, events)
     own_worker.start()
     influxdb = next(s for s in local_stack.servers(stack) if s.name == "influxdb")
-    async with influx_for(own_worker.database) as influx:
+    async with influx_for(own_worker.database, Audience.COACHING) as influx:
         await wait_for_some(influx, run, 500)
         os.kill(_influxd_pid(stack), signal.SIGKILL)
         await asyncio.sleep(3)
@@ -155,7 +156,7 @@ async def test_the_pipeline_resumes_by_itself_after_a_clean_broker_restart(stack
     await produce(stack, first)
     own_worker.start()
     kafka = next(s for s in local_stack.servers(stack) if s.name == "kafka")
-    async with influx_for(own_worker.database) as influx:
+    async with influx_for(own_worker.database, Audience.COACHING) as influx:
         await wait_for_some(influx, run, 1000)
         local_stack.stop(stack, kafka)
         local_stack.start(stack, kafka)
@@ -209,10 +210,6 @@ def expected_ctl(workout: dict[tuple[str, str], float]) -> dict[tuple[str, str],
     }
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug (README Known limits, issue 12): the workouts agent writes the daily loads and the counted workout "
-    "ids as two changelog writes, so a SIGKILL between them can count a workout twice or leave a day's load "
-    "unwritten; seen in about half of the runs on a loaded machine"))
 async def test_one_of_two_workers_killed_mid_stream_the_other_takes_over_and_it_rebalances_back(
     stack, tmp_path, influx_for
 ):
@@ -223,7 +220,7 @@ async def test_one_of_two_workers_killed_mid_stream_the_other_takes_over_and_it_
     try:
         for worker in workers:
             worker.start()
-        async with influx_for(run) as influx, EventProducer(stack.kafka_bootstrap) as producer:
+        async with influx_for(run, Audience.COACHING) as influx, EventProducer(stack.kafka_bootstrap) as producer:
             # Mid-stream for sure: the events arrive over ~15 s, and one worker dies a third of the way in.
             for chunk in range(30):
                 await producer.send_all(sessions[chunk * 20:(chunk + 1) * 20] + events[chunk * 200:(chunk + 1) * 200])
@@ -264,12 +261,7 @@ async def test_one_of_two_workers_killed_mid_stream_the_other_takes_over_and_it_
                 worker.stop()
     # One workout a day: a day's load is that workout's, so a workout applied twice (re-delivered after the takeover
     # and counted again) shows as a doubled day; and the CTL carries each athlete's history across the takeover.
-    # KNOWN BUG (README, Known limits): the workouts agent saves the athlete's daily loads and the workout ids it has
-    # counted as two changelog writes, neither atomic with the other nor with the source offset, so a SIGKILL
-    # between them re-counts a workout (2 of 600 days in one run under load). Checked last, so the rest stands.
-    doubled = {day: (row["load"], workout[day]) for day, row in daily.items() if row["load"] != pytest.approx(workout[day])}
-    if doubled:
-        pytest.xfail(f"known bug: {len(doubled)} of {len(workout)} days counted a workout twice after the takeover")
+    assert {day: row["load"] for day, row in daily.items()} == pytest.approx(workout)
     assert {day: row["ctl"] for day, row in daily.items()} == pytest.approx(expected_ctl(workout))
 
 
@@ -297,7 +289,7 @@ async def test_the_broker_killed_mid_stream_loses_no_acknowledged_event_and_the_
                 if len(acknowledged) == 500:
                     broker_killed.set()
 
-    async with influx_for(own_worker.database) as influx:
+    async with influx_for(own_worker.database, Audience.COACHING) as influx:
         await wait_for_some(influx, run, 300)
         producing = asyncio.create_task(produce_one_by_one())
         await asyncio.wait_for(broker_killed.wait(), 120)
@@ -334,7 +326,7 @@ async def test_alerts_after_a_stop_mid_stream_and_a_restart_equal_evaluates(stac
     athletes = {event.athlete_id for event in events}
     await produce(stack, events)
     own_worker.start()
-    async with influx_for(own_worker.database) as influx:
+    async with influx_for(own_worker.database, Audience.COACHING) as influx:
         async def some_points() -> bool:
             return bool(rows(await influx.query("SELECT count(weight_kg) FROM body_composition")))
 

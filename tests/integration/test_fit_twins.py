@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from aromatrack.schemas.series import Audience
 from aromatrack.streams.fit_restamp import restamp
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
@@ -20,7 +21,7 @@ async def test_identical_files_of_two_athletes_are_two_workouts(stack, worker, i
         await producer.send_all([upload(athlete, data) for athlete in twins])
         await producer.send(upload(twins[0], data))  # a re-upload
 
-    async with influx_for(worker.database) as influx:
+    async with influx_for(worker.database, Audience.COACHING) as influx:
         where = " OR ".join(f"athlete_id = '{athlete}'" for athlete in twins)
         workouts_q = f"SELECT workout_id, athlete_id FROM workout WHERE {where}"
 

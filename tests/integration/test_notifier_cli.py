@@ -12,7 +12,7 @@ import uuid
 from aromatrack.schemas import topics
 from aromatrack.services.webhooks import verify
 
-from .conftest import eventually, unique_athlete
+from .conftest import eventually, reader_passwords, unique_athlete
 from .test_notifier_delivery import (  # noqa: F401 (fixtures)
     SECRET, SMTP_PORT, make_alert, mailbox, produce, receiver, start_group_at_end,
 )
@@ -25,7 +25,8 @@ def cli(env: dict, *args: str) -> str:
 
 
 async def test_the_notifier_command_delivers_and_stops_cleanly(stack, tmp_path, receiver, mailbox):
-    env = {**os.environ, "AROMATRACK_STATE_DIR": str(tmp_path)}
+    # Its own state dir (user store), so the InfluxDB readers' passwords come the production way, by environment.
+    env = {**os.environ, "AROMATRACK_STATE_DIR": str(tmp_path), **reader_passwords(stack)}
     athlete = unique_athlete()
     assert cli(env, "users", "add", athlete, "--role", "athlete").startswith("at_")
     cli(env, "users", "add", "dr-" + athlete, "--role", "clinician", "--email", "dr@clinic.test",

@@ -17,15 +17,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiosmtpd.controller import Controller
 
+from aromatrack.deploy import influx_access
 from aromatrack.schemas import series as S
 from aromatrack.schemas import topics
-from aromatrack.schemas.events import Alert, AlertEvidence
+from aromatrack.schemas.events import Alert, AlertEvidence, AlertWithdrawal
 from aromatrack.services.auth import Role
 from aromatrack.services.notifier import HistoricalImports, Notifier, Retry, SmtpConfig, run
 from aromatrack.services.webhooks import new_webhook_secret, verify
 from aromatrack.services.store import Store
 from aromatrack.streams.admin import ensure_topics
-from aromatrack.streams.influx import InfluxClient, InfluxConfig
 
 from .conftest import eventually, unique_athlete
 from .test_api_kafka import end_offsets, records_since
@@ -153,7 +153,7 @@ class Running:
         settings = self.setup.settings
         self.dead_letters = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
         await self.dead_letters.start()
-        self.influx = InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database), max_attempts=2)
+        self.influx = influx_access.reader_store(settings, max_attempts=2)
         self.notifier = Notifier(self.setup.store, self.influx, self.dead_letters,
                                  smtp=SmtpConfig("127.0.0.1", SMTP_PORT), retry=self.retry,
                                  historical=self.historical)
@@ -175,8 +175,8 @@ async def test_an_alert_reaches_webhook_and_email_once_with_a_verifiable_signatu
 ):
     alert = make_alert(setup.athlete)
     now = datetime.now(timezone.utc)
-    async with InfluxClient(InfluxConfig(setup.settings.influx_url, setup.settings.influx_database)) as influx:
-        await influx.create_database()
+    influx_access.provision(setup.settings)
+    async with influx_access.writer_store(setup.settings) as influx:
         await influx.write([
             S.LAB.point(now - timedelta(days=d), {"athlete_id": setup.athlete, "analyte": "estradiol",
                                                  "method": "lc_msms", "censored": "no"}, {"value": v})
@@ -367,3 +367,46 @@ async def test_a_training_review_reaches_the_coach_as_well_and_other_alerts_do_n
                            (training.alert_id, f"webhook:coach-{setup.athlete}"),
                            (training.alert_id, f"email:clin-{setup.athlete}"),
                            (dose.alert_id, f"webhook:clin-{setup.athlete}"), (dose.alert_id, f"email:clin-{setup.athlete}")])
+
+
+async def test_a_withdrawn_alert_tells_the_channels_that_had_it_once_and_leaves_the_open_alerts(
+    setup, receiver, mailbox
+):
+    alert = make_alert(setup.athlete)
+    never_sent = make_alert(setup.athlete).model_copy(update={"historical": True})  # stored, not delivered
+    withdrawal = AlertWithdrawal(alert_id=alert.alert_id, athlete_id=alert.athlete_id, time=alert.time,
+                                 kind=alert.kind, rule=alert.rule,
+                                 reason="a lab entered late changes what the history supports")
+    async with Running(setup):
+        for message in (alert, never_sent):
+            await produce(setup.settings.kafka_bootstrap, topics.ALERTS_TOPIC, message.model_dump_json().encode(),
+                          setup.athlete.encode())
+
+        async def sent() -> bool:
+            return len(receiver.requests) == 1 and len(mailbox.messages) == 1 and setup.store.alert(never_sent.alert_id)
+
+        await eventually(sent)
+        for withdrawn in (withdrawal, withdrawal.model_copy(update={"alert_id": never_sent.alert_id}), withdrawal):
+            await produce(setup.settings.kafka_bootstrap, topics.ALERTS_TOPIC, withdrawn.model_dump_json().encode(),
+                          setup.athlete.encode())
+
+        async def told() -> bool:
+            return len(receiver.requests) == 2 and len(mailbox.messages) == 2 and setup.store.alert(
+                never_sent.alert_id).withdrawn_at is not None
+
+        await eventually(told)
+        await asyncio.sleep(1.0)  # the repeated withdrawal has been handled too
+    assert len(receiver.requests) == 2 and len(mailbox.messages) == 2  # once per channel that had the alert
+    headers, body = receiver.requests[1]
+    assert verify(SECRET, body, headers) and headers["webhook-id"] == f"msg_{alert.alert_id}_withdrawn"
+    assert json.loads(body)["withdrawal"]["reason"] == withdrawal.reason
+    assert mailbox.messages[1]["Subject"].startswith("Withdrawn: ")
+    assert withdrawal.reason in mailbox.messages[1].get_payload(decode=True).decode()
+    inbox = setup.store.alert(alert.alert_id)
+    assert inbox.withdrawal_reason == withdrawal.reason and not inbox.open
+    assert setup.store.alerts_for(setup.athlete, open_only=True) == []
+    assert setup.store.due_for_renotification(0) == []  # no reminders for a withdrawn alert
+    assert sorted(setup.store.deliveries(alert.alert_id)) == [
+        ("email:clin-" + setup.athlete, 0, "delivered", 1), ("email:clin-" + setup.athlete, 1, "delivered", 1),
+        ("webhook:clin-" + setup.athlete, 0, "delivered", 1), ("webhook:clin-" + setup.athlete, 1, "delivered", 1)]
+    assert setup.store.deliveries(never_sent.alert_id) == []

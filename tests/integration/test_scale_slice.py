@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaConsumer
 
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import parse_event
+from aromatrack.schemas.series import Audience
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
 
@@ -30,7 +31,7 @@ async def test_readings_are_written_and_read_back_with_influxql(stack, worker, i
     async with EventProducer(stack.kafka_bootstrap) as producer:
         await producer.send_all(events)
 
-    async with influx_for(worker.database) as influx:
+    async with influx_for(worker.database, Audience.COACHING) as influx:
         query = f"SELECT weight_kg, body_fat_pct, fat_mass_kg FROM body_composition WHERE athlete_id = '{athlete}'"
 
         async def all_written() -> bool:
@@ -50,7 +51,7 @@ async def test_replayed_readings_are_not_double_counted(stack, worker, influx_fo
         await producer.send_all(events)
         await producer.send_all(events)  # a client retry of the whole batch
 
-    async with influx_for(worker.database) as influx:
+    async with influx_for(worker.database, Audience.COACHING) as influx:
         count_query = f"SELECT count(weight_kg) FROM body_composition WHERE athlete_id = '{athlete}'"
 
         async def written() -> bool:
@@ -96,7 +97,7 @@ async def test_bad_events_go_to_the_dead_letter_topic_and_the_worker_keeps_going
     assert "analyte" in reasons[poison[2]]
     assert "over the 65536-byte limit" in reasons[poison[3]]
 
-    async with influx_for(worker.database) as influx:
+    async with influx_for(worker.database, Audience.COACHING) as influx:
         async def good_one_written() -> bool:
             return len(rows(await influx.query(
                 f"SELECT weight_kg FROM body_composition WHERE athlete_id = '{athlete}'"))) == 1

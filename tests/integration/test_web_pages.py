@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import AsyncIterator, Iterator
@@ -27,14 +27,15 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
+from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import series as S
 from aromatrack.schemas.events import Alert, AlertEvidence
 from aromatrack.services.auth import Role
 from aromatrack.services.notifier import Notifier
 from aromatrack.services.store import Store
-from aromatrack.streams.influx import InfluxClient, InfluxConfig
 
+from .conftest import reader_passwords
 from .test_notifier_delivery import SECRET, WebhookReceiver
 
 CHROMIUM = "/usr/bin/chromium"
@@ -78,6 +79,7 @@ class Site:
     settings: Settings
     receiver: WebhookReceiver
     screenshots: Path
+    stack: Settings  # the shared stack, whose InfluxDB users the site's processes log in as
 
 
 def _free_port() -> int:
@@ -86,9 +88,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def _write_evidence(settings: Settings, athlete: str) -> None:
-    async with InfluxClient(InfluxConfig(settings.influx_url, settings.influx_database)) as influx:
-        await influx.create_database()
+async def _write_evidence(stack: Settings, database: str, athlete: str) -> None:
+    influx_access.provision(stack, database)
+    async with influx_access.writer_store(replace(stack, influx_database=database)) as influx:
         await influx.write([
             S.LAB.point(NOW - timedelta(days=d), {"athlete_id": athlete, "analyte": "estradiol",
                                                  "method": "lc_msms", "censored": "no"}, {"value": v})
@@ -123,13 +125,14 @@ def site(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         store.assign(athlete, member)
     for item in ALERTS.values():
         store.record_alert(item)
-    asyncio.run(_write_evidence(settings, "ath-a1"))
+    asyncio.run(_write_evidence(stack, settings.influx_database, "ath-a1"))
 
     port = _free_port()
     log_path = state / "api.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "aromatrack.services.cli", "api", "--port", str(port)],
-        env={**os.environ, **settings.as_env()}, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
+        env={**os.environ, **settings.as_env(), **reader_passwords(stack)}, stdout=open(log_path, "ab"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -146,7 +149,7 @@ def site(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         time.sleep(0.2)
     screenshots = stack.state_dir / "screenshots"
     screenshots.mkdir(parents=True, exist_ok=True)
-    yield Site(url, store, tokens, settings, receiver, screenshots)
+    yield Site(url, store, tokens, settings, receiver, screenshots, stack)
     process.terminate()
     process.wait(30)
     receiver.server.shutdown()
@@ -304,7 +307,8 @@ async def reminders_sent(site: Site) -> int:
     dead_letters = AIOKafkaProducer(bootstrap_servers=site.settings.kafka_bootstrap, acks="all")
     await dead_letters.start()
     try:
-        async with InfluxClient(InfluxConfig(site.settings.influx_url, site.settings.influx_database)) as influx:
+        async with influx_access.reader_store(replace(site.stack, influx_database=site.settings.influx_database),
+                                              max_attempts=2) as influx:
             notifier = Notifier(site.store, influx, dead_letters, smtp=None)
             try:
                 await notifier.renotify(0)

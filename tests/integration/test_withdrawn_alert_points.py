@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 
+from aromatrack.deploy import influx_access
+from aromatrack.schemas import series
 from aromatrack.schemas.events import Alert, AlertWithdrawal
 from aromatrack.streams.clinical import alert_point, withdrawn_point_delete
 from aromatrack.streams.influx import rows
@@ -19,19 +22,22 @@ def make_alert(athlete: str, rule: str, when: datetime) -> Alert:
     )
 
 
-async def test_a_withdrawal_removes_the_alerts_point_and_keeps_the_others(influx_for) -> None:
-    influx = influx_for(f"withdrawn_{uuid.uuid4().hex[:8]}")
-    await influx.create_database()
+async def test_a_withdrawal_removes_the_alerts_point_and_keeps_the_others(stack, influx_for) -> None:
+    """As the worker does it: written and deleted as the writer, read back as the clinical reader."""
+    database = f"withdrawn_{uuid.uuid4().hex[:8]}"
+    influx_access.provision(stack, database)
+    writer = influx_access.writer_store(replace(stack, influx_database=database)).client(series.ALERTS.audience)
+    reader = influx_for(database, series.ALERTS.audience)
     athlete = unique_athlete()
     when = datetime(2025, 9, 15, 8, 23, 0, 250000, tzinfo=timezone.utc)
     withdrawn = make_alert(athlete, "recheck.interval_stable", when)
     kept_same_time = make_alert(athlete, "recheck.after_dose_change", when)
     kept_other_athlete = make_alert(unique_athlete(), "recheck.interval_stable", when)
-    await influx.write([alert_point(alert) for alert in (withdrawn, kept_same_time, kept_other_athlete)])
+    await writer.write([alert_point(alert) for alert in (withdrawn, kept_same_time, kept_other_athlete)])
 
     withdrawal = AlertWithdrawal(alert_id=withdrawn.alert_id, athlete_id=athlete, time=when, kind=withdrawn.kind,
                                  rule=withdrawn.rule, reason="the whole history no longer supports it")
-    await influx.query(withdrawn_point_delete(withdrawal), method="POST")
+    await writer.query(withdrawn_point_delete(withdrawal), method="POST")
 
-    left = {row["alert_id"] for row in rows(await influx.query('SELECT "alert_id" FROM "alerts"'))}
+    left = {row["alert_id"] for row in rows(await reader.query('SELECT "alert_id" FROM "alerts"'))}
     assert left == {kept_same_time.alert_id, kept_other_athlete.alert_id}

@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 
-from aromatrack.deploy import local_stack
+from aromatrack.deploy import influx_access, local_stack
 from aromatrack.domain import engine
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
+from aromatrack.schemas.series import Audience
 from aromatrack.services import cohort
 from aromatrack.streams.admin import LagProbe, wait_until_consumed
-from aromatrack.streams.influx import InfluxClient, InfluxConfig, rows
+from aromatrack.streams.influx import rows
 from aromatrack.streams.input_progress import HEARTBEAT_S
 from aromatrack.streams.producer import EventProducer
 
@@ -40,14 +42,15 @@ def cohort_events() -> list:
 
 
 async def influx_dump(settings, database: str) -> dict[str, list[dict]]:
-    """Every point of every measurement, sorted: what Grafana and the API would read."""
-    async with InfluxClient(InfluxConfig(settings.influx_url, database)) as influx:
-        measurements = [row["name"] for row in rows(await influx.query("SHOW MEASUREMENTS"))]
-        dump = {}
-        for name in measurements:
-            found = rows(await influx.query(f'SELECT * FROM "{name}"'))
-            dump[name] = sorted(found, key=lambda row: json.dumps(row, sort_keys=True))
-        return dump
+    """Every point of every measurement of both audiences' databases, sorted: what Grafana and the API would read."""
+    dump = {}
+    async with influx_access.reader_store(replace(settings, influx_database=database)) as store:
+        for audience in Audience:
+            influx = store.client(audience)
+            for name in [row["name"] for row in rows(await influx.query("SHOW MEASUREMENTS"))]:
+                found = rows(await influx.query(f'SELECT * FROM "{name}"'))
+                dump[f"{audience.value}.{name}"] = sorted(found, key=lambda row: json.dumps(row, sort_keys=True))
+    return dump
 
 
 async def run_cohort(tmp_path: Path, name: str, worker_count: int, kafka_port: int, influx_port: int, events: list):
@@ -100,7 +103,9 @@ async def test_two_workers_share_the_stream_and_give_one_workers_results(tmp_pat
 
     assert topic_state(one_alerts) == expected
     assert topic_state(two_alerts) == expected
-    assert set(one_dump) == set(two_dump) and {"body_composition", "body_fat_trend", "training_load_daily"} <= set(one_dump)
+    assert set(one_dump) == set(two_dump) and {
+        "coaching.body_composition", "coaching.body_fat_trend", "coaching.training_load_daily", "clinical.lab"
+    } <= set(one_dump)
     for measurement in one_dump:
         assert two_dump[measurement] == one_dump[measurement], measurement
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from aromatrack.schemas.series import Audience
 from aromatrack.streams.influx import rows
 
 from ..unit.garmin_export import garmin_export
@@ -56,7 +57,7 @@ async def test_backfill_of_a_garmin_export_sends_each_file_once_per_athlete_and_
     assert backfill(env, tmp_path / "folder", first) == "2 FIT files: 0 sent, 2 already sent, 0 too large" + skipped
     assert backfill(env, archive, second) == "2 FIT files: 2 sent, 0 already sent, 0 too large" + skipped
 
-    async with influx_for(worker.database) as influx:
+    async with influx_for(worker.database, Audience.COACHING) as influx:
         async def sports(athlete: str) -> list[str]:
             query = f"SELECT load, sport FROM workout WHERE athlete_id = '{athlete}'"
             return sorted(row["sport"] for row in rows(await influx.query(query)))
@@ -104,7 +105,7 @@ async def test_a_scale_fit_file_becomes_a_body_composition_reading(stack, worker
     env = {**os.environ, **stack.as_env(), "AROMATRACK_STATE_DIR": str(tmp_path)}
     assert backfill(env, tmp_path / "scale", athlete) == "1 FIT files: 1 sent, 0 already sent, 0 too large"
 
-    async with influx_for(worker.database) as influx:
+    async with influx_for(worker.database, Audience.COACHING) as influx:
         query = f"SELECT weight_kg, body_fat_pct, device FROM body_composition WHERE athlete_id = '{athlete}'"
 
         async def written() -> bool:

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer
 from aromatrack.domain.training_load import Athlete, WorkoutInput, workout_load
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import AthleteProfile, WorkoutFit, WorkoutSummary
+from aromatrack.schemas.series import Audience
 from aromatrack.streams.admin import LagProbe
 from aromatrack.streams.fit import decode_fit, encode_fit, summary_events
 from aromatrack.streams.influx import rows
@@ -42,7 +43,7 @@ async def test_fit_files_become_workouts_and_daily_load_once(stack, worker, infl
         await producer.send_all([upload(athlete, data) for data in files])
         await producer.send(upload(athlete, files[0]))  # the same file uploaded again
 
-    async with influx_for(worker.database) as influx:
+    async with influx_for(worker.database, Audience.COACHING) as influx:
         workouts_q = f"SELECT load, trimp, duration_s, modality FROM workout WHERE athlete_id = '{athlete}'"
         daily_q = f"SELECT load, ctl, atl, tsb FROM training_load_daily WHERE athlete_id = '{athlete}'"
         samples_q = f"SELECT count(hr_bpm) FROM workout_samples WHERE athlete_id = '{athlete}'"
@@ -89,7 +90,7 @@ async def test_workout_loads_use_the_athlete_profile_in_effect_at_their_time(sta
     }
     assert expected[fit_start] != summary_events(decode_fit(data), athlete)[0]["load"]
     assert expected[runs[0].time] != expected[runs[1].time]
-    async with influx_for(worker.database) as influx:
+    async with influx_for(worker.database, Audience.COACHING) as influx:
         query = f"SELECT load FROM workout WHERE athlete_id = '{athlete}'"
 
         async def loaded() -> bool:

@@ -118,6 +118,23 @@ def test_a_claim_left_by_a_crashed_request_goes_stale_and_the_retry_produces(wor
     assert world.store.claim_events("ath-1", ["ev-1"], stale_after_s=0) == ([], [], ["ev-1"])
 
 
+def test_a_batch_refused_for_an_event_in_flight_leaves_its_other_events_free_for_the_retry(world: World) -> None:
+    world.store.claim_events("ath-1", ["ev-1"])  # a concurrent request is producing ev-1
+    batch = [{**SCALE, "event_id": "ev-1"}, {**SCALE, "event_id": "ev-2"}]
+    refused = world.client.post("/v1/athletes/ath-1/scale-readings", json=batch, headers=world.as_("ath-1"))
+    assert refused.status_code == 409 and world.sink.events == []
+    world.store.settle_events("ath-1", ["ev-1"], produced=True)  # the concurrent request finished
+    retry = world.client.post("/v1/athletes/ath-1/scale-readings", json=batch, headers=world.as_("ath-1"))
+    assert retry.status_code == 202 and retry.json() == {"accepted": ["ev-2"], "duplicates": ["ev-1"]}
+
+
+def test_an_event_id_with_a_nul_character_is_refused_on_every_store(world: World) -> None:
+    response = world.client.post("/v1/athletes/ath-1/scale-readings", json={**SCALE, "event_id": "e\u00001"},
+                                 headers=world.as_("ath-1"))
+    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "event_id"
+    assert world.sink.events == []
+
+
 def observation(value: float, subject: str | None = "Patient/ath-1") -> dict:
     resource = {
         "resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-05-01T07:30:00Z",

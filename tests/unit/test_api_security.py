@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 from aromatrack.schemas.events import MAX_EVENT_BYTES, MAX_JSON_INT, EventError, dump_event, load_json, parse_event
 from aromatrack.services.auth import DEFAULT_TOKEN_DAYS, Principal, Role, authenticate, hash_token
 from aromatrack.services.api import Limits, api_log_config
-from aromatrack.services.store import SCHEMA_VERSION, Store
+from alembic.script import ScriptDirectory
+
+from aromatrack.services.store import MIGRATIONS, Store
 from aromatrack.streams.fit import fit_payload
 from tests.unit.test_fit_bounds import fit_of_records
 from tests.unit.test_fit_decode import CORPUS, ZWIFT
@@ -89,8 +91,8 @@ def test_a_store_of_the_first_version_is_upgraded_and_keeps_its_users(tmp_path) 
     assert authenticate(store, "at_old") == Principal("ath-1", Role.ATHLETE)  # until the default lifetime ends
     assert authenticate(store, "at_old", now=time.time() + (DEFAULT_TOKEN_DAYS + 1) * 86400) is None
     assert store.claim_events("ath-1", ["withings-1"]) == (["withings-1"], [], [])
+    assert store.schema_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head()
     store.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert Store(path).prune()["idempotency"] == 1  # records from before they had an age go at the first prune
 
 

@@ -9,6 +9,7 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from aromatrack.services.api import Services, create_app
 from aromatrack.services.auth import Role
 from aromatrack.services.inbox import SEVERITY_RANK, SESSION_COOKIE, Filters, select
 from aromatrack.services.store import InboxAlert, Store
+from tests.store_databases import engine_for, store_url  # noqa: F401 (fixture)
 
 LOOPBACK = "http://127.0.0.1"
 SUMMARY = "Estradiol fell below range while body fat fell."
@@ -34,8 +36,8 @@ def make_alert(alert_id: str, athlete_id: str, severity: str = "warning", rule: 
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
-    store = Store(tmp_path / "api.sqlite3")
+def store(store_url: str) -> Store:  # noqa: F811
+    store = Store(store_url)
     for user, role in (("clin-1", Role.CLINICIAN), ("clin-2", Role.CLINICIAN), ("coach-1", Role.COACH),
                        ("ath-1", Role.ATHLETE)):
         store.add_user(user, role)
@@ -78,11 +80,12 @@ def test_sign_in_sets_an_httponly_strict_expiring_cookie_secure_outside_loopback
     assert "Secure" in cookie and "HttpOnly" in cookie
 
 
-def test_a_session_cookie_is_random_and_stored_only_as_a_hash(store: Store, tmp_path) -> None:
+def test_a_session_cookie_is_random_and_stored_only_as_a_hash(store: Store, store_url: str) -> None:  # noqa: F811
     client = signed_in(store)
     cookie = client.cookies[SESSION_COOKIE]
     assert len(cookie) > 40
-    rows = sqlite3.connect(tmp_path / "api.sqlite3").execute("SELECT * FROM web_sessions").fetchall()
+    with engine_for(store_url).connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM web_sessions")).all()
     assert rows and all(cookie not in map(str, row) for row in rows)
 
 

@@ -69,3 +69,45 @@ def test_summary_load_keeps_what_a_summary_carries_and_computes_the_rest():
     computed = tl.workout_load(tl.WorkoutInput.from_summary(plain), athlete)
     assert tl.summary_load(plain, athlete) == tl.SummaryLoad(round(computed.load, 3), computed.modality, computed.trimp)
     assert tl.summary_load({**plain, "load": 10.0, "modality": "not a modality"}, athlete).load == round(computed.load, 3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.floats(1, 200), st.booleans()), min_size=1, max_size=120))
+def test_a_workout_added_again_changes_nothing(workouts):
+    """Replaying a workout of the kept days (as a stream does after a crash) leaves the history what it was
+    without the replay; for an older one the history says it cannot tell (the stream asks its seen ids)."""
+    once, replayed = tl.LoadHistory(), tl.LoadHistory()
+    for number, (day, load, again) in enumerate(workouts):
+        once = tl.add_session(once, session(day, load), f"w{number}").history
+        replayed = tl.add_session(replayed, session(day, load), f"w{number}").history
+        assert f"w{number}" in replayed.counted or not tl.within_kept_days(replayed, session(day, load).start.date())
+        if again and f"w{number}" in replayed.counted:
+            update = tl.add_session(replayed, session(day, load), f"w{number}")
+            assert update.days == [] and update.week == [] and update.history == replayed
+    assert replayed == once
+    assert all(day >= once.carry.day for day in once.counted.values()) if once.carry else len(once.counted) == len(workouts)
+
+
+def test_the_history_vouches_for_its_kept_days_only():
+    history = tl.LoadHistory()
+    assert tl.within_kept_days(history, date(1990, 1, 1))  # nothing forgotten yet
+    for day in range(300):
+        history = tl.add_session(history, session(day, 50.0), f"w{day}").history
+    assert not tl.within_kept_days(history, history.carry.day - timedelta(days=1))
+    assert tl.within_kept_days(history, history.carry.day)
+    assert "w0" not in history.counted and "w299" in history.counted
+
+
+def test_a_batch_longer_than_the_kept_sessions_gives_each_week_the_mix_one_at_a_time_gives():
+    """A bulk import's batch can span half a year: every week it touches gets its full mix, as when the sessions
+    come one by one (a mix computed after the oldest sessions were dropped lost their weeks)."""
+    new = [tl.NewSession(session(day, 30.0 + day % 5, "hiit" if day % 3 else "steady_state"), f"w{day}")
+           for day in range(0, 200, 2)]
+    batched = tl.add_sessions(tl.LoadHistory(), new)
+    one_by_one, history = {}, tl.LoadHistory()
+    for item in new:
+        update = tl.add_sessions(history, [item])
+        history = update.history
+        one_by_one.update({(mix.week_start, mix.modality): mix for mix in update.week})
+    assert {(mix.week_start, mix.modality): mix for mix in batched.week} == one_by_one
+    assert batched.history == history

@@ -58,7 +58,7 @@ def test_the_generated_influxdb_config_binds_loopback_and_keeps_data_in_the_stat
 def test_stopping_a_server_that_is_not_running_is_harmless(tmp_path, monkeypatch):
     monkeypatch.setenv("AROMATRACK_STATE_DIR", str(tmp_path))
     settings = load_settings()
-    assert [line.split(":")[1].strip() for line in local_stack.down(settings)] == ["not running", "not running"]
+    assert [line.split(":")[1].strip() for line in local_stack.down(settings)] == ["not running"] * 3
 
 
 def test_the_demos_api_server_runs_aromatrack_api_with_the_settings_environment(tmp_path, monkeypatch):
@@ -69,3 +69,29 @@ def test_the_demos_api_server_runs_aromatrack_api_with_the_settings_environment(
     assert command[0] == "env" and f"AROMATRACK_STATE_DIR={tmp_path}" in command
     assert command[-5:] == ["-m", "aromatrack.services.cli", "api", "--port", str(api.port)]
     assert (api.host, api.port) == ("127.0.0.1", 38480)
+
+
+def test_missing_postgresql_binaries_are_named_with_how_to_install_them(monkeypatch, tmp_path):
+    monkeypatch.setattr(local_stack, "DEBIAN_POSTGRESQL", tmp_path)
+    monkeypatch.setattr(local_stack.shutil, "which", lambda name: None)
+    with pytest.raises(local_stack.StackError, match=r"PostgreSQL is not installed .*apt-get install postgresql"):
+        local_stack._postgres_bin_dir()
+    assert not local_stack._postgres_ready("127.0.0.1", 1)
+
+
+def test_the_newest_debian_postgresql_is_chosen(monkeypatch, tmp_path):
+    for version in ("9", "15", "13"):
+        (tmp_path / version / "bin").mkdir(parents=True)
+        (tmp_path / version / "bin" / "initdb").touch()
+    monkeypatch.setattr(local_stack, "DEBIAN_POSTGRESQL", tmp_path)
+    assert local_stack._postgres_bin_dir() == tmp_path / "15" / "bin"
+
+
+def test_the_store_settings_give_sqlite_by_default_and_postgresql_with_its_password_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("AROMATRACK_STATE_DIR", str(tmp_path))
+    assert load_settings().store_url == f"sqlite:///{tmp_path}/api.sqlite3"
+    monkeypatch.setenv("AROMATRACK_STORE_DSN", "postgresql://aromatrack@db.internal:5432/aromatrack")
+    monkeypatch.setenv("AROMATRACK_STORE_PASSWORD", "p@ss/word")
+    settings = load_settings()
+    assert settings.store_url == "postgresql://aromatrack:p%40ss%2Fword@db.internal:5432/aromatrack"
+    assert settings.as_env()["AROMATRACK_STORE_PASSWORD"] == "p@ss/word"

@@ -11,14 +11,15 @@ from typer.testing import CliRunner
 from aromatrack.services.auth import Principal, Role, authenticate
 from aromatrack.services.cli import app
 from aromatrack.services.store import Store, StoreError
+from tests.store_databases import store_url  # noqa: F401 (fixture)
 from tests.unit.test_api_access import SCALE, World, world  # noqa: F401 (fixture)
 
 DAY = 86400.0
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
-    return Store(tmp_path / "api.sqlite3")
+def store(store_url: str) -> Store:  # noqa: F811
+    return Store(store_url)
 
 
 def test_a_token_expires(store: Store) -> None:

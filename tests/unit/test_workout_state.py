@@ -12,11 +12,12 @@ START = datetime(2024, 1, 1, 17, tzinfo=timezone.utc)
 def test_a_load_history_survives_the_table_and_the_stored_form_is_versioned():
     history = tl.LoadHistory()
     for day in range(260):
-        body = {"time": (START + timedelta(days=day)).isoformat(), "load": 40.0 + day % 7, "modality": "steady_state",
-                "duration_s": 3000}
+        body = {"event_id": f"w{day}", "time": (START + timedelta(days=day)).isoformat(), "load": 40.0 + day % 7,
+                "modality": "steady_state", "duration_s": 3000}
         history = workouts.record_workout(history, body).history
     stored = json.loads(json.dumps(workouts.history_to_json(history)))
     assert stored["version"] == workouts.STATE_VERSION and stored["carry"] is not None
+    assert len(stored["counted"]) == len(history.daily)  # one workout a day, the kept days' ids
     assert workouts.history_from_json(stored) == history
 
 
@@ -27,6 +28,9 @@ def test_a_state_stored_before_versioning_is_read():
     assert history.daily == {date(2024, 3, 1): 55.0}
     assert history.sessions == (tl.Session(datetime(2024, 3, 1, 17, tzinfo=timezone.utc), "hiit", 55.0, 45.0),)
     assert history.carry == tl.CarriedFitness(date(2024, 2, 1), 30.5, 20.25)
+    # It kept no workout ids: it vouches for workouts after its newest day only (older ones ask workout_seen).
+    assert history.counted == {} and history.counted_since == date(2024, 3, 2)
+    assert tl.within_kept_days(history, date(2024, 3, 2)) and not tl.within_kept_days(history, date(2024, 3, 1))
 
 
 def test_seen_ids_recognise_repeats_and_keep_only_the_newest_months():
@@ -38,3 +42,59 @@ def test_seen_ids_recognise_repeats_and_keep_only_the_newest_months():
     kept = seen.entries[seen._key(b"a", "months")]
     assert len(kept) == workouts.SEEN_MONTHS and kept == sorted(kept) and kept[-1] == f"{months[-1]:%Y-%m}"
     assert len(seen.forgotten) == 12 and not seen.forgotten & {seen._key(b"a", month) for month in kept}
+
+
+def summary(event_id: str, day: int) -> bytes:
+    return json.dumps({"type": "workout.summary", "schema_version": 1, "event_id": event_id, "athlete_id": "crash",
+                       "time": (START + timedelta(days=day)).isoformat(), "sport": "running", "duration_s": 3600,
+                       "avg_hr_bpm": 140}).encode()
+
+
+def step(histories: dict[bytes, tl.LoadHistory], seen: workouts.SeenIds, raw: bytes) -> list:
+    """One summary through a batch whose histories and seen ids are given: the points it counted."""
+    batch = workouts.SummaryBatch()
+    batch.histories, batch.seen = histories, seen
+    workouts.summary_step(batch, raw)
+    return batch.count()
+
+
+def test_a_batch_delivered_again_after_a_crash_is_counted_once_whichever_table_write_survived():
+    key = b"crash"
+    histories = {key: tl.LoadHistory()}
+    assert step(histories, workouts.SeenIds("summary"), summary("w1", 10))
+    # The history's write reached the changelog, the seen ids' did not: still a repeat.
+    assert step(dict(histories), workouts.SeenIds("summary"), summary("w1", 10)) == []
+    # The seen ids' write reached it, the history's did not: the workout is counted, not lost.
+    seen = workouts.SeenIds("summary")
+    seen.add(key, START + timedelta(days=10), "w1")
+    assert step({key: tl.LoadHistory()}, seen, summary("w1", 10))
+
+
+def test_a_repeat_older_than_the_kept_days_is_recognised_by_the_seen_ids():
+    key = b"crash"
+    history = tl.LoadHistory()
+    for day in range(300):
+        history = tl.add_session(history, tl.Session(START + timedelta(days=day), "steady_state", 40.0, 60.0), f"d{day}").history
+    seen = workouts.SeenIds("summary")
+    seen.add(key, START, "old")
+    assert not tl.within_kept_days(history, START.date())
+    assert step({key: history}, seen, summary("old", 0)) == []
+    assert step({key: history}, workouts.SeenIds("summary"), summary("new-old", 0))
+
+
+def test_a_batch_counts_each_workout_once_and_models_each_athlete_once():
+    """A batch's repeats are skipped, and its points equal those of the workouts counted one at a time."""
+    batch = workouts.SummaryBatch()
+    batch.histories = {b"crash": tl.LoadHistory()}
+    raws = [summary(f"w{day}", day) for day in (3, 1, 2, 1, 5)]  # w1 twice, out of order
+    accepted = [workouts.summary_step(batch, raw) for raw in raws]
+    assert [a is None for a in accepted] == [False, False, False, True, False]
+    points = batch.count()
+    history, one_by_one = tl.LoadHistory(), {}
+    for item in [a for a in accepted if a is not None]:
+        update = tl.add_sessions(history, [item.session])
+        history = update.history
+        for point in workouts.load_points("crash", [item.body], update):
+            one_by_one[(point.measurement, point.time, tuple(sorted(point.tags.items())))] = point.fields
+    batched = {(p.measurement, p.time, tuple(sorted(p.tags.items()))): p.fields for p in points}
+    assert batched == one_by_one and batch.histories[b"crash"] == history

@@ -1,0 +1,1 @@
+../../../influxdb-init.sh

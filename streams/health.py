@@ -1,0 +1,57 @@
+"""The worker's health routes on faust's web server (`aromatrack worker --web-port`), for probes and operators.
+
+- `GET /livez`: 200 while the worker's event loop answers and no service has crashed; 503 after a crash. A hung
+  loop does not answer at all, which a probe's timeout catches too.
+- `GET /readyz`: 200 when the worker does its share: it holds partitions in the app's consumer group, no
+  rebalance is under way, its tables are recovered from their changelogs, and the batch ingest consumer
+  (its own group) holds partitions too. Otherwise 503. A worker beyond the partition count holds nothing and
+  stays unready, which is why the Helm chart caps the replicas at the partition count.
+
+Both answer counts and flags only, never a key or a value of a table (faust's table and router views, which
+would, are switched off in streams/app.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from faust.web import Request, Response, View
+
+from aromatrack.streams.app import app
+from aromatrack.streams.ingest import IngestConsumer
+
+
+@dataclass(frozen=True)
+class Readiness:
+    agent_partitions: int
+    ingest_partitions: int
+    rebalancing: bool
+    recovering: bool
+
+    @property
+    def ready(self) -> bool:
+        return self.agent_partitions > 0 and self.ingest_partitions > 0 and not self.rebalancing and not self.recovering
+
+
+def readiness() -> Readiness:
+    recovery = app.tables.recovery
+    return Readiness(
+        agent_partitions=len(app.assignor.assigned_actives()),
+        ingest_partitions=len(IngestConsumer.assignment()),
+        rebalancing=bool(app.rebalancing),
+        recovering=bool(recovery.in_recovery or not recovery.completed.is_set()),
+    )
+
+
+@app.page("/readyz")
+class ReadyView(View):
+    async def get(self, request: Request) -> Response:
+        state = readiness()
+        return self.json({"ready": state.ready, **asdict(state)}, status=200 if state.ready else 503)
+
+
+@app.page("/livez")
+class LiveView(View):
+    async def get(self, request: Request) -> Response:
+        crashed = app.crash_reason is not None  # a crash in any of its services reaches the app (mode's beacon)
+        return self.json({"alive": not crashed}, status=503 if crashed else 200)

@@ -1,0 +1,40 @@
+"""The API's probes without servers: unready until startup has opened the broker producer and InfluxDB client."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from aromatrack.services.api import Services, create_app
+from aromatrack.services.health import ConsumerHealth
+from aromatrack.services.store import Store
+
+
+def test_the_api_is_unready_until_its_broker_and_influxdb_clients_are_open(tmp_path) -> None:
+    services = Services(Store(tmp_path / "api.sqlite3"))
+    client = TestClient(create_app(services))
+    assert client.get("/livez").json() == {"alive": True}
+    assert client.get("/readyz").status_code == 503
+    services.sink, services.influx = object(), object()
+    assert client.get("/readyz").json() == {"ready": True}
+
+
+def test_the_notifier_is_ready_only_while_its_loop_goes_round_holding_partitions() -> None:
+    health = ConsumerHealth(stall_after_s=60)
+    assert health.alive and not health.ready  # started, not in its group yet
+    health.went_round(partitions=4)
+    assert health.ready
+    health.last_round -= 61  # a delivery or the broker client stuck for a minute
+    assert not health.alive and not health.ready
+
+
+def test_a_worker_is_ready_only_holding_partitions_in_both_groups_with_no_rebalance_or_recovery_under_way() -> None:
+    from aromatrack.streams.health import Readiness
+
+    assert Readiness(agent_partitions=8, ingest_partitions=12, rebalancing=False, recovering=False).ready
+    for unready in (
+        Readiness(agent_partitions=0, ingest_partitions=12, rebalancing=False, recovering=False),  # beyond the partitions
+        Readiness(agent_partitions=8, ingest_partitions=0, rebalancing=False, recovering=False),  # ingest not joined
+        Readiness(agent_partitions=8, ingest_partitions=12, rebalancing=True, recovering=False),
+        Readiness(agent_partitions=8, ingest_partitions=12, rebalancing=False, recovering=True),  # tables not rebuilt
+    ):
+        assert not unready.ready, unready
