@@ -85,7 +85,7 @@ async def test_a_manifest_backfills_several_athletes_at_once_and_a_rerun_sends_n
     ]
     assert run_backfill(env, ["--manifest", str(manifest)])[-1] == f"{second}: 1 FIT files: 0 sent, 1 already sent, 0 too large"
 
-    async with influx_for(worker.database) as influx:
+    async with influx_for(worker.database, Audience.COACHING) as influx:
         async def sports(athlete: str) -> list[str]:
             return sorted(row["sport"] for row in rows(await influx.query(
                 f"SELECT load, sport FROM workout WHERE athlete_id = '{athlete}'")))
