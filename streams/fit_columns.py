@@ -10,7 +10,7 @@ messages of pyfitparsernative or garmin-fit-sdk.
 CRC checked first), then each record layout's fields gathered for all its messages at once with numpy, and the
 few session and sport messages decoded field by field with the profile's scale and enum names. Records are
 nearly every message of an activity, and a dict per record cost more than everything else in `evaluate`
-(BENCHMARKS.md, "evaluate"). It gives up (None) on what it does not read -- compressed-timestamp headers,
+(BENCHMARKS.md, "FIT decoding"). It gives up (None) on what it does not read -- compressed-timestamp headers,
 chained files, `compressed_speed_distance` and other component fields that would feed the columns,
 weigh-ins -- and on anything damaged, and the caller decodes those files the full way; the unit tests hold it
 to garmin-fit-sdk's summaries on every corpus file.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from anycrc import Model
@@ -48,13 +48,25 @@ _MESSAGE_FIELDS = {
     SESSION: {number: Profile["messages"][SESSION]["fields"][number] for number in (2, 5, 6, 8, 9, 16, 17, 20, 21, 34, 253)},
     SPORT: {0: Profile["messages"][SPORT]["fields"][0]},
 }
-# FIT base type (low 5 bits) -> (numpy type, struct code, invalid value); None for strings (never a column).
-_BASE_TYPES: dict[int, tuple[str, str, int | None] | None] = {
-    0x00: ("u1", "B", 0xFF), 0x01: ("i1", "b", 0x7F), 0x02: ("u1", "B", 0xFF), 0x03: ("i2", "h", 0x7FFF),
-    0x04: ("u2", "H", 0xFFFF), 0x05: ("i4", "i", 0x7FFFFFFF), 0x06: ("u4", "I", 0xFFFFFFFF), 0x07: None,
-    0x08: ("f4", "f", None), 0x09: ("f8", "d", None), 0x0A: ("u1", "B", 0), 0x0B: ("u2", "H", 0),
-    0x0C: ("u4", "I", 0), 0x0D: ("u1", "B", 0xFF), 0x0E: ("i8", "q", 0x7FFFFFFFFFFFFFFF),
-    0x0F: ("u8", "Q", 0xFFFFFFFFFFFFFFFF), 0x10: ("u8", "Q", 0),
+
+
+class _BaseType(NamedTuple):
+    """A FIT base type: its numpy type, struct code and invalid value (None: floats, never invalid here)."""
+
+    numpy: str
+    code: str
+    invalid: int | None
+
+
+# FIT base type (low 5 bits) -> its layout; None for strings (never a column).
+_BASE_TYPES: dict[int, _BaseType | None] = {
+    number: None if kind is None else _BaseType(*kind) for number, kind in {
+        0x00: ("u1", "B", 0xFF), 0x01: ("i1", "b", 0x7F), 0x02: ("u1", "B", 0xFF), 0x03: ("i2", "h", 0x7FFF),
+        0x04: ("u2", "H", 0xFFFF), 0x05: ("i4", "i", 0x7FFFFFFF), 0x06: ("u4", "I", 0xFFFFFFFF), 0x07: None,
+        0x08: ("f4", "f", None), 0x09: ("f8", "d", None), 0x0A: ("u1", "B", 0), 0x0B: ("u2", "H", 0),
+        0x0C: ("u4", "I", 0), 0x0D: ("u1", "B", 0xFF), 0x0E: ("i8", "q", 0x7FFFFFFFFFFFFFFF),
+        0x0F: ("u8", "Q", 0xFFFFFFFFFFFFFFFF), 0x10: ("u8", "Q", 0),
+    }.items()
 }
 
 
@@ -143,15 +155,23 @@ def _column(records: list[dict[str, Any]], name: str) -> list[float | None]:
     return list(map(number, values))
 
 
+class _Field(NamedTuple):
+    """A field of a definition message: its number, its offset in the data message, its size, its base type."""
+
+    number: int
+    offset: int
+    size: int
+    base_type: int
+
+
 @dataclass(frozen=True)
 class _Layout:
-    """A definition message: the global message number, byte order, data size and fields (number, offset,
-    size, base type)."""
+    """A definition message: the global message number, byte order, data size and fields."""
 
     global_number: int
     big_endian: bool
     size: int
-    fields: tuple[tuple[int, int, int, int], ...]
+    fields: tuple[_Field, ...]
 
 
 def read_columns(data: bytes) -> FileContent | None:
@@ -232,7 +252,7 @@ def walk_messages(data: bytes, position: int, end: int, limit: int) -> MessageWa
             (global_number,) = struct.unpack_from(">H" if architecture == 1 else "<H", data, position + 3)
             fields, size, cursor = [], 0, position + 6
             for field_number, width, base_type in zip(*[iter(data[cursor:cursor + 3 * fields_count])] * 3):
-                fields.append((field_number, size, width, base_type & 0x1F))
+                fields.append(_Field(field_number, size, width, base_type & 0x1F))
                 size += width
             cursor += 3 * fields_count
             if header & 0x20:  # developer fields: their sizes only
@@ -302,12 +322,12 @@ def _record_layout_columns(data: bytes, layout: _Layout, starts: np.ndarray) -> 
         name, scale = RECORD_FIELDS[field_number]
         kind = _BASE_TYPES.get(base_type)
         values = np.full(len(starts), np.nan)
-        if kind is not None and np.dtype(kind[0]).itemsize == size:  # a scalar (arrays are not plain values)
-            dtype = np.dtype(kind[0]).newbyteorder(">" if layout.big_endian else "<")
+        if kind is not None and np.dtype(kind.numpy).itemsize == size:  # a scalar (arrays are not plain values)
+            dtype = np.dtype(kind.numpy).newbyteorder(">" if layout.big_endian else "<")
             raw = buffer[starts[:, None] + np.arange(offset, offset + size)].copy().view(dtype).ravel()
-            valid = raw != kind[2] if kind[2] is not None else np.ones(len(raw), dtype=bool)
+            valid = raw != kind.invalid if kind.invalid is not None else np.ones(len(raw), dtype=bool)
             values[valid] = raw[valid] / scale if scale != 1 else raw[valid]
-            integral[name] = scale == 1 and kind[0][0] in "iu"
+            integral[name] = scale == 1 and kind.numpy[0] in "iu"
         # A field defined twice (Zwift writes a second, empty `distance`): the later valid value wins, as in the
         # decoders' dicts.
         columns[name] = np.where(np.isnan(values), columns[name], values)
@@ -318,10 +338,10 @@ def _invalid_bytes(base_type: int, size: int) -> np.ndarray:
     """The bytes of a field whose every element is its base type's invalid value, little-endian (a field that
     does not match, big-endian signed ones included, sends the file the full way)."""
     kind = _BASE_TYPES.get(base_type)
-    if kind is None or kind[2] is None:
+    if kind is None or kind.invalid is None:
         return np.full(size, -1)  # strings and floats: never treated as empty
-    width = np.dtype(kind[0]).itemsize
-    element = np.frombuffer(int(kind[2]).to_bytes(width, "little"), dtype=np.uint8)
+    width = np.dtype(kind.numpy).itemsize
+    element = np.frombuffer(int(kind.invalid).to_bytes(width, "little"), dtype=np.uint8)
     return np.tile(element, size // width) if size % width == 0 else np.full(size, -1)
 
 
@@ -365,11 +385,11 @@ def _message(data: bytes, layout: _Layout, start: int) -> dict[str, Any]:
         kind = _BASE_TYPES.get(base_type)
         if profile_field is None or kind is None:
             continue
-        width = struct.calcsize(kind[1])
+        width = struct.calcsize(kind.code)
         if size % width:
             continue
-        values = struct.unpack_from(f"{order}{size // width}{kind[1]}", data, start + offset)
-        valid = [value if value != kind[2] else None for value in values]
+        values = struct.unpack_from(f"{order}{size // width}{kind.code}", data, start + offset)
+        valid = [value if value != kind.invalid else None for value in values]
         if all(value is None for value in valid):
             continue
         message[profile_field["name"]] = _field_value(profile_field, valid[0]) if len(valid) == 1 else valid
