@@ -396,7 +396,7 @@ def fit_payload(event: WorkoutFit) -> bytes:
 
 def check_fit_bounds(data: bytes) -> None:
     """Refuse a file bigger, or with more messages, than one real activity holds, before the decoder spends
-    seconds and hundreds of MB on it (the message count walks record headers only)."""
+    seconds and hundreds of MB on it (the message count walks message headers only)."""
     if len(data) > MAX_FIT_BYTES:
         raise EventError(f"fit_b64: file larger than {MAX_FIT_BYTES // 2**20} MB; split the activity")
     if _count_messages(data, stop_after=MAX_FIT_MESSAGES) > MAX_FIT_MESSAGES:
