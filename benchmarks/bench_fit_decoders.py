@@ -1,9 +1,11 @@
 """The candidate FIT decoders on the same real corpus in one run: CPU seconds, MB/s, peak extra memory, and
-whether the adopted decoder's summaries equal the reference decoder's on every corpus file.
+whether the adopted decoder's summaries equal the reference decoder's on every corpus file. `columnar` is this
+project's reader of only what the summaries use (streams/fit_columns.py; its message count includes messages it
+does not decode); the others decode every message.
 
 Each decoder runs in a fresh subprocess over the whole corpus, so its peak RSS growth is its own (ru_maxrss
 delta) and its CPU time is its own (the machine is shared: CPU time, not wall time, is the figure).
-The identity check decodes every file through `streams.fit` twice, with the native decoder (`decode_fit`) and
+The identity check decodes every file through `streams.fit` twice, with `decode_fit` (the columnar reader) and
 with garmin-fit-sdk (`decode_fit_salvaging`, the decoder before and the fallback now), and compares the
 summary events, the 1 Hz samples and the lap and session counts.
 Usage: python benchmarks/bench_fit_decoders.py [--decoders a,b,...]   (needs `make corpus`)
@@ -20,13 +22,19 @@ import time
 from pathlib import Path
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "fit"
-DECODERS = ("pyfitparsernative", "fitdecode", "garmin-fit-sdk", "fitparse")
+DECODERS = ("columnar", "pyfitparsernative", "fitdecode", "garmin-fit-sdk", "fitparse")
 
 
 def count_messages(decoder: str, data: bytes) -> int:
     """Data messages of one file with one decoder (each decoder's plain read, as its docs show)."""
     import io
 
+    if decoder == "columnar":  # this project's reader of what the summaries use (streams/fit_columns.py)
+        from aromatrack.streams.fit_columns import read_columns
+
+        content = read_columns(data)
+        assert content is not None, "the columnar reader gave up on a corpus file"
+        return content.messages
     if decoder == "pyfitparsernative":
         from pyfitparsernative import parse_fit_bytes
 
@@ -73,7 +81,8 @@ def outcome(decode, data: bytes) -> object:
 
 
 def identical_summaries(paths: list[str]) -> list[str]:
-    """Corpus files whose native-decoder outcome differs from garmin-fit-sdk's (empty: identical everywhere)."""
+    """Corpus files whose outcome through `decode_fit` (the columnar reader; the native decoder where it gives
+    up) differs from garmin-fit-sdk's (empty: identical everywhere)."""
     from aromatrack.streams.fit import decode_fit, decode_fit_salvaging
 
     return [path for path in paths if outcome(decode_fit, Path(path).read_bytes()) != outcome(decode_fit_salvaging, Path(path).read_bytes())]
@@ -104,7 +113,7 @@ def main() -> None:
         for decoder, result in results.items():
             print(f"{decoder:18s} {results['garmin-fit-sdk']['seconds'] / result['seconds']:5.1f}x garmin-fit-sdk's speed")
     different = identical_summaries(paths)
-    print(f"native decoder vs garmin-fit-sdk through streams.fit: {len(paths) - len(different)} of {len(paths)} files identical"
+    print(f"decode_fit vs garmin-fit-sdk through streams.fit: {len(paths) - len(different)} of {len(paths)} files identical"
           " (summary, samples, laps, sessions)")
     for path in different:
         print(f"  differs: {path}")

@@ -52,8 +52,22 @@ class AccessError(RuntimeError):
     """Credentials are missing or InfluxDB refused to set up users; the message says what to do."""
 
 
+USERS_FILE = "influxdb-users.json"
+
+
 def users_file(settings: Settings) -> Path:
-    return settings.state_dir / "influxdb-users.json"
+    """Where `aromatrack stack up` writes the local stack's passwords (mode 0600)."""
+    return settings.state_dir / USERS_FILE
+
+
+def _stack_users_file(settings: Settings) -> Path:
+    """The local stack's users file as a process finds it: in its state directory, else in the nearest directory
+    above it that has one, so several workers on one host, each with a state directory of its own inside the
+    stack's, log in without copying passwords around."""
+    for directory in (settings.state_dir, *settings.state_dir.resolve().parents):
+        if (directory / USERS_FILE).is_file():
+            return directory / USERS_FILE
+    return users_file(settings)
 
 
 def ensure_users_file(settings: Settings) -> None:
@@ -73,7 +87,7 @@ def user(settings: Settings, role: Role) -> InfluxUser:
     password = os.environ.get(role.password_variable)
     if password is None:
         try:
-            password = json.loads(users_file(settings).read_text())[role.value]
+            password = json.loads(_stack_users_file(settings).read_text())[role.value]
         except (FileNotFoundError, KeyError, ValueError):
             raise AccessError(
                 f"no InfluxDB password for {role.username}: set {role.password_variable}, or run "

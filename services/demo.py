@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -150,8 +152,18 @@ def _progress() -> Progress:
     )
 
 
-def start_process(settings: Settings, name: str, args: list[str], ready_marker: bytes | None) -> subprocess.Popen:
-    """Start `aromatrack ARGS` in the background, logging to the state dir; wait for `ready_marker`."""
+@dataclass(frozen=True)
+class Launched:
+    """A background `aromatrack` process of the demo and its log."""
+
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+    started_at: float
+
+
+def launch(settings: Settings, name: str, args: list[str]) -> Launched:
+    """Start `aromatrack ARGS` in the background, logging to the state dir."""
     log_path = settings.state_dir / f"demo-{name}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "aromatrack.services.cli", *args],
@@ -160,13 +172,25 @@ def start_process(settings: Settings, name: str, args: list[str], ready_marker: 
         start_new_session=True,
         env={**os.environ, **settings.as_env()},
     )
-    deadline = time.monotonic() + 90
-    with console.status(f"starting the {name}..."):
-        while ready_marker and ready_marker not in log_path.read_bytes():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the {name} did not start; see {log_path}")
+    return Launched(name, process, log_path, time.monotonic())
+
+
+def wait_started(launched: Launched, ready_marker: bytes) -> subprocess.Popen:
+    """Wait until the process logs `ready_marker` (90 s from its launch at most)."""
+    deadline = launched.started_at + 90
+    with console.status(f"starting the {launched.name}..."):
+        while ready_marker not in launched.log_path.read_bytes():
+            if launched.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the {launched.name} did not start; see {launched.log_path}")
             time.sleep(0.3)
-    return process
+    return launched.process
+
+
+def servers_and_worker(settings: Settings) -> tuple[list[str], Launched]:
+    """The local servers, then the worker launched. No PostgreSQL: the demo's API and notifier share the
+    embedded SQLite store."""
+    lines = local_stack.up(settings, with_store=False)
+    return lines, launch(settings, "worker", ["worker", "--loglevel", "info"])
 
 
 def register_clinicians(settings: Settings, events: list[dict], receiver: WebhookReceiver) -> None:
@@ -329,27 +353,39 @@ def print_report(settings: Settings, report: DemoReport, cohort_file: Path, inbo
 
 def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
     began = time.monotonic()
-    for line in local_stack.up(settings):
-        console.print(line)
     try:
         recordings = cohort.FitRecordings.load(CORPUS)
     except FileNotFoundError as exc:
         raise RuntimeError(str(exc)) from None
-    with console.status("generating the cohort (runs and rides re-stamped from real FIT files)..."):
-        events = cohort.generate(athletes=athletes, days=days, seed=seed, recordings=recordings)
+    # The servers and the worker start (a JVM's and faust's start-up, mostly waiting) while the cohort is
+    # generated (CPU): side by side instead of one after the other, about 20 s sooner on 2 cores.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        starting = pool.submit(servers_and_worker, settings)
+        try:
+            with console.status("generating the cohort (runs and rides re-stamped from real FIT files)..."):
+                events = cohort.generate(athletes=athletes, days=days, seed=seed, recordings=recordings)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                starting.result()[1].process.terminate()  # the worker must not outlive a failed demo
+            raise
+        lines, worker = starting.result()
+    for line in lines:
+        console.print(line)
     cohort_file = settings.state_dir / f"demo-cohort-seed{seed}.jsonl"
     cohort_file.write_text("".join(json.dumps(event) + "\n" for event in events))
     console.print(f"cohort: {athletes} athletes x {days} days, seed {seed}: {len(events)} events -> {cohort_file}")
 
     receiver = WebhookReceiver(new_webhook_secret(), settings.state_dir / "demo-charts")
     register_clinicians(settings, events, receiver)
-    processes = [start_process(settings, "worker", ["worker", "--loglevel", "info"], b"[^Worker]: Ready")]
+    processes = [worker.process]
     report = DemoReport()
     try:
+        wait_started(worker, b"[^Worker]: Ready")
         asyncio.run(produce(settings, events, report))
         # The demo streams months of history at once; the notifier starts once it is stored, so each
-        # alert's chart shows the whole story (live, data is stored before its alert fires anyway).
-        processes.append(start_process(settings, "notifier", ["notifier"], None))
+        # alert's chart shows the whole story (live, data is stored before its alert fires anyway). Every
+        # alert is on the topic by then, so the import summaries need not wait the default 30 s for more.
+        processes.append(launch(settings, "notifier", ["notifier", "--summary-quiet", "3"]).process)
         asyncio.run(collect(settings, report))
         asyncio.run(wait_until_delivered(settings, receiver, report))
     finally:

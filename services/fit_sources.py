@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -84,8 +85,12 @@ class FitSources:
                 self.files.append(FitSource(f"{name}!{info.filename}", info.file_size, _reader(archive, info.filename)))
             elif suffix == ".zip" and depth < NESTED_ZIP_DEPTH:
                 inner = self._scratch / f"{len(list(self._scratch.iterdir()))}.zip"
-                with archive.open(info) as source, inner.open("wb") as target:
-                    shutil.copyfileobj(source, target)
+                try:
+                    with archive.open(info) as source, inner.open("wb") as target:
+                        shutil.copyfileobj(source, target)
+                except (zipfile.BadZipFile, zlib.error, OSError) as exc:
+                    self.skipped[f"damaged zip ({type(exc).__name__})"] += 1
+                    continue
                 self._add_archive(inner, f"{name}!{info.filename}", depth + 1)
             elif suffix == ".zip":
                 self.skipped[f"zip nested deeper than {NESTED_ZIP_DEPTH} levels"] += 1

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Mapping, Union
+from typing import Callable, Iterable, Mapping, Union
 
 from aromatrack.schemas.events import Alert, AlertWithdrawal, dump_event
 
@@ -91,3 +91,27 @@ class Outbox:
         """The released messages are on the broker."""
         self.in_flight = {}
         self.unreleased = False
+
+
+@dataclass(frozen=True)
+class AlertPointIdentity:
+    """What identifies an alert's point in InfluxDB besides its severity tag: athlete, kind, rule and time."""
+
+    athlete_id: str
+    kind: str
+    rule: str
+    time: datetime
+
+
+def stale_alert_points(previous: Mapping[str, SentAlert], sent: Iterable[OutboxMessage]) -> list[AlertPointIdentity]:
+    """The points a release leaves stale: a withdrawn alert's, and an updated alert's earlier version's (its time
+    or severity may have changed, and either makes a new point beside the old one). `previous`: the outbox's sent
+    alerts before the release."""
+    stale = []
+    for message in sent:
+        before = previous.get(message.alert_id)
+        if isinstance(message, AlertWithdrawal):
+            stale.append(AlertPointIdentity(message.athlete_id, message.kind, message.rule, message.time))
+        elif before is not None:
+            stale.append(AlertPointIdentity(message.athlete_id, before.kind, before.rule, before.time))
+    return stale

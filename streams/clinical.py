@@ -51,10 +51,10 @@ from pydantic import ValidationError
 
 from aromatrack.domain import engine
 from aromatrack.schemas import series, topics
-from aromatrack.schemas.events import Alert, AlertWithdrawal, EventBase, EventError, dump_event, parse_event
+from aromatrack.schemas.events import Alert, EventBase, EventError, dump_event, parse_event
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, parse_marker
 from aromatrack.schemas.series import Point
-from aromatrack.streams.alert_outbox import OutboxMessage
+from aromatrack.streams.alert_outbox import AlertPointIdentity, OutboxMessage, stale_alert_points
 from aromatrack.streams.app import (
     PART_SEPARATOR, app, athlete_keyed_table, dead_letter, influx, part_key, settings, timeline_topic,
 )
@@ -96,14 +96,13 @@ def _influxql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def withdrawn_point_delete(withdrawal: AlertWithdrawal) -> str:
-    """InfluxQL that removes a withdrawn alert's point (its identity: the ALERTS tags it shares with the alert, and
-    its time), so the open-alerts table and annotations stop showing an alert the whole history no longer
-    supports."""
-    moment = withdrawal.time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def alert_point_delete(identity: AlertPointIdentity) -> str:
+    """InfluxQL that removes an alert's point, so the open-alerts table and annotations stop showing an alert the
+    whole history no longer supports, or an updated alert twice."""
+    moment = identity.time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return (
-        f'DELETE FROM "{series.ALERTS.measurement}" WHERE "athlete_id" = {_influxql_string(withdrawal.athlete_id)}'
-        f' AND "kind" = {_influxql_string(withdrawal.kind)} AND "rule" = {_influxql_string(withdrawal.rule)}'
+        f'DELETE FROM "{series.ALERTS.measurement}" WHERE "athlete_id" = {_influxql_string(identity.athlete_id)}'
+        f' AND "kind" = {_influxql_string(identity.kind)} AND "rule" = {_influxql_string(identity.rule)}'
         f" AND time = '{moment}'"
     )
 
@@ -185,10 +184,13 @@ async def _release(partitions: set[int]) -> None:
     records = {athlete_key: _load(athlete_key, athlete_key.decode()) for athlete_key in due}
     await influx().write([point for record in records.values() for point in record.timeline.fold()])
     sent: list[OutboxMessage] = []
+    stale: list[AlertPointIdentity] = []
     now = time.time()
     for athlete_key, record in records.items():
+        previous = {**record.outbox.in_flight, **record.outbox.sent}
         messages = record.outbox.release(
             record.timeline.alerts(as_of_s=now), lambda alert: engine.is_historical(alert, now, ENGINE_SETTINGS))
+        stale += stale_alert_points(previous, messages)
         next_due = record.timeline.next_due_s(now)
         if next_due is not None:
             _next_due[athlete_key] = next_due
@@ -200,12 +202,12 @@ async def _release(partitions: set[int]) -> None:
         record.outbox.confirm()
         _store(athlete_key, [outbox_write(record)])
         sent += messages
-    # Withdrawn points go before the new points are written: a new alert can share a withdrawn one's identity.
-    for withdrawal in (message for message in sent if isinstance(message, AlertWithdrawal)):
+    # Stale points go before the new points are written: a new point can share a stale one's identity.
+    for identity in stale:
         try:
-            await influx().client(series.ALERTS.audience).query(withdrawn_point_delete(withdrawal), method="POST")
+            await influx().client(series.ALERTS.audience).query(alert_point_delete(identity), method="POST")
         except Exception as exc:  # noqa: BLE001 - the alerts topic is the record; a stale point must not stop the agent
-            log.warning("could not remove a withdrawn alert's point (%s)", type(exc).__name__)
+            log.warning("could not remove a stale alert point (%s)", type(exc).__name__)
     alerts = [message for message in sent if isinstance(message, Alert)]
     if alerts:
         await influx().write([alert_point(alert) for alert in alerts])

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-import numpy as np
 from garmin_fit_sdk import CrcCalculator, Decoder, Stream
 from pyfitparsernative import parse_fit_bytes
 
 from aromatrack.domain.training_load import Athlete, WorkoutInput, workout_load
+from aromatrack.streams.fit_columns import FileContent, RecordColumns, number, read_columns, walk_messages
 from aromatrack.schemas.events import EventError, WorkoutFit
 
 FIT_SIGNATURE = b".FIT"
@@ -43,8 +43,6 @@ MAX_FIT_BYTES = 16 * 1024 * 1024  # decompressed
 MAX_FIT_MESSAGES = 250_000
 TIME_FIELDS = ("timestamp", "start_time")  # the date_time fields the summaries read
 TIMED_MESSAGES = ("session", "lap")  # whose time fields the summaries read (records: `_samples`)
-UNIX_EPOCH_NAIVE = datetime(1970, 1, 1)
-_PLAIN_VALUES = frozenset({int, float, type(None)})
 
 
 class FitDecodeError(ValueError):
@@ -155,61 +153,16 @@ def _weigh_in(message: dict[str, Any]) -> WeighIn | None:
     )
 
 
-def _number(value: Any) -> float | None:
-    """A field value as a float; None for absent or non-numeric (e.g. a second, empty `distance` field)."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _unix_seconds(value: Any) -> int | None:
-    """A timestamp as Unix seconds: the native decoder gives naive ISO strings in UTC, garmin-fit-sdk aware
-    datetimes; None for anything else."""
-    if value.__class__ is str:
-        try:
-            return int((datetime.fromisoformat(value) - UNIX_EPOCH_NAIVE).total_seconds())
-        except ValueError:
-            return None
-    return int(value.timestamp()) if isinstance(value, datetime) else None
-
-
-def _record_times(records: list[dict[str, Any]]) -> list[int | None]:
-    """Every record's timestamp as Unix seconds (None where it has none). The native decoder's ISO strings are
-    parsed by numpy in one call, ~3x faster than one datetime per record; anything else goes value by value."""
-    values = [record.get("timestamp") for record in records]
-    if values and set(map(type, values)) == {str}:
-        try:
-            return np.array(values, dtype="datetime64[s]").astype(np.int64).tolist()
-        except ValueError:
-            pass
-    return [_unix_seconds(value) for value in values]
-
-
-def _column(records: list[dict[str, Any]], name: str) -> tuple[float | None, ...]:
-    """One field of every record; values that are not plain numbers (arrays, flags) become None."""
-    values = [record.get(name) for record in records]
-    if _PLAIN_VALUES.issuperset(map(type, values)):
-        return tuple(values)
-    return tuple(map(_number, values))
-
-
-def _samples(records: list[dict[str, Any]], times: list[int | None]) -> Samples:
-    """The samples of the records that have a timestamp (`times`: theirs, from `_record_times`)."""
-    if None in times:
-        timed = [(seconds, record) for seconds, record in zip(times, records) if seconds is not None]
-        times, rows = [seconds for seconds, _ in timed], [record for _, record in timed]
-    else:
-        rows = records
-    # A file stores `speed` or `enhanced_speed` and the decoders derive the other; the native decoder's derived
-    # copy can come out 0.001 m/s low (float32 truncation, never high), so the larger one is the stored value.
-    speeds = tuple(
-        enhanced if speed is None else speed if enhanced is None else max(enhanced, speed)
-        for enhanced, speed in zip(_column(rows, "enhanced_speed"), _column(rows, "speed"))
-    )
+def _samples(records: RecordColumns) -> Samples:
+    """The samples of the records that have a timestamp."""
+    if None in records.time_s:
+        records = records.rows([index for index, seconds in enumerate(records.time_s) if seconds is not None])
     return Samples(
-        time_s=tuple(times),
-        hr_bpm=_column(rows, "heart_rate"),
-        power_w=_column(rows, "power"),
-        speed_mps=speeds,
-        cadence_rpm=_column(rows, "cadence"),
+        time_s=tuple(records.time_s),
+        hr_bpm=tuple(records.hr_bpm),
+        power_w=tuple(records.power_w),
+        speed_mps=tuple(records.speed_mps),
+        cadence_rpm=tuple(records.cadence_rpm),
     )
 
 
@@ -221,48 +174,38 @@ def _max(values: list[float]) -> float | None:
     return float(max(values)) if values else None
 
 
-def _record_distance(records: list[dict[str, Any]]) -> float | None:
-    """The furthest distance in the records (for a file without a session total)."""
-    return _max([d for d in map(_number, (record.get("distance") for record in records)) if d is not None])
-
-
-def _workouts(messages: dict[str, list[dict[str, Any]]]) -> tuple[DecodedWorkout, ...]:
+def _workouts(content: FileContent) -> tuple[DecodedWorkout, ...]:
     """One workout per session, each from its own session message and records (a record belongs to the
     latest session started at or before its time; a record without a time to the session of the record
     before it). A file without sessions (salvaged before its end) is one workout made of its records."""
-    records = messages.get("record", [])
-    times = _record_times(records)
-    sessions = messages.get("session", [])
+    records, sessions = content.records, content.sessions
     if len(sessions) <= 1:
-        file_sport = (messages.get("sport") or [{}])[0].get("sport")
-        workout = _workout(sessions[0] if sessions else {}, records, times, file_sport)
+        file_sport = (content.sports or [{}])[0].get("sport")
+        workout = _workout(sessions[0] if sessions else {}, records, file_sport)
         return (workout,) if workout else ()
     sessions = sorted((s for s in sessions if isinstance(s.get("start_time"), datetime)), key=lambda s: s["start_time"])
     starts = [int(session["start_time"].timestamp()) for session in sessions]
-    parts: list[tuple[list[dict[str, Any]], list[int | None]]] = [([], []) for _ in sessions]
+    parts: list[list[int]] = [[] for _ in sessions]
     index = 0
-    for record, seconds in zip(records, times):
+    for row, seconds in enumerate(records.time_s):
         if seconds is not None:
             index = max(bisect.bisect_right(starts, seconds) - 1, 0)
-        parts[index][0].append(record)
-        parts[index][1].append(seconds)
-    found = (_workout(session, *part, None) for session, part in zip(sessions, parts))
+        parts[index].append(row)
+    found = (_workout(session, records.rows(part), None) for session, part in zip(sessions, parts))
     return tuple(workout for workout in found if workout)
 
 
-def _workout(
-    session: dict[str, Any], records: list[dict[str, Any]], times: list[int | None], file_sport: str | None
-) -> DecodedWorkout | None:
+def _workout(session: dict[str, Any], records: RecordColumns, file_sport: str | None) -> DecodedWorkout | None:
     """Summary from the session message where present, filled in from its records (a salvaged file has no
     session); `file_sport`, a single-session file's `sport` message, names the sport before the session does."""
-    samples = _samples(records, times)
+    samples = _samples(records)
     if not samples and not session:
         return None
     hrs = [hr for hr in samples.hr_bpm if hr]
     powers = [power for power in samples.power_w if power is not None]
     times = samples.time_s
     start = session.get("start_time") or (datetime.fromtimestamp(times[0], timezone.utc) if times else None)
-    duration = _number(session.get("total_timer_time")) or (float(times[-1] - times[0]) if len(times) > 1 else None)
+    duration = number(session.get("total_timer_time")) or (float(times[-1] - times[0]) if len(times) > 1 else None)
     if not isinstance(start, datetime) or not duration:
         return None
     sport = file_sport or session.get("sport") or "generic"
@@ -272,21 +215,27 @@ def _workout(
         sport=str(sport),
         sub_sport=None if sub_sport in (None, "generic") else str(sub_sport),
         duration_s=duration,
-        avg_hr_bpm=_number(session.get("avg_heart_rate")) or _mean(hrs),
-        max_hr_bpm=_number(session.get("max_heart_rate")) or _max(hrs),
-        avg_power_w=_number(session.get("avg_power")) or _mean(powers),
-        max_power_w=_number(session.get("max_power")) or _max(powers),
-        normalized_power_w=_number(session.get("normalized_power")),
-        distance_m=_number(session.get("total_distance")) or _record_distance(records),
+        avg_hr_bpm=number(session.get("avg_heart_rate")) or _mean(hrs),
+        max_hr_bpm=number(session.get("max_heart_rate")) or _max(hrs),
+        avg_power_w=number(session.get("avg_power")) or _mean(powers),
+        max_power_w=number(session.get("max_power")) or _max(powers),
+        normalized_power_w=number(session.get("normalized_power")),
+        distance_m=number(session.get("total_distance")) or _max([d for d in records.distance_m if d is not None]),
         records=len(records),
         samples=samples,
     )
 
 
 def decode_fit(data: bytes) -> DecodedFit:
-    """Decode a FIT file, salvaging what precedes any damage; FitDecodeError when nothing usable remains."""
+    """Decode a FIT file, salvaging what precedes any damage; FitDecodeError when nothing usable remains.
+
+    An intact file is read by the columnar reader where it applies (`streams.fit_columns`), else by the native
+    decoder; what either refuses goes to garmin-fit-sdk's salvage."""
     repaired, header_problem = _repair_header(data)
     if header_problem is None:
+        content = read_columns(data)
+        if content is not None:
+            return _decoded(content, [], ())
         try:
             messages = _native_messages(data)
         except BaseException as exc:  # noqa: BLE001 - it refuses any damage (CRC, EOF); the salvage path says what
@@ -297,7 +246,7 @@ def decode_fit(data: bytes) -> DecodedFit:
             # pyfitparsernative 0.2.3 leaves `weight` (type weight, scale 100) unscaled: 84.25 kg comes out 8425;
             # weigh-in files are a few hundred bytes, so they go to garmin-fit-sdk.
             if "weight_scale" not in messages:
-                return _decoded(messages, [])
+                return _decoded(FileContent.of_messages(messages), [], ())
     return decode_fit_salvaging(data)
 
 
@@ -316,7 +265,8 @@ def decode_fit_salvaging(data: bytes) -> DecodedFit:
     problems = [p for p in (header_problem, *(f"{type(e).__name__}: {e}" for e in errors)) if p]
     if not crc_ok and not problems:
         problems.append("file CRC does not match the data")
-    return _decoded(messages, problems)
+    weigh_ins = tuple(w for w in map(_weigh_in, messages.get("weight_scale", [])) if w is not None)
+    return _decoded(FileContent.of_messages(messages), problems, weigh_ins)
 
 
 def _native_messages(data: bytes) -> dict[str, list[dict[str, Any]]]:
@@ -334,20 +284,18 @@ def _native_messages(data: bytes) -> dict[str, list[dict[str, Any]]]:
     return grouped
 
 
-def _decoded(messages: dict[str, list[dict[str, Any]]], problems: list[str]) -> DecodedFit:
-    """The workouts and weigh-ins of decoded messages (grouped by message name without `_mesgs`)."""
-    workouts = _workouts(messages)
-    weigh_ins = tuple(w for w in map(_weigh_in, messages.get("weight_scale", [])) if w is not None)
-    count = sum(len(group) for group in messages.values())
+def _decoded(content: FileContent, problems: list[str], weigh_ins: tuple[WeighIn, ...]) -> DecodedFit:
+    """The workouts of a file's content, with its weigh-ins and what the salvage had to do."""
+    workouts = _workouts(content)
     if not workouts and not weigh_ins:
         detail = f" ({'; '.join(problems)})" if problems else ""
         raise FitDecodeError(
-            f"no workout or weigh-in in the file: {count} messages decoded, none a record, session or weight_scale"
-            f"{detail}; upload the activity's original .fit export"
+            f"no workout or weigh-in in the file: {content.messages} messages decoded, none a record, session or "
+            f"weight_scale{detail}; upload the activity's original .fit export"
         )
     return DecodedFit(
-        workouts, weigh_ins, count, len(messages.get("lap", ())), len(messages.get("session", ())),
-        bool(problems), "; ".join(problems) or None,
+        workouts, weigh_ins, content.messages, content.laps, len(content.sessions), bool(problems),
+        "; ".join(problems) or None,
     )
 
 
@@ -448,7 +396,7 @@ def fit_payload(event: WorkoutFit) -> bytes:
 
 def check_fit_bounds(data: bytes) -> None:
     """Refuse a file bigger, or with more messages, than one real activity holds, before the decoder spends
-    seconds and hundreds of MB on it (the message count walks record headers only)."""
+    seconds and hundreds of MB on it (the message count walks message headers only)."""
     if len(data) > MAX_FIT_BYTES:
         raise EventError(f"fit_b64: file larger than {MAX_FIT_BYTES // 2**20} MB; split the activity")
     if _count_messages(data, stop_after=MAX_FIT_MESSAGES) > MAX_FIT_MESSAGES:
@@ -464,24 +412,9 @@ def _count_messages(data: bytes, stop_after: int) -> int:
         position = start + data[start]
         declared = int.from_bytes(data[start + 4 : start + 8], "little")
         end = position + declared if 0 < declared <= len(data) - position else len(data)  # unfinished: all
-        sizes: dict[int, int] = {}  # data message size by local message type, from the definitions seen
-        while position < end:
-            if count > stop_after:
-                return count
-            header = data[position]
-            if header & 0xC0 == 0x40:  # definition: 5 fixed bytes, then 3 per field (its size the 2nd)
-                fields = data[position + 5] if position + 5 < end else 0
-                size = sum(data[position + 7 : position + 6 + 3 * fields : 3])
-                position += 6 + 3 * fields
-                if header & 0x20 and position < end:  # developer fields, the same way
-                    size += sum(data[position + 2 : position + 1 + 3 * data[position] : 3])
-                    position += 1 + 3 * data[position]
-                sizes[header & 0x0F] = size
-            else:  # data message, normal or compressed-timestamp header
-                size = sizes.get((header >> 5) & 0x03 if header & 0x80 else header & 0x0F)
-                if size is None:
-                    return count
-                position += 1 + size
-            count += 1
+        walk = walk_messages(data, position, end, limit=stop_after - count)
+        count += walk.count
+        if count > stop_after or not walk.complete:
+            return count
         start = end + 2  # the file's CRC, then perhaps a chained file
     return count

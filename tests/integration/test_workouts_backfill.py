@@ -32,10 +32,14 @@ def export_archive(path: Path) -> Path:
 
 
 def backfill(env: dict[str, str], folder: Path, athlete: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "aromatrack.services.cli", "backfill", str(folder), "--athlete", athlete],
+    return run_backfill(env, [str(folder), "--athlete", athlete])[-1]
+
+
+def run_backfill(env: dict[str, str], args: list[str]) -> list[str]:
+    done = subprocess.run([sys.executable, "-m", "aromatrack.services.cli", "backfill", *args],
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
+    return done.stdout.strip().splitlines()
 
 
 async def test_backfill_of_a_garmin_export_sends_each_file_once_per_athlete_and_the_workouts_arrive(
@@ -63,6 +67,34 @@ async def test_backfill_of_a_garmin_export_sends_each_file_once_per_athlete_and_
 
         await eventually(both_arrived, timeout_s=60)
         assert await sports(first) == await sports(second) == ["cycling", "running"]
+
+
+async def test_a_manifest_backfills_several_athletes_at_once_and_a_rerun_sends_nothing(stack, worker, influx_for, tmp_path):
+    export_archive(tmp_path / "export.zip")
+    (tmp_path / "folder").mkdir()
+    shutil.copy(CORPUS / RIDE, tmp_path / "folder" / "ride.fit")
+    first, second = unique_athlete("bfm"), unique_athlete("bfm")
+    manifest = tmp_path / "athletes.csv"
+    manifest.write_text(f"{first},export.zip\n{second},folder\n")
+    env = {**os.environ, **stack.as_env(), "AROMATRACK_STATE_DIR": str(tmp_path / "state")}
+    skipped = "; skipped 7: 1 not a FIT file (.csv), 1 not a FIT file (.gpx), 5 not a FIT file (.json)"
+
+    assert run_backfill(env, ["--manifest", str(manifest)])[-2:] == [
+        f"{first}: 2 FIT files: 2 sent, 0 already sent, 0 too large" + skipped,
+        f"{second}: 1 FIT files: 1 sent, 0 already sent, 0 too large",
+    ]
+    assert run_backfill(env, ["--manifest", str(manifest)])[-1] == f"{second}: 1 FIT files: 0 sent, 1 already sent, 0 too large"
+
+    async with influx_for(worker.database, Audience.COACHING) as influx:
+        async def sports(athlete: str) -> list[str]:
+            return sorted(row["sport"] for row in rows(await influx.query(
+                f"SELECT load, sport FROM workout WHERE athlete_id = '{athlete}'")))
+
+        async def arrived() -> bool:
+            return len(await sports(first)) == 2 and len(await sports(second)) == 1
+
+        await eventually(arrived, timeout_s=60)
+        assert (await sports(first), await sports(second)) == (["cycling", "running"], ["cycling"])
 
 
 async def test_a_scale_fit_file_becomes_a_body_composition_reading(stack, worker, influx_for, tmp_path):

@@ -4,6 +4,7 @@ releases and crashes."""
 
 import json
 import random
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from aromatrack.schemas.progress import TIMELINE_INPUTS, ProgressMarker
 from aromatrack.services import cohort
 from aromatrack.services.jsonl import read_events
 from aromatrack.streams import clinical_codec as codec
-from aromatrack.streams.alert_outbox import Outbox
+from aromatrack.streams.alert_outbox import AlertPointIdentity, Outbox, stale_alert_points
 from aromatrack.streams.clinical_codec import ClinicalRecord
 from aromatrack.streams.clinical_timeline import CHECKPOINT_EVERY, AthleteTimeline
 from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, PartitionProgress, StageProgress
@@ -143,6 +144,20 @@ def test_a_format_1_outbox_is_read_as_sent_live():
     sent = {"a1": {"digest": "d", "time": "2026-01-05T08:00:00+00:00", "kind": "dose_review", "rule": "r"}}
     outbox = codec.decode_outbox("ath", json.dumps({"v": 1, "unreleased": False, "sent": sent, "in_flight": {}}).encode())
     assert outbox.sent["a1"].historical is False and outbox.sent["a1"].digest == "d"
+
+
+def test_a_release_names_the_points_it_leaves_stale_a_withdrawn_alerts_and_an_updated_alerts_earlier_one():
+    outbox = Outbox("ath")
+    outbox.release({"a1": _alert(), "a2": _alert("a2")}, live)
+    outbox.confirm()
+    previous = dict(outbox.sent)
+    moved = _alert(summary="E2 low, a week later").model_copy(
+        update={"time": datetime(2026, 1, 12, 8, tzinfo=timezone.utc), "version": 2})
+    messages = outbox.release({"a1": moved, "a3": _alert("a3", rule="recheck.interval_stable")}, live)
+    stale = stale_alert_points(previous, messages)
+    earlier = datetime(2026, 1, 5, 8, tzinfo=timezone.utc)
+    assert stale == [AlertPointIdentity("ath", "dose_review", "dose_review.low_e2_on_ai", earlier)] * 2  # a2, a1
+    assert stale_alert_points(previous, []) == []  # a new alert (a3) leaves nothing stale
 
 
 def test_codec_round_trips_events_and_outbox_and_refuses_other_versions():

@@ -31,6 +31,16 @@ def test_first_start_generates_a_private_password_per_role_and_later_starts_keep
     assert all(u.password not in repr(u) for u in first.values())
 
 
+def test_a_worker_with_its_own_state_dir_inside_the_stacks_finds_the_stacks_passwords(settings, tmp_path, monkeypatch):
+    influx_access.ensure_users_file(settings)
+    stack_writer = influx_access.user(settings, Role.WRITER)
+    monkeypatch.setenv("AROMATRACK_STATE_DIR", str(tmp_path / "w1"))
+    assert influx_access.user(load_settings(), Role.WRITER) == stack_writer
+    monkeypatch.setenv("AROMATRACK_STATE_DIR", str(tmp_path.parent / "elsewhere"))
+    with pytest.raises(AccessError, match="no InfluxDB password for aromatrack_writer"):
+        influx_access.user(load_settings(), Role.WRITER)
+
+
 def test_the_environment_wins_over_the_file(settings, monkeypatch):
     influx_access.ensure_users_file(settings)
     monkeypatch.setenv(Role.WRITER.password_variable, "from-env")
