@@ -264,21 +264,29 @@ def _draw_labs(timeline: _Timeline, a: Athlete, moment: datetime, e2: float, rng
     _draw_monitoring_panel(timeline, a, moment)
 
 
-def _draw_monitoring_panel(timeline: _Timeline, a: Athlete, moment: datetime) -> None:
-    """The rest of a TRT monitoring draw (hematocrit, SHBG, free T, lipids) that clinicians read beside E2.
+# The monitoring panel: the range each athlete's own level is drawn from, the within-athlete variation (biological
+# and analytical, as a coefficient of variation) of a draw around that level, the unit and the lab's range.
+PANEL = (
+    ("hematocrit", 43.0, 53.0, 0.03, "%", (38.3, 54.0)),
+    ("shbg", 18.0, 45.0, 0.08, "nmol/L", (10.0, 57.0)),
+    ("testosterone_free", 90.0, 220.0, 0.10, "pg/mL", (47.0, 244.0)),
+    ("hdl", 35.0, 60.0, 0.05, "mg/dL", (40.0, 100.0)),
+    ("ldl", 80.0, 150.0, 0.05, "mg/dL", (0.0, 130.0)),
+)
 
-    Its own random stream, so adding it left every other value of a seeded cohort unchanged.
+
+def _draw_monitoring_panel(timeline: _Timeline, a: Athlete, moment: datetime) -> None:
+    """The rest of a TRT monitoring draw (hematocrit, SHBG, free T, lipids) that clinicians read beside E2: each
+    analyte varies around the athlete's own level, as real repeat draws do (independent values at every draw
+    made changes of 30-40 % between two draws of one athlete, which the lipid rules rightly flagged).
+
+    Its own random streams, so adding it left every other value of a seeded cohort unchanged.
     """
     rng = random.Random(f"{a.athlete_id}:{moment.isoformat()}:panel")
-    for analyte, low, high, unit, reference in (
-        ("hematocrit", 43.0, 53.0, "%", (38.3, 54.0)),
-        ("shbg", 18.0, 45.0, "nmol/L", (10.0, 57.0)),
-        ("testosterone_free", 90.0, 220.0, "pg/mL", (47.0, 244.0)),
-        ("hdl", 35.0, 60.0, "mg/dL", (40.0, 100.0)),
-        ("ldl", 80.0, 150.0, "mg/dL", (0.0, 130.0)),
-    ):
-        timeline.add("lab.result", moment, analyte=analyte, value=round(rng.uniform(low, high), 1), unit=unit,
-                     reference_low=reference[0], reference_high=reference[1])
+    for analyte, low, high, variation, unit, reference in PANEL:
+        level = random.Random(f"{a.athlete_id}:{analyte}:level").uniform(low, high)
+        timeline.add("lab.result", moment, analyte=analyte, value=round(level * (1 + rng.gauss(0, variation)), 1),
+                     unit=unit, reference_low=reference[0], reference_high=reference[1])
 
 
 def _log_symptoms(timeline: _Timeline, moment: datetime, e2: float, rng: random.Random) -> None:
