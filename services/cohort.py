@@ -29,8 +29,8 @@ DAY = timedelta(days=1)
 
 # Real recordings (under corpus/fit, fetched by `make corpus`) for the endurance sessions, by sport: the smallest
 # files whose length suits the session (indoor rides of 20-38 min for the 25-40 min interval rides, the two
-# treadmill runs of 64 and 81 min for the 40-80 min runs). The workouts agent costs about 0.9 s per MB of FIT, so
-# the full demo's ~2,300 recordings average ~50 kB (the corpus's big outdoor rides would cost minutes more).
+# treadmill runs of 64 and 81 min for the 40-80 min runs), so the full demo's ~2,460 recordings average ~50 kB and
+# the demo stays short (a FIT file's cost grows with its size: BENCHMARKS.md, "FIT decoding").
 FIT_RECORDINGS = {
     "cycling": (
         "pyfitness/Luciano/Indoor/Luciano_indoor_climb_196m_distance_11.92km_power5_376.fit",
