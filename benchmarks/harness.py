@@ -20,8 +20,6 @@ def running_worker(settings: Settings, **env: str) -> Iterator[subprocess.Popen]
     """`aromatrack worker` against `settings` (plus env overrides), ready when yielded, stopped after. Its InfluxDB
     databases, users and grants are created first (the worker's writer may not create them)."""
     influx_access.provision(settings, env.get("AROMATRACK_INFLUX_DB"))
-    writer = influx_access.Role.WRITER  # by environment: a worker with a state dir of its own has no users file
-    env = {writer.password_variable: influx_access.user(settings, writer).password, **env}
     log_path = settings.state_dir / f"bench-worker-{time.time_ns()}.log"
     worker = subprocess.Popen(
         [sys.executable, "-m", "aromatrack.services.cli", "worker", "--loglevel", "info"],
