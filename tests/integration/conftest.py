@@ -126,14 +126,18 @@ def reader_passwords(stack: Settings) -> dict[str, str]:
     return {role.password_variable: influx_access.user(stack, role).password for role in influx_access.READER.values()}
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, every_s: float = 0.25) -> None:
-    """Poll an async check until it is true; fail the test with the timeout otherwise."""
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, every_s: float = 0.25,
+    describe: Callable[[], str] = lambda: "",
+) -> None:
+    """Poll an async check until it is true; fail the test with the timeout, and what `describe` says of the state
+    the check last saw, otherwise."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if await check():
             return
         await asyncio.sleep(every_s)
-    pytest.fail(f"condition not met within {timeout_s}s")
+    pytest.fail(f"condition not met within {timeout_s}s {describe()}".rstrip())
 
 
 async def group_assignments(settings: Settings, group: str) -> list[set[tuple[str, int]]]:

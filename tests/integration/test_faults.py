@@ -228,11 +228,14 @@ async def test_one_of_two_workers_killed_mid_stream_the_other_takes_over_and_it_
                 if chunk == 10:
                     assert workers[1].stop(signal.SIGKILL) == -signal.SIGKILL
 
+            progress = {}
+
             async def complete() -> bool:
                 workout, daily = await daily_loads(influx, run)
-                return len(await stored(influx, run)) == READINGS and len(workout) == len(daily) == len(sessions)
+                progress.update(readings=len(await stored(influx, run)), workouts=len(workout), days=len(daily))
+                return progress == {"readings": READINGS, "workouts": len(sessions), "days": len(sessions)}
 
-            await eventually(complete, timeout_s=240)
+            await eventually(complete, timeout_s=240, describe=lambda: f"stored so far: {progress}")
             assert await stored(influx, run) == expected(events)
             workout, daily = await daily_loads(influx, run)
             assert len(set(workout.values())) == len(sessions)  # every workout stored once, with its own load
