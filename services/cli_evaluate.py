@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import typer
 
-from aromatrack.deploy.settings import load_settings, parse_lab_methods
+from aromatrack.deploy.settings import Settings, load_settings, parse_lab_methods
 from aromatrack.schemas.events import Alert, AthleteProfile, EventBase, EventError, WorkoutFit, parse_event
 from aromatrack.services.jsonl import read_events, report_to_stderr
 
@@ -86,6 +86,20 @@ def lab_methods(pairs: list[str]) -> dict[str, str]:
         raise typer.BadParameter(str(exc), param_hint="--lab-method") from None
 
 
+def settings_with_flags(lab_method: list[str], historical_after: float | None, **replaced: Any) -> Settings:
+    """The settings from the environment with the engine's flags (`--lab-method`, `--historical-after`) and any
+    other `replaced` fields applied; a malformed AROMATRACK_* variable exits with status 2, naming it."""
+    if lab_method:
+        replaced["lab_methods"] = tuple(lab_methods(lab_method).items())
+    if historical_after is not None:
+        replaced["historical_after_days"] = historical_after
+    try:
+        return dataclasses.replace(load_settings(), **replaced)
+    except ValueError as exc:
+        report_to_stderr(f"error: {exc}")
+        raise typer.Exit(2)
+
+
 def final_versions(alerts: list[Alert]) -> list[Alert]:
     """Each alert once, in its last version, in the order alerts were first raised."""
     latest: dict[str, Alert] = {}
@@ -125,16 +139,7 @@ def evaluate(
     from aromatrack.domain.engine import AthleteState, advance, fold, mark_historical
     from aromatrack.schemas.events import dump_event
 
-    overrides: dict[str, Any] = {}
-    if lab_method:
-        overrides["lab_methods"] = tuple(lab_methods(lab_method).items())
-    if historical_after is not None:
-        overrides["historical_after_days"] = historical_after
-    try:
-        settings = dataclasses.replace(load_settings(), **overrides).engine_settings()
-    except ValueError as exc:  # a malformed AROMATRACK_* variable
-        report_to_stderr(f"error: {exc}")
-        raise typer.Exit(2)
+    settings = settings_with_flags(lab_method, historical_after).engine_settings()
     if not json_output:
         report_to_stderr("note: alerts are printed as JSON lines (--json is the only output format)")
     states: dict[str, AthleteState] = {}
