@@ -189,7 +189,7 @@ async def _release(partitions: set[int]) -> None:
     for athlete_key, record in records.items():
         previous = {**record.outbox.in_flight, **record.outbox.sent}
         messages = record.outbox.release(
-            record.timeline.alerts(as_of_s=now), lambda alert: engine.is_historical(alert, now, ENGINE_SETTINGS))
+            record.timeline.alerts(as_of_s=now), lambda alert: engine.is_historical(alert.time, now, ENGINE_SETTINGS))
         stale += stale_alert_points(previous, messages)
         next_due = record.timeline.next_due_s(now)
         if next_due is not None:
