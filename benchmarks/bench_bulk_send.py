@@ -22,8 +22,7 @@ import time
 from aiokafka import AIOKafkaConsumer
 
 from aromatrack.deploy import local_stack
-from aromatrack.domain import engine
-from aromatrack.schemas import topics
+from aromatrack.schemas import boundary, topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
 from aromatrack.services import cohort
 from aromatrack.streams.producer import EventProducer
@@ -41,7 +40,7 @@ def evaluate_time(raws: list[dict]) -> tuple[float, dict[str, dict]]:
             events.append(parse_event(raw))
         except EventError:
             continue
-    alerts = engine.evaluate(events, as_of_s=time.time())
+    alerts = boundary.evaluate(events, as_of_s=time.time())
     return time.perf_counter() - began, {a.alert_id: json.loads(dump_event(a)) for a in alerts}
 
 

@@ -25,7 +25,8 @@ from typing import Any, Iterable, Iterator, Optional
 import typer
 
 from aromatrack.deploy.settings import Settings, load_settings, parse_lab_methods
-from aromatrack.schemas.events import Alert, AthleteProfile, EventBase, EventError, WorkoutFit, parse_event
+from aromatrack.domain.events import Alert
+from aromatrack.schemas.events import AthleteProfile, EventBase, EventError, WorkoutFit, parse_event
 from aromatrack.services.jsonl import read_events, report_to_stderr
 
 
@@ -137,6 +138,7 @@ def evaluate(
 ) -> None:
     """Run a timeline through the clinical rules and print the alerts it raises, one JSON per line."""
     from aromatrack.domain.engine import AthleteState, advance, fold, mark_historical
+    from aromatrack.schemas.boundary import domain_event, wire_alert
     from aromatrack.schemas.events import dump_event
 
     settings = settings_with_flags(lab_method, historical_after).engine_settings()
@@ -144,7 +146,8 @@ def evaluate(
         report_to_stderr("note: alerts are printed as JSON lines (--json is the only output format)")
     states: dict[str, AthleteState] = {}
     alerts: list[Alert] = []
-    for event, outcome in fold(with_fit_decoded(read_events(timeline), timeline, workers), settings, states):
+    events = map(domain_event, with_fit_decoded(read_events(timeline), timeline, workers))
+    for event, outcome in fold(events, settings, states):
         if outcome.rejection:
             report_to_stderr(f"{timeline}: event {event.event_id}: reading rejected: {outcome.rejection}")
         alerts += outcome.alerts
@@ -154,7 +157,7 @@ def evaluate(
             alerts += advance(state, as_of_s, settings)
         alerts = [mark_historical(alert, as_of_s, settings) for alert in alerts]
     for alert in alerts if history else final_versions(alerts):
-        typer.echo(dump_event(alert).decode())
+        typer.echo(dump_event(wire_alert(alert)).decode())
 
 
 def register_evaluate_command(app: typer.Typer) -> None:

@@ -189,7 +189,7 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
     for athlete_key, record in records.items():
         previous = {**record.outbox.in_flight, **record.outbox.sent}
         messages = record.outbox.release(
-            record.timeline.alerts(as_of_s=now), lambda alert: engine.is_historical(alert, now, ctx.engine_settings))
+            record.timeline.alerts(as_of_s=now), lambda alert: engine.is_historical(alert.time, now, ctx.engine_settings))
         stale += stale_alert_points(previous, messages)
         next_due = record.timeline.next_due_s(now)
         if next_due is not None:

@@ -48,6 +48,7 @@ from pydantic import ValidationError
 
 from aromatrack.domain import training_load as tl
 from aromatrack.schemas import series, topics
+from aromatrack.schemas.boundary import workout_summary
 from aromatrack.schemas.events import AthleteProfile, EventError, ScaleReading, WorkoutFit, WorkoutSummary, dump_event, parse_event
 from aromatrack.schemas.progress import (
     FIT_TOPIC, INPUT_HEADER, MARKER_HEADER, SCALE_TOPIC, SUMMARY_TOPIC, ProgressMarker, dump_marker, header,
@@ -187,7 +188,7 @@ def with_load(summary: WorkoutSummary, athlete: tl.Athlete) -> dict[str, Any]:
     """The summary as a dict, with `trimp`, `load`, `modality` computed with the athlete's numbers when the
     sender did not give them (`training_load.summary_load`, as the clinical engine does)."""
     body = summary.model_dump(mode="json", exclude_none=True)
-    loaded = tl.summary_load(body, athlete)
+    loaded = tl.summary_load(workout_summary(summary), athlete)
     body.setdefault("trimp", loaded.trimp)
     body.update(load=loaded.load, modality=loaded.modality)
     return {name: value for name, value in body.items() if value is not None}
