@@ -102,3 +102,37 @@ def test_a_batch_counts_each_workout_once_and_models_each_athlete_once():
             one_by_one[(point.measurement, point.time, tuple(sorted(point.tags.items())))] = point.fields
     batched = {(p.measurement, p.time, tuple(sorted(p.tags.items()))): p.fields for p in points}
     assert batched == one_by_one and batch.histories[b"crash"] == history
+
+
+def test_a_cached_history_is_used_only_while_the_table_holds_what_it_came_from():
+    tables, cache = empty_tables(), workouts.HistoryCache()
+    history = tl.add_session(tl.LoadHistory(), tl.Session(START, "steady_state", 40.0, 60.0), "w1").history
+    cache.save(tables.state, b"a", history)
+    assert cache.load(tables.state, b"a") is history  # not parsed again
+    # Another worker's write (a rebalance, a restore) replaces the value: the table's history is read.
+    other = tl.add_session(history, tl.Session(START + timedelta(days=1), "hiit", 30.0, 30.0), "w2").history
+    workouts.HistoryCache().save(tables.state, b"a", other)
+    assert cache.load(tables.state, b"a") == other
+    del tables.state[b"a"]
+    assert cache.load(tables.state, b"a") == tl.LoadHistory()
+
+
+def test_the_history_cache_is_bounded():
+    tables, cache = empty_tables(), workouts.HistoryCache()
+    for n in range(workouts.MAX_CACHED_HISTORIES + 5):
+        cache.save(tables.state, f"a{n}".encode(), tl.LoadHistory())
+    assert len(cache.entries) == workouts.MAX_CACHED_HISTORIES and b"a0" not in cache.entries
+
+
+def test_a_batch_stores_only_the_histories_it_changed():
+    tables = empty_tables()
+    batch = workouts.SummaryBatch(tables)
+    workouts.summary_step(batch, summary("w1", 1))
+    batch.count()
+    batch.save()
+    stored = tables.state[b"crash"]
+    again = workouts.SummaryBatch(tables)
+    workouts.summary_step(again, summary("w1", 1))  # a repeat: nothing to store
+    assert again.count() == [] and not again.changed
+    again.save()
+    assert tables.state[b"crash"] is stored
