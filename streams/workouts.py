@@ -67,7 +67,7 @@ SAMPLE_BUCKET_S = 10
 SEEN_MONTHS = 60  # months with workouts whose ids are remembered per athlete, for duplicate detection
 SUMMARY_BATCH_SIZE = 500
 SUMMARY_BATCH_WINDOW_S = 0.02
-STATE_VERSION = 2  # of the workout_state table's values (`history_to_json`)
+STATE_VERSION = 3  # of the workout_state table's values (`history_to_json`)
 # Decoded load histories a worker keeps between batches (the least recently used are dropped; the table has them
 # whole): a batch re-parsed each athlete's stored history, a tenth of the summary stage's CPU on a bulk send.
 MAX_CACHED_HISTORIES = 1000
@@ -103,9 +103,10 @@ class HistoryCache:
         if cached is not None and stored is not None and cached.stored == stored:
             self.entries.move_to_end(athlete_key)
             return cached.history
-        history = history_from_json(json.loads(stored) if stored else {"version": STATE_VERSION})
-        if stored:
-            self._keep(athlete_key, CachedHistory(stored, history))
+        if not stored:
+            return tl.LoadHistory()
+        history = history_from_json(json.loads(stored))
+        self._keep(athlete_key, CachedHistory(stored, history))
         return history
 
     def save(self, table: MutableMapping[bytes, bytes], athlete_key: bytes, history: tl.LoadHistory) -> None:
@@ -245,34 +246,43 @@ def record_workout(history: tl.LoadHistory, body: dict[str, Any], time_zone: str
 
 
 def history_to_json(history: tl.LoadHistory) -> dict[str, Any]:
-    """The stored form of a load history (the `workout_state` table's value), versioned."""
+    """The stored form of a load history (the `workout_state` table's value), versioned. Days are counted from
+    `first` (the earliest day kept): `daily` holds a load per day from it (null where the athlete has none) and
+    `counted` each workout id's day number. Written for every athlete in every summary batch, so kept compact
+    (version 2 spelled out every date and field name, ~45% more bytes to encode and to send to the changelog)."""
     carry = history.carry
+    days = [*history.daily, *history.counted.values()]
+    first = min(days).toordinal() if days else 0
+    loads: list[float | None] = [None] * (max(history.daily).toordinal() - first + 1 if history.daily else 0)
+    for day, load in history.daily.items():
+        loads[day.toordinal() - first] = load
     return {
         "version": STATE_VERSION,
-        "daily": {day.isoformat(): load for day, load in sorted(history.daily.items())},
-        "sessions": [
-            {"start": s.start.isoformat(), "modality": s.modality, "load": s.load, "minutes": s.minutes}
-            for s in history.sessions
-        ],
-        "carry": {"day": carry.day.isoformat(), "ctl": carry.ctl, "atl": carry.atl} if carry else None,
-        "counted": {workout: day.isoformat() for workout, day in history.counted.items()},
+        "first": date.fromordinal(first).isoformat() if days else None,
+        "daily": loads,
+        "sessions": [[s.start.isoformat(), s.modality, s.load, s.minutes] for s in history.sessions],
+        "carry": [carry.day.isoformat(), carry.ctl, carry.atl] if carry else None,
+        "counted": {workout: day.toordinal() - first for workout, day in history.counted.items()},
         "counted_since": history.counted_since.isoformat() if history.counted_since else None,
     }
 
 
 def history_from_json(stored: dict[str, Any]) -> tl.LoadHistory:
-    """A stored load history. The unversioned form kept each session as a `[start, modality, load, minutes]`
-    list; before version 2 the counted workout ids were not kept, so the history vouches only for workouts
-    after its newest day (older repeats are recognised by the `workout_seen` table, as they were)."""
-    sessions = stored.get("sessions", [])
+    """A stored load history, of this version or an older one. Version 2 spelled out dates as keys and fields
+    by name; the unversioned form kept each session as a `[start, modality, load, minutes]` list, and before
+    version 2 the counted workout ids were not kept, so the history vouches only for workouts after its newest
+    day (older repeats are recognised by the `workout_seen` table, as they were)."""
     version = stored.get("version")
+    if version == STATE_VERSION:
+        return _history_from_compact(stored)
+    if version is not None and version > STATE_VERSION:
+        raise ValueError(f"workout_state version {version} is newer than this worker ({STATE_VERSION})")
+    sessions = stored.get("sessions", [])
     if version is None:
         sessions = [dict(zip(("start", "modality", "load", "minutes"), session)) for session in sessions]
-    elif version > STATE_VERSION:
-        raise ValueError(f"workout_state version {version} is newer than this worker ({STATE_VERSION})")
     carry = stored.get("carry")
     daily = {date.fromisoformat(day): float(load) for day, load in stored.get("daily", {}).items()}
-    if version == STATE_VERSION:
+    if version == 2:
         counted_since = date.fromisoformat(stored["counted_since"]) if stored.get("counted_since") else None
     else:
         counted_since = max(daily) + timedelta(days=1) if daily else None
@@ -285,6 +295,21 @@ def history_from_json(stored: dict[str, Any]) -> tl.LoadHistory:
         carry=tl.CarriedFitness(date.fromisoformat(carry["day"]), carry["ctl"], carry["atl"]) if carry else None,
         counted={workout: date.fromisoformat(day) for workout, day in stored.get("counted", {}).items()},
         counted_since=counted_since,
+    )
+
+
+def _history_from_compact(stored: dict[str, Any]) -> tl.LoadHistory:
+    first = date.fromisoformat(stored["first"]).toordinal() if stored["first"] else 0
+    carry = stored["carry"]
+    return tl.LoadHistory(
+        daily={date.fromordinal(first + n): float(load) for n, load in enumerate(stored["daily"]) if load is not None},
+        sessions=tuple(
+            tl.Session(datetime.fromisoformat(start), modality, float(load), float(minutes))
+            for start, modality, load, minutes in stored["sessions"]
+        ),
+        carry=tl.CarriedFitness(date.fromisoformat(carry[0]), carry[1], carry[2]) if carry else None,
+        counted={workout: date.fromordinal(first + n) for workout, n in stored["counted"].items()},
+        counted_since=date.fromisoformat(stored["counted_since"]) if stored["counted_since"] else None,
     )
 
 

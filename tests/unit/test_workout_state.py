@@ -3,6 +3,9 @@
 import json
 from datetime import date, datetime, timedelta, timezone
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from aromatrack.domain import training_load as tl
 from aromatrack.streams import workouts
 
@@ -23,6 +26,36 @@ def test_a_load_history_survives_the_table_and_the_stored_form_is_versioned():
     assert stored["version"] == workouts.STATE_VERSION and stored["carry"] is not None
     assert len(stored["counted"]) == len(history.daily)  # one workout a day, the kept days' ids
     assert workouts.history_from_json(stored) == history
+
+
+def test_a_version_2_state_is_read():
+    stored = {"version": 2, "daily": {"2024-03-01": 55.0, "2024-03-03": 20.5},
+              "sessions": [{"start": "2024-03-01T17:00:00+00:00", "modality": "hiit", "load": 55.0, "minutes": 45.0}],
+              "carry": {"day": "2024-02-01", "ctl": 30.5, "atl": 20.25}, "counted": {"w1": "2024-03-01"},
+              "counted_since": "2024-02-20"}
+    history = workouts.history_from_json(stored)
+    assert history == tl.LoadHistory(
+        {date(2024, 3, 1): 55.0, date(2024, 3, 3): 20.5},
+        (tl.Session(datetime(2024, 3, 1, 17, tzinfo=timezone.utc), "hiit", 55.0, 45.0),),
+        tl.CarriedFitness(date(2024, 2, 1), 30.5, 20.25), {"w1": date(2024, 3, 1)}, date(2024, 2, 20))
+    assert workouts.history_from_json(json.loads(json.dumps(workouts.history_to_json(history)))) == history
+
+
+days = st.dates(date(2020, 1, 1), date(2030, 12, 31))
+loads = st.floats(0, 1e4, allow_nan=False)
+
+
+@given(st.builds(
+    tl.LoadHistory,
+    daily=st.dictionaries(days, loads, max_size=30),
+    sessions=st.lists(st.builds(tl.Session, st.datetimes(timezones=st.just(timezone(timedelta(hours=-5)))),
+                                st.sampled_from(["hiit", "steady_state", "resistance"]), loads, loads), max_size=5).map(tuple),
+    carry=st.none() | st.builds(tl.CarriedFitness, days, loads, loads),
+    counted=st.dictionaries(st.text(min_size=1, max_size=8), days, max_size=30),
+    counted_since=st.none() | days,
+))
+def test_any_load_history_survives_its_stored_form(history):
+    assert workouts.history_from_json(json.loads(json.dumps(workouts.history_to_json(history)))) == history
 
 
 def test_a_state_stored_before_versioning_is_read():
