@@ -9,13 +9,13 @@ partition's first messages when the second worker joined, and a few in the middl
 took over the killed worker's.
 
 So each agent checks what it is given: `DeliveryGaps` remembers, for every partition this worker holds, the next
-offset the agent has to handle, and when a batch starts past it, reads the skipped messages from the broker itself
-and puts them in front. The next offset is kept in the `delivered_offsets` table too, written once a batch is
-handled, so a worker that takes a partition over starts where the last one stopped if that is before the committed
-offset: faust may have committed past messages it skipped (it treats a jump in the offsets it fetched as a gap with
-nothing in it) before the worker was killed. A partition never handled starts at the group's committed offset, else
-at its first. Messages handled twice (faust re-reading some after all, a batch handled but not yet recorded)
-are what the agents already expect of a re-delivery: repeated event and workout ids are skipped.
+offset the agent has to handle, and when a batch starts past it or has holes, reads the skipped messages from the
+broker itself and puts them in front. The next offset is kept in the `delivered_offsets` table too, written once a
+batch is handled, so a worker that takes a partition over starts where the last one stopped if that is before the
+committed offset: faust may have committed past messages it skipped (it treats a jump in the offsets it fetched as
+a gap with nothing in it) before the worker was killed. A partition never handled starts at the group's committed
+offset, else at its first. Messages handled twice (faust re-reading some after all, a batch handled but not yet
+recorded) are what the agents already expect of a re-delivery: repeated event and workout ids are skipped.
 """
 
 from __future__ import annotations
