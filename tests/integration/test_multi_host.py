@@ -45,6 +45,7 @@ from aromatrack.streams.input_progress import HEARTBEAT_S
 from aromatrack.streams.producer import EventProducer
 
 from . import hosts as test_hosts
+from .changelogs import dump_changelogs
 from .conftest import Worker, eventually
 from .test_clinical_stream import alerts_on_topic, topic_state
 from .test_workers import cohort_events, influx_dump
@@ -180,6 +181,7 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
                 await asyncio.sleep(2 * HEARTBEAT_S + 1)  # the last progress markers complete the watermark
                 alerts = await alerts_on_topic(settings.kafka_bootstrap, set(athletes), expected=10**6, timeout_s=10)
                 dump = await influx_dump(settings, "hosts")
+                await dump_changelogs(settings.kafka_bootstrap, settings.app_id, tmp_path / "changelogs.jsonl")
                 for name, worker in workers.items():
                     assert worker.process.poll() is None, f"{name} exited; see {worker.log_path}"
             finally:
