@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import traceback
 from pathlib import Path
 
 import typer
@@ -132,7 +133,14 @@ def worker(
 
     asyncio.run(prepare_storage())
     sys.argv = ["aromatrack-worker", "worker", "--loglevel", loglevel, *(["--without-web"] if web_port is None else [])]
-    faust_app.main()
+    try:
+        faust_app.main()
+    except Exception:  # noqa: BLE001 - what crashed the app (e.g. fenced: streams/fencing.py), re-raised by faust
+        # Once faust has closed its loop, a thread it leaves behind (seen after a fenced producer) can keep the
+        # process alive forever; a supervisor restarts only a process that exits.
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def _hold_worker_dir(directory: Path):

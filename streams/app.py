@@ -16,6 +16,7 @@ from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import load_settings
 from aromatrack.schemas import topics
 from aromatrack.streams.admin import ensure_topics, topic_replicas
+from aromatrack.streams.fencing import faust_settings
 from aromatrack.streams.influx import SeriesStore
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ app = faust.App(
     broker_session_timeout=SESSION_TIMEOUT_S,
     broker_heartbeat_interval=SESSION_TIMEOUT_S and min(3.0, SESSION_TIMEOUT_S / 4),
     producer_acks=-1,
+    # Transactions per partition fence a worker that lost its partitions (streams/fencing.py).
+    **faust_settings(settings.processing_guarantee),
     # Forwarded events are small and many: letting the producer gather them for 5 ms turns thousands of
     # produce requests into a few (measured: benchmarks/bench_ingest.py, see BENCHMARKS.md).
     producer_linger=0.005,

@@ -54,6 +54,7 @@ from aromatrack.schemas import series, topics
 from aromatrack.schemas.events import Alert, EventBase, EventError, dump_event, parse_event
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, parse_marker
 from aromatrack.schemas.series import Point
+from aromatrack.streams import fencing
 from aromatrack.streams.alert_outbox import AlertPointIdentity, OutboxMessage, stale_alert_points
 from aromatrack.streams.app import (
     PART_SEPARATOR, app, athlete_keyed_table, dead_letter, influx, part_key, settings, timeline_topic,
@@ -73,7 +74,6 @@ MAX_RECORDS = 1000
 # The labs' default assays and the historical age, from the worker's settings (evaluate's by default too).
 ENGINE_SETTINGS = settings.engine_settings()
 
-alerts_topic = app.topic(topics.ALERTS_TOPIC, value_serializer="raw", key_serializer="raw")
 history_table = athlete_keyed_table("clinical_history")
 
 # How often the worker runs its athletes' clocks on to the wall clock (scheduled rechecks fall due with no event).
@@ -182,9 +182,10 @@ async def _release(partitions: set[int]) -> None:
     if not due:
         return
     records = {athlete_key: _load(athlete_key, athlete_key.decode()) for athlete_key in due}
-    await influx().write([point for record in records.values() for point in record.timeline.fold()])
+    await fencing.write_owned(history_table, influx(), [point for record in records.values() for point in record.timeline.fold()])
     sent: list[OutboxMessage] = []
     stale: list[AlertPointIdentity] = []
+    released: set[int] = set()  # partitions with messages sent
     now = time.time()
     for athlete_key, record in records.items():
         previous = {**record.outbox.in_flight, **record.outbox.sent}
@@ -195,22 +196,30 @@ async def _release(partitions: set[int]) -> None:
         if next_due is not None:
             _next_due[athlete_key] = next_due
         if messages:
+            released.add(_partition_of(athlete_key))
             _store(athlete_key, [outbox_write(record)])  # in flight: sent again if we crash before confirming
-            acks = [await alerts_topic.send(key=athlete_key, value=dump_event(message)) for message in messages]
+            # In the partition's transaction: a fenced worker's alerts are aborted (streams/fencing.py).
+            acks = [await fencing.send(app, topics.ALERTS_TOPIC, athlete_key, dump_event(message),
+                                       _partition_of(athlete_key)) for message in messages]
             for ack in acks:  # on the broker before the confirmation is even written
                 await ack
         record.outbox.confirm()
         _store(athlete_key, [outbox_write(record)])
         sent += messages
+    # The alert points mirror what was sent and confirmed: only once that is committed (a fenced worker stops here).
+    await fencing.commit_now(app, released)
     # Stale points go before the new points are written: a new point can share a stale one's identity.
     for identity in stale:
         try:
-            await influx().client(series.ALERTS.audience).query(alert_point_delete(identity), method="POST")
+            await fencing.within_ownership(
+                app, influx().client(series.ALERTS.audience).query(alert_point_delete(identity), method="POST"))
+        except fencing.OwnershipLost:
+            raise
         except Exception as exc:  # noqa: BLE001 - the alerts topic is the record; a stale point must not stop the agent
             log.warning("could not remove a stale alert point (%s)", type(exc).__name__)
     alerts = [message for message in sent if isinstance(message, Alert)]
     if alerts:
-        await influx().write([alert_point(alert) for alert in alerts])
+        await fencing.write_owned(history_table, influx(), [alert_point(alert) for alert in alerts])
 
 
 @app.agent(timeline_topic, name="aromatrack.clinical")

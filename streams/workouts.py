@@ -56,7 +56,7 @@ from aromatrack.schemas.progress import (
 from aromatrack.schemas.series import Point
 from aromatrack.streams.app import app, athlete_keyed_table, dead_letter, influx, part_key, settings, timeline_topic
 from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, StageProgress
-from aromatrack.streams import fit
+from aromatrack.streams import fencing, fit
 from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
 
 log = logging.getLogger(__name__)
@@ -406,7 +406,7 @@ async def handle_summaries(messages: list[SummaryMessage]) -> None:
         if accepted is not None:
             body = accepted.event.model_dump(mode="json", exclude_none=True)  # as it came: see the module's docstring
             forwards.append((accepted.event.athlete_id.encode(), body, message.path))
-    await influx().write(batch.count())
+    await fencing.write_owned(state_table, influx(), batch.count())
     # Forward before remembering: a crash in between re-sends (the clinical engine drops repeated event ids)
     # rather than losing the workout for the timeline.
     sent = [
@@ -518,7 +518,7 @@ async def write_rest_days() -> None:
                 continue
             time_zone = tl.athlete_at(_profile_history(key), now.timestamp()).time_zone
             points += rest_day_points(key, _load_history(key), tl.local_time(now, time_zone).date())
-        await influx().write(points)
+        await fencing.write_owned(state_table, influx(), points)
 
 
 async def send_markers(topic: str, markers: list[ProgressMarker]) -> None:
