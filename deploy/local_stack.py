@@ -108,7 +108,10 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs={root / 'data'}
-num.partitions=1
+# As in docker-compose and the Helm chart: topics are created by the services with their partition count
+# (`ensure_topics`, faust's declarations), never by a client that asks for one first (Kafka would create it with
+# one partition, and a worker computing an athlete's partition over four would crash on it).
+auto.create.topics.enable=false
 # One node: the internal topics cannot have more replicas than that.
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=8

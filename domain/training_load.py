@@ -388,12 +388,14 @@ def daily_load_model(
     start: date | None = None,
     end: date | None = None,
     carry: tuple[float, float] = (0.0, 0.0),
+    emit_from: date | None = None,
 ) -> list[DailyLoad]:
     """CTL/ATL/TSB/ACWR for every day from `start` (default: first load) to `end` (default: last load).
 
     The model starts from `carry` (CTL, ATL) on `start`, zero fitness by default; loads before `start` are
     ignored, so pass the full history, or the CTL/ATL of the day before `start` as `carry` (what lets a
-    stream forget old days and still compute exactly the same model).
+    stream forget old days and still compute exactly the same model). With `emit_from`, the days before it are
+    folded into the figures but not returned (a stream that needs only the days a batch changed).
     """
     if not daily_loads and (start is None or end is None):
         return []
@@ -402,13 +404,19 @@ def daily_load_model(
     ctl, atl = carry
     days = []
     day = first
+    one_day = timedelta(days=1)
+    while emit_from is not None and day < emit_from and day <= last:
+        load = daily_loads.get(day, 0.0)
+        ctl += (load - ctl) * _CTL_DECAY
+        atl += (load - atl) * _ATL_DECAY
+        day += one_day
     while day <= last:
         load = daily_loads.get(day, 0.0)
         tsb = ctl - atl
         ctl += (load - ctl) * _CTL_DECAY
         atl += (load - atl) * _ATL_DECAY
         days.append(DailyLoad(day, load, ctl, atl, tsb, atl / ctl if ctl > 0 else None))
-        day += timedelta(days=1)
+        day += one_day
     return days
 
 
@@ -548,26 +556,30 @@ def add_sessions(history: LoadHistory, new: Sequence[NewSession]) -> LoadUpdate:
         added_days.append(day)
     if not added_days:
         return LoadUpdate(history, [], [])
-    carry = (history.carry.ctl, history.carry.atl) if history.carry else (0.0, 0.0)
-    model = daily_load_model(daily, start=first_kept, carry=carry)
-    newest = max(kept.start.date() for kept in sessions)
-    kept_sessions = tuple(kept for kept in sessions if kept.start.date() > newest - timedelta(days=SESSION_MEMORY_DAYS))
-    updated = _forget_old_days(LoadHistory(daily, kept_sessions, history.carry, counted, history.counted_since), model)
-    weeks = {week_start(day) for day in added_days}
     first_changed = min(added_days)
     if history.daily:
         first_changed = min(first_changed, max(history.daily) + timedelta(days=1))
+    cut = max(daily) - timedelta(days=DAILY_MEMORY_DAYS)
+    carry = (history.carry.ctl, history.carry.atl) if history.carry else (0.0, 0.0)
+    # Only the changed days and the day before the cut (the new carry) are needed as DailyLoads.
+    model = daily_load_model(daily, start=first_kept, carry=carry, emit_from=min(first_changed, cut - timedelta(days=1)))
+    newest = max(kept.start.date() for kept in sessions)
+    kept_sessions = tuple(kept for kept in sessions if kept.start.date() > newest - timedelta(days=SESSION_MEMORY_DAYS))
+    updated = _forget_old_days(
+        LoadHistory(daily, kept_sessions, history.carry, counted, history.counted_since), model, first_kept or min(daily), cut)
+    weeks = {week_start(day) for day in added_days}
     return LoadUpdate(
         updated,
         [modelled for modelled in model if modelled.day >= first_changed],
         # Over every session, before the oldest are dropped: a batch can span more than SESSION_MEMORY_DAYS.
-        [mix for mix in weekly_modality_mix(sessions) if mix.week_start in weeks],
+        [mix for mix in weekly_modality_mix(s for s in sessions if week_start(s.start) in weeks) if mix.week_start in weeks],
     )
 
 
-def _forget_old_days(history: LoadHistory, model: list[DailyLoad]) -> LoadHistory:
-    cut = model[-1].day - timedelta(days=DAILY_MEMORY_DAYS)
-    if model[0].day >= cut:
+def _forget_old_days(history: LoadHistory, model: list[DailyLoad], first_day: date, cut: date) -> LoadHistory:
+    """Days before `cut` folded into the carry: the model's figures on the day before it (`model` holds that day
+    whenever the history starts before `cut`)."""
+    if first_day >= cut:
         return history
     before_cut = model[(cut - model[0].day).days - 1]
     daily = {day: load for day, load in history.daily.items() if day >= cut}

@@ -229,11 +229,13 @@ async def test_one_of_two_workers_killed_mid_stream_the_other_takes_over_and_it_
                     assert workers[1].stop(signal.SIGKILL) == -signal.SIGKILL
 
             progress = {}
+            every_workout = {(session.athlete_id, session.time.date().isoformat()) for session in sessions}
 
             async def complete() -> bool:
                 workout, daily = await daily_loads(influx, run)
-                progress.update(readings=len(await stored(influx, run)), workouts=len(workout), days=len(daily))
-                return progress == {"readings": READINGS, "workouts": len(sessions), "days": len(sessions)}
+                progress.update(readings=len(await stored(influx, run)), workouts=len(workout), days=len(daily),
+                                missing_workouts=sorted(every_workout - set(workout))[:20])
+                return len(workout) == len(daily) == len(sessions) and progress["readings"] == READINGS
 
             await eventually(complete, timeout_s=240, describe=lambda: f"stored so far: {progress}")
             assert await stored(influx, run) == expected(events)
