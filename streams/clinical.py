@@ -253,3 +253,4 @@ async def clinical(stream: faust.StreamT) -> None:
                     _store(athlete_key, [*event_writes(record, added), outbox_write(record)])
                     _unreleased.setdefault(partition, set()).add(athlete_key)
             await _release(partitions)
+            await fencing.flush_writes(app)  # in the transaction that commits the batch's offsets

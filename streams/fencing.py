@@ -116,6 +116,15 @@ async def send(app, topic: str, key: bytes | None, value: bytes, partition: int,
                                    transactional_id=transactional_id(app, partition))
 
 
+async def flush_writes(app) -> None:
+    """Hand the table writes faust has buffered (a table's `__setitem__` only queues its changelog record) to the
+    partitions' transactional producers, and wait until the broker has them: called by an agent before the events
+    behind them are acknowledged, so that faust's next commit of their offsets carries them in the same
+    transaction (faust's own commit flushes its buffer only when not processing exactly once)."""
+    if app.in_transaction:
+        await app.producer.flush()
+
+
 async def commit_now(app, partitions: set[int]) -> None:
     """Commit the partitions' open transactions now, offsets aside (faust commits those with the next ones), and
     open new ones: for writes to InfluxDB that no later write overwrites (an alert's point), which must follow
@@ -125,7 +134,7 @@ async def commit_now(app, partitions: set[int]) -> None:
     them deduplicates."""
     if not app.in_transaction or not partitions:
         return
-    await app.producer.flush()  # faust's buffered table writes into their transactions first
+    await flush_writes(app)
     producer = app.producer  # faust's transport producer: its per-id producers and locks (faust 0.15.3)
     for partition in sorted(partitions):
         transactional_id_ = transactional_id(app, partition)

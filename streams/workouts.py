@@ -311,6 +311,7 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
     for delivery in sent:
         await delivery
     seen.save()
+    await fencing.flush_writes(app)
 
 
 @dataclass(frozen=True)
@@ -419,6 +420,7 @@ async def handle_summaries(messages: list[SummaryMessage]) -> None:
     for key, history in batch.histories.items():
         _save_history(key, history)
     batch.seen.save()
+    await fencing.flush_writes(app)  # in the transaction that commits the batch's offsets
 
 
 async def _dead_letter_bug(exc: Exception, raw: bytes, source: str, athlete_key: bytes | None) -> None:
@@ -445,6 +447,7 @@ async def handle_profile(_athlete_key: bytes | None, raw: bytes) -> None:
     key = event.athlete_id.encode()
     history = tl.with_profile(_profile_history(key), event.time.timestamp(), event.model_dump())
     profile_table[key] = json.dumps(history, separators=(",", ":")).encode()
+    await fencing.flush_writes(app)
 
 
 @app.agent(profile_topic, name="aromatrack.workouts.profiles")
