@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import traceback
 from pathlib import Path
@@ -133,14 +134,22 @@ def worker(
 
     asyncio.run(prepare_storage())
     sys.argv = ["aromatrack-worker", "worker", "--loglevel", loglevel, *(["--without-web"] if web_port is None else [])]
+    # Once faust's worker has stopped (a signal, or a crash it re-raises, e.g. fenced: streams/fencing.py), a
+    # thread it leaves behind can keep the process alive forever (seen under exactly-once, after SIGTERM and after
+    # a fenced producer): exit with the worker's status, since a supervisor restarts only a process that exits.
     try:
         faust_app.main()
-    except Exception:  # noqa: BLE001 - what crashed the app (e.g. fenced: streams/fencing.py), re-raised by faust
-        # Once faust has closed its loop, a thread it leaves behind (seen after a fenced producer) can keep the
-        # process alive forever; a supervisor restarts only a process that exits.
+    except SystemExit as stopped:
+        status = stopped.code if isinstance(stopped.code, int) else (0 if stopped.code is None else 1)
+    except Exception:  # noqa: BLE001 - what crashed the app, re-raised by faust
         traceback.print_exc()
-        sys.stderr.flush()
-        os._exit(1)
+        status = 1
+    else:
+        status = 0
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _hold_worker_dir(directory: Path):

@@ -11,17 +11,20 @@ in a transaction go through `send` here: the alerts topic is not one the app con
 a topic with its plain producer.
 
 What a transaction holds is what was sent on that partition's producer since its last commit, and faust commits
-when offsets of the partition advance: the writes of timers and batches (the clinical agent's releases, the
-summary agent's batches) join the open transaction and are committed with the next one, at the latest one
-heartbeat later (every stage reports progress on every timeline partition each `HEARTBEAT_S`).
+when offsets of the partition advance. The agents hand their table writes (which faust only queues) to the
+producers before their events are acknowledged (`flush_writes`), so a commit of offsets carries what those
+events wrote. The writes of timers (the clinical agent's clock releases) join the open transaction and are
+committed with the next one, at the latest one heartbeat later (every stage reports progress on every timeline
+partition each `HEARTBEAT_S`); a release's alert points wait for its commit (`commit_now`). Not in the
+transactions: the progress markers and dead letters (faust's plain producer) and the stateless ingest path.
 
 InfluxDB cannot fence: a point's last write wins, whoever sent it. `write_owned` writes a partition's derived
 points (loads, trends, alerts) only while this worker is assigned the partition, and gives up on a write it
 could not complete within the group's session timeout less two heartbeat intervals: the group gives a silent
 worker's partitions away only a session timeout after its last heartbeat, so a write that an owner starts lands
-before any successor's or not at all. A worker that gives up stops (fail-stop): it can no longer tell whether the points it derived
-are still its to write, and the events behind them are processed again from the last committed transaction by
-whoever owns the partition next (its supervisor restarts it). Left open: a worker that still reaches InfluxDB
+before any successor's or not at all. A worker that gives up stops (fail-stop): it can no longer tell whether
+the points it derived are still its to write, and the events behind them are processed again from the last
+committed transaction by whoever owns the partition next (its supervisor restarts it). Left open: a worker that still reaches InfluxDB
 but not the broker can start a write after its last heartbeat (the agents go on with what they fetched) that
 lands after a successor's.
 """
