@@ -1,7 +1,11 @@
 """Fencing: a worker that has lost a partition (cut off from the group, its partitions given to another worker)
 must not write that partition's state or derived series after the new owner has.
 
-Kafka: with `processing_guarantee="exactly_once"` (the default, `AROMATRACK_PROCESSING_GUARANTEE`) faust gives
+Everything here acts only under exactly-once processing (`AROMATRACK_PROCESSING_GUARANTEE=exactly_once`, opt-in:
+README "Several hosts" says what still diverges and why it is not the default); at least once, the workers run as
+faust's defaults make them.
+
+Kafka: with `processing_guarantee="exactly_once"` faust gives
 each partition number its own transactional producer, `transactional.id` = `<app id>-<topic group>-<partition>`,
 shared by every topic of that partition (the agents' inputs, the timeline, the table changelogs), and commits the
 input offsets inside the transaction. A new owner's producer for the partition bumps the id's epoch, which aborts
@@ -163,6 +167,8 @@ async def write_owned(table, store, points: Iterable[Point]) -> int:
     new owner writes them). OwnershipLost, and the worker stops, when the write does not complete in time
     (`within_ownership`)."""
     app = table.app
+    if not app.in_transaction:
+        return await store.write(points)
     by_partition: dict[int, list[Point]] = defaultdict(list)
     for point in points:
         by_partition[table.partition_for_key(point.tags["athlete_id"].encode())].append(point)
@@ -177,7 +183,10 @@ async def write_owned(table, store, points: Iterable[Point]) -> int:
 async def within_ownership(app, write: Awaitable):
     """Await a write for at most the session timeout less two heartbeat intervals (the group hands a
     silent worker's partitions to another a session timeout after its last heartbeat, and a healthy worker's last
-    heartbeat is at most one interval old); past that, stop the worker (OwnershipLost)."""
+    heartbeat is at most one interval old); past that, stop the worker (OwnershipLost). At least once, await it
+    as long as it retries (nothing would process its events again)."""
+    if not app.in_transaction:
+        return await write
     window_s = app.conf.broker_session_timeout - 2 * app.conf.broker_heartbeat_interval
     try:
         return await asyncio.wait_for(write, timeout=window_s)

@@ -144,6 +144,7 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
         workers = {
             name: Worker(settings, "hosts", tmp_path / f"{name}.log", netns=net[name].netns,
                          AROMATRACK_SESSION_TIMEOUT_S="6", AROMATRACK_WEB_PORT=str(WEB_PORT),
+                         AROMATRACK_PROCESSING_GUARANTEE="exactly_once",  # fenced (streams/fencing.py)
                          AROMATRACK_WEB_BIND=net[name].address)
             for name in ("worker1", "worker2")
         }
