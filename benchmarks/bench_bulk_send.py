@@ -4,9 +4,9 @@ The demo cohort without FIT files (50 athletes x 182 days by default; workouts a
 once with no pacing, as a bulk import would, to 1 and then 2 workers on a fresh broker each time. Measured: the
 time from the first send until the alerts topic holds exactly what `evaluate --as-of now` gives (ids and
 bodies; a withdrawal removes an alert), the events/s end to end, and the ratio to evaluate's own time on the
-same events (parse + fold, in-process). Each worker count runs under each processing guarantee in turn (faust's
-exactly-once with transactions per partition, the default, then at-least-once without them): their ratio is what
-fencing costs (streams/fencing.py). Prints the machine's load average, since the figures depend on it.
+same events (parse + fold, in-process). Each worker count runs under each processing guarantee in turn (at-least-once,
+the default, then faust's exactly-once with transactions per partition): their ratio is what fencing costs
+(streams/fencing.py). Prints the machine's load average, since the figures depend on it.
 
 Starts its own throwaway stacks (ports 39611/38611), so it needs nothing running:
     .venv/bin/python benchmarks/bench_bulk_send.py [--athletes 50] [--days 182] [--workers 1 2]
@@ -26,8 +26,7 @@ from aiokafka import AIOKafkaConsumer
 
 from aromatrack.deploy import local_stack
 from aromatrack.deploy.settings import PROCESSING_GUARANTEES
-from aromatrack.domain import engine
-from aromatrack.schemas import topics
+from aromatrack.schemas import boundary, topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
 from aromatrack.services import cohort
 from aromatrack.streams.producer import EventProducer
@@ -45,7 +44,7 @@ def evaluate_time(raws: list[dict]) -> tuple[float, dict[str, dict]]:
             events.append(parse_event(raw))
         except EventError:
             continue
-    alerts = engine.evaluate(events, as_of_s=time.time())
+    alerts = boundary.evaluate(events, as_of_s=time.time())
     return time.perf_counter() - began, {a.alert_id: json.loads(dump_event(a)) for a in alerts}
 
 
@@ -108,7 +107,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=182)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--guarantees", nargs="+", choices=PROCESSING_GUARANTEES, default=list(PROCESSING_GUARANTEES),
-                        help="faust's processing guarantee of the workers, each in turn (default: both, exactly once "
+                        help="faust's processing guarantee of the workers, each in turn (default: both, at least once "
                              "first: the transactions' cost against the same workers without them)")
     args = parser.parse_args()
     stop_on_sigterm()

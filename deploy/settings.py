@@ -30,6 +30,29 @@ def parse_lab_methods(pairs: Iterable[str]) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class WorkerOptions:
+    """What differs between the stream workers of one app (`aromatrack worker` flags, or the environment).
+
+    Several workers of one app on one host each need their own directory and, if served, their own web port;
+    these are not passed on to child processes (`Settings.as_env`), which choose their own.
+    """
+
+    # faust's datadir; None is `state_dir/faust`. A directory in use by a running worker is refused.
+    data_dir: Path | None = None
+    # The health routes and faust's counters (streams/health.py); None serves no web port.
+    web_port: int | None = None
+    # Loopback unless a deployment needs its probes to reach the port from outside the host (a pod: 0.0.0.0).
+    web_bind: str = "127.0.0.1"
+    # How long a consumer group waits for a silent (killed) worker before its partitions move to the others;
+    # None leaves faust's 60 s and aiokafka's 10 s (the ingest consumer). Failover tests set a few seconds.
+    session_timeout_s: float | None = None
+    # How often every athlete's load model is carried through today (streams/workouts.py); the tests use 1 s.
+    rest_days_interval_s: float = 3600.0
+    # Records per ingest batch; 1 turns batching off, for benchmarks/bench_ingest.py's comparison.
+    ingest_batch_size: int = 1000
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str
     influx_url: str
@@ -49,6 +72,12 @@ class Settings:
     # faust's processing guarantee: "at_least_once", faust's default, or "exactly_once", which fences a worker cut
     # off from the group (streams/fencing.py; opt-in until what README "Several hosts" lists is solved).
     processing_guarantee: str = "at_least_once"
+    worker: WorkerOptions = WorkerOptions()
+
+    @property
+    def worker_dir(self) -> Path:
+        """This worker's own directory (faust's datadir)."""
+        return self.worker.data_dir or self.state_dir / "faust"
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:
@@ -115,20 +144,39 @@ def _env_choice(name: str, choices: tuple[str, ...]) -> str:
     return text
 
 
-def _env_days(name: str, default: float) -> float:
+def _env_number(name: str, default: float | None, what: str, minimum: float, maximum: float = float("inf"),
+                number: type = float) -> float | None:
+    """A number from the environment (`default` when unset or empty); a ValueError names the variable."""
     text = os.environ.get(name, "")
+    if not text:
+        return default
     try:
-        days = float(text) if text else default
+        value = number(text)
     except ValueError:
-        days = -1.0
-    if not days >= 0:
-        raise ValueError(f"{name}: {text!r} is not a number of days")
-    return days
+        value = None
+    if value is None or not minimum <= value <= maximum:
+        bounds = f"{minimum:g} to {maximum:g}" if maximum < float("inf") else f"at least {minimum:g}"
+        raise ValueError(f"{name}: {text!r} is not {what} ({bounds})")
+    return value
+
+
+def _env_worker_options() -> WorkerOptions:
+    data_dir = os.environ.get("AROMATRACK_WORKER_DIR")
+    return WorkerOptions(
+        data_dir=Path(data_dir) if data_dir else None,
+        web_port=_env_number("AROMATRACK_WEB_PORT", None, "a port", 1, 65535, number=int),
+        web_bind=os.environ.get("AROMATRACK_WEB_BIND") or "127.0.0.1",
+        session_timeout_s=_env_number("AROMATRACK_SESSION_TIMEOUT_S", None, "a number of seconds", 6, 300),
+        rest_days_interval_s=_env_number("AROMATRACK_REST_DAYS_INTERVAL_S", 3600.0, "a number of seconds", 0.001),
+        ingest_batch_size=_env_number("AROMATRACK_INGEST_BATCH", 1000, "a number of records", 1, number=int),
+    )
 
 
 def load_settings() -> Settings:
-    """Settings from AROMATRACK_* environment variables, with loopback defaults. AROMATRACK_LAB_METHODS is
-    `LAB=METHOD` items separated by commas; a malformed variable is a ValueError naming it."""
+    """Settings from AROMATRACK_* environment variables, with loopback defaults, read once at start-up (the
+    worker's: AROMATRACK_WORKER_DIR, _WEB_PORT, _WEB_BIND, _SESSION_TIMEOUT_S, _REST_DAYS_INTERVAL_S,
+    _INGEST_BATCH). AROMATRACK_LAB_METHODS is `LAB=METHOD` items separated by commas; a malformed variable is a
+    ValueError naming it."""
     return Settings(
         kafka_bootstrap=os.environ.get("AROMATRACK_KAFKA", "127.0.0.1:39092"),
         influx_url=os.environ.get("AROMATRACK_INFLUX_URL", "http://127.0.0.1:38086"),
@@ -137,9 +185,10 @@ def load_settings() -> Settings:
         # The faust app id is also the consumer group and the prefix of its table changelogs.
         app_id=os.environ.get("AROMATRACK_APP_ID", "aromatrack"),
         lab_methods=_env_lab_methods(),
-        historical_after_days=_env_days("AROMATRACK_HISTORICAL_AFTER_DAYS", 14.0),
+        historical_after_days=_env_number("AROMATRACK_HISTORICAL_AFTER_DAYS", 14.0, "a number of days", 0),
         store_dsn=os.environ.get("AROMATRACK_STORE_DSN") or None,
         store_password=os.environ.get("AROMATRACK_STORE_PASSWORD") or None,
         postgres_address=os.environ.get("AROMATRACK_POSTGRES", "127.0.0.1:38432"),
         processing_guarantee=_env_choice("AROMATRACK_PROCESSING_GUARANTEE", PROCESSING_GUARANTEES),
+        worker=_env_worker_options(),
     )

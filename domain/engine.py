@@ -1,5 +1,8 @@
 """The clinical engine: one athlete's state, a step function (event -> state + alerts) and a clock.
 
+Events in and alerts out are the core's own values (`domain.events`); `schemas.boundary` translates the event
+contract's messages at the edge.
+
 `step` folds one event (in event-time order) into the athlete's state and runs every rule on the resulting
 situation. `advance` moves the athlete's clock to a time without an event: scheduled rechecks (after TRT
 starts, after a dose change, the routine intervals) fall due on the clock, not on the next event, and `step`
@@ -33,20 +36,31 @@ from datetime import date, datetime, timezone
 from typing import Iterable
 
 from aromatrack.domain import bodycomp, correlation, labs, rules, training_load
+from aromatrack.domain.events import (
+    Alert,
+    DoseChange,
+    Event,
+    LabResult,
+    PhaseChange,
+    Profile,
+    ScaleReading,
+    SymptomLog,
+    WorkoutFile,
+    WorkoutSummary,
+)
 from aromatrack.domain.rules import DAY_S, EventRef, Symptoms
-from aromatrack.schemas.events import Alert, EventBase
 
 # Same-time events are processed in this order, then by event id, so every run sees one order. A draw comes
 # before a dose change at the same time: the draw was taken on the dose before the change.
-TYPE_ORDER = {
-    "athlete.profile": 0,
-    "protocol.phase": 1,
-    "scale.reading": 2,
-    "workout.summary": 3,
-    "workout.fit": 3,
-    "symptom.log": 4,
-    "lab.result": 5,
-    "dose.change": 6,
+TYPE_ORDER: dict[type[Event], int] = {
+    Profile: 0,
+    PhaseChange: 1,
+    ScaleReading: 2,
+    WorkoutSummary: 3,
+    WorkoutFile: 3,
+    SymptomLog: 4,
+    LabResult: 5,
+    DoseChange: 6,
 }
 # Labs drawn at the same time are one panel: the rules that anchor on the E2 see the rest of it first.
 LAB_ORDER = {"estradiol": 1}
@@ -126,7 +140,7 @@ class AthleteState:
     load: "LoadState" = field(default_factory=lambda: LoadState())
     last_time_s: float | None = None  # the athlete's clock: the last event's time, or a later clock step
     next_due_s: float | None = None  # when the next scheduled recheck falls due, as of the last rules run
-    profile: dict[str, float | str | None] | None = None  # the numbers training_load.Athlete needs
+    athlete: training_load.Athlete = training_load.Athlete()  # the latest profile's numbers
 
 
 @dataclass(frozen=True)
@@ -161,36 +175,24 @@ class Outcome:
     e2: E2Context | None = None
 
 
-def type_rank(event: EventBase) -> tuple[int, int]:
+def type_rank(event: Event) -> tuple[int, int]:
     """Where an event goes among events at the same time (before its id breaks the tie)."""
-    return TYPE_ORDER.get(event.type, 9), LAB_ORDER.get(getattr(event, "analyte", ""), 0)
+    return TYPE_ORDER[type(event)], LAB_ORDER.get(event.analyte, 0) if isinstance(event, LabResult) else 0
 
 
-def order_key(event: EventBase) -> tuple:
-    return (event.time, type_rank(event), event.event_id or "")
+def order_key(event: Event) -> tuple:
+    return (event.time, type_rank(event), event.event_id)
 
 
-def _ts(event: EventBase) -> float:
+def _ts(event: Event) -> float:
     return event.time.timestamp()
 
 
-def _ref(event: EventBase) -> EventRef:
-    return EventRef(_ts(event), event.event_id or "")
+def _ref(event: Event) -> EventRef:
+    return EventRef(_ts(event), event.event_id)
 
 
-def workout_load(event: EventBase, athlete: training_load.Athlete) -> tuple[float, str]:
-    """A workout's load (TSS scale) and modality: as a FIT-derived summary carries them, else computed by the
-    training-load core from the summary and the athlete's profile (`training_load.summary_load`, as the
-    workouts agent does)."""
-    loaded = training_load.summary_load(event.model_dump(), athlete)
-    return loaded.load, loaded.modality
-
-
-def _athlete(state: AthleteState) -> training_load.Athlete:
-    return training_load.Athlete(**state.profile) if state.profile else training_load.Athlete()
-
-
-def _apply_dose(state: AthleteState, event: EventBase) -> None:
+def _apply_dose(state: AthleteState, event: DoseChange) -> None:
     ref = _ref(event)
     state.last_dose_event = ref
     if event.drug == "anastrozole":
@@ -203,7 +205,7 @@ def _apply_dose(state: AthleteState, event: EventBase) -> None:
         state.last_dose_change = ref
 
 
-def _apply_scale(state: AthleteState, event: EventBase, settings: EngineSettings, outcome: Outcome) -> None:
+def _apply_scale(state: AthleteState, event: ScaleReading, settings: EngineSettings, outcome: Outcome) -> None:
     previous_time = state.trend.points[-1][0] if state.trend.points else None
     reason = bodycomp.add_reading(state.trend, _ts(event), event.body_fat_pct, settings.trend)
     if reason is not None:
@@ -225,8 +227,8 @@ def _set_fat_at_last_e2(state: AthleteState, fat: float | None) -> None:
         state.pairs[-1] = replace(state.pairs[-1], body_fat_pct=fat)
 
 
-def _apply_lab(state: AthleteState, event: EventBase, settings: EngineSettings, outcome: Outcome) -> None:
-    lab = labs.normalise(event, settings.rules.default_method_by_lab.get(getattr(event, "lab_id", None) or ""))
+def _apply_lab(state: AthleteState, event: LabResult, settings: EngineSettings, outcome: Outcome) -> None:
+    lab = labs.normalise(event, settings.rules.default_method_by_lab.get(event.lab_id or ""))
     if lab.analyte in TRACKED_RESULTS:
         state.results[lab.analyte] = (*state.results.get(lab.analyte, ())[-1:], lab)
     if lab.analyte == "testosterone_total":
@@ -335,31 +337,38 @@ def _update_regimen(load: LoadState, day: int, settings: rules.RuleSettings) -> 
         load.regimen_start = load.first_workouts[min(starts)] if starts else None
 
 
-def _apply(state: AthleteState, event: EventBase, settings: EngineSettings, outcome: Outcome) -> None:
-    kind = event.type
+def _apply_workout(state: AthleteState, event: WorkoutSummary) -> None:
+    """A workout's load (TSS scale) and modality, as a FIT-derived summary carries them or else computed with the
+    athlete's profile (`training_load.summary_load`, as the workouts agent does), counted on its day."""
+    loaded = training_load.summary_load(event, state.athlete)
+    day = _day(_ts(event))
+    state.load.open_days[day] = state.load.open_days.get(day, 0.0) + loaded.load
+    state.load.first_workouts.setdefault(day, _ref(event))
+    state.load_since_e2 += loaded.load
+    minutes = state.modality_minutes_since_e2
+    minutes[loaded.modality] = minutes.get(loaded.modality, 0.0) + event.workout.duration_s / 60
+
+
+def _apply(state: AthleteState, event: Event, settings: EngineSettings, outcome: Outcome) -> None:
+    """The event's effect on the state (a FIT upload not decoded, `WorkoutFile`, has none: only the clock moves)."""
     _fold_days(state, _day(_ts(event)) - 1, settings)
-    if kind == "athlete.profile":
-        state.profile = training_load.profile_numbers(event.model_dump())
-    elif kind == "protocol.phase":
+    if isinstance(event, Profile):
+        state.athlete = event.athlete
+    elif isinstance(event, PhaseChange):
         if event.phase == "trt" and state.phase != "trt":
             state.trt_start = _ref(event)
         if event.phase != state.phase:
             state.phase_since = _ref(event)
         state.phase = event.phase
-    elif kind == "dose.change":
+    elif isinstance(event, DoseChange):
         _apply_dose(state, event)
-    elif kind == "scale.reading":
+    elif isinstance(event, ScaleReading):
         _apply_scale(state, event, settings, outcome)
-    elif kind == "workout.summary":
-        load, modality = workout_load(event, _athlete(state))
-        day = _day(_ts(event))
-        state.load.open_days[day] = state.load.open_days.get(day, 0.0) + load
-        state.load.first_workouts.setdefault(day, _ref(event))
-        state.load_since_e2 += load
-        state.modality_minutes_since_e2[modality] = state.modality_minutes_since_e2.get(modality, 0.0) + event.duration_s / 60
-    elif kind == "symptom.log":
-        state.symptoms.append(Symptoms(_ts(event), frozenset(event.symptoms), event.event_id or ""))
-    elif kind == "lab.result":
+    elif isinstance(event, WorkoutSummary):
+        _apply_workout(state, event)
+    elif isinstance(event, SymptomLog):
+        state.symptoms.append(Symptoms(_ts(event), event.symptoms, event.event_id))
+    elif isinstance(event, LabResult):
         _apply_lab(state, event, settings, outcome)
 
 
@@ -421,9 +430,9 @@ def _alert(state: AthleteState, finding: rules.Finding, open_alert: OpenAlert, n
         rule=finding.rule,
         severity=finding.severity,
         summary=finding.summary,
-        evidence=list(finding.evidence),
-        sources=list(finding.sources),
-        anchor_event_ids=list(finding.anchor),
+        evidence=finding.evidence,
+        sources=finding.sources,
+        anchor_event_ids=finding.anchor,
     )
 
 
@@ -447,14 +456,14 @@ def _raise(state: AthleteState, findings: list[rules.Finding], now_s: float) -> 
     return alerts
 
 
-def is_historical(alert: Alert, raised_at_s: float, settings: EngineSettings = EngineSettings()) -> bool:
-    """Whether an alert version raised (made known) at `raised_at_s` is news from imported history."""
-    return raised_at_s - alert.time.timestamp() > settings.historical_after_days * DAY_S
+def is_historical(alert_time: datetime, raised_at_s: float, settings: EngineSettings = EngineSettings()) -> bool:
+    """Whether an alert version of `alert_time` raised (made known) at `raised_at_s` is news from imported history."""
+    return raised_at_s - alert_time.timestamp() > settings.historical_after_days * DAY_S
 
 
 def mark_historical(alert: Alert, raised_at_s: float, settings: EngineSettings = EngineSettings()) -> Alert:
     """The alert as raised at `raised_at_s`: marked `historical` when it is (see the module docstring)."""
-    return alert.model_copy(update={"historical": is_historical(alert, raised_at_s, settings)})
+    return replace(alert, historical=is_historical(alert.time, raised_at_s, settings))
 
 
 def _prune(state: AthleteState, now_s: float, settings: EngineSettings) -> None:
@@ -493,7 +502,7 @@ def advance(state: AthleteState, until_s: float, settings: EngineSettings = Engi
     return alerts
 
 
-def step(state: AthleteState, event: EventBase, settings: EngineSettings = EngineSettings()) -> tuple[AthleteState, Outcome]:
+def step(state: AthleteState, event: Event, settings: EngineSettings = EngineSettings()) -> tuple[AthleteState, Outcome]:
     """Fold one event (the next in event-time order) into the state; return it with the alerts raised: those
     falling due on the clock before the event, then the event's own.
 
@@ -510,10 +519,10 @@ def step(state: AthleteState, event: EventBase, settings: EngineSettings = Engin
 
 
 def fold(
-    events: Iterable[EventBase],
+    events: Iterable[Event],
     settings: EngineSettings = EngineSettings(),
     states: dict[str, AthleteState] | None = None,
-) -> Iterable[tuple[EventBase, Outcome]]:
+) -> Iterable[tuple[Event, Outcome]]:
     """Run a timeline (any order, any athletes) through the engine in event-time order; `states` (athlete id ->
     state) is filled in as it goes, for a caller that advances the clocks afterwards."""
     states = {} if states is None else states
@@ -524,7 +533,7 @@ def fold(
 
 
 def evaluate(
-    events: Iterable[EventBase], settings: EngineSettings = EngineSettings(), as_of_s: float | None = None
+    events: Iterable[Event], settings: EngineSettings = EngineSettings(), as_of_s: float | None = None
 ) -> list[Alert]:
     """Every alert version a timeline raises, in event-time order, then those falling due as every athlete's
     clock runs on to `as_of_s`. With `as_of_s` the timeline is a history received whole at that time (as the

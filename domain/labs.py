@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from aromatrack.domain.events import LabResult
+
 # Molar mass of testosterone (g/mol): 1 nmol/L = 288.42 ng/L = 28.842 ng/dL (DOMAIN.md: x 0.03467).
 TESTOSTERONE_G_PER_MOL = 288.42
 # Cholesterol (HDL/LDL): 1 mmol/L = 38.67 mg/dL.
@@ -120,9 +122,9 @@ class Lab:
         return f"{self.comparator}{self.value:.4g}" if self.censored else round(self.value, 2)
 
 
-def normalise(event, default_method: str | None = None) -> Lab:
-    """A `lab.result` event as a Lab in canonical units (reference range converted too); a result that names no
-    assay method takes `default_method` (the performing lab's, a setting)."""
+def normalise(event: LabResult, default_method: str | None = None) -> Lab:
+    """A lab result as a Lab in canonical units (reference range converted too); a result that names no assay
+    method takes `default_method` (the performing lab's, a setting)."""
     factor = conversion_factor(event.analyte, event.unit)
 
     def scaled(value: float | None) -> float | None:
@@ -138,5 +140,5 @@ def normalise(event, default_method: str | None = None) -> Lab:
         method=event.method or default_method,
         reference_low=scaled(event.reference_low),
         reference_high=scaled(event.reference_high),
-        lab_id=getattr(event, "lab_id", None),
+        lab_id=event.lab_id,
     )

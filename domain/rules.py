@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from aromatrack.domain.correlation import E2Estimate
+from aromatrack.domain.events import Evidence
 from aromatrack.domain.labs import Lab
-from aromatrack.schemas.events import AlertEvidence
 
 DAY_S = 86400.0
 
@@ -174,7 +174,7 @@ class Finding:
     kind: str
     severity: str
     summary: str
-    evidence: tuple[AlertEvidence, ...]
+    evidence: tuple[Evidence, ...]
     anchor: tuple[str, ...]  # the events that define the clinical question (one alert per rule and anchor)
     sources: tuple[str, ...] = field(default=())
     evidence_events: tuple[str, ...] = ()  # events whose arrival is new evidence for the same question
@@ -189,26 +189,26 @@ def _text(lab: Lab) -> str:
     return f"{lab.comparator or ''}{lab.value:.4g}"
 
 
-def _lab_evidence(name: str, lab: Lab) -> AlertEvidence:
-    return AlertEvidence(name=name, value=lab.shown(), unit=lab.unit, event_ids=[lab.event_id])
+def _lab_evidence(name: str, lab: Lab) -> Evidence:
+    return Evidence(name=name, value=lab.shown(), unit=lab.unit, event_ids=(lab.event_id,))
 
 
-def _range_evidence(name: str, lab: Lab) -> tuple[AlertEvidence, ...]:
+def _range_evidence(name: str, lab: Lab) -> tuple[Evidence, ...]:
     """The lab's own reference range, as the lab printed it (either bound may be missing)."""
     if lab.reference_low is None and lab.reference_high is None:
         return ()
     low = "" if lab.reference_low is None else f"{lab.reference_low:.4g}"
     high = "" if lab.reference_high is None else f"{lab.reference_high:.4g}"
-    return (AlertEvidence(name=name, value=f"{low}-{high}", unit=lab.unit, event_ids=[lab.event_id]),)
+    return (Evidence(name=name, value=f"{low}-{high}", unit=lab.unit, event_ids=(lab.event_id,)),)
 
 
-def _dose_evidence(s: Situation) -> AlertEvidence:
-    ids = [s.anastrozole_since.event_id] if s.anastrozole_since else []
-    return AlertEvidence(name="anastrozole_weekly_mg", value=round(s.anastrozole_weekly_mg, 4), unit="mg/week", event_ids=ids)
+def _dose_evidence(s: Situation) -> Evidence:
+    ids = (s.anastrozole_since.event_id,) if s.anastrozole_since else ()
+    return Evidence(name="anastrozole_weekly_mg", value=round(s.anastrozole_weekly_mg, 4), unit="mg/week", event_ids=ids)
 
 
-def _asked_for(labs: str) -> AlertEvidence:
-    return AlertEvidence(name="labs_to_draw", value=labs)
+def _asked_for(labs: str) -> Evidence:
+    return Evidence(name="labs_to_draw", value=labs)
 
 
 def _panel_t(s: Situation, settings: RuleSettings) -> Lab | None:
@@ -233,11 +233,11 @@ def _t_in_range(t: Lab, settings: RuleSettings) -> bool:
     return not t.censored and low <= t.value <= high
 
 
-def _t_evidence(t: Lab, settings: RuleSettings) -> tuple[AlertEvidence, ...]:
+def _t_evidence(t: Lab, settings: RuleSettings) -> tuple[Evidence, ...]:
     low, high, _ = _t_range(t, settings)
     return (
         _lab_evidence("testosterone_total", t),
-        AlertEvidence(name="testosterone_total_range", value=f"{low:g}-{high:g}", unit="ng/dL", event_ids=[t.event_id]),
+        Evidence(name="testosterone_total_range", value=f"{low:g}-{high:g}", unit="ng/dL", event_ids=(t.event_id,)),
     )
 
 
@@ -305,8 +305,8 @@ def immunoassay_low_e2(s: Situation, settings: RuleSettings) -> Finding | None:
         summary=summary,
         evidence=(
             _lab_evidence("estradiol", e2),
-            AlertEvidence(name="assay_method", value=method),
-            AlertEvidence(name="low_results_without_lc_msms", value=s.unconfirmed_low_e2),
+            Evidence(name="assay_method", value=method),
+            Evidence(name="low_results_without_lc_msms", value=s.unconfirmed_low_e2),
             *_range_evidence("e2_reference_range", e2),
             _asked_for(T_AND_E2),
         ),
@@ -327,9 +327,9 @@ def low_e2_on_ai(s: Situation, settings: RuleSettings) -> Finding | None:
         return None
     t = _panel_t(s, settings)
     low_e2 = f"E2 {_text(e2)} pg/mL is {_low_e2_reason(e2, settings)} on anastrozole"
-    evidence: tuple[AlertEvidence, ...] = (
+    evidence: tuple[Evidence, ...] = (
         _lab_evidence("estradiol", e2),
-        AlertEvidence(name="e2_low_limit", value=_e2_low_limit(e2, settings), unit="pg/mL"),
+        Evidence(name="e2_low_limit", value=_e2_low_limit(e2, settings), unit="pg/mL"),
         *_range_evidence("e2_reference_range", e2),
     )
     sources = [SEED_LABS, SEED_MECHANISM]
@@ -337,7 +337,7 @@ def low_e2_on_ai(s: Situation, settings: RuleSettings) -> Finding | None:
         summary = (f"{low_e2} with no total T drawn within {settings.panel_window_days:g} days; a clinician's "
                    f"review is warranted, with a recheck of {T_AND_E2}.")
         evidence += (
-            AlertEvidence(name="testosterone_total", value=f"not drawn within {settings.panel_window_days:g} d"),
+            Evidence(name="testosterone_total", value=f"not drawn within {settings.panel_window_days:g} d"),
             _asked_for(T_AND_E2),
         )
     else:
@@ -397,7 +397,7 @@ def high_e2_symptomatic(s: Situation, settings: RuleSettings) -> Finding | None:
         "symptoms logged; a clinician's review of the protocol is warranted.",
         evidence=(
             _lab_evidence("estradiol", e2),
-            AlertEvidence(name="high_e2_symptoms", value=", ".join(names), event_ids=[x.event_id for x in logs]),
+            Evidence(name="high_e2_symptoms", value=", ".join(names), event_ids=tuple(x.event_id for x in logs)),
             _dose_evidence(s),
         ),
         anchor=(e2.event_id,),
@@ -423,8 +423,8 @@ def _scheduled_recheck(
         severity="info",
         summary=f"{happened} {days:g} or more days ago with no E2 drawn since; a recheck of {T_AND_E2} is due.",
         evidence=(
-            AlertEvidence(name=evidence, value=_days(s.now_s - anchor.time_s), unit="d", event_ids=[anchor.event_id]),
-            AlertEvidence(name="due_after_days", value=days, unit="d"),
+            Evidence(name=evidence, value=_days(s.now_s - anchor.time_s), unit="d", event_ids=(anchor.event_id,)),
+            Evidence(name="due_after_days", value=days, unit="d"),
             _asked_for(T_AND_E2),
         ),
         anchor=(anchor.event_id,),
@@ -477,8 +477,8 @@ def interval_recheck(s: Situation, settings: RuleSettings) -> Finding | None:
         summary=f"The last E2 was drawn {interval:g} or more days ago, the interval {why}; a routine panel of "
         f"{INTERVAL_PANEL} is due.",
         evidence=(
-            AlertEvidence(name="days_since_last_e2", value=_days(s.now_s - s.last_e2_time_s), unit="d", event_ids=[e2.event_id]),
-            AlertEvidence(name="interval_days", value=interval, unit="d"),
+            Evidence(name="days_since_last_e2", value=_days(s.now_s - s.last_e2_time_s), unit="d", event_ids=(e2.event_id,)),
+            Evidence(name="interval_days", value=interval, unit="d"),
             *_fat_evidence(s),
             _asked_for(INTERVAL_PANEL),
         ),
@@ -501,13 +501,13 @@ def next_due_s(s: Situation, settings: RuleSettings) -> float | None:
     return min(future) if future else None
 
 
-def _fat_evidence(s: Situation) -> tuple[AlertEvidence, ...]:
-    scale_ids = [s.last_scale.event_id] if s.last_scale else []
+def _fat_evidence(s: Situation) -> tuple[Evidence, ...]:
+    scale_ids = (s.last_scale.event_id,) if s.last_scale else ()
     items = []
     if s.body_fat_slope is not None:
-        items.append(AlertEvidence(name="body_fat_slope", value=round(s.body_fat_slope, 3), unit="%/week", event_ids=scale_ids))
+        items.append(Evidence(name="body_fat_slope", value=round(s.body_fat_slope, 3), unit="%/week", event_ids=scale_ids))
     if s.fat_change_since_e2 is not None:
-        items.append(AlertEvidence(name="body_fat_change_since_e2", value=round(s.fat_change_since_e2, 2), unit="%", event_ids=scale_ids))
+        items.append(Evidence(name="body_fat_change_since_e2", value=round(s.fat_change_since_e2, 2), unit="%", event_ids=scale_ids))
     return tuple(items)
 
 
@@ -533,8 +533,8 @@ def fat_loss_unchanged_ai(s: Situation, settings: RuleSettings) -> Finding | Non
         return None
     evidence = [_lab_evidence("last_estradiol", e2), *_fat_evidence(s), _dose_evidence(s)]
     if estimate is not None:
-        evidence.append(AlertEvidence(name="predicted_e2", value=round(estimate.predicted_e2_pg_ml, 1), unit="pg/mL"))
-        evidence.append(AlertEvidence(name="prediction_method", value=estimate.method))
+        evidence.append(Evidence(name="predicted_e2", value=round(estimate.predicted_e2_pg_ml, 1), unit="pg/mL"))
+        evidence.append(Evidence(name="prediction_method", value=estimate.method))
     return Finding(
         rule="recheck.fat_loss_unchanged_ai",
         kind="lab_recheck",
@@ -568,7 +568,7 @@ def low_e2_symptoms_fat_loss(s: Situation, settings: RuleSettings) -> Finding | 
         summary="Low-E2 symptoms are logged since the last E2 while body fat is falling on anastrozole; a recheck "
         f"of {T_AND_E2} is warranted.",
         evidence=(
-            AlertEvidence(name="low_e2_symptoms", value=", ".join(names), event_ids=[x.event_id for x in recent]),
+            Evidence(name="low_e2_symptoms", value=", ".join(names), event_ids=tuple(x.event_id for x in recent)),
             *_fat_evidence(s),
             _dose_evidence(s),
             _asked_for(T_AND_E2),
@@ -599,12 +599,12 @@ def post_trt_recovery_overload(s: Situation, settings: RuleSettings) -> Finding 
         f"{settings.overload_acwr:g} for {tr.high_acwr_days} days in a row; a review by the clinician and the "
         f"coach is warranted, with {RECOVERY_LABS} the labs to watch.",
         evidence=(
-            AlertEvidence(name="acwr", value=round(tr.acwr, 2), event_ids=[tr.high_acwr_since.event_id]),
-            AlertEvidence(name="days_above_acwr_limit", value=tr.high_acwr_days, unit="d"),
-            AlertEvidence(name="acwr_limit", value=settings.overload_acwr),
-            AlertEvidence(name="atl", value=round(tr.atl, 1), unit="TSS/d"),
-            AlertEvidence(name="ctl", value=round(tr.ctl, 1), unit="TSS/d"),
-            AlertEvidence(name="labs_to_watch", value=RECOVERY_LABS),
+            Evidence(name="acwr", value=round(tr.acwr, 2), event_ids=(tr.high_acwr_since.event_id,)),
+            Evidence(name="days_above_acwr_limit", value=tr.high_acwr_days, unit="d"),
+            Evidence(name="acwr_limit", value=settings.overload_acwr),
+            Evidence(name="atl", value=round(tr.atl, 1), unit="TSS/d"),
+            Evidence(name="ctl", value=round(tr.ctl, 1), unit="TSS/d"),
+            Evidence(name="labs_to_watch", value=RECOVERY_LABS),
         ),
         anchor=(tr.high_acwr_since.event_id,),
         sources=(SEED_RECOVERY, SEED_SAFETY, ACWR_SOURCE),
@@ -629,12 +629,12 @@ def baseline_before_training_change(s: Situation, settings: RuleSettings) -> Fin
         f"{settings.baseline_lookback_days:g} days before the rise; a baseline panel of {BASELINE_PANEL} is "
         "warranted early in the new regimen.",
         evidence=(
-            AlertEvidence(name="weekly_load", value=round(tr.week_load, 1), unit="TSS/week",
-                          event_ids=[tr.regimen_start.event_id]),
-            AlertEvidence(name="previous_weekly_load", value=round(tr.previous_weekly_load, 1), unit="TSS/week"),
-            AlertEvidence(name="last_e2_days_before_rise", value=None if s.last_e2_time_s is None else
-                          _days(tr.regimen_start.time_s - s.last_e2_time_s), unit="d",
-                          event_ids=[s.last_e2.event_id] if s.last_e2 else []),
+            Evidence(name="weekly_load", value=round(tr.week_load, 1), unit="TSS/week",
+                     event_ids=(tr.regimen_start.event_id,)),
+            Evidence(name="previous_weekly_load", value=round(tr.previous_weekly_load, 1), unit="TSS/week"),
+            Evidence(name="last_e2_days_before_rise", value=None if s.last_e2_time_s is None else
+                     _days(tr.regimen_start.time_s - s.last_e2_time_s), unit="d",
+                     event_ids=(s.last_e2.event_id,) if s.last_e2 else ()),
             _asked_for(BASELINE_PANEL),
         ),
         anchor=(tr.regimen_start.event_id,),
@@ -678,8 +678,8 @@ def _ai_wider_effect(
         evidence=(
             _lab_evidence(f"previous_{analyte}", previous),
             _lab_evidence(analyte, latest),
-            AlertEvidence(name="change_pct", value=round(change_pct, 1), unit="%"),
-            AlertEvidence(name="change_limit_pct", value=sign * limit_pct, unit="%"),
+            Evidence(name="change_pct", value=round(change_pct, 1), unit="%"),
+            Evidence(name="change_limit_pct", value=sign * limit_pct, unit="%"),
             _dose_evidence(s),
         ),
         anchor=(latest.event_id,),

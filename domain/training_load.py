@@ -3,8 +3,7 @@
 Public API (stable; other modules import these names):
 
 - `WorkoutInput(sport, duration_s, sub_sport=None, avg_hr_bpm=None, max_hr_bpm=None, avg_power_w=None,
-  normalized_power_w=None, rpe=None, hr_samples=(), power_samples=())` -- a WorkoutSummary-like plain input.
-  `WorkoutInput.from_summary(mapping)` builds one from a `workout.summary` dict or pydantic model dump.
+  normalized_power_w=None, rpe=None, hr_samples=(), power_samples=())` -- a workout's numbers, plain input.
 - `Athlete(hr_rest_bpm=60, hr_max_bpm=190, ftp_w=None, sex="male", time_zone=None)` -- the athlete numbers the
   formulas need, and the IANA time zone whose calendar their days and weeks follow.
 - `local_time(moment, time_zone)` -- an instant on the athlete's own clock: in the profile's IANA zone, else in
@@ -25,8 +24,9 @@ Public API (stable; other modules import these names):
   last load through today, so fatigue falls and form rises on rest days (at most MODEL_TAIL_DAYS).
 - `weekly_modality_mix(sessions) -> list[WeeklyModality]` -- per ISO week (Monday of the sessions' own local
   dates) and modality: load, minutes, share.
-- `summary_load(summary, athlete) -> SummaryLoad` -- a `workout.summary`'s load, modality and TRIMP: as it
-  carries them, else computed. The one place the clinical engine and the workouts agent get a workout's load.
+- `summary_load(summary, athlete) -> SummaryLoad` -- a workout summary's (`events.WorkoutSummary`) load, modality
+  and TRIMP: as it carries them, else computed. The one place the clinical engine and the workouts agent get a
+  workout's load.
 - `LoadHistory(daily, sessions, carry, counted)` and `add_session(history, session, workout_id) -> LoadUpdate`
   (or `add_sessions(history, [NewSession(session, workout_id), ...])`, modelled once) --
   the bounded per-athlete history a stream keeps: the last DAILY_MEMORY_DAYS of daily loads, the CTL/ATL carried
@@ -71,8 +71,11 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+if TYPE_CHECKING:  # events builds on this module's types; the summary is only read here
+    from aromatrack.domain.events import WorkoutSummary
 
 Modality = Literal["resistance", "hiit", "steady_state", "other"]
 MODALITIES: tuple[Modality, ...] = ("resistance", "hiit", "steady_state", "other")
@@ -193,12 +196,6 @@ class WorkoutInput:
     rpe: float | None = None
     hr_samples: Sequence[float] = ()
     power_samples: Sequence[float] = ()
-
-    @classmethod
-    def from_summary(cls, summary: Mapping[str, Any]) -> "WorkoutInput":
-        """From a `workout.summary` dict (extra keys ignored), so the engine and the stream share one path."""
-        names = ("sport", "duration_s", "sub_sport", "avg_hr_bpm", "max_hr_bpm", "avg_power_w", "normalized_power_w", "rpe")
-        return cls(**{name: summary[name] for name in names if summary.get(name) is not None})
 
 
 @dataclass(frozen=True)
@@ -469,13 +466,13 @@ class SummaryLoad:
     trimp: float | None
 
 
-def summary_load(summary: Mapping[str, Any], athlete: Athlete = Athlete()) -> SummaryLoad:
-    """A `workout.summary`'s load, modality and TRIMP (its dict or model dump). A summary that carries `load` and
-    `modality` (made from a FIT file's samples, which the summary no longer holds) keeps them; otherwise they are
-    computed from its fields with the athlete's numbers."""
-    if isinstance(summary.get("load"), (int, float)) and summary.get("modality") in MODALITIES:
-        return SummaryLoad(float(summary["load"]), summary["modality"], summary.get("trimp"))
-    computed = workout_load(WorkoutInput.from_summary(summary), athlete)
+def summary_load(summary: WorkoutSummary, athlete: Athlete = Athlete()) -> SummaryLoad:
+    """A workout summary's load, modality and TRIMP. A summary that carries a `load` and one of MODALITIES (made
+    from a FIT file's samples, which the summary no longer holds) keeps them; otherwise they are computed from its
+    workout's numbers with the athlete's."""
+    if summary.load is not None and summary.modality in MODALITIES:
+        return SummaryLoad(summary.load, summary.modality, summary.trimp)
+    computed = workout_load(summary.workout, athlete)
     return SummaryLoad(round(computed.load, 3), computed.modality, computed.trimp)
 
 

@@ -11,7 +11,7 @@ import base64
 import hashlib
 import json
 import math
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     AwareDatetime,
@@ -94,6 +94,9 @@ class EventBase(BaseModel):
     time: AwareDatetime
     event_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     schema_version: Literal[1] = SCHEMA_VERSION
+    # Optional fields declared after event ids were first hashed: left out of `stable_event_id` when null, so an
+    # event keeps the id it always had (and a model dump parsed again, nulls and all, keeps it too).
+    unhashed_when_null: ClassVar[frozenset[str]] = frozenset()
 
 
 class AthleteProfile(EventBase):
@@ -184,6 +187,18 @@ class WorkoutSummary(EventBase):
     avg_power_w: Annotated[float, Field(ge=0, le=3000)] | None = None
     distance_m: Annotated[float, Field(ge=0, le=2_000_000)] | None = None
     rpe: Annotated[float, Field(ge=1, le=10)] | None = None
+    normalized_power_w: Annotated[float, Field(ge=0, le=3000)] | None = None
+    load: Annotated[float, Field(ge=0)] | None = None
+    """Training load on the TSS scale, with `modality`: what a summary made from a FIT file carries, computed from
+    the file's samples (which the summary no longer holds). Without both, the load is computed from the fields
+    above and the athlete's profile."""
+    modality: str | None = None
+    """One of the load model's modalities (`MODALITIES`); a summary naming another (v1 has always accepted any) has
+    its load computed instead."""
+    trimp: Annotated[float, Field(ge=0)] | None = None
+    """Banister TRIMP of the same samples, when the sender computed it."""
+
+    unhashed_when_null: ClassVar[frozenset[str]] = frozenset({"normalized_power_w", "load", "modality", "trimp"})
 
 
 class LabResult(EventBase):
@@ -472,6 +487,9 @@ def _check_size(size: int, event_type: str) -> None:
 def stable_event_id(event: EventBase) -> str:
     """A content hash of the event, so a replayed or retried event keeps the same id."""
     body = event.model_dump(mode="json", exclude={"event_id"})
+    for name in event.unhashed_when_null:
+        if body[name] is None:
+            del body[name]
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 

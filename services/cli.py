@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -71,23 +72,27 @@ def schemas_export(
 def worker(
     loglevel: str = typer.Option("warn", help="faust log level: crit, error, warn, info or debug."),
     data_dir: Path = typer.Option(
-        None, envvar="AROMATRACK_WORKER_DIR",
-        help="This worker's own directory (faust's datadir). Default: AROMATRACK_STATE_DIR/faust. Every worker "
-        "on one host needs its own; a directory in use by a running worker is refused.",
+        None,
+        help="This worker's own directory (faust's datadir). Default: AROMATRACK_WORKER_DIR, else "
+        "AROMATRACK_STATE_DIR/faust. Every worker on one host needs its own; a directory in use by a running worker "
+        "is refused.",
     ),
     web_port: int = typer.Option(
-        None, envvar="AROMATRACK_WEB_PORT", min=1, max=65535,
+        None, min=1, max=65535,
         help="Serve the worker's health routes (/livez; /readyz: partitions assigned and tables recovered) and "
-        "faust's counters on PORT. Off by default; every worker on one host needs its own port.",
+        "faust's counters on PORT. Default: AROMATRACK_WEB_PORT, else off; every worker on one host needs its "
+        "own port.",
     ),
     web_bind: str = typer.Option(
-        "127.0.0.1", envvar="AROMATRACK_WEB_BIND",
-        help="Address the web port listens on: loopback by default; 0.0.0.0 in a pod, so probes reach it.",
+        None,
+        help="Address the web port listens on. Default: AROMATRACK_WEB_BIND, else loopback (127.0.0.1); 0.0.0.0 in "
+        "a pod, so probes reach it.",
     ),
     session_timeout: float = typer.Option(
-        None, envvar="AROMATRACK_SESSION_TIMEOUT_S", min=6, max=300,
-        help="Seconds before the other workers take over a silent (killed) worker's partitions. Default: faust's "
-        "60 s (aiokafka's 10 s for the ingest consumer). The broker accepts 6 s at least.",
+        None, min=6, max=300,
+        help="Seconds before the other workers take over a silent (killed) worker's partitions. Default: "
+        "AROMATRACK_SESSION_TIMEOUT_S, else faust's 60 s (aiokafka's 10 s for the ingest consumer). The broker "
+        "accepts 6 s at least.",
     ),
     lab_method: list[str] = typer.Option(
         [], "--lab-method", metavar="LAB=METHOD",
@@ -104,36 +109,27 @@ def worker(
 
     Several workers of one app (same AROMATRACK_APP_ID) share the stream: each topic's partitions are spread
     over them, and each athlete's state lives on the worker that owns the athlete's partition. More workers
-    than partitions leaves the extra ones idle (README: scaling out).
+    than partitions leaves the extra ones idle (README: scaling out). AROMATRACK_REST_DAYS_INTERVAL_S (default
+    3600) sets how often every athlete's load model is carried through today.
     """
-    import os
+    import dataclasses
 
-    # The app reads its settings from the environment when imported (below).
-    if lab_method:
-        from aromatrack.services.cli_evaluate import lab_methods
+    from aromatrack.services.cli_evaluate import settings_with_flags
 
-        os.environ["AROMATRACK_LAB_METHODS"] = ",".join(f"{lab}={m}" for lab, m in lab_methods(lab_method).items())
-    if historical_after is not None:
-        os.environ["AROMATRACK_HISTORICAL_AFTER_DAYS"] = str(historical_after)
-    try:
-        settings = load_settings()
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    directory = data_dir or settings.state_dir / "faust"
-    lock = _hold_worker_dir(directory)  # noqa: F841  (held until the process exits)
-    os.environ["AROMATRACK_WORKER_DIR"] = str(directory)
-    if web_port is not None:
-        os.environ["AROMATRACK_WEB_PORT"] = str(web_port)
-    os.environ["AROMATRACK_WEB_BIND"] = web_bind
-    if session_timeout is not None:
-        os.environ["AROMATRACK_SESSION_TIMEOUT_S"] = str(session_timeout)
+    settings = settings_with_flags(lab_method, historical_after)
+    flags = {"data_dir": data_dir, "web_port": web_port, "web_bind": web_bind, "session_timeout_s": session_timeout}
+    settings = dataclasses.replace(settings, worker=dataclasses.replace(
+        settings.worker, **{name: value for name, value in flags.items() if value is not None}))
+    lock = _hold_worker_dir(settings.worker_dir)  # noqa: F841  (held until the process exits)
 
     from aromatrack.streams.app import prepare_storage
-    from aromatrack.streams.worker import app as faust_app
+    from aromatrack.streams.worker import create_app
 
-    asyncio.run(prepare_storage())
-    sys.argv = ["aromatrack-worker", "worker", "--loglevel", loglevel, *(["--without-web"] if web_port is None else [])]
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per InfluxDB request otherwise
+    faust_app = create_app(settings)
+    asyncio.run(prepare_storage(settings))
+    web = [] if settings.worker.web_port is not None else ["--without-web"]
+    sys.argv = ["aromatrack-worker", "worker", "--loglevel", loglevel, *web]
     # Once faust's worker has stopped (a signal, or a crash it re-raises, e.g. fenced: streams/fencing.py), a
     # thread it leaves behind can keep the process alive forever (seen under exactly-once, after SIGTERM and after
     # a fenced producer): exit with the worker's status, since a supervisor restarts only a process that exits.

@@ -24,8 +24,9 @@ from typing import Any, Iterable, Iterator, Optional
 
 import typer
 
-from aromatrack.deploy.settings import load_settings, parse_lab_methods
-from aromatrack.schemas.events import Alert, AthleteProfile, EventBase, EventError, WorkoutFit, parse_event
+from aromatrack.deploy.settings import Settings, load_settings, parse_lab_methods
+from aromatrack.domain.events import Alert
+from aromatrack.schemas.events import AthleteProfile, EventBase, EventError, WorkoutFit, parse_event
 from aromatrack.services.jsonl import read_events, report_to_stderr
 
 
@@ -86,6 +87,20 @@ def lab_methods(pairs: list[str]) -> dict[str, str]:
         raise typer.BadParameter(str(exc), param_hint="--lab-method") from None
 
 
+def settings_with_flags(lab_method: list[str], historical_after: float | None, **replaced: Any) -> Settings:
+    """The settings from the environment with the engine's flags (`--lab-method`, `--historical-after`) and any
+    other `replaced` fields applied; a malformed AROMATRACK_* variable exits with status 2, naming it."""
+    if lab_method:
+        replaced["lab_methods"] = tuple(lab_methods(lab_method).items())
+    if historical_after is not None:
+        replaced["historical_after_days"] = historical_after
+    try:
+        return dataclasses.replace(load_settings(), **replaced)
+    except ValueError as exc:
+        report_to_stderr(f"error: {exc}")
+        raise typer.Exit(2)
+
+
 def final_versions(alerts: list[Alert]) -> list[Alert]:
     """Each alert once, in its last version, in the order alerts were first raised."""
     latest: dict[str, Alert] = {}
@@ -123,23 +138,16 @@ def evaluate(
 ) -> None:
     """Run a timeline through the clinical rules and print the alerts it raises, one JSON per line."""
     from aromatrack.domain.engine import AthleteState, advance, fold, mark_historical
+    from aromatrack.schemas.boundary import domain_event, wire_alert
     from aromatrack.schemas.events import dump_event
 
-    overrides: dict[str, Any] = {}
-    if lab_method:
-        overrides["lab_methods"] = tuple(lab_methods(lab_method).items())
-    if historical_after is not None:
-        overrides["historical_after_days"] = historical_after
-    try:
-        settings = dataclasses.replace(load_settings(), **overrides).engine_settings()
-    except ValueError as exc:  # a malformed AROMATRACK_* variable
-        report_to_stderr(f"error: {exc}")
-        raise typer.Exit(2)
+    settings = settings_with_flags(lab_method, historical_after).engine_settings()
     if not json_output:
         report_to_stderr("note: alerts are printed as JSON lines (--json is the only output format)")
     states: dict[str, AthleteState] = {}
     alerts: list[Alert] = []
-    for event, outcome in fold(with_fit_decoded(read_events(timeline), timeline, workers), settings, states):
+    events = map(domain_event, with_fit_decoded(read_events(timeline), timeline, workers))
+    for event, outcome in fold(events, settings, states):
         if outcome.rejection:
             report_to_stderr(f"{timeline}: event {event.event_id}: reading rejected: {outcome.rejection}")
         alerts += outcome.alerts
@@ -149,7 +157,7 @@ def evaluate(
             alerts += advance(state, as_of_s, settings)
         alerts = [mark_historical(alert, as_of_s, settings) for alert in alerts]
     for alert in alerts if history else final_versions(alerts):
-        typer.echo(dump_event(alert).decode())
+        typer.echo(dump_event(wire_alert(alert)).decode())
 
 
 def register_evaluate_command(app: typer.Typer) -> None:

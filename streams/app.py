@@ -1,77 +1,69 @@
-"""The faust application and what its agents share: topics, the InfluxDB client, dead-lettering.
+"""The faust application and what its agents share: topics, the InfluxDB writer, dead-lettering.
 
-Agents live in their own modules (ingest, workouts, clinical); `streams.worker` imports them all.
+Nothing is built at import: `streams.worker.create_app(settings)` builds the faust app (`faust_app`) and the
+`Streams` context its agents share, then has each agent module (ingest, workouts, clinical, health) register
+its agents, tables and timers on it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import faust
 from aiokafka.partitioner import DefaultPartitioner
 
 from aromatrack.deploy import influx_access
-from aromatrack.deploy.settings import load_settings
+from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
 from aromatrack.streams.admin import ensure_topics, topic_replicas
 from aromatrack.streams.fencing import faust_settings
 from aromatrack.streams.influx import SeriesStore
 
 log = logging.getLogger(__name__)
-logging.getLogger("httpx").setLevel(logging.WARNING)
-
-settings = load_settings()
-# Per worker process (`aromatrack worker --web-port --data-dir --session-timeout` sets them): several workers of
-# one app on one host each need their own directory and, if served, their own web port.
-WORKER_DIR = Path(os.environ.get("AROMATRACK_WORKER_DIR") or settings.state_dir / "faust")
-WEB_PORT = int(os.environ["AROMATRACK_WEB_PORT"]) if os.environ.get("AROMATRACK_WEB_PORT") else None
-# Loopback unless a deployment needs its probes to reach the port from outside the host (a pod: 0.0.0.0).
-WEB_BIND = os.environ.get("AROMATRACK_WEB_BIND") or "127.0.0.1"
-# How long a consumer group waits for a silent (killed) worker before its partitions move to the others; unset,
-# faust's 60 s and aiokafka's 10 s (the ingest consumer) apply. Failover tests set a few seconds.
-SESSION_TIMEOUT_S = float(os.environ["AROMATRACK_SESSION_TIMEOUT_S"]) if os.environ.get("AROMATRACK_SESSION_TIMEOUT_S") else None
 
 
-def session_timeouts_ms() -> dict[str, int]:
-    """aiokafka consumer arguments for SESSION_TIMEOUT_S (heartbeats a quarter of it, at most every 3 s)."""
-    if SESSION_TIMEOUT_S is None:
+def session_timeouts_ms(session_timeout_s: float | None) -> dict[str, int]:
+    """aiokafka consumer arguments for the worker's session timeout (heartbeats a quarter of it, at most every 3 s)."""
+    if session_timeout_s is None:
         return {}
-    return {"session_timeout_ms": int(SESSION_TIMEOUT_S * 1000),
-            "heartbeat_interval_ms": int(min(3.0, SESSION_TIMEOUT_S / 4) * 1000)}
+    return {"session_timeout_ms": int(session_timeout_s * 1000),
+            "heartbeat_interval_ms": int(min(3.0, session_timeout_s / 4) * 1000)}
 
 
-app = faust.App(
-    settings.app_id,
-    broker=f"kafka://{settings.kafka_bootstrap}",
-    # faust's RocksDB store (rocksdict) was tried and refuses every write the agents make outside a single event's
-    # context (batches, timers): BENCHMARKS.md "Table recovery". Tables are rebuilt from their changelogs.
-    store="memory://",
-    value_serializer="raw",
-    key_serializer="raw",
-    topic_partitions=topics.PARTITIONS,
-    topic_replication_factor=topic_replicas(),
-    topic_allow_declare=True,
-    web_enabled=WEB_PORT is not None,
-    web_port=WEB_PORT or 6066,
-    web_bind=WEB_BIND,
-    # The health routes (streams/health.py) and faust's counters only: the table and router views would answer
-    # table contents (health data) to anyone who reaches the port.
-    web_tables_enabled=False,
-    web_router_enabled=False,
-    broker_session_timeout=SESSION_TIMEOUT_S,
-    broker_heartbeat_interval=SESSION_TIMEOUT_S and min(3.0, SESSION_TIMEOUT_S / 4),
-    producer_acks=-1,
-    # Transactions per partition fence a worker that lost its partitions (streams/fencing.py).
-    **faust_settings(settings.processing_guarantee),
-    # Forwarded events are small and many: letting the producer gather them for 5 ms turns thousands of
-    # produce requests into a few (measured: benchmarks/bench_ingest.py, see BENCHMARKS.md).
-    producer_linger=0.005,
-    broker_commit_every=1000,
-    broker_commit_interval=0.5,
-    datadir=str(WORKER_DIR),
-)
+def faust_app(settings: Settings) -> faust.App:
+    worker = settings.worker
+    return faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        # faust's RocksDB store (rocksdict) was tried and refuses every write the agents make outside a single event's
+        # context (batches, timers): BENCHMARKS.md "Table recovery". Tables are rebuilt from their changelogs.
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=topics.PARTITIONS,
+        topic_replication_factor=topic_replicas(),
+        topic_allow_declare=True,
+        web_enabled=worker.web_port is not None,
+        web_port=worker.web_port or 6066,
+        web_bind=worker.web_bind,
+        # The health routes (streams/health.py) and faust's counters only: the table and router views would answer
+        # table contents (health data) to anyone who reaches the port.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        broker_session_timeout=worker.session_timeout_s,
+        broker_heartbeat_interval=worker.session_timeout_s and min(3.0, worker.session_timeout_s / 4),
+        producer_acks=-1,
+        # Transactions per partition fence a worker that lost its partitions (streams/fencing.py).
+        **faust_settings(settings.processing_guarantee),
+        # Forwarded events are small and many: letting the producer gather them for 5 ms turns thousands of
+        # produce requests into a few (measured: benchmarks/bench_ingest.py, see BENCHMARKS.md).
+        producer_linger=0.005,
+        broker_commit_every=1000,
+        broker_commit_interval=0.5,
+        datadir=str(settings.worker_dir),
+    )
+
 
 PART_SEPARATOR = b"\x1f"
 _ALL_PARTITIONS = list(range(topics.PARTITIONS))
@@ -98,32 +90,52 @@ class AthleteKeyedTable(faust.Table):
 CHANGELOG_TOPIC_CONFIG = {"segment.bytes": str(64 * 2**20), "segment.ms": str(6 * 3600 * 1000)}
 
 
-def athlete_keyed_table(name: str) -> AthleteKeyedTable:
-    return app.tables.add(AthleteKeyedTable(
-        app, name=name, beacon=app.tables.beacon, partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes,
-        extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
-    ))
-
-
 def part_key(athlete_key: bytes, part: bytes) -> bytes:
     return athlete_key + PART_SEPARATOR + part
 
 
-dead_letter_topic = app.topic(topics.DEAD_LETTER_TOPIC, value_serializer="raw", key_serializer="raw")
-timeline_topic = app.topic(topics.TIMELINE_TOPIC, value_serializer="raw", key_serializer="raw")
+@dataclass
+class Streams:
+    """What every agent module gets from the worker: its settings, the faust app, the shared topics, the
+    InfluxDB writer and dead-lettering."""
 
-_influx: SeriesStore | None = None
+    settings: Settings
+    app: faust.App
+    dead_letter_topic: faust.TopicT = field(init=False)
+    timeline_topic: faust.TopicT = field(init=False)
+    _influx: SeriesStore | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.dead_letter_topic = self.topic(topics.DEAD_LETTER_TOPIC)
+        self.timeline_topic = self.topic(topics.TIMELINE_TOPIC)
+
+    def topic(self, name: str) -> faust.TopicT:
+        return self.app.topic(name, value_serializer="raw", key_serializer="raw")
+
+    def athlete_keyed_table(self, name: str) -> AthleteKeyedTable:
+        app = self.app
+        return app.tables.add(AthleteKeyedTable(
+            app, name=name, beacon=app.tables.beacon, partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes,
+            extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
+        ))
+
+    def influx(self) -> SeriesStore:
+        """One writer per worker, created lazily inside the worker's event loop."""
+        if self._influx is None:
+            self._influx = influx_access.writer_store(self.settings)
+        return self._influx
+
+    async def dead_letter(self, original: bytes, reason: str, source_topic: str, key: bytes | None = None) -> None:
+        """Send the original bytes with the reason; the reason never includes field values (PHI)."""
+        await self.dead_letter_topic.send(
+            key=key,
+            value=original,
+            headers={"reason": reason.encode()[:2000], "source_topic": source_topic.encode()},
+        )
+        log.warning("dead-lettered a message from %s: %s", source_topic, reason.split(":")[0])
 
 
-def influx() -> SeriesStore:
-    """One writer per worker, created lazily inside the worker's event loop."""
-    global _influx
-    if _influx is None:
-        _influx = influx_access.writer_store(settings)
-    return _influx
-
-
-async def prepare_storage() -> None:
+async def prepare_storage(settings: Settings) -> None:
     """Create the topics with their partition count and check the writer's credentials; run before the worker.
 
     The databases, users and grants are the deployment's (`aromatrack stack up`, compose's InfluxDB init):
@@ -131,13 +143,3 @@ async def prepare_storage() -> None:
     """
     await ensure_topics(settings.kafka_bootstrap)
     influx_access.user(settings, influx_access.Role.WRITER)
-
-
-async def dead_letter(original: bytes, reason: str, source_topic: str, key: bytes | None = None) -> None:
-    """Send the original bytes with the reason; the reason never includes field values (PHI)."""
-    await dead_letter_topic.send(
-        key=key,
-        value=original,
-        headers={"reason": reason.encode()[:2000], "source_topic": source_topic.encode()},
-    )
-    log.warning("dead-lettered a message from %s: %s", source_topic, reason.split(":")[0])

@@ -44,6 +44,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import timezone
 
 import faust
@@ -56,9 +57,7 @@ from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, par
 from aromatrack.schemas.series import Point
 from aromatrack.streams import fencing
 from aromatrack.streams.alert_outbox import AlertPointIdentity, OutboxMessage, stale_alert_points
-from aromatrack.streams.app import (
-    PART_SEPARATOR, app, athlete_keyed_table, dead_letter, influx, part_key, settings, timeline_topic,
-)
+from aromatrack.streams.app import PART_SEPARATOR, AthleteKeyedTable, Streams, part_key
 from aromatrack.streams.clinical_codec import (
     OUTBOX_PART, ClinicalRecord, decode_outbox, event_writes, outbox_write, read_record,
 )
@@ -71,19 +70,24 @@ BATCH_WINDOW_S = 0.02
 # Records kept in memory (the least recently used are dropped; the table has them whole): memory stays flat in
 # the number of athletes a worker owns but does not touch.
 MAX_RECORDS = 1000
-# The labs' default assays and the historical age, from the worker's settings (evaluate's by default too).
-ENGINE_SETTINGS = settings.engine_settings()
-
-history_table = athlete_keyed_table("clinical_history")
-
 # How often the worker runs its athletes' clocks on to the wall clock (scheduled rechecks fall due with no event).
 CLOCK_INTERVAL_S = 10.0
 
-_records: OrderedDict[bytes, ClinicalRecord] = OrderedDict()
-_progress: dict[int, PartitionProgress] = {}
-_unreleased: dict[int, set[bytes]] = {}  # timeline partition -> athletes with a release due
-_next_due: dict[bytes, float] = {}  # athlete -> when its clock next makes a scheduled recheck fall due
-_lock = asyncio.Lock()
+
+@dataclass
+class Clinical:
+    """The clinical agent's dependencies and its worker's state (`register` builds it)."""
+
+    streams: Streams
+    history_table: AthleteKeyedTable
+    alerts_topic: faust.TopicT
+    # The labs' default assays and the historical age, from the worker's settings (evaluate's by default too).
+    engine_settings: engine.EngineSettings
+    records: OrderedDict[bytes, ClinicalRecord] = field(default_factory=OrderedDict)
+    progress: dict[int, PartitionProgress] = field(default_factory=dict)
+    unreleased: dict[int, set[bytes]] = field(default_factory=dict)  # timeline partition -> athletes with a release due
+    next_due: dict[bytes, float] = field(default_factory=dict)  # athlete -> when its clock makes a recheck fall due
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def alert_point(alert: Alert) -> Point:
@@ -107,82 +111,80 @@ def alert_point_delete(identity: AlertPointIdentity) -> str:
     )
 
 
-def _load(athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
+def _load(ctx: Clinical, athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
     """The athlete's record, from memory or restored from the table. A restored history is folded at once unless
     a release is due (then the release's fold writes every point: some may not have been written before a crash)."""
-    record = _records.get(athlete_key)
+    record = ctx.records.get(athlete_key)
     if record is None:
-        record = read_record(athlete_id, lambda part: history_table.get(part_key(athlete_key, part)), ENGINE_SETTINGS)
-        record = record or ClinicalRecord.new(athlete_id, ENGINE_SETTINGS)
+        record = read_record(athlete_id, lambda part: ctx.history_table.get(part_key(athlete_key, part)), ctx.engine_settings)
+        record = record or ClinicalRecord.new(athlete_id, ctx.engine_settings)
         if not record.outbox.unreleased:
             record.timeline.fold()
-        _records[athlete_key] = record
-        while len(_records) > MAX_RECORDS:
-            _records.popitem(last=False)
-    _records.move_to_end(athlete_key)
+        ctx.records[athlete_key] = record
+        while len(ctx.records) > MAX_RECORDS:
+            ctx.records.popitem(last=False)
+    ctx.records.move_to_end(athlete_key)
     return record
 
 
-def _store(athlete_key: bytes, writes: list[tuple[bytes, bytes]]) -> None:
+def _store(ctx: Clinical, athlete_key: bytes, writes: list[tuple[bytes, bytes]]) -> None:
     for part, value in writes:
-        history_table[part_key(athlete_key, part)] = value
+        ctx.history_table[part_key(athlete_key, part)] = value
 
 
-@app.on_partitions_revoked.connect
-async def forget_on_revoke(app: faust.App, revoked: set, **kwargs: object) -> None:
+def forget_on_revoke(ctx: Clinical) -> None:
     """A rebalance may move athletes to another worker; the table is the source of truth after it, and another
     worker's markers start each partition's watermark afresh."""
-    _records.clear()
-    _progress.clear()
-    _unreleased.clear()
-    _next_due.clear()
+    ctx.records.clear()
+    ctx.progress.clear()
+    ctx.unreleased.clear()
+    ctx.next_due.clear()
 
 
-@history_table.on_recover
-async def track_unreleased_at_the_last_stop() -> None:
+def track_unreleased_at_the_last_stop(ctx: Clinical) -> None:
     """Once the table is recovered: athletes whose stored outbox has a release due are released again once their
     partition's watermark is complete (the stages repeat their markers every heartbeat), and every athlete's
     clock is run on at the next clock tick (what fell due while no worker ran)."""
     suffix = PART_SEPARATOR + OUTBOX_PART
-    for key in [key for key in history_table.keys() if key.endswith(suffix)]:
+    for key in [key for key in ctx.history_table.keys() if key.endswith(suffix)]:
         athlete_key = key[: -len(suffix)]
-        _next_due[athlete_key] = 0.0
-        if decode_outbox(athlete_key.decode(), history_table[key]).unreleased:
-            _unreleased.setdefault(history_table.partition_for_key(key), set()).add(athlete_key)
+        ctx.next_due[athlete_key] = 0.0
+        if decode_outbox(athlete_key.decode(), ctx.history_table[key]).unreleased:
+            ctx.unreleased.setdefault(ctx.history_table.partition_for_key(key), set()).add(athlete_key)
 
 
-def _partition_of(athlete_key: bytes) -> int:
-    return history_table.partition_for_key(part_key(athlete_key, OUTBOX_PART))
+def _partition_of(ctx: Clinical, athlete_key: bytes) -> int:
+    return ctx.history_table.partition_for_key(part_key(athlete_key, OUTBOX_PART))
 
 
-@app.timer(interval=CLOCK_INTERVAL_S)
-async def run_clocks() -> None:
+async def run_clocks(ctx: Clinical) -> None:
     """Release the athletes whose clock has reached a scheduled recheck (the release runs it on to now)."""
     now = time.time()
-    async with _lock:
+    async with ctx.lock:
         partitions = set()
-        for athlete_key in [key for key, due in _next_due.items() if due <= now]:
-            del _next_due[athlete_key]
-            partition = _partition_of(athlete_key)
+        for athlete_key in [key for key, due in ctx.next_due.items() if due <= now]:
+            del ctx.next_due[athlete_key]
+            partition = _partition_of(ctx, athlete_key)
             partitions.add(partition)
-            _unreleased.setdefault(partition, set()).add(athlete_key)
-        await _release(partitions)
+            ctx.unreleased.setdefault(partition, set()).add(athlete_key)
+        await _release(ctx, partitions)
 
 
-async def _release(partitions: set[int]) -> None:
+async def _release(ctx: Clinical, partitions: set[int]) -> None:
     """For the partitions whose inputs are in: fold the histories of the athletes with a release due, write the
     points that changed, then send what their outboxes owe with the clock run on to now (stored in flight first,
     confirmed after)."""
     due = [
         athlete_key
         for partition in partitions
-        if _progress.get(partition, PartitionProgress()).complete
-        for athlete_key in sorted(_unreleased.pop(partition, set()))
+        if ctx.progress.get(partition, PartitionProgress()).complete
+        for athlete_key in sorted(ctx.unreleased.pop(partition, set()))
     ]
     if not due:
         return
-    records = {athlete_key: _load(athlete_key, athlete_key.decode()) for athlete_key in due}
-    await fencing.write_owned(history_table, influx(), [point for record in records.values() for point in record.timeline.fold()])
+    records = {athlete_key: _load(ctx, athlete_key, athlete_key.decode()) for athlete_key in due}
+    await fencing.write_owned(ctx.history_table, ctx.streams.influx(),
+                              [point for record in records.values() for point in record.timeline.fold()])
     sent: list[OutboxMessage] = []
     stale: list[AlertPointIdentity] = []
     released: set[int] = set()  # partitions with messages sent
@@ -190,67 +192,91 @@ async def _release(partitions: set[int]) -> None:
     for athlete_key, record in records.items():
         previous = {**record.outbox.in_flight, **record.outbox.sent}
         messages = record.outbox.release(
-            record.timeline.alerts(as_of_s=now), lambda alert: engine.is_historical(alert, now, ENGINE_SETTINGS))
+            record.timeline.alerts(as_of_s=now), lambda alert: engine.is_historical(alert.time, now, ctx.engine_settings))
         stale += stale_alert_points(previous, messages)
         next_due = record.timeline.next_due_s(now)
         if next_due is not None:
-            _next_due[athlete_key] = next_due
+            ctx.next_due[athlete_key] = next_due
         if messages:
-            released.add(_partition_of(athlete_key))
-            _store(athlete_key, [outbox_write(record)])  # in flight: sent again if we crash before confirming
+            released.add(_partition_of(ctx, athlete_key))
+            _store(ctx, athlete_key, [outbox_write(record)])  # in flight: sent again if we crash before confirming
             # In the partition's transaction: a fenced worker's alerts are aborted (streams/fencing.py).
-            acks = [await fencing.send(app, topics.ALERTS_TOPIC, athlete_key, dump_event(message),
-                                       _partition_of(athlete_key)) for message in messages]
+            acks = [await fencing.send(ctx.streams.app, ctx.alerts_topic.get_topic_name(), athlete_key,
+                                       dump_event(message), _partition_of(ctx, athlete_key)) for message in messages]
             for ack in acks:  # on the broker before the confirmation is even written
                 await ack
         record.outbox.confirm()
-        _store(athlete_key, [outbox_write(record)])
+        _store(ctx, athlete_key, [outbox_write(record)])
         sent += messages
     # The alert points mirror what was sent and confirmed: only once that is committed (a fenced worker stops here).
-    await fencing.commit_now(app, released)
+    await fencing.commit_now(ctx.streams.app, released)
     # Stale points go before the new points are written: a new point can share a stale one's identity.
     for identity in stale:
         try:
-            await fencing.within_ownership(
-                app, influx().client(series.ALERTS.audience).query(alert_point_delete(identity), method="POST"))
+            await fencing.within_ownership(ctx.streams.app, ctx.streams.influx().client(series.ALERTS.audience).query(
+                alert_point_delete(identity), method="POST"))
         except fencing.OwnershipLost:
             raise
         except Exception as exc:  # noqa: BLE001 - the alerts topic is the record; a stale point must not stop the agent
             log.warning("could not remove a stale alert point (%s)", type(exc).__name__)
     alerts = [message for message in sent if isinstance(message, Alert)]
     if alerts:
-        await fencing.write_owned(history_table, influx(), [alert_point(alert) for alert in alerts])
+        await fencing.write_owned(ctx.history_table, ctx.streams.influx(), [alert_point(alert) for alert in alerts])
 
 
-@app.agent(timeline_topic, name="aromatrack.clinical")
-async def clinical(stream: faust.StreamT) -> None:
+async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
     async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WINDOW_S):
         by_athlete: dict[tuple[int, bytes], list[EventBase]] = {}
         partitions: set[int] = set()
         for message in batch:
             partition = message.message.partition
             partitions.add(partition)
-            progress = _progress.setdefault(partition, PartitionProgress())
+            progress = ctx.progress.setdefault(partition, PartitionProgress())
             if header(message.headers, MARKER_HEADER) is not None:
                 try:
                     progress.on_marker(parse_marker(message.value))
                 except ValidationError:
-                    await dead_letter(message.value, "progress marker: not a valid v1 marker", topics.TIMELINE_TOPIC)
+                    await ctx.streams.dead_letter(message.value, "progress marker: not a valid v1 marker", topics.TIMELINE_TOPIC)
                 continue
             try:
                 event = parse_event(message.value)
             except EventError as exc:
-                await dead_letter(message.value, str(exc), topics.TIMELINE_TOPIC)
+                await ctx.streams.dead_letter(message.value, str(exc), topics.TIMELINE_TOPIC)
                 continue
             progress.on_event(header(message.headers, INPUT_HEADER))
             by_athlete.setdefault((partition, event.athlete_id.encode()), []).append(event)
-        async with _lock:
+        async with ctx.lock:
             for (partition, athlete_key), events in by_athlete.items():
-                record = _load(athlete_key, events[0].athlete_id)
+                record = _load(ctx, athlete_key, events[0].athlete_id)
                 added = record.timeline.add(events)
                 if added:
                     record.outbox.unreleased = True
-                    _store(athlete_key, [*event_writes(record, added), outbox_write(record)])
-                    _unreleased.setdefault(partition, set()).add(athlete_key)
-            await _release(partitions)
-            await fencing.flush_writes(app)  # in the transaction that commits the batch's offsets
+                    _store(ctx, athlete_key, [*event_writes(record, added), outbox_write(record)])
+                    ctx.unreleased.setdefault(partition, set()).add(athlete_key)
+            await _release(ctx, partitions)
+            await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
+
+
+def register(streams: Streams) -> Clinical:
+    """The clinical agent, its table and its clock timer on the worker's app."""
+    ctx = Clinical(streams, streams.athlete_keyed_table("clinical_history"), streams.topic(topics.ALERTS_TOPIC),
+                   streams.settings.engine_settings())
+    app = streams.app
+
+    @app.on_partitions_revoked.connect
+    async def forget_clinical_state_on_revoke(app: faust.App, revoked: set, **kwargs: object) -> None:
+        forget_on_revoke(ctx)
+
+    @ctx.history_table.on_recover
+    async def track_unreleased_on_recover() -> None:
+        track_unreleased_at_the_last_stop(ctx)
+
+    @app.timer(interval=CLOCK_INTERVAL_S)
+    async def run_clinical_clocks() -> None:
+        await run_clocks(ctx)
+
+    @app.agent(streams.timeline_topic, name="aromatrack.clinical")
+    async def clinical_agent(stream: faust.StreamT) -> None:
+        await clinical(ctx, stream)
+
+    return ctx

@@ -22,6 +22,7 @@ from typing import Iterable
 
 from aromatrack.domain import engine, rules
 from aromatrack.schemas import series
+from aromatrack.schemas.boundary import domain_event, wire_alert
 from aromatrack.schemas.events import Alert, EventBase
 from aromatrack.schemas.series import Point
 
@@ -38,7 +39,7 @@ class OrderKey:
 
     @classmethod
     def of(cls, event: EventBase) -> "OrderKey":
-        return cls(event.time.timestamp(), engine.type_rank(event), event.event_id or "")
+        return cls(event.time.timestamp(), engine.type_rank(domain_event(event)), event.event_id or "")
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,8 @@ class AthleteTimeline:
             key, event = self.keys[index], self.events[index]
             if index and index % CHECKPOINT_EVERY == 0 and (not self.checkpoints or self.checkpoints[-1].before < key):
                 self.checkpoints.append(Checkpoint(key, pickle.dumps(self.state)))
-            _, outcome = engine.step(self.state, event, self.settings)
-            result = FoldResult(tuple(outcome.alerts), outcome_points(event, outcome))
+            _, outcome = engine.step(self.state, domain_event(event), self.settings)
+            result = FoldResult(tuple(map(wire_alert, outcome.alerts)), outcome_points(event, outcome))
             if self.results.get(key.event_id) != result:
                 points.extend(result.points)
                 self.results[key.event_id] = result
@@ -180,7 +181,8 @@ class AthleteTimeline:
         if as_of_s is None or not self.events:
             return self._alerts
         clock = pickle.loads(pickle.dumps(self.state))
-        return {**self._alerts, **{alert.alert_id: alert for alert in engine.advance(clock, as_of_s, self.settings)}}
+        due = engine.advance(clock, as_of_s, self.settings)
+        return {**self._alerts, **{alert.alert_id: wire_alert(alert) for alert in due}}
 
     def next_due_s(self, after_s: float) -> float | None:
         """When, after `after_s`, the athlete's clock next makes a scheduled recheck fall due with no new event

@@ -8,16 +8,16 @@
   stays unready, which is why the Helm chart caps the replicas at the partition count.
 
 Both answer counts and flags only, never a key or a value of a table (faust's table and router views, which
-would, are switched off in streams/app.py).
+would, are switched off in streams/app.py). `register` adds the routes to a worker's app.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import faust
 from faust.web import Request, Response, View
 
-from aromatrack.streams.app import app
 from aromatrack.streams.ingest import IngestConsumer
 
 
@@ -33,25 +33,25 @@ class Readiness:
         return self.agent_partitions > 0 and self.ingest_partitions > 0 and not self.rebalancing and not self.recovering
 
 
-def readiness() -> Readiness:
+def readiness(app: faust.App, ingest: IngestConsumer) -> Readiness:
     recovery = app.tables.recovery
     return Readiness(
         agent_partitions=len(app.assignor.assigned_actives()),
-        ingest_partitions=len(IngestConsumer.assignment()),
+        ingest_partitions=len(ingest.assignment()),
         rebalancing=bool(app.rebalancing),
         recovering=bool(recovery.in_recovery or not recovery.completed.is_set()),
     )
 
 
-@app.page("/readyz")
-class ReadyView(View):
-    async def get(self, request: Request) -> Response:
-        state = readiness()
-        return self.json({"ready": state.ready, **asdict(state)}, status=200 if state.ready else 503)
+def register(app: faust.App, ingest: IngestConsumer) -> None:
+    @app.page("/readyz")
+    class ReadyView(View):
+        async def get(self, request: Request) -> Response:
+            state = readiness(app, ingest)
+            return self.json({"ready": state.ready, **asdict(state)}, status=200 if state.ready else 503)
 
-
-@app.page("/livez")
-class LiveView(View):
-    async def get(self, request: Request) -> Response:
-        crashed = app.crash_reason is not None  # a crash in any of its services reaches the app (mode's beacon)
-        return self.json({"alive": not crashed}, status=503 if crashed else 200)
+    @app.page("/livez")
+    class LiveView(View):
+        async def get(self, request: Request) -> Response:
+            crashed = app.crash_reason is not None  # a crash in any of its services reaches the app (mode's beacon)
+            return self.json({"alive": not crashed}, status=503 if crashed else 200)

@@ -19,7 +19,7 @@ timeline partition of the same number, saying whether that partition is consumed
 found on an input (the FIT agent's, on the scale topic) are forwarded after the batch's events, re-labelled
 with the path they came along. The clinical agent releases alerts from these (streams/input_progress.py).
 
-Delivery is at-least-once. The consumer runs inside the faust worker but in its own consumer group,
+Delivery is at-least-once. The consumer runs inside the faust worker (`register`) but in its own consumer group,
 `topics.ingest_group(app_id)`, on `topics.INGEST_TOPICS`; offsets are committed only after the batch's
 InfluxDB write, its forwards and its dead letters are acknowledged. Re-processing (after a crash, a
 failed commit or a rebalance) rewrites the same InfluxDB points (same measurement, tags and time) and
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -43,15 +42,14 @@ from pydantic import ValidationError
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, ProgressMarker, dump_marker, header, parse_marker, via
-from aromatrack.streams.app import app, dead_letter, influx, session_timeouts_ms, settings
+from aromatrack.streams.app import Streams, session_timeouts_ms
 from aromatrack.streams.input_progress import InputPartition, StageProgress
 from aromatrack.streams.points import event_points
 
 log = logging.getLogger(__name__)
 
-# One InfluxDB request per batch is what makes thousands of events/s possible (benchmarks/bench_ingest.py
-# compares it with one write per event). AROMATRACK_INGEST_BATCH=1 turns batching off for that comparison.
-BATCH_SIZE = int(os.environ.get("AROMATRACK_INGEST_BATCH", "1000"))
+# One InfluxDB request per batch of up to `ingest_batch_size` records is what makes thousands of events/s possible
+# (benchmarks/bench_ingest.py compares it with one write per event: AROMATRACK_INGEST_BATCH=1).
 BATCH_WINDOW_MS = 50
 RETRY_DELAY_S = 1.0
 POSITION_WAIT_S = 1.0  # a partition's position is local once known; unknown (just assigned), it is fetched
@@ -63,7 +61,7 @@ def input_path(record: ConsumerRecord) -> str:
     return via(upstream, record.topic) if upstream else record.topic
 
 
-async def send_markers(markers: list[ProgressMarker]) -> None:
+async def send_markers(app: faust.App, markers: list[ProgressMarker]) -> None:
     sends = [
         await app.producer.send(
             topics.TIMELINE_TOPIC, None, dump_marker(marker), marker.partition, None, {MARKER_HEADER: b"1"}
@@ -73,7 +71,7 @@ async def send_markers(markers: list[ProgressMarker]) -> None:
     await asyncio.gather(*sends)
 
 
-async def ingest_batch(records: list[ConsumerRecord]) -> None:
+async def ingest_batch(streams: Streams, records: list[ConsumerRecord]) -> None:
     """Validate a batch, write its points in one request, forward the valid events and then the upstream
     progress markers it carried; returns once all of it (dead letters included) is acknowledged."""
     accepted = []
@@ -99,53 +97,55 @@ async def ingest_batch(records: list[ConsumerRecord]) -> None:
                     accepted.append((event, input_path(record)))
                     continue
                 reason = f"type: {event.type} events do not belong on {record.topic}"
-        await dead_letter(raw, reason, record.topic)
+        await streams.dead_letter(raw, reason, record.topic)
         dead_lettered = True
-    await influx().write([point for event, _ in accepted for point in event_points(event)])
+    await streams.influx().write([point for event, _ in accepted for point in event_points(event)])
     forwards = [
-        await app.producer.send(
+        await streams.app.producer.send(
             topics.TIMELINE_TOPIC, event.athlete_id.encode(), dump_event(event), None, None, {INPUT_HEADER: path.encode()}
         )
         for event, path in accepted
     ]
     await asyncio.gather(*forwards)
-    await send_markers(upstream_markers)
+    await send_markers(streams.app, upstream_markers)
     if dead_lettered:
-        await app.producer.flush()
+        await streams.app.producer.flush()
 
 
-@app.service
 class IngestConsumer(faust.Service):
     """Consumes INGEST_TOPICS in batches and commits each batch's offsets once it is stored and forwarded."""
 
-    _running: AIOKafkaConsumer | None = None  # this worker's consumer while it runs (one per worker process)
+    def __init__(self, streams: Streams) -> None:
+        super().__init__()
+        self.streams = streams
+        self.running: AIOKafkaConsumer | None = None  # the consumer while it runs
 
-    @classmethod
-    def assignment(cls) -> set[TopicPartition]:
+    def assignment(self) -> set[TopicPartition]:
         """The input partitions this worker's ingest consumer holds now (none before it joined its group)."""
-        return set(cls._running.assignment()) if cls._running is not None else set()
+        return set(self.running.assignment()) if self.running is not None else set()
 
     @faust.Service.task
     async def _consume(self) -> None:
+        settings = self.streams.settings
         consumer = AIOKafkaConsumer(
             *topics.INGEST_TOPICS,
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=topics.ingest_group(settings.app_id),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            **session_timeouts_ms(),
+            **session_timeouts_ms(settings.worker.session_timeout_s),
         )
         await consumer.start()
-        IngestConsumer._running = consumer
+        self.running = consumer
         progress = StageProgress()
         try:
             while not self.should_stop:
-                fetched = await consumer.getmany(timeout_ms=BATCH_WINDOW_MS, max_records=BATCH_SIZE)
+                fetched = await consumer.getmany(timeout_ms=BATCH_WINDOW_MS, max_records=settings.worker.ingest_batch_size)
                 if fetched:
                     await self._process(consumer, fetched)
                 await self._report_progress(consumer, progress, fetched)
         finally:
-            IngestConsumer._running = None
+            self.running = None
             await consumer.stop()
 
     async def _report_progress(
@@ -161,14 +161,14 @@ class IngestConsumer(faust.Service):
                 InputPartition(tp.topic, tp.partition): await asyncio.wait_for(consumer.position(tp), POSITION_WAIT_S)
                 for tp in assigned
             }
-            await send_markers(progress.markers(ends, positions, [InputPartition(tp.topic, tp.partition) for tp in fetched]))
+            await send_markers(self.streams.app, progress.markers(ends, positions, [InputPartition(tp.topic, tp.partition) for tp in fetched]))
         except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:
             log.warning("progress markers not sent (%s); the next round repeats them", type(exc).__name__)
 
     async def _process(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """On a Kafka error the batch is not committed: its partitions are rewound and it is fetched again."""
         try:
-            await ingest_batch([record for records in fetched.values() for record in records])
+            await ingest_batch(self.streams, [record for records in fetched.values() for record in records])
             await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
         except (KafkaError, ProducerSendError) as exc:
             log.warning("ingest batch not committed (%s); fetching it again in %.0fs", type(exc).__name__, RETRY_DELAY_S)
@@ -177,3 +177,15 @@ class IngestConsumer(faust.Service):
                 if tp in assigned:
                     consumer.seek(tp, records[0].offset)
             await asyncio.sleep(RETRY_DELAY_S)
+
+
+def register(streams: Streams) -> IngestConsumer:
+    """The worker's ingest consumer, started with the app once its tables are recovered (as faust starts its
+    own services)."""
+    consumer = IngestConsumer(streams)
+
+    @streams.app.task
+    async def start_ingest_consumer() -> None:
+        await streams.app.add_runtime_dependency(consumer)
+
+    return consumer

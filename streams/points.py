@@ -7,6 +7,7 @@ from functools import singledispatch
 from aromatrack.schemas import series
 from aromatrack.domain import labs
 from aromatrack.domain.rules import HIGH_E2_SYMPTOMS, LOW_E2_SYMPTOMS
+from aromatrack.schemas.boundary import domain_event
 from aromatrack.schemas.events import DoseChange, EventBase, LabResult, ScaleReading, SymptomLog
 from aromatrack.schemas.series import Point
 
@@ -27,7 +28,7 @@ def _(event: ScaleReading) -> list[Point]:
 
 @event_points.register
 def _(event: LabResult) -> list[Point]:
-    lab = labs.normalise(event)
+    lab = labs.normalise(domain_event(event))
     tags = {"athlete_id": event.athlete_id, "analyte": lab.analyte, "method": lab.method or "", "censored": lab.comparator or "no"}
     fields = {"value": lab.value, "reference_low": lab.reference_low, "reference_high": lab.reference_high, "event_id": lab.event_id}
     return [series.LAB.point(event.time, tags, fields)]

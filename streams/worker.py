@@ -1,9 +1,19 @@
-"""The worker's agent set: importing this module registers every agent on the faust app."""
+"""The stream worker: its faust app built from settings at start-up, with every agent registered on it."""
 
-from aromatrack.streams import clinical  # noqa: F401  (registers the clinical agent)
-from aromatrack.streams import health  # noqa: F401  (registers the /livez and /readyz routes)
-from aromatrack.streams import ingest  # noqa: F401  (registers the ingest agents)
-from aromatrack.streams import workouts  # noqa: F401  (registers the workout agents)
-from aromatrack.streams.app import app
+from __future__ import annotations
 
-__all__ = ["app"]
+import faust
+
+from aromatrack.deploy.settings import Settings
+from aromatrack.streams import clinical, health, ingest, workouts
+from aromatrack.streams.app import Streams, faust_app
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The worker's faust app: the shared topics, then each module's tables, agents, timers and routes."""
+    streams = Streams(settings, faust_app(settings))
+    consumer = ingest.register(streams)
+    workouts.register(streams)
+    clinical.register(streams)
+    health.register(streams.app, consumer)
+    return streams.app

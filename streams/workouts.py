@@ -33,8 +33,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-from dataclasses import dataclass
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
 from itertools import groupby
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -48,13 +48,14 @@ from pydantic import ValidationError
 
 from aromatrack.domain import training_load as tl
 from aromatrack.schemas import series, topics
+from aromatrack.schemas.boundary import workout_summary
 from aromatrack.schemas.events import AthleteProfile, EventError, ScaleReading, WorkoutFit, WorkoutSummary, dump_event, parse_event
 from aromatrack.schemas.progress import (
     FIT_TOPIC, INPUT_HEADER, MARKER_HEADER, SCALE_TOPIC, SUMMARY_TOPIC, ProgressMarker, dump_marker, header,
     parse_marker, via,
 )
 from aromatrack.schemas.series import Point
-from aromatrack.streams.app import app, athlete_keyed_table, dead_letter, influx, part_key, settings, timeline_topic
+from aromatrack.streams.app import Streams, part_key
 from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, StageProgress
 from aromatrack.streams import fencing, fit
 from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
@@ -65,30 +66,51 @@ SAMPLE_BUCKET_S = 10
 SEEN_MONTHS = 60  # months with workouts whose ids are remembered per athlete, for duplicate detection
 SUMMARY_BATCH_SIZE = 500
 SUMMARY_BATCH_WINDOW_S = 0.02
-REST_DAYS_INTERVAL_S = float(os.environ.get("AROMATRACK_REST_DAYS_INTERVAL_S", "3600"))
 STATE_VERSION = 2  # of the workout_state table's values (`history_to_json`)
 
-fit_topic = app.topic(topics.topic_for("workout.fit"), value_serializer="raw", key_serializer="raw")
-summary_topic = app.topic(topics.topic_for("workout.summary"), value_serializer="raw", key_serializer="raw")
-scale_topic = app.topic(topics.topic_for("scale.reading"), value_serializer="raw", key_serializer="raw")
-state_table = athlete_keyed_table("workout_state")
-seen_table = athlete_keyed_table("workout_seen")
-profile_topic = app.topic(topics.topic_for("athlete.profile"), value_serializer="raw", key_serializer="raw")
-profile_table = athlete_keyed_table("athlete_profiles")
 
 
-def _read_json(table: faust.Table, key: bytes, empty: Any) -> Any:
+@dataclass(frozen=True)
+class WorkoutTables:
+    """The agents' per-athlete state: faust tables in the worker (`register`), plain mappings in pure tests."""
+
+    state: MutableMapping[bytes, bytes]  # `workout_state`: the load history (`history_to_json`)
+    seen: MutableMapping[bytes, bytes]  # `workout_seen`: the ids already counted (`SeenIds`)
+    profiles: MutableMapping[bytes, bytes]  # `athlete_profiles`: the profiles over time
+
+
+@dataclass
+class Workouts:
+    """The workout agents' dependencies and their worker's state (`register` builds it)."""
+
+    streams: Streams
+    tables: WorkoutTables
+    fit_topic: faust.TopicT
+    summary_topic: faust.TopicT
+    scale_topic: faust.TopicT
+    profile_topic: faust.TopicT
+    fit_progress: StageProgress = field(default_factory=StageProgress)
+    summary_progress: StageProgress = field(default_factory=StageProgress)
+    # Held while a stage handles a message or batch, and while its markers are measured and sent: a marker sent in
+    # the middle of a batch's forwards would vouch for a path whose batch is half forwarded.
+    fit_stage_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    summary_stage_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    rest_days_written: dict[bytes, tl.DailyLoad] = field(default_factory=dict)  # see `rest_day_points`
+    admin: AIOKafkaAdminClient | None = None  # for `committed_offsets`, started on first use
+
+
+def _read_json(table: MutableMapping[bytes, bytes], key: bytes, empty: Any) -> Any:
     """A table entry's JSON value, or `empty` for a key never stored."""
     stored = table.get(key)
     return json.loads(stored) if stored else empty
 
 
-def _load_history(athlete_key: bytes) -> tl.LoadHistory:
-    return history_from_json(_read_json(state_table, athlete_key, {"version": STATE_VERSION}))
+def _load_history(tables: WorkoutTables, athlete_key: bytes) -> tl.LoadHistory:
+    return history_from_json(_read_json(tables.state, athlete_key, {"version": STATE_VERSION}))
 
 
-def _save_history(athlete_key: bytes, history: tl.LoadHistory) -> None:
-    state_table[athlete_key] = json.dumps(history_to_json(history), separators=(",", ":")).encode()
+def _save_history(tables: WorkoutTables, athlete_key: bytes, history: tl.LoadHistory) -> None:
+    tables.state[athlete_key] = json.dumps(history_to_json(history), separators=(",", ":")).encode()
 
 
 class SeenIds:
@@ -98,7 +120,8 @@ class SeenIds:
     changelog grow with history. The newest SEEN_MONTHS months that have workouts are remembered; a repeat of a
     workout older than those is not recognised. One instance per message or batch (it caches what it read)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, table: MutableMapping[bytes, bytes], kind: str) -> None:
+        self.table = table
         self.kind = kind
         self.entries: dict[bytes, list[str]] = {}
         self.changed: set[bytes] = set()
@@ -106,7 +129,7 @@ class SeenIds:
 
     def _entry(self, key: bytes) -> list[str]:
         if key not in self.entries:
-            self.entries[key] = _read_json(seen_table, key, [])
+            self.entries[key] = _read_json(self.table, key, [])
         return self.entries[key]
 
     def _key(self, athlete_key: bytes, name: str) -> bytes:
@@ -132,14 +155,14 @@ class SeenIds:
 
     def save(self) -> None:
         for key in self.changed - self.forgotten:
-            seen_table[key] = json.dumps(self.entries[key], separators=(",", ":")).encode()
+            self.table[key] = json.dumps(self.entries[key], separators=(",", ":")).encode()
         for key in self.forgotten:
-            seen_table.pop(key, None)
+            self.table.pop(key, None)
         self.changed, self.forgotten = set(), set()
 
 
-def _profile_history(athlete_key: bytes) -> list[list[Any]]:
-    return _read_json(profile_table, athlete_key, [])
+def _profile_history(tables: WorkoutTables, athlete_key: bytes) -> list[list[Any]]:
+    return _read_json(tables.profiles, athlete_key, [])
 
 
 def sample_points(athlete_id: str, workout_id: str, samples: Samples) -> list[Point]:
@@ -165,7 +188,7 @@ def with_load(summary: WorkoutSummary, athlete: tl.Athlete) -> dict[str, Any]:
     """The summary as a dict, with `trimp`, `load`, `modality` computed with the athlete's numbers when the
     sender did not give them (`training_load.summary_load`, as the clinical engine does)."""
     body = summary.model_dump(mode="json", exclude_none=True)
-    loaded = tl.summary_load(body, athlete)
+    loaded = tl.summary_load(workout_summary(summary), athlete)
     body.setdefault("trimp", loaded.trimp)
     body.update(load=loaded.load, modality=loaded.modality)
     return {name: value for name, value in body.items() if value is not None}
@@ -266,7 +289,7 @@ def load_points(athlete_id: str, bodies: list[dict[str, Any]], update: tl.LoadUp
     return points
 
 
-async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
+async def handle_fit(ctx: Workouts, athlete_key: bytes | None, raw: bytes) -> None:
     source = topics.topic_for("workout.fit")
     try:
         event = parse_event(raw)
@@ -275,11 +298,11 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
         data = fit_payload(event)
         decoded = decode_fit(data)
     except (EventError, FitDecodeError, OSError) as exc:
-        await dead_letter(raw, str(exc), source, athlete_key)
+        await ctx.streams.dead_letter(raw, str(exc), source, athlete_key)
         return
     key = event.athlete_id.encode()
     workout_id = fit.workout_id(event.athlete_id, data)
-    seen = SeenIds("fit")
+    seen = SeenIds(ctx.tables.seen, "fit")
     recorded_at = decoded.workouts[0].start if decoded.workouts else min(weigh_in.time for weigh_in in decoded.weigh_ins)
     if not seen.add(key, recorded_at, workout_id):
         log.info("duplicate FIT upload skipped (workout %s)", workout_id[:8])
@@ -291,27 +314,27 @@ async def handle_fit(athlete_key: bytes | None, raw: bytes) -> None:
                 name: value for name, value in vars(weigh_in).items() if name != "time" and value is not None
             })
         except ValidationError as exc:
-            await dead_letter(raw, f"weight_scale message is not a valid scale.reading: {exc.errors()[0]['msg']}", source, key)
+            await ctx.streams.dead_letter(raw, f"weight_scale message is not a valid scale.reading: {exc.errors()[0]['msg']}", source, key)
             continue
-        sent.append(await scale_topic.send(key=key, value=dump_event(reading), headers={INPUT_HEADER: FIT_TOPIC.encode()}))
+        sent.append(await ctx.scale_topic.send(key=key, value=dump_event(reading), headers={INPUT_HEADER: FIT_TOPIC.encode()}))
     if decoded.workouts:
         # One profile for all of a file's sessions: the one in effect when its first session started.
-        athlete = tl.athlete_at(_profile_history(key), decoded.workouts[0].start.timestamp())
+        athlete = tl.athlete_at(_profile_history(ctx.tables, key), decoded.workouts[0].start.timestamp())
         summaries = fit.upload_summaries(decoded, event.athlete_id, data, athlete)
-        await influx().write([
+        await ctx.streams.influx().write([
             point
             for workout, summary in zip(decoded.workouts, summaries)
             for point in sample_points(event.athlete_id, summary["workout_id"], workout.samples)
         ])
         for summary in summaries:
-            sent.append(await summary_topic.send(key=key, value=json.dumps(summary).encode(),
+            sent.append(await ctx.summary_topic.send(key=key, value=json.dumps(summary).encode(),
                                                  headers={INPUT_HEADER: FIT_TOPIC.encode()}))
     # On the broker before the upload is remembered: a crash in between decodes it again (the summaries keep
     # their ids, so the summary agent counts them once) rather than remembering an upload whose workouts were lost.
     for delivery in sent:
         await delivery
     seen.save()
-    await fencing.flush_writes(app)
+    await fencing.flush_writes(ctx.streams.app)
 
 
 @dataclass(frozen=True)
@@ -331,7 +354,7 @@ def summary_step(batch: "SummaryBatch", raw: bytes) -> AcceptedSummary | None:
         raise EventError(f"type: {event.type} events do not belong on {topics.topic_for('workout.summary')}")
     key = event.athlete_id.encode()
     history = batch.history(key)
-    athlete = tl.athlete_at(_profile_history(key), event.time.timestamp())
+    athlete = tl.athlete_at(_profile_history(batch.tables, key), event.time.timestamp())
     first_time = batch.seen.add(key, event.time, event.event_id)
     if event.event_id in history.counted or event.event_id in batch.pending_ids(key):
         return None
@@ -347,14 +370,15 @@ class SummaryBatch:
     """One batch's per-athlete state: histories loaded once, summaries accepted, then counted with one load
     model per athlete (`count`), and the seen ids."""
 
-    def __init__(self) -> None:
+    def __init__(self, tables: WorkoutTables) -> None:
+        self.tables = tables
         self.histories: dict[bytes, tl.LoadHistory] = {}
         self.pending: dict[bytes, list[AcceptedSummary]] = {}
-        self.seen = SeenIds("summary")
+        self.seen = SeenIds(tables.seen, "summary")
 
     def history(self, athlete_key: bytes) -> tl.LoadHistory:
         if athlete_key not in self.histories:
-            self.histories[athlete_key] = _load_history(athlete_key)
+            self.histories[athlete_key] = _load_history(self.tables, athlete_key)
         return self.histories[athlete_key]
 
     def pending_ids(self, athlete_key: bytes) -> set[str]:
@@ -379,11 +403,11 @@ class SummaryMessage:
     marker: bool  # a progress marker from the FIT agent, forwarded (re-labelled) after the batch's events
 
 
-async def handle_summaries(messages: list[SummaryMessage]) -> None:
+async def handle_summaries(ctx: Workouts, messages: list[SummaryMessage]) -> None:
     """A batch of summaries: each athlete's state loaded, modelled and saved once, one InfluxDB write (one write
     per workout was a fifth of a backfill's time), then the forwards to the timeline and the upstream markers."""
     source = topics.topic_for("workout.summary")
-    batch = SummaryBatch()
+    batch = SummaryBatch(ctx.tables)
     forwards = []
     markers = []
     for message in messages:
@@ -392,51 +416,51 @@ async def handle_summaries(messages: list[SummaryMessage]) -> None:
             try:
                 marker = parse_marker(raw)
             except ValidationError:
-                await dead_letter(raw, "progress marker: not a valid v1 marker", source, athlete_key)
+                await ctx.streams.dead_letter(raw, "progress marker: not a valid v1 marker", source, athlete_key)
             else:
                 markers.append(marker.model_copy(update={"input": via(marker.input, SUMMARY_TOPIC)}))
             continue
         try:
             accepted = summary_step(batch, raw)
         except EventError as exc:
-            await dead_letter(raw, str(exc), source, athlete_key)
+            await ctx.streams.dead_letter(raw, str(exc), source, athlete_key)
             continue
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the batch
-            await _dead_letter_bug(exc, raw, source, athlete_key)
+            await _dead_letter_bug(ctx, exc, raw, source, athlete_key)
             continue
         if accepted is not None:
             body = accepted.event.model_dump(mode="json", exclude_none=True)  # as it came: see the module's docstring
             forwards.append((accepted.event.athlete_id.encode(), body, message.path))
-    await fencing.write_owned(state_table, influx(), batch.count())
+    await fencing.write_owned(ctx.tables.state, ctx.streams.influx(), batch.count())
     # Forward before remembering: a crash in between re-sends (the clinical engine drops repeated event ids)
     # rather than losing the workout for the timeline.
     sent = [
-        await timeline_topic.send(key=key, value=json.dumps(body).encode(), headers={INPUT_HEADER: path.encode()})
+        await ctx.streams.timeline_topic.send(key=key, value=json.dumps(body).encode(), headers={INPUT_HEADER: path.encode()})
         for key, body, path in forwards
     ]
-    await send_markers(topics.TIMELINE_TOPIC, markers)
+    await send_markers(ctx.streams.app, topics.TIMELINE_TOPIC, markers)
     for delivery in sent:  # on the broker before the histories that count them are stored
         await delivery
     for key, history in batch.histories.items():
-        _save_history(key, history)
+        _save_history(ctx.tables, key, history)
     batch.seen.save()
-    await fencing.flush_writes(app)  # in the transaction that commits the batch's offsets
+    await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
 
 
-async def _dead_letter_bug(exc: Exception, raw: bytes, source: str, athlete_key: bytes | None) -> None:
+async def _dead_letter_bug(ctx: Workouts, exc: Exception, raw: bytes, source: str, athlete_key: bytes | None) -> None:
     """A bug or a decoder surprise dead-letters the message (with the exception's type) instead of stopping the worker."""
     log.exception("workout message failed")
-    await dead_letter(raw, f"internal error while processing: {type(exc).__name__}; report this message", source, athlete_key)
+    await ctx.streams.dead_letter(raw, f"internal error while processing: {type(exc).__name__}; report this message", source, athlete_key)
 
 
-async def _guarded(handler: Any, athlete_key: bytes | None, raw: bytes, source: str) -> None:
+async def _guarded(ctx: Workouts, handler: Any, athlete_key: bytes | None, raw: bytes, source: str) -> None:
     try:
-        await handler(athlete_key, raw)
+        await handler(ctx, athlete_key, raw)
     except Exception as exc:  # noqa: BLE001 - the worker must keep going; the reason goes with the message
-        await _dead_letter_bug(exc, raw, source, athlete_key)
+        await _dead_letter_bug(ctx, exc, raw, source, athlete_key)
 
 
-async def handle_profile(_athlete_key: bytes | None, raw: bytes) -> None:
+async def handle_profile(ctx: Workouts, _athlete_key: bytes | None, raw: bytes) -> None:
     """Adds a profile to its athlete's history (keyed by the event's athlete, as every handler here)."""
     try:
         event = parse_event(raw)
@@ -445,100 +469,91 @@ async def handle_profile(_athlete_key: bytes | None, raw: bytes) -> None:
     if not isinstance(event, AthleteProfile):
         return
     key = event.athlete_id.encode()
-    history = tl.with_profile(_profile_history(key), event.time.timestamp(), event.model_dump())
-    profile_table[key] = json.dumps(history, separators=(",", ":")).encode()
-    await fencing.flush_writes(app)
+    history = tl.with_profile(_profile_history(ctx.tables, key), event.time.timestamp(), event.model_dump())
+    ctx.tables.profiles[key] = json.dumps(history, separators=(",", ":")).encode()
+    await fencing.flush_writes(ctx.streams.app)
 
 
-@app.agent(profile_topic, name="aromatrack.workouts.profiles")
-async def workouts_profiles(stream: faust.StreamT) -> None:
+async def workouts_profiles(ctx: Workouts, stream: faust.StreamT) -> None:
     async for athlete_key, raw in stream.items():
-        await _guarded(handle_profile, athlete_key, raw, topics.topic_for("athlete.profile"))
+        await _guarded(ctx, handle_profile, athlete_key, raw, topics.topic_for("athlete.profile"))
 
 
-fit_progress = StageProgress()
-summary_progress = StageProgress()
-# Held while a stage handles a message or batch, and while its markers are measured and sent: a marker sent in
-# the middle of a batch's forwards would vouch for a path whose batch is half forwarded.
-fit_stage_lock = asyncio.Lock()
-summary_stage_lock = asyncio.Lock()
-
-
-@app.agent(fit_topic, name="aromatrack.workouts.fit")
-async def workouts_fit(stream: faust.StreamT) -> None:
+async def workouts_fit(ctx: Workouts, stream: faust.StreamT) -> None:
     async for event in stream.events():
-        async with fit_stage_lock:
-            await _guarded(handle_fit, event.key, event.value, topics.topic_for("workout.fit"))
-            fit_progress.handle(event.message.topic, event.message.partition, event.message.offset)
+        async with ctx.fit_stage_lock:
+            await _guarded(ctx, handle_fit, event.key, event.value, topics.topic_for("workout.fit"))
+            ctx.fit_progress.handle(event.message.topic, event.message.partition, event.message.offset)
 
 
-@app.agent(summary_topic, name="aromatrack.workouts.summary")
-async def workouts_summary(stream: faust.StreamT) -> None:
+async def workouts_summary(ctx: Workouts, stream: faust.StreamT) -> None:
     async for batch in stream.take_events(SUMMARY_BATCH_SIZE, within=SUMMARY_BATCH_WINDOW_S):
         messages = []
         for event in batch:
             upstream = header(event.headers, INPUT_HEADER)
             path = via(upstream, SUMMARY_TOPIC) if upstream else SUMMARY_TOPIC
             messages.append(SummaryMessage(event.key, event.value, path, header(event.headers, MARKER_HEADER) is not None))
-        async with summary_stage_lock:
-            await handle_summaries(messages)
+        async with ctx.summary_stage_lock:
+            await handle_summaries(ctx, messages)
             for event in batch:
-                summary_progress.handle(event.message.topic, event.message.partition, event.message.offset)
+                ctx.summary_progress.handle(event.message.topic, event.message.partition, event.message.offset)
             forwarded = {InputPartition(event.message.topic, event.message.partition) for event in batch}
             try:
-                await send_markers(topics.TIMELINE_TOPIC, await _stage_markers(summary_progress, SUMMARY_TOPIC, forwarded))
+                await send_markers(ctx.streams.app, topics.TIMELINE_TOPIC,
+                                   await _stage_markers(ctx, ctx.summary_progress, SUMMARY_TOPIC, forwarded))
             except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:  # the heartbeat repeats them
                 log.warning("summary progress markers not sent (%s)", type(exc).__name__)
 
 
-_rest_days_written: dict[bytes, tl.DailyLoad] = {}  # per athlete, the last rest day this worker wrote
-
-
-def rest_day_points(athlete_key: bytes, history: tl.LoadHistory, today: date) -> list[Point]:
+def rest_day_points(
+    written: dict[bytes, tl.DailyLoad], athlete_key: bytes, history: tl.LoadHistory, today: date
+) -> list[Point]:
     """The athlete's rest days from the latest workout through `today` (the athlete's local date), unless this
-    worker already wrote exactly those (the model after the last workout changes only with a workout or a day)."""
+    worker already wrote exactly those (`written`: per athlete, the last rest day this worker wrote; the model
+    after the last workout changes only with a workout or a day)."""
     carry = history.carry
     days = tl.rest_days(history.daily, today, start=carry.day if carry else None,
                         carry=(carry.ctl, carry.atl) if carry else (0.0, 0.0))
-    if not days or _rest_days_written.get(athlete_key) == days[-1]:
+    if not days or written.get(athlete_key) == days[-1]:
         return []
-    _rest_days_written[athlete_key] = days[-1]
+    written[athlete_key] = days[-1]
     return daily_points(athlete_key.decode(), days)
 
 
-@app.timer(interval=REST_DAYS_INTERVAL_S)
-async def write_rest_days() -> None:
+async def write_rest_days(ctx: Workouts) -> None:
     """Carry every athlete's load model through today, in one InfluxDB write."""
     now = datetime.now(timezone.utc)
     # Only athletes whose summaries this worker consumes: a standby copy of another worker's state may lag
     # behind a workout that worker has just written, and its rest days would overwrite that workout's day.
-    summaries = summary_topic.get_topic_name()
-    active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == summaries}
-    async with summary_stage_lock:
+    summaries = ctx.summary_topic.get_topic_name()
+    active = {tp.partition for tp in ctx.streams.app.assignor.assigned_actives() if tp.topic == summaries}
+    async with ctx.summary_stage_lock:
         points = []
-        for key in list(state_table.keys()):
-            if state_table.partition_for_key(key) not in active:
+        for key in list(ctx.tables.state.keys()):
+            if ctx.tables.state.partition_for_key(key) not in active:
                 continue
-            time_zone = tl.athlete_at(_profile_history(key), now.timestamp()).time_zone
-            points += rest_day_points(key, _load_history(key), tl.local_time(now, time_zone).date())
-        await fencing.write_owned(state_table, influx(), points)
+            time_zone = tl.athlete_at(_profile_history(ctx.tables, key), now.timestamp()).time_zone
+            points += rest_day_points(ctx.rest_days_written, key, _load_history(ctx.tables, key),
+                                      tl.local_time(now, time_zone).date())
+        await fencing.write_owned(ctx.tables.state, ctx.streams.influx(), points)
 
 
-async def send_markers(topic: str, markers: list[ProgressMarker]) -> None:
+async def send_markers(app: faust.App, topic: str, markers: list[ProgressMarker]) -> None:
     for marker in markers:
         await app.producer.send(topic, None, dump_marker(marker), marker.partition, None, {MARKER_HEADER: b"1"})
 
 
 async def _stage_markers(
-    progress: StageProgress, topic: str, forwarded: set[InputPartition] = frozenset()
+    ctx: Workouts, progress: StageProgress, topic: str, forwarded: set[InputPartition] = frozenset()
 ) -> list[ProgressMarker]:
     """The stage's markers for its owned partitions of `topic`: handled offsets (or the group's committed offset
     where nothing was handled since the assignment) against the partitions' end offsets."""
-    owned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
+    consumer = ctx.streams.app.consumer
+    owned = [tp for tp in consumer.assignment() if tp.topic == topic]
     if not owned:
         return []
-    ends = {tp: app.consumer.highwater(tp) for tp in owned}  # as of the last fetch: no request per report
-    committed = await committed_offsets([tp for tp in owned if InputPartition(tp.topic, tp.partition) not in progress.handled])
+    ends = {tp: consumer.highwater(tp) for tp in owned}  # as of the last fetch: no request per report
+    committed = await committed_offsets(ctx, [tp for tp in owned if InputPartition(tp.topic, tp.partition) not in progress.handled])
     return progress.markers(
         {InputPartition(tp.topic, tp.partition): ends.get(tp) for tp in owned},
         {InputPartition(tp.topic, tp.partition): committed.get((tp.topic, tp.partition), 0) for tp in owned},
@@ -546,37 +561,73 @@ async def _stage_markers(
     )
 
 
-_admin: AIOKafkaAdminClient | None = None
-
-
-async def committed_offsets(partitions: list) -> dict:
+async def committed_offsets(ctx: Workouts, partitions: list) -> dict:
     """The app group's committed offsets for these partitions (missing where nothing was committed yet)."""
-    global _admin
     if not partitions:
         return {}
-    if _admin is None:
-        _admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        await _admin.start()
+    settings = ctx.streams.settings
+    if ctx.admin is None:
+        ctx.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await ctx.admin.start()
     wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
-    offsets = await _admin.list_consumer_group_offsets(settings.app_id, partitions=wanted)
+    offsets = await ctx.admin.list_consumer_group_offsets(settings.app_id, partitions=wanted)
     return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
-@app.timer(interval=HEARTBEAT_S)
-async def report_workout_progress() -> None:
+async def report_workout_progress(ctx: Workouts) -> None:
     """Markers of both workout stages: the FIT agent's onto the summary and scale topics (those stages forward
     them to the timeline after what the FIT agent produced before), the summary agent's onto the timeline."""
     try:
-        await _report_workout_progress()
+        await _report_workout_progress(ctx)
     except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:  # the broker away: the next tick repeats
         log.warning("workout progress markers not sent (%s)", type(exc).__name__)
 
 
-async def _report_workout_progress() -> None:
+async def _report_workout_progress(ctx: Workouts) -> None:
+    app = ctx.streams.app
     # The summary stage first: measured after this tick's FIT markers were sent, it would count them as unread.
-    async with summary_stage_lock:
-        await send_markers(topics.TIMELINE_TOPIC, await _stage_markers(summary_progress, SUMMARY_TOPIC))
-    async with fit_stage_lock:
-        fit_markers = await _stage_markers(fit_progress, FIT_TOPIC)
-        await send_markers(SUMMARY_TOPIC, fit_markers)
-        await send_markers(SCALE_TOPIC, fit_markers)
+    async with ctx.summary_stage_lock:
+        await send_markers(app, topics.TIMELINE_TOPIC, await _stage_markers(ctx, ctx.summary_progress, SUMMARY_TOPIC))
+    async with ctx.fit_stage_lock:
+        fit_markers = await _stage_markers(ctx, ctx.fit_progress, FIT_TOPIC)
+        await send_markers(app, SUMMARY_TOPIC, fit_markers)
+        await send_markers(app, SCALE_TOPIC, fit_markers)
+
+
+def register(streams: Streams) -> Workouts:
+    """The workout agents, their tables and timers on the worker's app."""
+    ctx = Workouts(
+        streams,
+        WorkoutTables(
+            state=streams.athlete_keyed_table("workout_state"),
+            seen=streams.athlete_keyed_table("workout_seen"),
+            profiles=streams.athlete_keyed_table("athlete_profiles"),
+        ),
+        fit_topic=streams.topic(topics.topic_for("workout.fit")),
+        summary_topic=streams.topic(topics.topic_for("workout.summary")),
+        scale_topic=streams.topic(topics.topic_for("scale.reading")),
+        profile_topic=streams.topic(topics.topic_for("athlete.profile")),
+    )
+    app = streams.app
+
+    @app.agent(ctx.profile_topic, name="aromatrack.workouts.profiles")
+    async def profiles_agent(stream: faust.StreamT) -> None:
+        await workouts_profiles(ctx, stream)
+
+    @app.agent(ctx.fit_topic, name="aromatrack.workouts.fit")
+    async def fit_agent(stream: faust.StreamT) -> None:
+        await workouts_fit(ctx, stream)
+
+    @app.agent(ctx.summary_topic, name="aromatrack.workouts.summary")
+    async def summary_agent(stream: faust.StreamT) -> None:
+        await workouts_summary(ctx, stream)
+
+    @app.timer(interval=streams.settings.worker.rest_days_interval_s)
+    async def rest_days_timer() -> None:
+        await write_rest_days(ctx)
+
+    @app.timer(interval=HEARTBEAT_S)
+    async def workout_progress_timer() -> None:
+        await report_workout_progress(ctx)
+
+    return ctx

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from aromatrack.domain import engine
-from aromatrack.schemas import topics
+from aromatrack.schemas import boundary, topics
 from aromatrack.schemas.events import dump_event, parse_event
 from aromatrack.schemas.series import Audience
 from aromatrack.services.jsonl import read_events
 from aromatrack.streams.influx import rows
+from aromatrack.streams.clinical_timeline import OrderKey
 from aromatrack.streams.producer import EventProducer
 
 from .conftest import eventually, unique_athlete
@@ -36,12 +36,12 @@ def history(name: str, athlete: str) -> list:
     for event in read_events(TIMELINES / name):
         body = event.model_dump(mode="json", exclude={"event_id"}) | {"athlete_id": athlete}
         events.append(parse_event(body))
-    return sorted(events, key=engine.order_key)
+    return sorted(events, key=OrderKey.of)
 
 
 def expected_state(events: list) -> dict[str, dict]:
     """What `evaluate --as-of now` gives: the latest version per alert id."""
-    return {a.alert_id: json.loads(dump_event(a)) for a in engine.evaluate(events, as_of_s=time.time())}
+    return {a.alert_id: json.loads(dump_event(a)) for a in boundary.evaluate(events, as_of_s=time.time())}
 
 
 def topic_state(messages: list[dict]) -> dict[str, dict]:
@@ -147,7 +147,7 @@ async def test_through_the_ingest_agents_the_alerts_equal_evaluate(stack, worker
     expected = expected_state(events)
     # Live-shaped: in event-time order, a few ms apart, one input topic per type as producers send them.
     async with EventProducer(stack.kafka_bootstrap) as producer:
-        for event in sorted(events, key=engine.order_key):
+        for event in sorted(events, key=OrderKey.of):
             await producer.send(event)
             await asyncio.sleep(0.02)
     received = await alerts_on_topic(stack.kafka_bootstrap, {athlete}, len(expected), timeout_s=60)

@@ -21,6 +21,7 @@ from aromatrack.deploy import local_stack
 from aromatrack.domain import engine
 from aromatrack.domain.training_load import daily_load_model
 from aromatrack.schemas import topics
+from aromatrack.schemas.boundary import domain_event
 from aromatrack.schemas.events import ScaleReading, WorkoutSummary, parse_event
 from aromatrack.schemas.series import Audience
 from aromatrack.streams.influx import rows
@@ -112,7 +113,7 @@ async def trend_points_complete(influx, run: str, events: list[ScaleReading]) ->
     reading's trend point, with the engine's value."""
     trend = {
         (event.athlete_id, event.time.strftime("%Y-%m-%dT%H:%M:%SZ")): outcome.trend.smoothed_pct
-        for event, outcome in engine.fold(events) if outcome.trend is not None
+        for event, outcome in engine.fold(map(domain_event, events)) if outcome.trend is not None
     }
     trend_q = f"SELECT athlete_id, smoothed_pct FROM body_fat_trend WHERE athlete_id =~ /^{run}-/"
 

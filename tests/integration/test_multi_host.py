@@ -40,8 +40,7 @@ import pytest
 
 from aromatrack.deploy import influx_access, local_stack
 from aromatrack.deploy.settings import load_settings
-from aromatrack.domain import engine
-from aromatrack.schemas import series, topics
+from aromatrack.schemas import boundary, series, topics
 from aromatrack.schemas.events import dump_event
 from aromatrack.services.api import EVENT_ROUTES
 from aromatrack.streams.admin import LagProbe, wait_until_consumed
@@ -132,7 +131,7 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
     history = [event for event in events if event.type != "athlete.profile"]
     assert {event.type for event in history} <= set(ROUTE_FOR), "every history event has an API route"
     athletes = sorted({event.athlete_id for event in events})
-    expected = {a.alert_id: json.loads(dump_event(a)) for a in engine.evaluate(events, as_of_s=time.time())}
+    expected = {a.alert_id: json.loads(dump_event(a)) for a in boundary.evaluate(events, as_of_s=time.time())}
     assert len(expected) >= 3
 
     prefix = f"{os.environ.get('AROMATRACK_NETNS_PREFIX', 'aromatrack')}-{os.getpid()}"  # unique per run

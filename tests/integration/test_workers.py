@@ -17,8 +17,7 @@ from pathlib import Path
 
 
 from aromatrack.deploy import influx_access, local_stack
-from aromatrack.domain import engine
-from aromatrack.schemas import topics
+from aromatrack.schemas import boundary, topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
 from aromatrack.schemas.series import Audience
 from aromatrack.services import cohort
@@ -86,7 +85,7 @@ async def run_cohort(tmp_path: Path, name: str, worker_count: int, kafka_port: i
 
 async def test_two_workers_share_the_stream_and_give_one_workers_results(tmp_path):
     events = cohort_events()
-    expected = {a.alert_id: json.loads(dump_event(a)) for a in engine.evaluate(events, as_of_s=time.time())}
+    expected = {a.alert_id: json.loads(dump_event(a)) for a in boundary.evaluate(events, as_of_s=time.time())}
     assert len(expected) >= 3
 
     one_alerts, one_dump, _ = await run_cohort(tmp_path, "one", 1, 39691, 38691, events)

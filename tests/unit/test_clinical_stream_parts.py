@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aromatrack.domain import engine
+from aromatrack.schemas import boundary
 from aromatrack.schemas.events import Alert, EventError, dump_event, parse_event
 from aromatrack.schemas.progress import TIMELINE_INPUTS, ProgressMarker
 from aromatrack.services import cohort
@@ -19,11 +19,11 @@ from aromatrack.services.jsonl import read_events
 from aromatrack.streams import clinical_codec as codec
 from aromatrack.streams.alert_outbox import AlertPointIdentity, Outbox, stale_alert_points
 from aromatrack.streams.clinical_codec import ClinicalRecord
-from aromatrack.streams.clinical_timeline import CHECKPOINT_EVERY, AthleteTimeline
+from aromatrack.streams.clinical_timeline import CHECKPOINT_EVERY, AthleteTimeline, OrderKey
 from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, PartitionProgress, StageProgress
 
 TIMELINES = Path(__file__).parent.parent / "timelines"
-EVENTS = {name: sorted(read_events(TIMELINES / f"{name}.jsonl"), key=engine.order_key)
+EVENTS = {name: sorted(read_events(TIMELINES / f"{name}.jsonl"), key=OrderKey.of)
           for name in ("fat_loss_unchanged_ai", "symptomatic_high_e2", "dose_change_recheck", "stable_control")}
 
 
@@ -36,7 +36,7 @@ def _cohort_athlete(index):
                 events.append(parse_event(raw))
             except EventError:
                 continue  # the cohort's deliberate impossible readings
-    return sorted(events, key=engine.order_key)
+    return sorted(events, key=OrderKey.of)
 
 
 COHORT = {index: _cohort_athlete(index) for index in (1, 2)}
@@ -48,7 +48,7 @@ def as_json(alerts):
 
 
 def evaluated(events):
-    return as_json(engine.evaluate(events))
+    return as_json(boundary.evaluate(events))
 
 
 @settings(max_examples=15, deadline=None)

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from aromatrack.domain import engine
+from aromatrack.schemas.boundary import domain_event
 from aromatrack.schemas.events import parse_event
 from aromatrack.services.jsonl import read_events
 
@@ -14,11 +15,11 @@ T0 = datetime(2025, 1, 6, 7, tzinfo=timezone.utc)
 
 
 def ev(type_, day, **fields):
-    return parse_event({"type": type_, "athlete_id": "a", "time": (T0 + timedelta(days=day)).isoformat(), **fields})
+    return domain_event(parse_event({"type": type_, "athlete_id": "a", "time": (T0 + timedelta(days=day)).isoformat(), **fields}))
 
 
 def timeline(name):
-    return list(read_events(TIMELINES / name))
+    return [domain_event(event) for event in read_events(TIMELINES / name)]
 
 
 def test_same_alerts_whatever_the_input_order():
@@ -175,4 +176,4 @@ def test_an_alert_raised_long_after_its_time_is_imported_history():
     settings = engine.EngineSettings(historical_after_days=10)
     assert [a.historical for a in engine.evaluate(events, settings, as_of_s=day(70))] == [True, False]
     assert [a.historical for a in engine.evaluate(events, settings, as_of_s=day(70) + 1)] == [True, True]
-    assert engine.mark_historical(at_day_70[1], day(200)).historical and engine.is_historical(at_day_70[1], day(200))
+    assert engine.mark_historical(at_day_70[1], day(200)).historical and engine.is_historical(at_day_70[1].time, day(200))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import jsonschema
@@ -95,8 +96,29 @@ def test_a_huge_payload_is_refused_but_a_fit_upload_may_be_large():
 
 
 def test_extra_fields_are_kept():
-    parsed = parse_event(event("workout.summary", load=55.2, modality="resistance"))
-    assert json.loads(dump_event(parsed))["modality"] == "resistance"
+    parsed = parse_event(event("workout.summary", records=3600, load_source="hrtss"))
+    assert json.loads(dump_event(parsed))["load_source"] == "hrtss"
+
+
+def test_a_summary_declares_the_load_a_fit_file_gave_it():
+    parsed = parse_event(event("workout.summary", load=55.2, modality="resistance", trimp=80, normalized_power_w=210))
+    assert (parsed.load, parsed.modality, parsed.trimp, parsed.normalized_power_w) == (55.2, "resistance", 80.0, 210.0)
+    for bad, problem in ((dict(load=-1), "load: Input should be greater than or equal to 0"),
+                         (dict(modality=3), "modality: Input should be a valid string"),
+                         (dict(trimp="high"), "trimp: Input should be a valid number"),
+                         (dict(normalized_power_w=5000), "normalized_power_w: Input should be less than or equal to 3000")):
+        with pytest.raises(EventError, match=re.escape(problem)):
+            parse_event(event("workout.summary", **bad))
+
+
+def test_declaring_the_load_fields_kept_every_summarys_id():
+    """Ids are what replays and retries are recognised by: a summary keeps the id contract v1 gave it before
+    `load`, `modality`, `trimp` and `normalized_power_w` were declared (then kept as extra fields), whether it
+    gives them or not (the ids below are those v1 computed)."""
+    summary = parse_event(event("workout.summary"))
+    assert summary.event_id == "21d5d93c6ff9dc7595d044b5ea431d45"
+    assert parse_event(summary.model_dump(mode="json", exclude={"event_id"})).event_id == summary.event_id  # nulls too
+    assert parse_event(event("workout.summary", load=55.2, modality="resistance")).event_id == "7a17564bacee4a1e17f4b75990b910b7"
 
 
 def test_stable_event_id_ignores_key_order_and_an_existing_id_is_kept():

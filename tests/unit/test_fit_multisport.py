@@ -99,4 +99,4 @@ def test_evaluate_sees_every_session(brick, tmp_path):
     assert all(isinstance(event, WorkoutSummary) for event in events)
     expected = upload_summaries(decode_fit(brick), "a1", brick)
     assert [event.event_id for event in events] == [s["event_id"] for s in expected]
-    assert sum(event.model_dump()["load"] for event in events) == pytest.approx(sum(s["load"] for s in expected))
+    assert sum(event.load for event in events) == pytest.approx(sum(s["load"] for s in expected))

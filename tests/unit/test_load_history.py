@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aromatrack.domain import training_load as tl
+from aromatrack.domain.events import WorkoutSummary
 
 START = datetime(2024, 1, 1, 17, tzinfo=timezone.utc)
 
@@ -63,12 +64,18 @@ def test_the_update_names_the_days_from_the_session_on_and_its_week():
 
 def test_summary_load_keeps_what_a_summary_carries_and_computes_the_rest():
     athlete = tl.Athlete(hr_rest_bpm=50, hr_max_bpm=185)
-    carried = tl.summary_load({"sport": "running", "duration_s": 3600, "load": 77.5, "modality": "hiit", "trimp": 90.0}, athlete)
-    assert carried == tl.SummaryLoad(77.5, "hiit", 90.0)
-    plain = {"sport": "running", "duration_s": 3600, "avg_hr_bpm": 150}
-    computed = tl.workout_load(tl.WorkoutInput.from_summary(plain), athlete)
-    assert tl.summary_load(plain, athlete) == tl.SummaryLoad(round(computed.load, 3), computed.modality, computed.trimp)
-    assert tl.summary_load({**plain, "load": 10.0, "modality": "not a modality"}, athlete).load == round(computed.load, 3)
+    run = tl.WorkoutInput(sport="running", duration_s=3600, avg_hr_bpm=150)
+
+    def summary(**carried):
+        return WorkoutSummary("a", START, "w-1", workout=run, **carried)
+
+    assert tl.summary_load(summary(load=77.5, modality="hiit", trimp=90.0), athlete) == tl.SummaryLoad(77.5, "hiit", 90.0)
+    computed = tl.workout_load(run, athlete)
+    expected = tl.SummaryLoad(round(computed.load, 3), computed.modality, computed.trimp)
+    assert tl.summary_load(summary(), athlete) == expected
+    # a load alone, or with a modality the load model does not know, is not enough to keep
+    assert tl.summary_load(summary(load=10.0), athlete) == expected
+    assert tl.summary_load(summary(load=10.0, modality="not a modality"), athlete) == expected
 
 
 @settings(max_examples=25, deadline=None)

@@ -40,11 +40,12 @@ def test_the_timer_writes_each_athletes_rest_days_once_until_the_model_or_the_da
                                                          "load": 90.0, "modality": "steady_state",
                                                          "duration_s": 3600}).history
     key = b"rest-days-athlete"
-    first = workouts.rest_day_points(key, history, date(2026, 3, 9))
+    written = {}
+    first = workouts.rest_day_points(written, key, history, date(2026, 3, 9))
     assert [p.time.date() for p in first] == [date(2026, 3, d) for d in range(3, 10)]
     assert {p.tags["athlete_id"] for p in first} == {"rest-days-athlete"}
-    assert workouts.rest_day_points(key, history, date(2026, 3, 9)) == []  # nothing new on the next tick
-    assert len(workouts.rest_day_points(key, history, date(2026, 3, 10))) == 8  # a new day
+    assert workouts.rest_day_points(written, key, history, date(2026, 3, 9)) == []  # nothing new on the next tick
+    assert len(workouts.rest_day_points(written, key, history, date(2026, 3, 10))) == 8  # a new day
     history = workouts.record_workout(history, {"event_id": "w0", "time": "2026-03-01T07:00:00+00:00", "load": 40.0,
                                                 "modality": "steady_state", "duration_s": 1800}).history
-    assert len(workouts.rest_day_points(key, history, date(2026, 3, 10))) == 8  # a late workout changed the model
+    assert len(workouts.rest_day_points(written, key, history, date(2026, 3, 10))) == 8  # a late workout changed the model

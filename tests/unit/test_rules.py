@@ -1,7 +1,7 @@
 """Each rule on its own: fires on its situation, stays silent on the near misses."""
 
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 
 import pytest
@@ -52,7 +52,7 @@ def test_a_crashed_e2_without_t_is_never_silent_it_asks_for_t_and_e2():
     finding = rules.low_e2_on_ai(on_ai(last_e2=e2(8), last_t=None, last_t_time_s=None), CFG)
     assert finding.kind == "dose_review" and finding.anchor == ("e2-1",) and finding.evidence_events == ()
     assert "no total T drawn" in finding.summary and "total T and E2 (LC/MS-MS)" in finding.summary
-    assert {"name": "estradiol", "value": 8, "unit": "pg/mL", "event_ids": ["e2-1"]} in [e.model_dump() for e in finding.evidence]
+    assert {"name": "estradiol", "value": 8, "unit": "pg/mL", "event_ids": ("e2-1",)} in [asdict(e) for e in finding.evidence]
     stale_t = rules.low_e2_on_ai(on_ai(last_e2=e2(8), last_t_time_s=DRAW_S - 30 * DAY_S), CFG)
     assert "no total T drawn" in stale_t.summary  # a T a month away is not the panel's
 

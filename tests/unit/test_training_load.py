@@ -178,11 +178,6 @@ def test_weekly_mix_by_hand():
     ]
 
 
-def test_from_summary_ignores_extra_and_missing_fields():
-    summary = {"type": "workout.summary", "sport": "running", "duration_s": 1800, "avg_hr_bpm": 150, "max_hr_bpm": None}
-    assert WorkoutInput.from_summary(summary) == WorkoutInput(sport="running", duration_s=1800, avg_hr_bpm=150)
-
-
 profiles = st.lists(
     st.tuples(
         st.integers(min_value=0, max_value=10**6),

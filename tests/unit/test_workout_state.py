@@ -9,6 +9,10 @@ from aromatrack.streams import workouts
 START = datetime(2024, 1, 1, 17, tzinfo=timezone.utc)
 
 
+def empty_tables() -> workouts.WorkoutTables:
+    return workouts.WorkoutTables(state={}, seen={}, profiles={})  # no profiles: population defaults
+
+
 def test_a_load_history_survives_the_table_and_the_stored_form_is_versioned():
     history = tl.LoadHistory()
     for day in range(260):
@@ -34,7 +38,7 @@ def test_a_state_stored_before_versioning_is_read():
 
 
 def test_seen_ids_recognise_repeats_and_keep_only_the_newest_months():
-    seen = workouts.SeenIds("summary")
+    seen = workouts.SeenIds({}, "summary")
     months = [START + timedelta(days=31 * n) for n in range(workouts.SEEN_MONTHS + 12)]
     assert all(seen.add(b"a", moment, f"w{n}") for n, moment in enumerate(months))
     assert not seen.add(b"a", months[-1], f"w{len(months) - 1}")  # a repeat
@@ -52,7 +56,7 @@ def summary(event_id: str, day: int) -> bytes:
 
 def step(histories: dict[bytes, tl.LoadHistory], seen: workouts.SeenIds, raw: bytes) -> list:
     """One summary through a batch whose histories and seen ids are given: the points it counted."""
-    batch = workouts.SummaryBatch()
+    batch = workouts.SummaryBatch(empty_tables())
     batch.histories, batch.seen = histories, seen
     workouts.summary_step(batch, raw)
     return batch.count()
@@ -61,11 +65,11 @@ def step(histories: dict[bytes, tl.LoadHistory], seen: workouts.SeenIds, raw: by
 def test_a_batch_delivered_again_after_a_crash_is_counted_once_whichever_table_write_survived():
     key = b"crash"
     histories = {key: tl.LoadHistory()}
-    assert step(histories, workouts.SeenIds("summary"), summary("w1", 10))
+    assert step(histories, workouts.SeenIds({}, "summary"), summary("w1", 10))
     # The history's write reached the changelog, the seen ids' did not: still a repeat.
-    assert step(dict(histories), workouts.SeenIds("summary"), summary("w1", 10)) == []
+    assert step(dict(histories), workouts.SeenIds({}, "summary"), summary("w1", 10)) == []
     # The seen ids' write reached it, the history's did not: the workout is counted, not lost.
-    seen = workouts.SeenIds("summary")
+    seen = workouts.SeenIds({}, "summary")
     seen.add(key, START + timedelta(days=10), "w1")
     assert step({key: tl.LoadHistory()}, seen, summary("w1", 10))
 
@@ -75,16 +79,16 @@ def test_a_repeat_older_than_the_kept_days_is_recognised_by_the_seen_ids():
     history = tl.LoadHistory()
     for day in range(300):
         history = tl.add_session(history, tl.Session(START + timedelta(days=day), "steady_state", 40.0, 60.0), f"d{day}").history
-    seen = workouts.SeenIds("summary")
+    seen = workouts.SeenIds({}, "summary")
     seen.add(key, START, "old")
     assert not tl.within_kept_days(history, START.date())
     assert step({key: history}, seen, summary("old", 0)) == []
-    assert step({key: history}, workouts.SeenIds("summary"), summary("new-old", 0))
+    assert step({key: history}, workouts.SeenIds({}, "summary"), summary("new-old", 0))
 
 
 def test_a_batch_counts_each_workout_once_and_models_each_athlete_once():
     """A batch's repeats are skipped, and its points equal those of the workouts counted one at a time."""
-    batch = workouts.SummaryBatch()
+    batch = workouts.SummaryBatch(empty_tables())
     batch.histories = {b"crash": tl.LoadHistory()}
     raws = [summary(f"w{day}", day) for day in (3, 1, 2, 1, 5)]  # w1 twice, out of order
     accepted = [workouts.summary_step(batch, raw) for raw in raws]

@@ -1,0 +1,123 @@
+"""The stream worker's app is built from settings at start-up: importing the stream modules builds and changes
+nothing, and `create_app` builds the app the worker runs from the settings it is given."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from aromatrack.deploy.settings import Settings, WorkerOptions
+
+# Run in a fresh interpreter: in this one, another test may have imported the modules or built an app already.
+# faust.App and load_settings are wrapped before the stream modules are imported, so a module that built an app or
+# read the settings at import would be counted.
+IMPORT_EVERY_STREAM_MODULE = """
+import json, logging, os, pkgutil, sys
+
+import faust
+from faust.app import base
+import aromatrack.deploy.settings as deploy_settings
+
+built, loaded = [], []
+original_init, original_load = base.App.__init__, deploy_settings.load_settings
+
+def counting_init(self, *args, **kwargs):
+    built.append(args[0] if args else kwargs.get("id"))
+    original_init(self, *args, **kwargs)
+
+def counting_load():
+    loaded.append(True)
+    return original_load()
+
+base.App.__init__ = counting_init
+deploy_settings.load_settings = counting_load
+environment = dict(os.environ)
+loggers = {name: getattr(logger, "level", None) for name, logger in logging.root.manager.loggerDict.items()}
+levels_before = {"root": logging.root.level, "httpx": logging.getLogger("httpx").level}
+
+import aromatrack.streams
+modules = sorted(info.name for info in pkgutil.iter_modules(aromatrack.streams.__path__))
+for name in modules:
+    __import__(f"aromatrack.streams.{name}")
+
+print(json.dumps({
+    "modules": modules,
+    "apps_built": built,
+    "settings_loaded": len(loaded),
+    "environment_changed": sorted(set(os.environ.items()) ^ set(environment.items())),
+    "levels_changed": {"root": logging.root.level, "httpx": logging.getLogger("httpx").level} != levels_before,
+    "loggers_reconfigured": sorted(name for name, level in loggers.items()
+                                   if getattr(logging.root.manager.loggerDict.get(name), "level", None) != level),
+    "root_handlers": len(logging.root.handlers),
+}))
+"""
+
+
+def test_importing_the_stream_modules_builds_no_app_reads_no_settings_and_configures_nothing():
+    result = subprocess.run([sys.executable, "-c", IMPORT_EVERY_STREAM_MODULE], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert {"app", "worker", "ingest", "workouts", "clinical", "health"} <= set(report["modules"])
+    assert report["apps_built"] == []
+    assert report["settings_loaded"] == 0
+    assert report["environment_changed"] == []
+    assert not report["levels_changed"] and report["loggers_reconfigured"] == [] and report["root_handlers"] == 0
+
+
+def settings(tmp_path: Path, **worker: object) -> Settings:
+    return Settings(kafka_bootstrap="127.0.0.1:1", influx_url="http://127.0.0.1:2", influx_database="unit",
+                    state_dir=tmp_path, app_id="unit-app", worker=WorkerOptions(**worker))
+
+
+def test_create_app_builds_the_workers_app_from_the_settings_it_is_given(tmp_path):
+    from aromatrack.streams.worker import create_app
+
+    app = create_app(settings(tmp_path))
+    assert app.conf.id == "unit-app" and str(app.conf.datadir) == str(tmp_path / "faust")
+    assert not app.conf.web_enabled
+    assert sorted(app.agents) == ["aromatrack.clinical", "aromatrack.workouts.fit", "aromatrack.workouts.profiles",
+                                  "aromatrack.workouts.summary"]
+    assert sorted(app.tables) == ["athlete_profiles", "clinical_history", "workout_seen", "workout_state"]
+    assert {table.changelog_topic.get_topic_name() for table in app.tables.values()} == {
+        f"unit-app-{name}-changelog" for name in app.tables}
+
+    # A second app from other settings shares nothing with the first (several workers' apps in one process).
+    other = create_app(settings(tmp_path, data_dir=tmp_path / "w2", web_port=6399, web_bind="0.0.0.0",
+                                session_timeout_s=8.0))
+    assert other is not app and other.tables["workout_state"] is not app.tables["workout_state"]
+    assert str(other.conf.datadir) == str(tmp_path / "w2")
+    assert other.conf.web_enabled and other.conf.web_port == 6399 and other.conf.web_bind == "0.0.0.0"
+    assert other.conf.broker_session_timeout == 8.0 and other.conf.broker_heartbeat_interval == 2.0
+
+
+def test_the_workers_options_are_read_from_the_environment_once_with_bad_values_named(monkeypatch, tmp_path):
+    from aromatrack.deploy.settings import load_settings
+
+    monkeypatch.setenv("AROMATRACK_STATE_DIR", str(tmp_path))
+    for name in ("AROMATRACK_WORKER_DIR", "AROMATRACK_WEB_PORT", "AROMATRACK_WEB_BIND", "AROMATRACK_SESSION_TIMEOUT_S",
+                 "AROMATRACK_REST_DAYS_INTERVAL_S", "AROMATRACK_INGEST_BATCH"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = load_settings()
+    assert defaults.worker == WorkerOptions() and defaults.worker_dir == tmp_path / "faust"
+    monkeypatch.setenv("AROMATRACK_WORKER_DIR", str(tmp_path / "w1"))
+    monkeypatch.setenv("AROMATRACK_WEB_PORT", "6301")
+    monkeypatch.setenv("AROMATRACK_SESSION_TIMEOUT_S", "6")
+    monkeypatch.setenv("AROMATRACK_REST_DAYS_INTERVAL_S", "1")
+    monkeypatch.setenv("AROMATRACK_INGEST_BATCH", "1")
+    assert load_settings().worker == replace(WorkerOptions(), data_dir=tmp_path / "w1", web_port=6301,
+                                             session_timeout_s=6.0, rest_days_interval_s=1.0, ingest_batch_size=1)
+    assert load_settings().worker_dir == tmp_path / "w1"
+    for name, value, problem in [("AROMATRACK_WEB_PORT", "70000", "'70000' is not a port (1 to 65535)"),
+                                 ("AROMATRACK_SESSION_TIMEOUT_S", "2", "'2' is not a number of seconds (6 to 300)"),
+                                 ("AROMATRACK_INGEST_BATCH", "many", "'many' is not a number of records")]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError, match=re.escape(f"{name}: {problem}")):
+            load_settings()
+        monkeypatch.delenv(name)
