@@ -17,6 +17,7 @@ from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
 from aromatrack.streams.admin import ensure_topics, topic_replicas
+from aromatrack.streams.delivery import Delivered, DeliveredOffsets, DeliveryGaps
 from aromatrack.streams.fencing import faust_settings
 from aromatrack.streams.influx import SeriesStore
 
@@ -104,6 +105,7 @@ class Streams:
     dead_letter_topic: faust.TopicT = field(init=False)
     timeline_topic: faust.TopicT = field(init=False)
     _influx: SeriesStore | None = field(default=None, init=False, repr=False)
+    _delivered_offsets: DeliveredOffsets | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.dead_letter_topic = self.topic(topics.DEAD_LETTER_TOPIC)
@@ -118,6 +120,26 @@ class Streams:
             app, name=name, beacon=app.tables.beacon, partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes,
             extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
         ))
+
+    def delivery_gaps(self, agent: str) -> DeliveryGaps:
+        """An agent's tracker of skipped messages (streams/delivery.py), told of every new assignment."""
+        if self._delivered_offsets is None:
+            self._delivered_offsets = self.app.tables.add(DeliveredOffsets(
+                self.app, name="delivered_offsets", beacon=self.app.tables.beacon, partitions=topics.PARTITIONS,
+                key_type=bytes, value_type=bytes, extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
+            ))
+        gaps = DeliveryGaps(self.settings.kafka_bootstrap, self.settings.app_id, agent, self._delivered_offsets,
+                            held=lambda: self.app.consumer.assignment())
+
+        async def on_assigned(app: faust.App, assigned: set, **kwargs: object) -> None:
+            gaps.on_assigned(assigned)
+
+        self.app.on_partitions_assigned.connect(on_assigned)
+        return gaps
+
+    async def delivered(self, gaps: DeliveryGaps, events: list) -> list[Delivered]:
+        """A batch of faust events as the agent handles them, with what faust skipped before them in front."""
+        return await gaps.complete([Delivered.of(event) for event in events])
 
     def influx(self) -> SeriesStore:
         """One writer per worker, created lazily inside the worker's event loop."""

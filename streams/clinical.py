@@ -58,6 +58,7 @@ from aromatrack.schemas.series import Point
 from aromatrack.streams import fencing
 from aromatrack.streams.alert_outbox import AlertPointIdentity, OutboxMessage, stale_alert_points
 from aromatrack.streams.app import PART_SEPARATOR, AthleteKeyedTable, Streams, part_key
+from aromatrack.streams.delivery import DeliveryGaps
 from aromatrack.streams.clinical_codec import (
     OUTBOX_PART, ClinicalRecord, decode_outbox, event_writes, outbox_write, read_record,
 )
@@ -88,6 +89,7 @@ class Clinical:
     unreleased: dict[int, set[bytes]] = field(default_factory=dict)  # timeline partition -> athletes with a release due
     next_due: dict[bytes, float] = field(default_factory=dict)  # athlete -> when its clock makes a recheck fall due
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    gaps: DeliveryGaps | None = None  # what faust skipped around a rebalance (streams/delivery.py); set by `register`
 
 
 def alert_point(alert: Alert) -> Point:
@@ -228,8 +230,8 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
     async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WINDOW_S):
         by_athlete: dict[tuple[int, bytes], list[EventBase]] = {}
         partitions: set[int] = set()
-        for message in batch:
-            partition = message.message.partition
+        for message in await ctx.streams.delivered(ctx.gaps, batch):
+            partition = message.partition
             partitions.add(partition)
             progress = ctx.progress.setdefault(partition, PartitionProgress())
             if header(message.headers, MARKER_HEADER) is not None:
@@ -254,13 +256,14 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                     _store(ctx, athlete_key, [*event_writes(record, added), outbox_write(record)])
                     ctx.unreleased.setdefault(partition, set()).add(athlete_key)
             await _release(ctx, partitions)
+            ctx.gaps.record()
             await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
 
 
 def register(streams: Streams) -> Clinical:
     """The clinical agent, its table and its clock timer on the worker's app."""
     ctx = Clinical(streams, streams.athlete_keyed_table("clinical_history"), streams.topic(topics.ALERTS_TOPIC),
-                   streams.settings.engine_settings())
+                   streams.settings.engine_settings(), gaps=streams.delivery_gaps("clinical"))
     app = streams.app
 
     @app.on_partitions_revoked.connect

@@ -56,6 +56,7 @@ from aromatrack.schemas.progress import (
 )
 from aromatrack.schemas.series import Point
 from aromatrack.streams.app import Streams, part_key
+from aromatrack.streams.delivery import DeliveryGaps
 from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, StageProgress
 from aromatrack.streams import fencing, fit
 from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
@@ -97,6 +98,10 @@ class Workouts:
     summary_stage_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rest_days_written: dict[bytes, tl.DailyLoad] = field(default_factory=dict)  # see `rest_day_points`
     admin: AIOKafkaAdminClient | None = None  # for `committed_offsets`, started on first use
+    # Each agent's tracker of what faust skipped around a rebalance (streams/delivery.py); set by `register`.
+    profile_gaps: DeliveryGaps | None = None
+    fit_gaps: DeliveryGaps | None = None
+    summary_gaps: DeliveryGaps | None = None
 
 
 def _read_json(table: MutableMapping[bytes, bytes], key: bytes, empty: Any) -> Any:
@@ -334,7 +339,6 @@ async def handle_fit(ctx: Workouts, athlete_key: bytes | None, raw: bytes) -> No
     for delivery in sent:
         await delivery
     seen.save()
-    await fencing.flush_writes(ctx.streams.app)
 
 
 @dataclass(frozen=True)
@@ -444,7 +448,6 @@ async def handle_summaries(ctx: Workouts, messages: list[SummaryMessage]) -> Non
     for key, history in batch.histories.items():
         _save_history(ctx.tables, key, history)
     batch.seen.save()
-    await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
 
 
 async def _dead_letter_bug(ctx: Workouts, exc: Exception, raw: bytes, source: str, athlete_key: bytes | None) -> None:
@@ -471,33 +474,42 @@ async def handle_profile(ctx: Workouts, _athlete_key: bytes | None, raw: bytes) 
     key = event.athlete_id.encode()
     history = tl.with_profile(_profile_history(ctx.tables, key), event.time.timestamp(), event.model_dump())
     ctx.tables.profiles[key] = json.dumps(history, separators=(",", ":")).encode()
-    await fencing.flush_writes(ctx.streams.app)
 
 
 async def workouts_profiles(ctx: Workouts, stream: faust.StreamT) -> None:
-    async for athlete_key, raw in stream.items():
-        await _guarded(ctx, handle_profile, athlete_key, raw, topics.topic_for("athlete.profile"))
+    async for event in stream.events():
+        for message in await ctx.streams.delivered(ctx.profile_gaps, [event]):
+            await _guarded(ctx, handle_profile, message.key, message.value, topics.topic_for("athlete.profile"))
+        ctx.profile_gaps.record()
+        await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the event's offset
 
 
 async def workouts_fit(ctx: Workouts, stream: faust.StreamT) -> None:
     async for event in stream.events():
         async with ctx.fit_stage_lock:
-            await _guarded(ctx, handle_fit, event.key, event.value, topics.topic_for("workout.fit"))
-            ctx.fit_progress.handle(event.message.topic, event.message.partition, event.message.offset)
+            for message in await ctx.streams.delivered(ctx.fit_gaps, [event]):
+                await _guarded(ctx, handle_fit, message.key, message.value, topics.topic_for("workout.fit"))
+                ctx.fit_progress.handle(message.topic, message.partition, message.offset)
+            ctx.fit_gaps.record()
+            await fencing.flush_writes(ctx.streams.app)
 
 
 async def workouts_summary(ctx: Workouts, stream: faust.StreamT) -> None:
     async for batch in stream.take_events(SUMMARY_BATCH_SIZE, within=SUMMARY_BATCH_WINDOW_S):
+        delivered = await ctx.streams.delivered(ctx.summary_gaps, batch)
         messages = []
-        for event in batch:
-            upstream = header(event.headers, INPUT_HEADER)
+        for message in delivered:
+            upstream = header(message.headers, INPUT_HEADER)
             path = via(upstream, SUMMARY_TOPIC) if upstream else SUMMARY_TOPIC
-            messages.append(SummaryMessage(event.key, event.value, path, header(event.headers, MARKER_HEADER) is not None))
+            marker = header(message.headers, MARKER_HEADER) is not None
+            messages.append(SummaryMessage(message.key, message.value, path, marker))
         async with ctx.summary_stage_lock:
             await handle_summaries(ctx, messages)
-            for event in batch:
-                ctx.summary_progress.handle(event.message.topic, event.message.partition, event.message.offset)
-            forwarded = {InputPartition(event.message.topic, event.message.partition) for event in batch}
+            ctx.summary_gaps.record()
+            await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
+            for message in delivered:
+                ctx.summary_progress.handle(message.topic, message.partition, message.offset)
+            forwarded = {InputPartition(message.topic, message.partition) for message in delivered}
             try:
                 await send_markers(ctx.streams.app, topics.TIMELINE_TOPIC,
                                    await _stage_markers(ctx, ctx.summary_progress, SUMMARY_TOPIC, forwarded))
@@ -607,6 +619,9 @@ def register(streams: Streams) -> Workouts:
         summary_topic=streams.topic(topics.topic_for("workout.summary")),
         scale_topic=streams.topic(topics.topic_for("scale.reading")),
         profile_topic=streams.topic(topics.topic_for("athlete.profile")),
+        profile_gaps=streams.delivery_gaps("profile"),
+        fit_gaps=streams.delivery_gaps("fit"),
+        summary_gaps=streams.delivery_gaps("summary"),
     )
     app = streams.app
 

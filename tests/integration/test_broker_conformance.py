@@ -191,7 +191,7 @@ async def test_the_workers_table_changelogs_roll_segments_small_enough_to_be_com
     Kafka's 1 GB default (a changelog would otherwise grow to a gigabyte per partition before any compaction)."""
     from aromatrack.streams.app import CHANGELOG_TOPIC_CONFIG
 
-    for table in ("workout_state", "workout_seen", "athlete_profiles", "clinical_history"):
+    for table in ("workout_state", "workout_seen", "athlete_profiles", "clinical_history", "delivered_offsets"):
         config = await topic_config(stack.kafka_bootstrap, f"{stack.app_id}-{table}-changelog")
         assert config["cleanup.policy"] == "compact", table
         assert {name: config[name] for name in CHANGELOG_TOPIC_CONFIG} == CHANGELOG_TOPIC_CONFIG, table
@@ -328,7 +328,7 @@ async def test_the_apps_table_changelogs_are_compacted_topics(stack, worker):
                       if name.startswith(f"{stack.app_id}-") and name.endswith("-changelog")]
     finally:
         await admin.close()
-    assert {f"{stack.app_id}-{table}-changelog" for table in
-            ("clinical_history", "workout_state", "workout_seen", "athlete_profiles")} <= set(changelogs)
+    tables = ("clinical_history", "workout_state", "workout_seen", "athlete_profiles", "delivered_offsets")
+    assert {f"{stack.app_id}-{table}-changelog" for table in tables} <= set(changelogs)
     for changelog in changelogs:
         assert (await topic_config(stack.kafka_bootstrap, changelog))["cleanup.policy"] == "compact", changelog

@@ -1,0 +1,202 @@
+"""What the agents handle, and the messages faust skipped around a rebalance, read again from the broker.
+
+faust can skip messages when partitions move: on a revocation it clears its agents' queues (messages fetched but not
+handled yet) and counts on re-reading them from the group's committed offset once the new assignment is recovered,
+but the re-read does not always bring them back. Its fetcher resumes before the seek and keeps delivering what it
+had fetched, and a partition with no committed offset is not sought at all (aiokafka's `seek_to_committed` skips
+it). Its offset tracking then commits past the skipped messages. The two-worker kill test lost workouts both ways: a
+partition's first messages when the second worker joined, and a few in the middle of a partition when the survivor
+took over the killed worker's.
+
+So each agent checks what it is given: `DeliveryGaps` remembers, for every partition this worker holds, the next
+offset the agent has to handle, and when a batch starts past it or has holes, reads the skipped messages from the
+broker itself and puts them in front. The next offset is kept in the `delivered_offsets` table too, written once a
+batch is handled, so a worker that takes a partition over starts where the last one stopped if that is before the
+committed offset: faust may have committed past messages it skipped (it treats a jump in the offsets it fetched as
+a gap with nothing in it) before the worker was killed. A partition never handled starts at the group's committed
+offset, else at its first. Messages handled twice (faust re-reading some after all, a batch handled but not yet
+recorded) are what the agents already expect of a re-delivery: repeated event and workout ids are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, MutableMapping
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_MS = 2000
+COMMITTED_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One message as an agent handles it, from faust or read again by `DeliveryGaps`."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Any  # faust's mapping or aiokafka's (name, bytes) pairs: `schemas.progress.header` reads both
+
+    @classmethod
+    def of(cls, event: Any) -> "Delivered":
+        """From a faust event."""
+        message = event.message
+        return cls(message.topic, message.partition, message.offset, event.key, event.value, event.headers)
+
+
+KEY_SEPARATOR = b"\x1f"
+
+
+class DeliveredOffsets(faust.Table):
+    """The `delivered_offsets` table: per agent and input partition, the next offset the agent has to handle. A key
+    (`offsets_key`) names its partition, and its entry goes to that partition of the changelog, which the worker
+    holding the input partition holds (faust co-partitions tables with topics of the same partition count)."""
+
+    def partition_for_key(self, key: bytes) -> int:
+        return int(key.rsplit(KEY_SEPARATOR, 1)[1])
+
+
+def offsets_key(agent: str, tp: TopicPartition) -> bytes:
+    return KEY_SEPARATOR.join((agent.encode(), tp.topic.encode(), str(tp.partition).encode()))
+
+
+def skipped_ranges(expected: int, offsets: Iterable[int]) -> list[tuple[int, int]]:
+    """The offset ranges [start, end) missing from `offsets` between `expected` and the last of them."""
+    ranges = []
+    for offset in sorted(offsets):
+        if offset > expected:
+            ranges.append((expected, offset))
+        expected = max(expected, offset + 1)
+    return ranges
+
+
+class DeliveryGaps:
+    """One agent's expected offsets per partition and the reader of what was skipped (see the module's docstring).
+    `complete` before handling a batch, `record` after."""
+
+    def __init__(
+        self, bootstrap: str, group_id: str, agent: str, table: MutableMapping[bytes, bytes],
+        held: Callable[[], Iterable[Any]],
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.agent = agent
+        self.table = table
+        self.held = held  # the partitions this worker holds now (its consumer's assignment)
+        self.expected: dict[TopicPartition, int] = {}
+        self._handling: list[Delivered] = []  # the batch `complete` gave, until `record`
+        self._admin: AIOKafkaAdminClient | None = None
+        self._reader: AIOKafkaConsumer | None = None
+
+    def on_assigned(self, assigned: Iterable[Any]) -> None:
+        """After a rebalance: keep what this worker still holds (its next offset is exact), forget the rest."""
+        held = {TopicPartition(tp.topic, tp.partition) for tp in assigned}
+        self.expected = {tp: offset for tp, offset in self.expected.items() if tp in held}
+
+    async def complete(self, batch: list[Delivered]) -> list[Delivered]:
+        """The batch, with any skipped messages of the partitions this worker holds in front: those before its
+        first message of a partition and those missing between its messages (faust drops some from the middle
+        of its queue too)."""
+        held_now = self._held()
+        given: dict[TopicPartition, set[int]] = {}
+        for message in batch:
+            given.setdefault(TopicPartition(message.topic, message.partition), set()).add(message.offset)
+        unknown = [tp for tp in given if tp in held_now and tp not in self.expected]
+        if unknown:
+            self.expected.update(await self._starts(unknown))
+        missing: list[Delivered] = []
+        for tp, offsets in given.items():
+            if tp not in held_now or tp not in self.expected:
+                continue
+            for start, end in skipped_ranges(self.expected[tp], offsets):
+                log.warning("%s[%d]: %d messages skipped by the consumer are read again", tp.topic, tp.partition,
+                            end - start)
+                missing += await self._read(tp, start, end)
+        self._handling = [*missing, *batch]
+        return self._handling
+
+    def record(self) -> None:
+        """Once the batch `complete` gave is handled: the next offsets of its partitions, here and in the table for
+        whoever holds them next (not before: a batch whose handling failed is not vouched for)."""
+        held_now, changed = self._held(), set()
+        for message in self._handling:
+            tp = TopicPartition(message.topic, message.partition)
+            if tp in held_now:
+                self.expected[tp] = max(self.expected.get(tp, 0), message.offset + 1)
+                changed.add(tp)
+        for tp in changed:
+            self.table[offsets_key(self.agent, tp)] = str(self.expected[tp]).encode()
+        self._handling = []
+
+    def _held(self) -> set[TopicPartition]:
+        return {TopicPartition(tp.topic, tp.partition) for tp in self.held()}
+
+    async def _starts(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where the agent starts on partitions newly held: where the last holder's agent stopped or the group's
+        committed offset, whichever is earlier (a committed offset past where the agent stopped skipped messages;
+        one before it means the last holder's table writes may not all have reached the changelog, so its batches
+        since are handled again), else the partition's first offset."""
+        if self._admin is None:
+            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await self._admin.start()
+        committed = await self._committed(partitions)
+        starts = {}
+        for tp in partitions:
+            known = [int(stored)] if (stored := self.table.get(offsets_key(self.agent, tp))) else []
+            meta = committed.get(tp)
+            if meta is not None and meta.offset >= 0:
+                known.append(meta.offset)
+            if known:
+                starts[tp] = min(known)
+        uncommitted = [tp for tp in partitions if tp not in starts]
+        if uncommitted:
+            reader = await self._started_reader()
+            starts.update(await reader.beginning_offsets(uncommitted))
+        return starts
+
+    async def _committed(self, partitions: list[TopicPartition]) -> dict:
+        """The group's committed offsets, retrying what the broker calls retriable (its group coordinator is not
+        up yet on a new cluster)."""
+        attempt = 1
+        while True:
+            try:
+                return await self._admin.list_consumer_group_offsets(self.group_id, partitions=partitions)
+            except KafkaError as exc:
+                if not exc.retriable or attempt == COMMITTED_ATTEMPTS:
+                    raise
+            await asyncio.sleep(0.2 * attempt)
+            attempt += 1
+
+    async def _read(self, tp: TopicPartition, start: int, end: int) -> list[Delivered]:
+        """The messages of `tp` from `start` up to `end` (exclusive), read directly from the broker."""
+        reader = await self._started_reader()
+        reader.assign([tp])
+        reader.seek(tp, start)
+        found: list[Delivered] = []
+        while await reader.position(tp) < end:
+            records = (await reader.getmany(tp, timeout_ms=READ_TIMEOUT_MS)).get(tp, [])
+            if not records:
+                break  # the broker has nothing more before `end` (deleted by retention): nothing left to read
+            found += [
+                Delivered(tp.topic, tp.partition, record.offset, record.key, record.value, record.headers)
+                for record in records if record.offset < end
+            ]
+        return found
+
+    async def _started_reader(self) -> AIOKafkaConsumer:
+        if self._reader is None:
+            # Committed records only, as the agents read them (a fenced worker's aborted writes: streams/fencing.py).
+            self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                            isolation_level="read_committed")
+            await self._reader.start()
+        return self._reader

@@ -1,0 +1,116 @@
+"""DeliveryGaps against the real broker: what an agent was not given is read again and put in front of its batch."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterable
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import OffsetAndMetadata
+
+from aromatrack.streams.delivery import Delivered, DeliveryGaps, offsets_key
+
+MESSAGES = 30
+
+
+@pytest.fixture
+async def partition(stack) -> TopicPartition:
+    """Partition 0 of a new topic holding MESSAGES messages, the value of each its own offset."""
+    name = f"gaps-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for offset in range(MESSAGES):
+            await producer.send_and_wait(name, str(offset).encode(), key=b"k", partition=0, headers=[("n", b"1")])
+    finally:
+        await producer.stop()
+    return TopicPartition(name, 0)
+
+
+def batch(tp: TopicPartition, offsets: Iterable[int]) -> list[Delivered]:
+    return [Delivered(tp.topic, tp.partition, offset, b"k", str(offset).encode(), ()) for offset in offsets]
+
+
+def offsets(messages: list[Delivered]) -> list[int]:
+    assert all(message.value == str(message.offset).encode() for message in messages)
+    return [message.offset for message in messages]
+
+
+async def commit(stack, group: str, tp: TopicPartition, offset: int) -> None:
+    client = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    await client.start()
+    try:
+        client.assign([tp])
+        await client.commit({tp: OffsetAndMetadata(offset, "")})
+    finally:
+        await client.stop()
+
+
+async def test_a_new_partition_starts_at_its_first_offset_and_a_gap_inside_is_read_again(stack, partition):
+    gaps = DeliveryGaps(stack.kafka_bootstrap, f"group-{uuid.uuid4().hex[:8]}", "agent", {}, held=lambda: {partition})
+
+    async def handled(offsets_given: Iterable[int]) -> list[int]:
+        given = offsets(await gaps.complete(batch(partition, offsets_given)))
+        gaps.record()
+        return given
+
+    # Nothing committed: the agent should have started at 0, so 0-4 come in front of a batch that starts at 5.
+    assert await handled(range(5, 10)) == list(range(0, 10))
+    assert await handled(range(10, 12)) == [10, 11]
+    # 12-14 skipped: read again; a batch that repeats what was handled gets nothing added.
+    assert await handled(range(15, 18)) == list(range(12, 18))
+    assert await handled(range(16, 20)) == list(range(16, 20))
+    # A batch whose handling failed (no `record`) is not vouched for: the next batch gets it in front again.
+    assert offsets(await gaps.complete(batch(partition, range(20, 23)))) == [20, 21, 22]
+    assert sorted(await handled(range(23, 25))) == list(range(20, 25))
+    # Messages missing between those of a batch, and the last messages of the partition.
+    assert sorted(await handled([25, 26, 28])) == [25, 26, 27, 28]
+    assert await handled(range(29, 30)) == [29]
+
+
+async def test_a_partition_newly_held_starts_at_the_committed_offset_and_one_not_held_is_left_alone(stack, partition):
+    group = f"group-{uuid.uuid4().hex[:8]}"
+    held: set[TopicPartition] = set()
+    table: dict[bytes, bytes] = {}
+    gaps = DeliveryGaps(stack.kafka_bootstrap, group, "agent", table, held=lambda: held)
+    assert offsets(await gaps.complete(batch(partition, range(3, 6)))) == [3, 4, 5]  # left from before a rebalance
+    gaps.record()
+    await commit(stack, group, partition, 12)  # another worker handled the partition up to 11
+    held.add(partition)
+    gaps.on_assigned({partition})
+    assert offsets(await gaps.complete(batch(partition, range(15, 17)))) == list(range(12, 17))
+    # Moved away and back: where the last holder stopped counts, not what this worker saw before.
+    gaps.record()
+    held.clear()
+    gaps.on_assigned(set())
+    table[offsets_key("agent", partition)] = b"25"  # the other worker handled up to 24, and committed that
+    await commit(stack, group, partition, 25)
+    held.add(partition)
+    gaps.on_assigned({partition})
+    assert offsets(await gaps.complete(batch(partition, range(25, 27)))) == [25, 26]
+
+
+async def test_a_partition_taken_over_starts_where_the_last_holder_stopped_when_the_group_committed_past_it(
+    stack, partition
+):
+    group = f"group-{uuid.uuid4().hex[:8]}"
+    table: dict[bytes, bytes] = {}
+    last_holder = DeliveryGaps(stack.kafka_bootstrap, group, "agent", table, held=lambda: {partition})
+    await last_holder.complete(batch(partition, range(0, 8)))
+    last_holder.record()
+    assert table == {offsets_key("agent", partition): b"8"}
+    await commit(stack, group, partition, 12)  # committed past 8-11, which its agent never handled
+    taking_over = DeliveryGaps(stack.kafka_bootstrap, group, "agent", table, held=lambda: {partition})
+    assert offsets(await taking_over.complete(batch(partition, range(12, 14)))) == list(range(8, 14))
+    # The other way round (the group committed less than the table says): the committed offset, batches again.
+    await commit(stack, group, partition, 5)
+    again = DeliveryGaps(stack.kafka_bootstrap, group, "agent", table, held=lambda: {partition})
+    assert offsets(await again.complete(batch(partition, range(5, 7)))) == [5, 6]
