@@ -12,7 +12,7 @@ cut-off worker's queued table writes reached the changelogs after the new owner'
 Fenced (streams/fencing.py), the cut-off worker's writes are aborted and it stops itself (fail-stop: refused by
 the broker, or unable to finish a write while sure it owns its partitions); the test restarts it after the
 reconnect, as its supervisor would. The table state now survives the cut, but one athlete's derived series
-still diverged in four of five fenced runs here (README "Several hosts"), so a divergence is still reported as an expected
+still diverged in five of six fenced runs here (README "Several hosts"), so a divergence is still reported as an expected
 failure naming what diverged; a worker that stops for any other reason, the takeover, the rejoin and the ingest
 series are hard failures.
 
