@@ -4,10 +4,13 @@ The demo cohort without FIT files (50 athletes x 182 days by default; workouts a
 once with no pacing, as a bulk import would, to 1 and then 2 workers on a fresh broker each time. Measured: the
 time from the first send until the alerts topic holds exactly what `evaluate --as-of now` gives (ids and
 bodies; a withdrawal removes an alert), the events/s end to end, and the ratio to evaluate's own time on the
-same events (parse + fold, in-process). Prints the machine's load average, since the figures depend on it.
+same events (parse + fold, in-process). Each worker count runs under each processing guarantee in turn (at-least-once,
+the default, then faust's exactly-once with transactions per partition): their ratio is what fencing costs
+(streams/fencing.py). Prints the machine's load average, since the figures depend on it.
 
 Starts its own throwaway stacks (ports 39611/38611), so it needs nothing running:
     .venv/bin/python benchmarks/bench_bulk_send.py [--athletes 50] [--days 182] [--workers 1 2]
+        [--guarantees exactly_once at_least_once]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from aiokafka import AIOKafkaConsumer
 
 from aromatrack.deploy import local_stack
+from aromatrack.deploy.settings import PROCESSING_GUARANTEES
 from aromatrack.schemas import boundary, topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
 from aromatrack.services import cohort
@@ -46,7 +50,8 @@ def evaluate_time(raws: list[dict]) -> tuple[float, dict[str, dict]]:
 
 async def until_alerts_equal(bootstrap: str, expected: dict[str, dict], began: float) -> float | None:
     """Seconds from `began` until the alerts topic holds `expected` (None on timeout)."""
-    consumer = AIOKafkaConsumer(topics.ALERTS_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(topics.ALERTS_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                isolation_level="read_committed")  # what the workers' transactions committed
     await consumer.start()
     latest: dict[str, dict] = {}
     try:
@@ -68,7 +73,7 @@ async def bulk_send(bootstrap: str, events: list) -> None:
         await producer.send_all(events)
 
 
-def run(workers: int, raws: list[dict], evaluate_s: float) -> None:
+def run(workers: int, guarantee: str, raws: list[dict], evaluate_s: float) -> None:
     events = []
     for raw in raws:
         try:
@@ -80,7 +85,8 @@ def run(workers: int, raws: list[dict], evaluate_s: float) -> None:
             state = settings.state_dir / f"worker{index}"
             state.mkdir()
             running.enter_context(running_worker(
-                settings, AROMATRACK_STATE_DIR=str(state), AROMATRACK_WEB_PORT=str(6266 + index)
+                settings, AROMATRACK_STATE_DIR=str(state), AROMATRACK_WEB_PORT=str(6266 + index),
+                AROMATRACK_PROCESSING_GUARANTEE=guarantee,
             ))
         _, expected = evaluate_time(raws)
         began = time.perf_counter()
@@ -88,9 +94,9 @@ def run(workers: int, raws: list[dict], evaluate_s: float) -> None:
         sent_s = time.perf_counter() - began
         took = asyncio.run(until_alerts_equal(settings.kafka_bootstrap, expected, began))
     if took is None:
-        print(f"{workers} worker(s): alerts not equal to evaluate's within {TIMEOUT_S} s")
+        print(f"{workers} worker(s), {guarantee}: alerts not equal to evaluate's within {TIMEOUT_S} s")
         return
-    print(f"{workers} worker(s): {len(events)} events sent in {sent_s:.1f} s; alerts equal to evaluate's "
+    print(f"{workers} worker(s), {guarantee}: {len(events)} events sent in {sent_s:.1f} s; alerts equal to evaluate's "
           f"({len(expected)}) after {took:.1f} s: {len(events) / took:.0f} events/s end to end, "
           f"{took / evaluate_s:.0f}x evaluate's {evaluate_s:.2f} s; load average {os.getloadavg()[0]:.1f}")
 
@@ -100,13 +106,17 @@ def main() -> None:
     parser.add_argument("--athletes", type=int, default=50)
     parser.add_argument("--days", type=int, default=182)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--guarantees", nargs="+", choices=PROCESSING_GUARANTEES, default=list(PROCESSING_GUARANTEES),
+                        help="faust's processing guarantee of the workers, each in turn (default: both, at least once "
+                             "first: the transactions' cost against the same workers without them)")
     args = parser.parse_args()
     stop_on_sigterm()
     raws = cohort.generate(athletes=args.athletes, days=args.days, seed=7)
     evaluate_s, _ = evaluate_time(raws)
     print(f"cohort {args.athletes} athletes x {args.days} days: {len(raws)} lines; evaluate {evaluate_s:.2f} s")
     for workers in args.workers:
-        run(workers, raws, evaluate_s)
+        for guarantee in args.guarantees:
+            run(workers, guarantee, raws, evaluate_s)
 
 
 if __name__ == "__main__":

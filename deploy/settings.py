@@ -69,6 +69,9 @@ class Settings:
     store_password: str | None = None
     # Where `aromatrack stack up` runs its own PostgreSQL (loopback); the store uses it only if `store_dsn` says so.
     postgres_address: str = "127.0.0.1:38432"
+    # faust's processing guarantee: "at_least_once", faust's default, or "exactly_once", which fences a worker cut
+    # off from the group (streams/fencing.py; opt-in until what README "Several hosts" lists is solved).
+    processing_guarantee: str = "at_least_once"
     worker: WorkerOptions = WorkerOptions()
 
     @property
@@ -117,6 +120,7 @@ class Settings:
             "AROMATRACK_LAB_METHODS": ",".join(f"{lab}={method}" for lab, method in self.lab_methods),
             "AROMATRACK_HISTORICAL_AFTER_DAYS": str(self.historical_after_days),
             "AROMATRACK_POSTGRES": self.postgres_address,
+            "AROMATRACK_PROCESSING_GUARANTEE": self.processing_guarantee,
             **({"AROMATRACK_STORE_DSN": self.store_dsn} if self.store_dsn else {}),
             **({"AROMATRACK_STORE_PASSWORD": self.store_password} if self.store_password else {}),
         }
@@ -128,6 +132,16 @@ def _env_lab_methods() -> tuple[tuple[str, str], ...]:
         return tuple(parse_lab_methods(items.split(",") if items else []).items())
     except ValueError as exc:
         raise ValueError(f"AROMATRACK_LAB_METHODS: {exc}") from None
+
+
+PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")  # the first is the default
+
+
+def _env_choice(name: str, choices: tuple[str, ...]) -> str:
+    text = os.environ.get(name, "") or choices[0]
+    if text not in choices:
+        raise ValueError(f"{name}: {text!r} is not one of {', '.join(choices)}")
+    return text
 
 
 def _env_number(name: str, default: float | None, what: str, minimum: float, maximum: float = float("inf"),
@@ -175,5 +189,6 @@ def load_settings() -> Settings:
         store_dsn=os.environ.get("AROMATRACK_STORE_DSN") or None,
         store_password=os.environ.get("AROMATRACK_STORE_PASSWORD") or None,
         postgres_address=os.environ.get("AROMATRACK_POSTGRES", "127.0.0.1:38432"),
+        processing_guarantee=_env_choice("AROMATRACK_PROCESSING_GUARANTEE", PROCESSING_GUARANTEES),
         worker=_env_worker_options(),
     )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import typer
@@ -110,7 +113,6 @@ def worker(
     3600) sets how often every athlete's load model is carried through today.
     """
     import dataclasses
-    import logging
 
     from aromatrack.services.cli_evaluate import settings_with_flags
 
@@ -128,7 +130,22 @@ def worker(
     asyncio.run(prepare_storage(settings))
     web = [] if settings.worker.web_port is not None else ["--without-web"]
     sys.argv = ["aromatrack-worker", "worker", "--loglevel", loglevel, *web]
-    faust_app.main()
+    # Once faust's worker has stopped (a signal, or a crash it re-raises, e.g. fenced: streams/fencing.py), a
+    # thread it leaves behind can keep the process alive forever (seen under exactly-once, after SIGTERM and after
+    # a fenced producer): exit with the worker's status, since a supervisor restarts only a process that exits.
+    try:
+        faust_app.main()
+    except SystemExit as stopped:
+        status = stopped.code if isinstance(stopped.code, int) else (0 if stopped.code is None else 1)
+    except Exception:  # noqa: BLE001 - what crashed the app, re-raised by faust
+        traceback.print_exc()
+        status = 1
+    else:
+        status = 0
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _hold_worker_dir(directory: Path):

@@ -268,7 +268,8 @@ async def produce(settings: Settings, events: list[dict], report: DemoReport) ->
 
 async def read_topic(settings: Settings, topic: str) -> list:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None, auto_offset_reset="earliest"
+        topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None, auto_offset_reset="earliest",
+        isolation_level="read_committed",  # what the workers' transactions committed (streams/fencing.py)
     )
     await consumer.start()
     try:

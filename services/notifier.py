@@ -414,6 +414,8 @@ async def run(
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        # Alerts are sent in the workers' transactions: a fenced worker's aborted alerts are never delivered.
+        isolation_level="read_committed",
     )
     await consumer.start()
     last_renotify = time.monotonic()

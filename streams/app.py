@@ -18,6 +18,7 @@ from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
 from aromatrack.streams.admin import ensure_topics, topic_replicas
 from aromatrack.streams.delivery import Delivered, DeliveredOffsets, DeliveryGaps
+from aromatrack.streams.fencing import faust_settings
 from aromatrack.streams.influx import SeriesStore
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ def faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=worker.session_timeout_s,
         broker_heartbeat_interval=worker.session_timeout_s and min(3.0, worker.session_timeout_s / 4),
         producer_acks=-1,
+        # Transactions per partition fence a worker that lost its partitions (streams/fencing.py).
+        **faust_settings(settings.processing_guarantee),
         # Forwarded events are small and many: letting the producer gather them for 5 ms turns thousands of
         # produce requests into a few (measured: benchmarks/bench_ingest.py, see BENCHMARKS.md).
         producer_linger=0.005,

@@ -55,6 +55,7 @@ from aromatrack.schemas import series, topics
 from aromatrack.schemas.events import Alert, EventBase, EventError, dump_event, parse_event
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, parse_marker
 from aromatrack.schemas.series import Point
+from aromatrack.streams import fencing
 from aromatrack.streams.alert_outbox import AlertPointIdentity, OutboxMessage, stale_alert_points
 from aromatrack.streams.app import PART_SEPARATOR, AthleteKeyedTable, Streams, part_key
 from aromatrack.streams.delivery import DeliveryGaps
@@ -184,9 +185,11 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
     if not due:
         return
     records = {athlete_key: _load(ctx, athlete_key, athlete_key.decode()) for athlete_key in due}
-    await ctx.streams.influx().write([point for record in records.values() for point in record.timeline.fold()])
+    await fencing.write_owned(ctx.history_table, ctx.streams.influx(),
+                              [point for record in records.values() for point in record.timeline.fold()])
     sent: list[OutboxMessage] = []
     stale: list[AlertPointIdentity] = []
+    released: set[int] = set()  # partitions with messages sent
     now = time.time()
     for athlete_key, record in records.items():
         previous = {**record.outbox.in_flight, **record.outbox.sent}
@@ -197,22 +200,30 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
         if next_due is not None:
             ctx.next_due[athlete_key] = next_due
         if messages:
+            released.add(_partition_of(ctx, athlete_key))
             _store(ctx, athlete_key, [outbox_write(record)])  # in flight: sent again if we crash before confirming
-            acks = [await ctx.alerts_topic.send(key=athlete_key, value=dump_event(message)) for message in messages]
+            # In the partition's transaction: a fenced worker's alerts are aborted (streams/fencing.py).
+            acks = [await fencing.send(ctx.streams.app, ctx.alerts_topic.get_topic_name(), athlete_key,
+                                       dump_event(message), _partition_of(ctx, athlete_key)) for message in messages]
             for ack in acks:  # on the broker before the confirmation is even written
                 await ack
         record.outbox.confirm()
         _store(ctx, athlete_key, [outbox_write(record)])
         sent += messages
+    # The alert points mirror what was sent and confirmed: only once that is committed (a fenced worker stops here).
+    await fencing.commit_now(ctx.streams.app, released)
     # Stale points go before the new points are written: a new point can share a stale one's identity.
     for identity in stale:
         try:
-            await ctx.streams.influx().client(series.ALERTS.audience).query(alert_point_delete(identity), method="POST")
+            await fencing.within_ownership(ctx.streams.app, ctx.streams.influx().client(series.ALERTS.audience).query(
+                alert_point_delete(identity), method="POST"))
+        except fencing.OwnershipLost:
+            raise
         except Exception as exc:  # noqa: BLE001 - the alerts topic is the record; a stale point must not stop the agent
             log.warning("could not remove a stale alert point (%s)", type(exc).__name__)
     alerts = [message for message in sent if isinstance(message, Alert)]
     if alerts:
-        await ctx.streams.influx().write([alert_point(alert) for alert in alerts])
+        await fencing.write_owned(ctx.history_table, ctx.streams.influx(), [alert_point(alert) for alert in alerts])
 
 
 async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
@@ -246,6 +257,7 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                     ctx.unreleased.setdefault(partition, set()).add(athlete_key)
             await _release(ctx, partitions)
             ctx.gaps.record()
+            await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
 
 
 def register(streams: Streams) -> Clinical:

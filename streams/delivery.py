@@ -195,6 +195,8 @@ class DeliveryGaps:
 
     async def _started_reader(self) -> AIOKafkaConsumer:
         if self._reader is None:
-            self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+            # Committed records only, as the agents read them (a fenced worker's aborted writes: streams/fencing.py).
+            self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                            isolation_level="read_committed")
             await self._reader.start()
         return self._reader

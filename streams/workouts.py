@@ -59,7 +59,7 @@ from aromatrack.schemas.series import Point
 from aromatrack.streams.app import Streams, part_key
 from aromatrack.streams.delivery import DeliveryGaps
 from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, StageProgress
-from aromatrack.streams import fit
+from aromatrack.streams import fencing, fit
 from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
 
 log = logging.getLogger(__name__)
@@ -507,7 +507,7 @@ async def handle_summaries(ctx: Workouts, messages: list[SummaryMessage]) -> Non
         if accepted is not None:
             body = accepted.event.model_dump(mode="json", exclude_none=True)  # as it came: see the module's docstring
             forwards.append((accepted.event.athlete_id.encode(), body, message.path))
-    await ctx.streams.influx().write(batch.count())
+    await fencing.write_owned(ctx.tables.state, ctx.streams.influx(), batch.count())
     # Forward before remembering: a crash in between re-sends (the clinical engine drops repeated event ids)
     # rather than losing the workout for the timeline.
     sent = [
@@ -551,6 +551,7 @@ async def workouts_profiles(ctx: Workouts, stream: faust.StreamT) -> None:
         for message in await ctx.streams.delivered(ctx.profile_gaps, [event]):
             await _guarded(ctx, handle_profile, message.key, message.value, topics.topic_for("athlete.profile"))
         ctx.profile_gaps.record()
+        await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the event's offset
 
 
 async def workouts_fit(ctx: Workouts, stream: faust.StreamT) -> None:
@@ -560,6 +561,7 @@ async def workouts_fit(ctx: Workouts, stream: faust.StreamT) -> None:
                 await _guarded(ctx, handle_fit, message.key, message.value, topics.topic_for("workout.fit"))
                 ctx.fit_progress.handle(message.topic, message.partition, message.offset)
             ctx.fit_gaps.record()
+            await fencing.flush_writes(ctx.streams.app)
 
 
 async def workouts_summary(ctx: Workouts, stream: faust.StreamT) -> None:
@@ -574,6 +576,7 @@ async def workouts_summary(ctx: Workouts, stream: faust.StreamT) -> None:
         async with ctx.summary_stage_lock:
             await handle_summaries(ctx, messages)
             ctx.summary_gaps.record()
+            await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
             for message in delivered:
                 ctx.summary_progress.handle(message.topic, message.partition, message.offset)
             forwarded = {InputPartition(message.topic, message.partition) for message in delivered}
@@ -614,7 +617,7 @@ async def write_rest_days(ctx: Workouts) -> None:
             time_zone = tl.athlete_at(_profile_history(ctx.tables, key), now.timestamp()).time_zone
             points += rest_day_points(ctx.rest_days_written, key, ctx.histories.load(ctx.tables.state, key),
                                       tl.local_time(now, time_zone).date())
-        await ctx.streams.influx().write(points)
+        await fencing.write_owned(ctx.tables.state, ctx.streams.influx(), points)
 
 
 async def send_markers(app: faust.App, topic: str, markers: list[ProgressMarker]) -> None:

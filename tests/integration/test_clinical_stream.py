@@ -53,7 +53,8 @@ def topic_state(messages: list[dict]) -> dict[str, dict]:
 async def alerts_on_topic(bootstrap: str, athletes: set[str], expected: int, timeout_s: float) -> list[dict]:
     """Every alert message for these athletes on the alerts topic, waiting for `expected` alert ids and then
     2 s more."""
-    consumer = AIOKafkaConsumer(topics.ALERTS_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(topics.ALERTS_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                isolation_level="read_committed")
     await consumer.start()
     found: list[dict] = []
     deadline = time.monotonic() + timeout_s

@@ -117,10 +117,16 @@ async def trend_points_complete(influx, run: str, events: list[ScaleReading]) ->
     }
     trend_q = f"SELECT athlete_id, smoothed_pct FROM body_fat_trend WHERE athlete_id =~ /^{run}-/"
 
-    async def trend_complete() -> bool:
-        return len(rows(await influx.query(trend_q))) >= len(trend)
+    missing: list[tuple[str, str]] = []
 
-    await eventually(trend_complete, timeout_s=300)  # the clinical agent is the slowest stage
+    async def trend_complete() -> bool:
+        stored_points = {(row["athlete_id"], row["time"]) for row in rows(await influx.query(trend_q))}
+        missing[:] = sorted(set(trend) - stored_points)
+        return not missing
+
+    # The clinical agent is the slowest stage.
+    await eventually(trend_complete, timeout_s=300,
+                     describe=lambda: f"{len(missing)} trend points missing: {missing[:12]}")
     stored_trend = {(row["athlete_id"], row["time"]): row["smoothed_pct"] for row in rows(await influx.query(trend_q))}
     assert stored_trend == pytest.approx(trend, rel=1e-12)
 

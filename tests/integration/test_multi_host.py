@@ -7,10 +7,14 @@ the sixth the cut-off worker is reconnected and rejoins (both hold half again). 
 equal `aromatrack evaluate`'s and every InfluxDB series a clean one-worker run's on loopback over the same slices
 (which must itself equal evaluate's), so that nothing was lost and nothing counted twice.
 
-The takeover, the rejoin and the ingest path's series are hard failures. The stateful agents' results (alerts,
-body-fat trend, loads, CTL) diverged in most runs on this machine (README "Several hosts"): a known bug, likely
-the cut-off worker's unfenced writes, reported as an expected failure that names what diverged, and passing once
-it is fixed.
+Unfenced, the stateful agents' results (alerts, body-fat trend, loads, CTL) diverged in most runs here: the
+cut-off worker's queued table writes reached the changelogs after the new owner's (README "Several hosts").
+Fenced (streams/fencing.py), the cut-off worker's writes are aborted and it stops itself (fail-stop: refused by
+the broker, or unable to finish a write while sure it owns its partitions); the test restarts it after the
+reconnect, as its supervisor would. The table state now survives the cut, but one athlete's derived series
+still diverged in five of six fenced runs here (README "Several hosts"), so a divergence is still reported as an expected
+failure naming what diverged; a worker that stops for any other reason, the takeover, the rejoin and the ingest
+series are hard failures.
 
 The history is JSON events only (workout summaries, no FIT files: the cohort without recordings); profiles go
 straight to Kafka first, as the API has no profile route. Skipped, with the reason, where network namespaces
@@ -44,6 +48,7 @@ from aromatrack.streams.input_progress import HEARTBEAT_S
 from aromatrack.streams.producer import EventProducer
 
 from . import hosts as test_hosts
+from .changelogs import dump_changelogs
 from .conftest import Worker, eventually
 from .test_clinical_stream import alerts_on_topic, topic_state
 from .test_workers import cohort_events, influx_dump
@@ -78,6 +83,16 @@ def servers_on(host: test_hosts.Host, settings):
     finally:
         for server in reversed(started):
             local_stack.stop(settings, server)
+
+
+def running_or_fenced(worker: Worker) -> None:
+    """The cut-off worker still runs, or it stopped itself because it was fenced: its transactional producer
+    refused by the broker (faust's ProducerFenced) or a derived write it could not finish while sure it owned its
+    partitions (streams/fencing.py). Anything else that stopped it is a failure."""
+    if worker.process.poll() is None:
+        return
+    log = worker.log_path.read_bytes()
+    assert b"ProducerFenced" in log or b"OwnershipLost" in log, f"the cut-off worker stopped; see {worker.log_path}"
 
 
 def cli(env: dict, *args: str) -> str:
@@ -128,6 +143,7 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
         workers = {
             name: Worker(settings, "hosts", tmp_path / f"{name}.log", netns=net[name].netns,
                          AROMATRACK_SESSION_TIMEOUT_S="6", AROMATRACK_WEB_PORT=str(WEB_PORT),
+                         AROMATRACK_PROCESSING_GUARANTEE="exactly_once",  # fenced (streams/fencing.py)
                          AROMATRACK_WEB_BIND=net[name].address)
             for name in ("worker1", "worker2")
         }
@@ -137,6 +153,7 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
             try:
                 for worker in workers.values():
                     worker.start(timeout_s=120)
+                restarts: list[int] = []  # the exit codes of the cut-off worker's stops after it was fenced
                 tokens = {athlete: cli(env, "users", "add", athlete, "--role", "athlete") for athlete in athletes}
                 api = subprocess.Popen(
                     ["ip", "netns", "exec", net["api"].netns, sys.executable, "-m", "aromatrack.services.cli", "api",
@@ -171,14 +188,23 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
                                 return bool(answer.get("ready")) and answer["ingest_partitions"] == INGEST_PARTITIONS
 
                             await eventually(worker1_holds_everything, timeout_s=120, every_s=0.5)
-                            assert workers["worker2"].process.poll() is None, "the cut-off worker keeps running"
+                            running_or_fenced(workers["worker2"])
                         if index == RECONNECT_AFTER:
                             net.reconnect("worker2")
-                            await eventually(both_hold_half, timeout_s=180, every_s=0.5)
+
+                            async def rejoined() -> bool:
+                                if workers["worker2"].process.poll() is not None:  # its supervisor restarts it
+                                    running_or_fenced(workers["worker2"])
+                                    restarts.append(workers["worker2"].process.returncode)
+                                    workers["worker2"].start(timeout_s=120)
+                                return await both_hold_half()
+
+                            await eventually(rejoined, timeout_s=180, every_s=0.5)
                     await wait_until_consumed(probe, settings.app_id)
                 await asyncio.sleep(2 * HEARTBEAT_S + 1)  # the last progress markers complete the watermark
                 alerts = await alerts_on_topic(settings.kafka_bootstrap, set(athletes), expected=10**6, timeout_s=10)
                 dump = await influx_dump(settings, "hosts")
+                await dump_changelogs(settings.kafka_bootstrap, settings.app_id, tmp_path / "changelogs.jsonl")
                 for name, worker in workers.items():
                     assert worker.process.poll() is None, f"{name} exited; see {worker.log_path}"
             finally:
@@ -214,9 +240,9 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
     if diverged:
         pytest.xfail(
             f"known bug: after the cut, the stateful agents' results diverged in {', '.join(diverged)} (see "
-            f"{tmp_path / 'influx.json'}); likely cause: the cut-off worker is not fenced, and the table writes "
-            "queued in its producer reach the changelogs after the reconnect, behind the new owner's (README "
-            "\"Several hosts\")")
+            f"{tmp_path / 'influx.json'} and the changelogs' records in {tmp_path / 'changelogs.jsonl'}; the cut-off "
+            f"worker stopped fenced and was restarted {len(restarts)} time(s)). Fenced, the table state survives the cut, "
+            "but most runs here still left one athlete's derived series wrong (README \"Several hosts\")")
 
 
 async def streamed_on_one_worker(tmp_path: Path, profiles: list, history: list, athletes: list[str]):

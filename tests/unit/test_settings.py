@@ -32,3 +32,13 @@ def test_defaults_and_malformed_values_named(monkeypatch):
     monkeypatch.setenv("AROMATRACK_LAB_METHODS", "lab-1")
     with pytest.raises(ValueError, match="AROMATRACK_LAB_METHODS: 'lab-1': expected LAB=lc_msms"):
         load_settings()
+
+
+def test_workers_process_at_least_once_unless_told_exactly_once(monkeypatch):
+    monkeypatch.delenv("AROMATRACK_PROCESSING_GUARANTEE", raising=False)
+    assert load_settings().processing_guarantee == "at_least_once"
+    monkeypatch.setenv("AROMATRACK_PROCESSING_GUARANTEE", "exactly_once")
+    assert load_settings().processing_guarantee == "exactly_once"
+    monkeypatch.setenv("AROMATRACK_PROCESSING_GUARANTEE", "at_most_once")
+    with pytest.raises(ValueError, match="AROMATRACK_PROCESSING_GUARANTEE: 'at_most_once' is not one of"):
+        load_settings()
