@@ -191,6 +191,7 @@ class DeliveryGaps:
                 Delivered(tp.topic, tp.partition, record.offset, record.key, record.value, record.headers)
                 for record in records if record.offset < end
             ]
+        reader.pause(tp)  # no fetching ahead in the background until the next gap
         return found
 
     async def _started_reader(self) -> AIOKafkaConsumer:
