@@ -20,6 +20,7 @@ from aromatrack.streams.admin import ensure_topics, topic_replicas
 from aromatrack.streams.delivery import Delivered, DeliveredOffsets, DeliveryGaps
 from aromatrack.streams.fencing import faust_settings
 from aromatrack.streams.influx import SeriesStore
+from aromatrack.streams.rewinding_consumer import RewindingApp
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def session_timeouts_ms(session_timeout_s: float | None) -> dict[str, int]:
 
 def faust_app(settings: Settings) -> faust.App:
     worker = settings.worker
-    return faust.App(
+    return RewindingApp(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         # faust's RocksDB store (rocksdict) was tried and refuses every write the agents make outside a single event's
