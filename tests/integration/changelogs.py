@@ -13,6 +13,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from aromatrack.schemas import topics
+from aromatrack.streams.workouts import history_from_json
 
 TABLES = ("workout_state", "workout_seen", "athlete_profiles", "clinical_history")
 
@@ -49,7 +50,7 @@ def summary(table: str, value: bytes | None) -> dict:
         return {"deleted": True}
     described: dict = {"size": len(value)}
     if table == "workout_state":
-        daily = json.loads(value).get("daily", {})
-        described.update(days=len(daily), newest_day=max(daily) if daily else None)
+        daily = history_from_json(json.loads(value)).daily  # any stored version, as the worker reads it
+        described.update(days=len(daily), newest_day=max(daily).isoformat() if daily else None)
     return described
 
