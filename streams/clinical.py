@@ -9,7 +9,8 @@ A thin faust wrapper around three pure parts:
 - `alert_outbox.Outbox`: what has been sent; a release sends new and changed alerts and withdraws sent ones the
   history no longer raises.
 
-Per batch: events are placed in their athletes' timelines (no fold yet) and the changed periods stored
+Per batch: the timeline's messages (one event, or a stage's `timeline.batch` of one athlete's events:
+schemas/timeline.py) are validated event by event, the events placed in their athletes' timelines (no fold yet) and the changed periods stored
 (`clinical_codec`, versioned JSON in the `clinical_history` table, keyed by athlete and part so every key shares
 its athlete's partition) with the outbox marked `unreleased`. Then, for each partition whose watermark is
 complete, the athletes with a release due are folded once (from where their history changed), the points whose
@@ -52,7 +53,8 @@ from pydantic import ValidationError
 
 from aromatrack.domain import engine
 from aromatrack.schemas import series, topics
-from aromatrack.schemas.events import Alert, EventBase, EventError, dump_event, parse_event
+from aromatrack.schemas.events import Alert, EventBase, EventError, dump_event
+from aromatrack.schemas.timeline import parse_timeline_message
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, parse_marker
 from aromatrack.schemas.series import Point
 from aromatrack.streams import fencing
@@ -241,12 +243,18 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                     await ctx.streams.dead_letter(message.value, "progress marker: not a valid v1 marker", topics.TIMELINE_TOPIC)
                 continue
             try:
-                event = parse_event(message.value)
+                items = parse_timeline_message(message.value)
             except EventError as exc:
                 await ctx.streams.dead_letter(message.value, str(exc), topics.TIMELINE_TOPIC)
                 continue
-            progress.on_event(header(message.headers, INPUT_HEADER))
-            by_athlete.setdefault((partition, event.athlete_id.encode()), []).append(event)
+            for item in items:
+                if item.error is not None:
+                    await ctx.streams.dead_letter(item.original, str(item.error), topics.TIMELINE_TOPIC)
+                    continue
+                event = item.event
+                by_athlete.setdefault((partition, event.athlete_id.encode()), []).append(event)
+            if any(item.event is not None for item in items):
+                progress.on_event(header(message.headers, INPUT_HEADER))
         async with ctx.lock:
             for (partition, athlete_key), events in by_athlete.items():
                 record = _load(ctx, athlete_key, events[0].athlete_id)
