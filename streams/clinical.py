@@ -260,8 +260,11 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                 record = _load(ctx, athlete_key, events[0].athlete_id)
                 added = record.timeline.add(events)
                 if added:
+                    # An outbox already marked unreleased is stored so (every change of the mark is stored with it):
+                    # in a bulk import an athlete gains events in many batches before its release.
+                    marked = record.outbox.unreleased
                     record.outbox.unreleased = True
-                    _store(ctx, athlete_key, [*event_writes(record, added), outbox_write(record)])
+                    _store(ctx, athlete_key, [*event_writes(record, added), *([] if marked else [outbox_write(record)])])
                     ctx.unreleased.setdefault(partition, set()).add(athlete_key)
             await _release(ctx, partitions)
             ctx.gaps.record()
