@@ -192,6 +192,7 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
     sent: list[OutboxMessage] = []
     stale: list[AlertPointIdentity] = []
     released: set[int] = set()  # partitions with messages sent
+    acks = []
     now = time.time()
     for athlete_key, record in records.items():
         previous = {**record.outbox.in_flight, **record.outbox.sent}
@@ -205,13 +206,16 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
             released.add(_partition_of(ctx, athlete_key))
             _store(ctx, athlete_key, [outbox_write(record)])  # in flight: sent again if we crash before confirming
             # In the partition's transaction: a fenced worker's alerts are aborted (streams/fencing.py).
-            acks = [await fencing.send(ctx.streams.app, ctx.alerts_topic.get_topic_name(), athlete_key,
-                                       dump_event(message), _partition_of(ctx, athlete_key)) for message in messages]
-            for ack in acks:  # on the broker before the confirmation is even written
-                await ack
+            acks += [await fencing.send(ctx.streams.app, ctx.alerts_topic.get_topic_name(), athlete_key,
+                                        dump_event(message), _partition_of(ctx, athlete_key)) for message in messages]
+        sent += messages
+    # Every athlete's messages on the broker before any confirmation is even written; awaited together, not one
+    # round trip per athlete (a bulk import releases tens of athletes at once).
+    for ack in acks:
+        await ack
+    for athlete_key, record in records.items():
         record.outbox.confirm()
         _store(ctx, athlete_key, [outbox_write(record)])
-        sent += messages
     # The alert points mirror what was sent and confirmed: only once that is committed (a fenced worker stops here).
     await fencing.commit_now(ctx.streams.app, released)
     # Stale points go before the new points are written: a new point can share a stale one's identity.
