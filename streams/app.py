@@ -18,7 +18,7 @@ from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
 from aromatrack.streams.admin import ensure_topics, topic_replicas
 from aromatrack.streams.delivery import Delivered, DeliveredOffsets, DeliveryGaps
-from aromatrack.streams.fencing import faust_settings
+from aromatrack.streams import fencing
 from aromatrack.streams.influx import SeriesStore
 from aromatrack.streams.rewinding_consumer import RewindingApp
 
@@ -57,7 +57,7 @@ def faust_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=worker.session_timeout_s and min(3.0, worker.session_timeout_s / 4),
         producer_acks=-1,
         # Transactions per partition fence a worker that lost its partitions (streams/fencing.py).
-        **faust_settings(settings.processing_guarantee),
+        **fencing.faust_settings(settings.processing_guarantee),
         # Forwarded events are small and many: letting the producer gather them for 5 ms turns thousands of
         # produce requests into a few (measured: benchmarks/bench_ingest.py, see BENCHMARKS.md).
         producer_linger=0.005,
@@ -145,7 +145,10 @@ class Streams:
     def influx(self) -> SeriesStore:
         """One writer per worker, created lazily inside the worker's event loop."""
         if self._influx is None:
-            self._influx = influx_access.writer_store(self.settings)
+            # Bytes of a write reach InfluxDB soon or never (streams/fencing.py: a cut-off worker's write must not
+            # land after its successor's).
+            self._influx = influx_access.writer_store(
+                self.settings, unacknowledged_limit_s=fencing.unacknowledged_limit_s(self.app))
         return self._influx
 
     async def dead_letter(self, original: bytes, reason: str, source_topic: str, key: bytes | None = None) -> None:
