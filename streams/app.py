@@ -11,7 +11,9 @@ import logging
 from dataclasses import dataclass, field
 
 import faust
+from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
+from faust.types import TP
 
 from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import Settings
@@ -129,8 +131,12 @@ class Streams:
                 self.app, name="delivered_offsets", beacon=self.app.tables.beacon, partitions=topics.PARTITIONS,
                 key_type=bytes, value_type=bytes, extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
             ))
+        async def acknowledge(tp: TopicPartition, start: int, end: int) -> None:
+            # faust's consumer commits past offsets it acknowledged or never fetched (its "gaps", ends inclusive).
+            await self.app.consumer._add_gap(TP(tp.topic, tp.partition), start, end - 1)
+
         gaps = DeliveryGaps(self.settings.kafka_bootstrap, self.settings.app_id, agent, self._delivered_offsets,
-                            held=lambda: self.app.consumer.assignment())
+                            held=lambda: self.app.consumer.assignment(), acknowledge=acknowledge)
 
         async def on_assigned(app: faust.App, assigned: set, **kwargs: object) -> None:
             gaps.on_assigned(assigned)

@@ -257,7 +257,7 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                     _store(ctx, athlete_key, [*event_writes(record, added), outbox_write(record)])
                     ctx.unreleased.setdefault(partition, set()).add(athlete_key)
             await _release(ctx, partitions)
-            ctx.gaps.record()
+            await ctx.gaps.record()
             await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
 
 
