@@ -6,8 +6,11 @@ import asyncio
 import logging
 import os
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
+from typing import Any, Callable
 
 import typer
 
@@ -133,6 +136,7 @@ def worker(
     # Once faust's worker has stopped (a signal, or a crash it re-raises, e.g. fenced: streams/fencing.py), a
     # thread it leaves behind can keep the process alive forever (seen under exactly-once, after SIGTERM and after
     # a fenced producer): exit with the worker's status, since a supervisor restarts only a process that exits.
+    exit_when_a_crashed_stop_hangs(faust_app, CRASHED_STOP_DEADLINE_S)
     try:
         faust_app.main()
     except SystemExit as stopped:
@@ -146,6 +150,28 @@ def worker(
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+# faust's stop after a crash has hung for minutes (a fenced worker in the multi-host test, its stop stuck in an
+# agent's supervisor): past this, a crashed worker exits anyway.
+CRASHED_STOP_DEADLINE_S = 30.0
+
+
+def exit_when_a_crashed_stop_hangs(app: Any, deadline_s: float, exit: Callable[[int], Any] = os._exit) -> threading.Thread:
+    """Watch `app` from a daemon thread: once it has crashed, give its stop `deadline_s` to end the process, then
+    `exit(1)`. A crashed worker must exit for its supervisor to start it again (compose's restart policy; the
+    multi-host test's restart)."""
+    def watch() -> None:
+        while app.crash_reason is None:
+            time.sleep(0.5)
+        time.sleep(deadline_s)
+        logging.getLogger(__name__).error("the worker crashed and did not stop within %.0f s; exiting", deadline_s)
+        logging.shutdown()
+        exit(1)
+
+    watcher = threading.Thread(target=watch, name="exit-when-a-crashed-stop-hangs", daemon=True)
+    watcher.start()
+    return watcher
 
 
 def _hold_worker_dir(directory: Path):

@@ -12,7 +12,9 @@ import logging
 from dataclasses import dataclass, field
 
 import faust
+from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
+from faust.types import TP
 
 from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import Settings
@@ -21,7 +23,7 @@ from aromatrack.schemas.progress import INPUT_HEADER
 from aromatrack.schemas.timeline import batch_messages
 from aromatrack.streams.admin import ensure_topics, topic_replicas
 from aromatrack.streams.delivery import Delivered, DeliveredOffsets, DeliveryGaps
-from aromatrack.streams.fencing import faust_settings
+from aromatrack.streams import fencing
 from aromatrack.streams.influx import SeriesStore
 from aromatrack.streams.rewinding_consumer import RewindingApp
 
@@ -60,7 +62,7 @@ def faust_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=worker.session_timeout_s and min(3.0, worker.session_timeout_s / 4),
         producer_acks=-1,
         # Transactions per partition fence a worker that lost its partitions (streams/fencing.py).
-        **faust_settings(settings.processing_guarantee),
+        **fencing.faust_settings(settings.processing_guarantee),
         # Forwarded events are small and many: letting the producer gather them for 5 ms turns thousands of
         # produce requests into a few (measured: benchmarks/bench_ingest.py, see BENCHMARKS.md).
         producer_linger=0.005,
@@ -132,8 +134,12 @@ class Streams:
                 self.app, name="delivered_offsets", beacon=self.app.tables.beacon, partitions=topics.PARTITIONS,
                 key_type=bytes, value_type=bytes, extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
             ))
+        async def acknowledge(tp: TopicPartition, start: int, end: int) -> None:
+            # faust's consumer commits past offsets it acknowledged or never fetched (its "gaps", ends inclusive).
+            await self.app.consumer._add_gap(TP(tp.topic, tp.partition), start, end - 1)
+
         gaps = DeliveryGaps(self.settings.kafka_bootstrap, self.settings.app_id, agent, self._delivered_offsets,
-                            held=lambda: self.app.consumer.assignment())
+                            held=lambda: self.app.consumer.assignment(), acknowledge=acknowledge)
 
         async def on_assigned(app: faust.App, assigned: set, **kwargs: object) -> None:
             gaps.on_assigned(assigned)
@@ -148,7 +154,10 @@ class Streams:
     def influx(self) -> SeriesStore:
         """One writer per worker, created lazily inside the worker's event loop."""
         if self._influx is None:
-            self._influx = influx_access.writer_store(self.settings)
+            # Bytes of a write reach InfluxDB soon or never (streams/fencing.py: a cut-off worker's write must not
+            # land after its successor's).
+            self._influx = influx_access.writer_store(
+                self.settings, unacknowledged_limit_s=fencing.unacknowledged_limit_s(self.app))
         return self._influx
 
     async def forward(self, events: list[tuple[bytes, str, bytes]]) -> None:

@@ -221,8 +221,9 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
     # Stale points go before the new points are written: a new point can share a stale one's identity.
     for identity in stale:
         try:
-            await fencing.within_ownership(ctx.streams.app, ctx.streams.influx().client(series.ALERTS.audience).query(
-                alert_point_delete(identity), method="POST"))
+            await fencing.within_ownership(ctx.streams.app, fencing.after_lease(
+                ctx.streams.app, ctx.streams.influx().client(series.ALERTS.audience).query(
+                    alert_point_delete(identity), method="POST")))
         except fencing.OwnershipLost:
             raise
         except Exception as exc:  # noqa: BLE001 - the alerts topic is the record; a stale point must not stop the agent
@@ -271,7 +272,7 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                     _store(ctx, athlete_key, [*event_writes(record, added), *([] if marked else [outbox_write(record)])])
                     ctx.unreleased.setdefault(partition, set()).add(athlete_key)
             await _release(ctx, partitions)
-            ctx.gaps.record()
+            await ctx.gaps.record()
             await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
 
 

@@ -22,22 +22,32 @@ committed with the next one, at the latest one heartbeat later (every stage repo
 partition each `HEARTBEAT_S`); a release's alert points wait for its commit (`commit_now`). Not in the
 transactions: the progress markers and dead letters (faust's plain producer) and the stateless ingest path.
 
-InfluxDB cannot fence: a point's last write wins, whoever sent it. `write_owned` writes a partition's derived
-points (loads, trends, alerts) only while this worker is assigned the partition, and gives up on a write it
-could not complete within the group's session timeout less two heartbeat intervals: the group gives a silent
-worker's partitions away only a session timeout after its last heartbeat, so a write that an owner starts lands
-before any successor's or not at all. A worker that gives up stops (fail-stop): it can no longer tell whether
-the points it derived are still its to write, and the events behind them are processed again from the last
-committed transaction by whoever owns the partition next (its supervisor restarts it). Left open: a worker that still reaches InfluxDB
-but not the broker can start a write after its last heartbeat (the agents go on with what they fetched) that
-lands after a successor's.
+InfluxDB cannot fence: a point's last write wins, whoever sent it. So a worker writes a partition's derived
+points (loads, trends, alerts; `write_owned`) only while it can be sure no other worker owns the partition yet:
+- the group gives a member's partitions to another only a session timeout after the last heartbeat it accepted
+  from it, so this worker's ownership lasts at least until the send time of its last accepted heartbeat plus the
+  session timeout (`SessionLease`, recorded by the consumer: streams/rewinding_consumer.py);
+- the writer's connections deliver a request's bytes within `unacknowledged_limit_s` of sending them, or never,
+  and open within as long (`influx.bounded_flight_transport`): a request abandoned in a cut (timed out, or its
+  worker stopped) is not delivered when the link comes back. A cut-off worker's write did exactly that in the
+  multi-host test, 20 s after the cut, over the new owner's points;
+- every attempt of a write starts only while the lease covers its whole flight (`REQUEST_FLIGHT_HEARTBEATS`
+  heartbeat intervals: opening, delivery, and a margin for the server and this event loop), waiting for the next
+  heartbeat if it does not; once the lease has run out the worker stops (fail-stop, `OwnershipLost`). It can no
+  longer tell whether the points it derived are still its to write, and the events behind them are processed
+  again from the last committed transaction by whoever owns the partition next (its supervisor restarts it).
+  A write that does not complete within the session timeout less two heartbeat intervals stops it too.
+This also covers a worker that still reaches InfluxDB but not the broker: its heartbeats fail, its lease runs
+out, and it writes nothing after that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Awaitable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -104,6 +114,63 @@ class CommittedTableManager(TableManager):
 
 class OwnershipLost(RuntimeError):
     """A worker could not write a partition's derived points while sure it still owned the partition."""
+
+
+# How long a request to InfluxDB may be in flight, in heartbeat intervals: half of one to open its connection,
+# half to deliver its bytes (the connections' unacknowledged limit), and one for the server to apply it and for
+# this worker's event loop between the lease check and the send.
+UNACKNOWLEDGED_HEARTBEATS = 0.5
+REQUEST_FLIGHT_HEARTBEATS = 2 * UNACKNOWLEDGED_HEARTBEATS + 1.0
+# How often a write waiting for a heartbeat to renew the lease looks again.
+LEASE_POLL_S = 0.05
+
+
+@dataclass
+class SessionLease:
+    """Until when this worker is sure to be a member of its consumer group, holding what it was assigned: the
+    send time of the last heartbeat the group coordinator accepted, plus the session timeout (monotonic
+    seconds). The consumer's thread records heartbeats; the event loop's writes read the lease."""
+
+    session_timeout_s: float
+    accepted_heartbeat_sent_s: float | None = None
+
+    def on_heartbeat_accepted(self, sent_s: float) -> None:
+        if self.accepted_heartbeat_sent_s is None or sent_s > self.accepted_heartbeat_sent_s:
+            self.accepted_heartbeat_sent_s = sent_s
+
+    def expires_s(self) -> float | None:
+        """When the lease runs out (None: no heartbeat accepted yet)."""
+        if self.accepted_heartbeat_sent_s is None:
+            return None
+        return self.accepted_heartbeat_sent_s + self.session_timeout_s
+
+    def covers(self, until_s: float) -> bool:
+        expires = self.expires_s()
+        return expires is not None and until_s < expires
+
+    def has_run_out(self, now_s: float) -> bool:
+        expires = self.expires_s()
+        return expires is not None and now_s >= expires
+
+
+def unacknowledged_limit_s(app) -> float:
+    """How long the worker's InfluxDB connections may leave sent bytes unacknowledged (`influx.bounded_flight_transport`)."""
+    return UNACKNOWLEDGED_HEARTBEATS * app.conf.broker_heartbeat_interval
+
+
+async def await_lease(app) -> None:
+    """Return once the worker's session lease covers a request's whole flight from now; stop the worker
+    (OwnershipLost) once the lease has run out. Before the group's first accepted heartbeat, wait for it. Not
+    processing exactly once, return at once."""
+    if not app.in_transaction:
+        return
+    lease: SessionLease = app.session_lease
+    flight_s = REQUEST_FLIGHT_HEARTBEATS * app.conf.broker_heartbeat_interval
+    while not lease.covers(time.monotonic() + flight_s):
+        if lease.has_run_out(time.monotonic()):
+            await _stop(app, OwnershipLost("no heartbeat accepted by the group within the session timeout: the "
+                                           "partitions may have another owner by now"))
+        await asyncio.sleep(LEASE_POLL_S)
 
 
 def transactional_id(app, partition: int) -> str | None:
@@ -177,7 +244,13 @@ async def write_owned(table, store, points: Iterable[Point]) -> int:
     dropped = sum(len(group) for partition, group in by_partition.items() if partition not in owned)
     if dropped:
         log.warning("%d derived points of partitions no longer assigned here not written", dropped)
-    return await within_ownership(app, store.write(kept))
+    return await within_ownership(app, store.write(kept, before_attempt=lambda: await_lease(app)))
+
+
+async def after_lease(app, request: Awaitable):
+    """`request` (one attempt: a query, a delete), started once the session lease covers its flight."""
+    await await_lease(app)
+    return await request
 
 
 async def within_ownership(app, write: Awaitable):

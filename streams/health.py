@@ -3,8 +3,9 @@
 - `GET /livez`: 200 while the worker's event loop answers and no service has crashed; 503 after a crash. A hung
   loop does not answer at all, which a probe's timeout catches too.
 - `GET /readyz`: 200 when the worker does its share: it holds partitions in the app's consumer group, no
-  rebalance is under way, its tables are recovered from their changelogs, and the batch ingest consumer
-  (its own group) holds partitions too. Otherwise 503. A worker beyond the partition count holds nothing and
+  rebalance is under way, its tables are recovered from their changelogs, the batch ingest consumer (its own
+  group) holds partitions too, and it is not stopping. Otherwise 503. A worker that crashed or was fenced
+  (streams/fencing.py) can still rejoin its group for a moment on its way out; it is not ready then. A worker beyond the partition count holds nothing and
   stays unready, which is why the Helm chart caps the replicas at the partition count.
 
 Both answer counts and flags only, never a key or a value of a table (faust's table and router views, which
@@ -27,10 +28,12 @@ class Readiness:
     ingest_partitions: int
     rebalancing: bool
     recovering: bool
+    stopping: bool
 
     @property
     def ready(self) -> bool:
-        return self.agent_partitions > 0 and self.ingest_partitions > 0 and not self.rebalancing and not self.recovering
+        return (self.agent_partitions > 0 and self.ingest_partitions > 0 and not self.rebalancing
+                and not self.recovering and not self.stopping)
 
 
 def readiness(app: faust.App, ingest: IngestConsumer) -> Readiness:
@@ -40,6 +43,7 @@ def readiness(app: faust.App, ingest: IngestConsumer) -> Readiness:
         ingest_partitions=len(ingest.assignment()),
         rebalancing=bool(app.rebalancing),
         recovering=bool(recovery.in_recovery or not recovery.completed.is_set()),
+        stopping=app.crash_reason is not None or app.should_stop,
     )
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import httpx
 
@@ -81,14 +82,36 @@ class InfluxConfig:
     user: InfluxUser | None = None
 
 
-class InfluxClient:
-    """Async v1 client. Writes retry with backoff on connection errors and 5xx, never on 4xx."""
+# Called before each attempt of a request (a write's retries included); raises to stop the request.
+BeforeAttempt = Callable[[], Awaitable[None]]
 
-    def __init__(self, config: InfluxConfig, *, max_attempts: int | None = None, timeout_s: float = 10.0):
+
+def bounded_flight_transport(unacknowledged_limit_s: float) -> httpx.AsyncHTTPTransport:
+    """Connections whose sent bytes reach the server within `unacknowledged_limit_s` or never: data the server has
+    not acknowledged by then (link down, host gone) is dropped with the connection by the kernel (Linux's
+    TCP_USER_TIMEOUT), so a request that timed out here, or was abandoned when the process stopped, cannot be
+    delivered later when the link comes back."""
+    return httpx.AsyncHTTPTransport(
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(unacknowledged_limit_s * 1000)))])
+
+
+class InfluxClient:
+    """Async v1 client. Writes retry with backoff on connection errors and 5xx, never on 4xx.
+
+    With `unacknowledged_limit_s`, every request's bytes reach the server within that time of being sent or
+    never (`bounded_flight_transport`), and a connection is given as long to open."""
+
+    def __init__(self, config: InfluxConfig, *, max_attempts: int | None = None, timeout_s: float = 10.0,
+                 unacknowledged_limit_s: float | None = None):
         self.config = config
         self.max_attempts = max_attempts
         auth = (config.user.username, config.user.password) if config.user else None
-        self._http = httpx.AsyncClient(base_url=config.url, timeout=timeout_s, auth=auth)
+        if unacknowledged_limit_s is None:
+            self._http = httpx.AsyncClient(base_url=config.url, timeout=timeout_s, auth=auth)
+        else:
+            self._http = httpx.AsyncClient(
+                base_url=config.url, auth=auth, transport=bounded_flight_transport(unacknowledged_limit_s),
+                timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, unacknowledged_limit_s)))
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -106,8 +129,9 @@ class InfluxClient:
             return False
         return response.status_code == 204
 
-    async def write(self, points: Iterable[Point]) -> int:
-        """Write points in one request; returns how many. Retries until written (or max_attempts)."""
+    async def write(self, points: Iterable[Point], before_attempt: BeforeAttempt | None = None) -> int:
+        """Write points in one request; returns how many. Retries until written (or max_attempts), awaiting
+        `before_attempt` before each attempt."""
         lines = [to_line(p) for p in points]
         if not lines:
             return 0
@@ -117,6 +141,8 @@ class InfluxClient:
         delay = 0.1
         while True:
             attempt += 1
+            if before_attempt is not None:
+                await before_attempt()
             try:
                 response = await self._http.post("/write", params=params, content=body)
             except httpx.HTTPError as exc:
@@ -156,11 +182,11 @@ class SeriesStore:
     """
 
     def __init__(self, url: str, base_database: str, users: Mapping[Audience, InfluxUser | None], *,
-                 max_attempts: int | None = None):
+                 max_attempts: int | None = None, unacknowledged_limit_s: float | None = None):
         self.base_database = base_database
         self._clients = {
             audience: InfluxClient(InfluxConfig(url, database_name(base_database, audience), user),
-                                   max_attempts=max_attempts)
+                                   max_attempts=max_attempts, unacknowledged_limit_s=unacknowledged_limit_s)
             for audience, user in users.items()
         }
 
@@ -170,10 +196,10 @@ class SeriesStore:
         except KeyError:
             raise InfluxError(f"no credentials for the {audience.value} database in this process") from None
 
-    async def write(self, points: Iterable[Point]) -> int:
+    async def write(self, points: Iterable[Point], before_attempt: BeforeAttempt | None = None) -> int:
         written = 0
         for audience, routed in by_database(points).items():
-            written += await self.client(audience).write(routed)
+            written += await self.client(audience).write(routed, before_attempt)
         return written
 
     async def close(self) -> None:

@@ -1,5 +1,6 @@
-"""faust's Kafka consumer with one correction: after a rebalance, a stream partition with no committed offset is read
-again from its beginning, so the messages the rebalance dropped are fetched again.
+"""faust's Kafka consumer with two additions: after a rebalance, a stream partition with no committed offset is read
+again from its beginning, so the messages the rebalance dropped are fetched again; and the heartbeats the group
+accepts are recorded as the worker's session lease (`fencing.SessionLease`), which its InfluxDB writes check.
 
 When partitions are revoked, faust clears its agents' incoming queues (messages fetched but not yet handled) and,
 once the new assignment is recovered, seeks every partition to the group's committed offset, so that what it cleared
@@ -11,20 +12,49 @@ test waited forever for a profile partition to be committed. Seeking such a part
 them again, through faust, which then acknowledges and commits them. What was handled before comes again too (at
 least once), which the agents already expect of a re-delivery. The table changelogs are left alone: faust positions
 those itself when it recovers and follows them.
+
+aiokafka keeps no record of its last accepted heartbeat that others can read; the consumer's thread wraps its group
+coordinator's heartbeat request to note the send time of each one the coordinator accepts (aiokafka counts a
+"rebalance in progress" answer as accepted: the member stays in the group while it rejoins).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
 
+from aromatrack.streams.fencing import SessionLease
+
 log = logging.getLogger(__name__)
 
 
+class LeaseRecordingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    async def on_start(self) -> None:
+        await super().on_start()
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is None:
+            return
+        lease: SessionLease = self.app.session_lease
+        do_heartbeat = coordinator._do_heartbeat
+
+        async def heartbeat_recording_acceptance() -> bool:
+            sent_s = time.monotonic()
+            accepted = await do_heartbeat()
+            if accepted:
+                lease.on_heartbeat_accepted(sent_s)
+            return accepted
+
+        coordinator._do_heartbeat = heartbeat_recording_acceptance
+
+
 class RewindingConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return LeaseRecordingConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def perform_seek(self) -> None:
         await super().perform_seek()
         changelogs = self.app.tables.changelog_topics
@@ -44,7 +74,11 @@ class RewindingTransport(faust_aiokafka.Transport):
 
 class RewindingApp(faust.App):
     """A faust App whose consumer is `RewindingConsumer` (faust picks a transport by the broker URL's scheme and
-    offers no setting for the consumer class)."""
+    offers no setting for the consumer class), with the session lease that consumer records."""
+
+    def __init__(self, id: str, **options) -> None:
+        super().__init__(id, **options)
+        self.session_lease = SessionLease(self.conf.broker_session_timeout)
 
     def _new_transport(self) -> TransportT:
         return RewindingTransport(self.conf.broker_consumer, self)

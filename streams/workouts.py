@@ -546,7 +546,7 @@ async def workouts_profiles(ctx: Workouts, stream: faust.StreamT) -> None:
     async for event in stream.events():
         for message in await ctx.streams.delivered(ctx.profile_gaps, [event]):
             await _guarded(ctx, handle_profile, message.key, message.value, topics.topic_for("athlete.profile"))
-        ctx.profile_gaps.record()
+        await ctx.profile_gaps.record()
         await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the event's offset
 
 
@@ -556,7 +556,7 @@ async def workouts_fit(ctx: Workouts, stream: faust.StreamT) -> None:
             for message in await ctx.streams.delivered(ctx.fit_gaps, [event]):
                 await _guarded(ctx, handle_fit, message.key, message.value, topics.topic_for("workout.fit"))
                 ctx.fit_progress.handle(message.topic, message.partition, message.offset)
-            ctx.fit_gaps.record()
+            await ctx.fit_gaps.record()
             await fencing.flush_writes(ctx.streams.app)
 
 
@@ -571,7 +571,7 @@ async def workouts_summary(ctx: Workouts, stream: faust.StreamT) -> None:
             messages.append(SummaryMessage(message.key, message.value, path, marker))
         async with ctx.summary_stage_lock:
             await handle_summaries(ctx, messages)
-            ctx.summary_gaps.record()
+            await ctx.summary_gaps.record()
             await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
             for message in delivered:
                 ctx.summary_progress.handle(message.topic, message.partition, message.offset)

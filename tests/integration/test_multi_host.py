@@ -9,12 +9,10 @@ equal `aromatrack evaluate`'s and every InfluxDB series a clean one-worker run's
 
 Unfenced, the stateful agents' results (alerts, body-fat trend, loads, CTL) diverged in most runs here: the
 cut-off worker's queued table writes reached the changelogs after the new owner's (README "Several hosts").
-Fenced (streams/fencing.py), the cut-off worker's writes are aborted and it stops itself (fail-stop: refused by
-the broker, or unable to finish a write while sure it owns its partitions); the test restarts it after the
-reconnect, as its supervisor would. The table state now survives the cut, but one athlete's derived series
-still diverged in five of six fenced runs here (README "Several hosts"), so a divergence is still reported as an expected
-failure naming what diverged; a worker that stops for any other reason, the takeover, the rejoin and the ingest
-series are hard failures.
+Fenced (streams/fencing.py), the cut-off worker's Kafka writes are aborted, its InfluxDB writes start only while
+its session lease lasts and arrive soon or never, and it stops itself (fail-stop); the test restarts it after the
+reconnect, as its supervisor would. Every series and alert must then equal the reference's: a divergence, a worker
+that stops for any other reason, the takeover and the rejoin are all failures.
 
 The history is JSON events only (workout summaries, no FIT files: the cohort without recordings); profiles go
 straight to Kafka first, as the API has no profile route. Skipped, with the reason, where network namespaces
@@ -51,7 +49,7 @@ from . import hosts as test_hosts
 from .changelogs import dump_changelogs
 from .conftest import Worker, eventually
 from .test_clinical_stream import alerts_on_topic, topic_state
-from .test_workers import cohort_events, influx_dump
+from .test_workers import CONSUMED_WITHIN_S, cohort_events, influx_dump
 
 KAFKA_PORT, INFLUX_PORT, API_PORT, WEB_PORT = 39792, 38792, 38480, 6066
 SLICES, CUT_AFTER, RECONNECT_AFTER = 10, 3, 6
@@ -177,7 +175,7 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
                 async with EventProducer(settings.kafka_bootstrap) as producer, LagProbe(settings.kafka_bootstrap) as probe, \
                         httpx.AsyncClient(base_url=f"http://{net['api'].address}:{API_PORT}", timeout=60) as client:
                     await producer.send_all(profiles)
-                    await wait_until_consumed(probe, settings.app_id)
+                    await asyncio.wait_for(wait_until_consumed(probe, settings.app_id), CONSUMED_WITHIN_S)
                     for index, part in enumerate(slices(history, SLICES), start=1):
                         await post_slice(client, tokens, part)
                         if index == CUT_AFTER:
@@ -200,7 +198,7 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
                                 return await both_hold_half()
 
                             await eventually(rejoined, timeout_s=180, every_s=0.5)
-                    await wait_until_consumed(probe, settings.app_id)
+                    await asyncio.wait_for(wait_until_consumed(probe, settings.app_id), CONSUMED_WITHIN_S)
                 await asyncio.sleep(2 * HEARTBEAT_S + 1)  # the last progress markers complete the watermark
                 alerts = await alerts_on_topic(settings.kafka_bootstrap, set(athletes), expected=10**6, timeout_s=10)
                 dump = await influx_dump(settings, "hosts")
@@ -237,12 +235,10 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
                  if latest_alert_points(dump[key]) != latest_alert_points(reference[key])]
     if topic_state(alerts) != expected:
         diverged.append("alerts (topic)")
-    if diverged:
-        pytest.xfail(
-            f"known bug: after the cut, the stateful agents' results diverged in {', '.join(diverged)} (see "
-            f"{tmp_path / 'influx.json'} and the changelogs' records in {tmp_path / 'changelogs.jsonl'}; the cut-off "
-            f"worker stopped fenced and was restarted {len(restarts)} time(s)). Fenced, the table state survives the cut, "
-            "but most runs here still left one athlete's derived series wrong (README \"Several hosts\")")
+    assert not diverged, (
+        f"after the cut, the stateful agents' results diverged in {', '.join(diverged)} (see {tmp_path / 'influx.json'} "
+        f"and the changelogs' records in {tmp_path / 'changelogs.jsonl'}; the cut-off worker stopped fenced and was "
+        f"restarted {len(restarts)} time(s))")
 
 
 async def streamed_on_one_worker(tmp_path: Path, profiles: list, history: list, athletes: list[str]):
@@ -253,10 +249,10 @@ async def streamed_on_one_worker(tmp_path: Path, profiles: list, history: list, 
         try:
             async with EventProducer(settings.kafka_bootstrap) as producer, LagProbe(settings.kafka_bootstrap) as probe:
                 await producer.send_all(profiles)
-                await wait_until_consumed(probe, settings.app_id)
+                await asyncio.wait_for(wait_until_consumed(probe, settings.app_id), CONSUMED_WITHIN_S)
                 for part in slices(history, SLICES):
                     await producer.send_all(part)
-                await wait_until_consumed(probe, settings.app_id)
+                await asyncio.wait_for(wait_until_consumed(probe, settings.app_id), CONSUMED_WITHIN_S)
             await asyncio.sleep(2 * HEARTBEAT_S + 1)
             alerts = await alerts_on_topic(settings.kafka_bootstrap, set(athletes), expected=10**6, timeout_s=10)
             return alerts, await influx_dump(settings, "reference")

@@ -27,14 +27,16 @@ def test_the_notifier_is_ready_only_while_its_loop_goes_round_holding_partitions
     assert not health.alive and not health.ready
 
 
-def test_a_worker_is_ready_only_holding_partitions_in_both_groups_with_no_rebalance_or_recovery_under_way() -> None:
+def test_a_worker_is_ready_only_holding_partitions_in_both_groups_with_no_rebalance_recovery_or_stop_under_way() -> None:
     from aromatrack.streams.health import Readiness
 
-    assert Readiness(agent_partitions=8, ingest_partitions=12, rebalancing=False, recovering=False).ready
+    ready = dict(agent_partitions=8, ingest_partitions=12, rebalancing=False, recovering=False, stopping=False)
+    assert Readiness(**ready).ready
     for unready in (
-        Readiness(agent_partitions=0, ingest_partitions=12, rebalancing=False, recovering=False),  # beyond the partitions
-        Readiness(agent_partitions=8, ingest_partitions=0, rebalancing=False, recovering=False),  # ingest not joined
-        Readiness(agent_partitions=8, ingest_partitions=12, rebalancing=True, recovering=False),
-        Readiness(agent_partitions=8, ingest_partitions=12, rebalancing=False, recovering=True),  # tables not rebuilt
+        Readiness(**{**ready, "agent_partitions": 0}),  # beyond the partitions
+        Readiness(**{**ready, "ingest_partitions": 0}),  # ingest not joined
+        Readiness(**{**ready, "rebalancing": True}),
+        Readiness(**{**ready, "recovering": True}),  # tables not rebuilt
+        Readiness(**{**ready, "stopping": True}),  # crashed or fenced, rejoined for a moment on its way out
     ):
         assert not unready.ready, unready

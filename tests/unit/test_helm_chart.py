@@ -185,3 +185,12 @@ def test_the_workers_get_the_clinical_engine_settings_evaluate_takes() -> None:
     assert env["AROMATRACK_HISTORICAL_AFTER_DAYS"] == "21"
     defaults = {item["name"]: item.get("value") for item in containers(render())["worker"]["env"]}
     assert defaults["AROMATRACK_LAB_METHODS"] == "" and defaults["AROMATRACK_HISTORICAL_AFTER_DAYS"] == "14"
+
+
+def test_the_workers_are_fenced_by_default_on_a_cluster() -> None:
+    """Several replicas on several hosts: a worker cut off from the others must not write after its successor."""
+    env = {item["name"]: item.get("value") for item in containers(render())["worker"]["env"]}
+    assert env["AROMATRACK_PROCESSING_GUARANTEE"] == "exactly_once"
+    chosen = {item["name"]: item.get("value") for item in containers(render(
+        "--set", "worker.processingGuarantee=at_least_once"))["worker"]["env"]}
+    assert chosen["AROMATRACK_PROCESSING_GUARANTEE"] == "at_least_once"
