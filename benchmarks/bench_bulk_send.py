@@ -4,7 +4,8 @@ The demo cohort without FIT files (50 athletes x 182 days by default; workouts a
 once with no pacing, as a bulk import would, to 1 and then 2 workers on a fresh broker each time. Measured: the
 time from the first send until the alerts topic holds exactly what `evaluate --as-of now` gives (ids and
 bodies; a withdrawal removes an alert), the events/s end to end, and the ratio to evaluate's own time on the
-same events (parse + fold, in-process). Each worker count runs under each processing guarantee in turn (at-least-once,
+same events (parse + fold, in-process), and the workers' CPU over that time (steadier than wall time on a shared
+machine). Each worker count runs under each processing guarantee in turn (at-least-once,
 the default, then faust's exactly-once with transactions per partition): their ratio is what fencing costs
 (streams/fencing.py). Prints the machine's load average, since the figures depend on it.
 
@@ -30,6 +31,7 @@ from aromatrack.schemas import boundary, topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
 from aromatrack.services import cohort
 from aromatrack.streams.producer import EventProducer
+from bench_workers import cpu_seconds
 from harness import running_worker, stop_on_sigterm  # benchmarks/ is the script's directory
 
 TIMEOUT_S = 1800
@@ -81,24 +83,28 @@ def run(workers: int, guarantee: str, raws: list[dict], evaluate_s: float) -> No
         except EventError:
             continue  # the cohort's deliberate impossible readings
     with local_stack.throwaway_stack(39611, 38611) as settings, contextlib.ExitStack() as running:
+        processes = []
         for index in range(workers):
             state = settings.state_dir / f"worker{index}"
             state.mkdir()
-            running.enter_context(running_worker(
+            processes.append(running.enter_context(running_worker(
                 settings, AROMATRACK_STATE_DIR=str(state), AROMATRACK_WEB_PORT=str(6266 + index),
                 AROMATRACK_PROCESSING_GUARANTEE=guarantee,
-            ))
+            )))
         _, expected = evaluate_time(raws)
+        cpu_at_start = sum(cpu_seconds(process.pid) for process in processes)
         began = time.perf_counter()
         asyncio.run(bulk_send(settings.kafka_bootstrap, events))
         sent_s = time.perf_counter() - began
         took = asyncio.run(until_alerts_equal(settings.kafka_bootstrap, expected, began))
+        drain_cpu_s = sum(cpu_seconds(process.pid) for process in processes) - cpu_at_start
     if took is None:
         print(f"{workers} worker(s), {guarantee}: alerts not equal to evaluate's within {TIMEOUT_S} s")
         return
     print(f"{workers} worker(s), {guarantee}: {len(events)} events sent in {sent_s:.1f} s; alerts equal to evaluate's "
           f"({len(expected)}) after {took:.1f} s: {len(events) / took:.0f} events/s end to end, "
-          f"{took / evaluate_s:.0f}x evaluate's {evaluate_s:.2f} s; load average {os.getloadavg()[0]:.1f}")
+          f"{took / evaluate_s:.1f}x evaluate's {evaluate_s:.2f} s; workers' CPU from the send to then {drain_cpu_s:.1f} s; "
+          f"load average {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:

@@ -382,16 +382,22 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_int=_bounded_int)
 
 def load_json(raw: bytes | str) -> Any:
     """Parse JSON text within the contract's limits (see MAX_JSON_DEPTH); EventError names what is wrong."""
+    value = decode_json(raw)
+    check_json(value)
+    return value
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """Parse JSON text with the contract's number rules but without `check_json`: for a container whose items
+    are checked one by one (a timeline batch's events, each within the limits as if sent alone)."""
     try:
-        value = _DECODER.decode(raw.decode() if isinstance(raw, bytes) else raw)
+        return _DECODER.decode(raw.decode() if isinstance(raw, bytes) else raw)
     except RecursionError:
         raise EventError(f"body: nested deeper than {MAX_JSON_DEPTH} levels") from None
     except _Unrepresentable as exc:
         raise EventError(exc.message()) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EventError(f"body: not JSON: {exc}") from None
-    check_json(value)
-    return value
 
 
 def check_json(value: Any) -> None:

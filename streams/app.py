@@ -7,6 +7,7 @@ its agents, tables and timers on it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ from faust.types import TP
 from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
+from aromatrack.schemas.progress import INPUT_HEADER
+from aromatrack.schemas.timeline import batch_messages
 from aromatrack.streams.admin import ensure_topics, topic_replicas
 from aromatrack.streams.delivery import Delivered, DeliveredOffsets, DeliveryGaps
 from aromatrack.streams import fencing
@@ -100,8 +103,8 @@ def part_key(athlete_key: bytes, part: bytes) -> bytes:
 
 @dataclass
 class Streams:
-    """What every agent module gets from the worker: its settings, the faust app, the shared topics, the
-    InfluxDB writer and dead-lettering."""
+    """What every agent module gets from the worker: its settings, the faust app, the shared topics, forwarding
+    to the timeline, the InfluxDB writer and dead-lettering."""
 
     settings: Settings
     app: faust.App
@@ -156,6 +159,21 @@ class Streams:
             self._influx = influx_access.writer_store(
                 self.settings, unacknowledged_limit_s=fencing.unacknowledged_limit_s(self.app))
         return self._influx
+
+    async def forward(self, events: list[tuple[bytes, str, bytes]]) -> None:
+        """Forward events to the timeline, given as (athlete key, input path, event bytes): each athlete's events
+        of one path together in `timeline.batch` messages (schemas/timeline.py; one message per event made faust's
+        per-message cost the clinical agent's largest), each with its path's INPUT_HEADER, produced without a wait
+        each. Returns once the broker has acknowledged them all."""
+        grouped: dict[tuple[bytes, str], list[bytes]] = {}
+        for key, path, event in events:
+            grouped.setdefault((key, path), []).append(event)
+        sends = [
+            await self.app.producer.send(topics.TIMELINE_TOPIC, key, message, None, None, {INPUT_HEADER: path.encode()})
+            for (key, path), group in grouped.items()
+            for message in batch_messages(group)
+        ]
+        await asyncio.gather(*sends)
 
     async def dead_letter(self, original: bytes, reason: str, source_topic: str, key: bytes | None = None) -> None:
         """Send the original bytes with the reason; the reason never includes field values (PHI)."""

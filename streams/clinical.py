@@ -9,7 +9,8 @@ A thin faust wrapper around three pure parts:
 - `alert_outbox.Outbox`: what has been sent; a release sends new and changed alerts and withdraws sent ones the
   history no longer raises.
 
-Per batch: events are placed in their athletes' timelines (no fold yet) and the changed periods stored
+Per batch: the timeline's messages (one event, or a stage's `timeline.batch` of one athlete's events:
+schemas/timeline.py) are validated event by event, the events placed in their athletes' timelines (no fold yet) and the changed periods stored
 (`clinical_codec`, versioned JSON in the `clinical_history` table, keyed by athlete and part so every key shares
 its athlete's partition) with the outbox marked `unreleased`. Then, for each partition whose watermark is
 complete, the athletes with a release due are folded once (from where their history changed), the points whose
@@ -52,7 +53,8 @@ from pydantic import ValidationError
 
 from aromatrack.domain import engine
 from aromatrack.schemas import series, topics
-from aromatrack.schemas.events import Alert, EventBase, EventError, dump_event, parse_event
+from aromatrack.schemas.events import Alert, EventBase, EventError, dump_event
+from aromatrack.schemas.timeline import parse_timeline_message
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, parse_marker
 from aromatrack.schemas.series import Point
 from aromatrack.streams import fencing
@@ -190,6 +192,7 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
     sent: list[OutboxMessage] = []
     stale: list[AlertPointIdentity] = []
     released: set[int] = set()  # partitions with messages sent
+    acks = []
     now = time.time()
     for athlete_key, record in records.items():
         previous = {**record.outbox.in_flight, **record.outbox.sent}
@@ -203,13 +206,16 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
             released.add(_partition_of(ctx, athlete_key))
             _store(ctx, athlete_key, [outbox_write(record)])  # in flight: sent again if we crash before confirming
             # In the partition's transaction: a fenced worker's alerts are aborted (streams/fencing.py).
-            acks = [await fencing.send(ctx.streams.app, ctx.alerts_topic.get_topic_name(), athlete_key,
-                                       dump_event(message), _partition_of(ctx, athlete_key)) for message in messages]
-            for ack in acks:  # on the broker before the confirmation is even written
-                await ack
+            acks += [await fencing.send(ctx.streams.app, ctx.alerts_topic.get_topic_name(), athlete_key,
+                                        dump_event(message), _partition_of(ctx, athlete_key)) for message in messages]
+        sent += messages
+    # Every athlete's messages on the broker before any confirmation is even written; awaited together, not one
+    # round trip per athlete (a bulk import releases tens of athletes at once).
+    for ack in acks:
+        await ack
+    for athlete_key, record in records.items():
         record.outbox.confirm()
         _store(ctx, athlete_key, [outbox_write(record)])
-        sent += messages
     # The alert points mirror what was sent and confirmed: only once that is committed (a fenced worker stops here).
     await fencing.commit_now(ctx.streams.app, released)
     # Stale points go before the new points are written: a new point can share a stale one's identity.
@@ -242,19 +248,28 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                     await ctx.streams.dead_letter(message.value, "progress marker: not a valid v1 marker", topics.TIMELINE_TOPIC)
                 continue
             try:
-                event = parse_event(message.value)
+                items = parse_timeline_message(message.value)
             except EventError as exc:
                 await ctx.streams.dead_letter(message.value, str(exc), topics.TIMELINE_TOPIC)
                 continue
-            progress.on_event(header(message.headers, INPUT_HEADER))
-            by_athlete.setdefault((partition, event.athlete_id.encode()), []).append(event)
+            for item in items:
+                if item.error is not None:
+                    await ctx.streams.dead_letter(item.original, str(item.error), topics.TIMELINE_TOPIC)
+                    continue
+                event = item.event
+                by_athlete.setdefault((partition, event.athlete_id.encode()), []).append(event)
+            if any(item.event is not None for item in items):
+                progress.on_event(header(message.headers, INPUT_HEADER))
         async with ctx.lock:
             for (partition, athlete_key), events in by_athlete.items():
                 record = _load(ctx, athlete_key, events[0].athlete_id)
                 added = record.timeline.add(events)
                 if added:
+                    # An outbox already marked unreleased is stored so (every change of the mark is stored with it):
+                    # in a bulk import an athlete gains events in many batches before its release.
+                    marked = record.outbox.unreleased
                     record.outbox.unreleased = True
-                    _store(ctx, athlete_key, [*event_writes(record, added), outbox_write(record)])
+                    _store(ctx, athlete_key, [*event_writes(record, added), *([] if marked else [outbox_write(record)])])
                     ctx.unreleased.setdefault(partition, set()).add(athlete_key)
             await _release(ctx, partitions)
             await ctx.gaps.record()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from aromatrack.domain import engine, rules
+from aromatrack.domain import events as domain
 from aromatrack.schemas import series
 from aromatrack.schemas.boundary import domain_event, wire_alert
 from aromatrack.schemas.events import Alert, EventBase
@@ -39,7 +40,12 @@ class OrderKey:
 
     @classmethod
     def of(cls, event: EventBase) -> "OrderKey":
-        return cls(event.time.timestamp(), engine.type_rank(domain_event(event)), event.event_id or "")
+        return cls.of_domain(event, domain_event(event))
+
+    @classmethod
+    def of_domain(cls, event: EventBase, core: domain.Event) -> "OrderKey":
+        """The key of `event`, whose core value (`domain_event`) is already at hand."""
+        return cls(event.time.timestamp(), engine.type_rank(core), event.event_id or "")
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,8 @@ class AthleteTimeline:
     settings: engine.EngineSettings = field(default_factory=engine.EngineSettings)
     keys: list[OrderKey] = field(default_factory=list)
     events: list[EventBase] = field(default_factory=list)
+    # The core's value of each event (`domain_event`), converted once when placed rather than on every (re-)fold.
+    core_events: list[domain.Event] = field(default_factory=list)
     results: dict[str, FoldResult] = field(default_factory=dict)  # event id -> its result in the last fold
     checkpoints: list[Checkpoint] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
@@ -119,19 +127,24 @@ class AthleteTimeline:
         if not fresh:
             return ()
         self.ids.update(fresh)
-        batch = sorted(fresh.values(), key=OrderKey.of)
-        for event in batch:
-            key = OrderKey.of(event)
+        placed = []
+        for event in fresh.values():
+            core = domain_event(event)
+            placed.append((OrderKey.of_domain(event, core), event, core))
+        placed.sort(key=lambda item: item[0])
+        for key, event, core in placed:
             if self.keys and key < self.keys[-1]:
                 position = bisect.bisect_left(self.keys, key)
                 self.keys.insert(position, key)
                 self.events.insert(position, event)
+                self.core_events.insert(position, core)
             else:
                 self.keys.append(key)
                 self.events.append(event)
-        first = OrderKey.of(batch[0])
+                self.core_events.append(core)
+        first = placed[0][0]
         self.unfolded_from = first if self.unfolded_from is None else min(self.unfolded_from, first)
-        return tuple(batch)
+        return tuple(event for _, event, _ in placed)
 
     def fold(self) -> tuple[Point, ...]:
         """Fold what changed since the last fold: on from the current state when only later events were placed,
@@ -150,7 +163,7 @@ class AthleteTimeline:
             key, event = self.keys[index], self.events[index]
             if index and index % CHECKPOINT_EVERY == 0 and (not self.checkpoints or self.checkpoints[-1].before < key):
                 self.checkpoints.append(Checkpoint(key, pickle.dumps(self.state)))
-            _, outcome = engine.step(self.state, domain_event(event), self.settings)
+            _, outcome = engine.step(self.state, self.core_events[index], self.settings)
             result = FoldResult(tuple(map(wire_alert, outcome.alerts)), outcome_points(event, outcome))
             if self.results.get(key.event_id) != result:
                 points.extend(result.points)

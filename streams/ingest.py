@@ -8,12 +8,13 @@ Why a batch consumer and not faust agents: this path is stateless, and faust's p
 (consumer thread, event wrapping, acks, sensors, one `send` per forwarded event) was its ceiling. With
 faust agents a worker ingested 2.7k events/s, and 3.9k/s even without forwarding, while parsing,
 points and line protocol run at 40k+/s and the broker serves ~200k messages/s (BENCHMARKS.md,
-benchmarks/bench_ingest.py). Here one aiokafka `getmany` yields up to BATCH_SIZE records, their
-forwards are produced without a wait each and awaited together. Measured in one run, alternating, on 2
+benchmarks/bench_ingest.py). Here one aiokafka `getmany` yields up to BATCH_SIZE records, and the batch's
+forwards go out as one `timeline.batch` message per athlete and input path (schemas/timeline.py), produced
+without a wait each and awaited together. Measured in one run, alternating, on 2
 shared cores: the worker spent 0.23-0.28 ms of CPU per event against faust agents' 1.26-1.37 ms (4.5-6x),
 and ingested 4-8x the events/s.
 
-Progress: every forwarded event carries its input path (`schemas.progress.INPUT_HEADER`), and after each
+Progress: every forwarded message carries its input path (`schemas.progress.INPUT_HEADER`), and after each
 batch (and every `HEARTBEAT_S` when idle) the consumer puts a `ProgressMarker` per owned input partition on the
 timeline partition of the same number, saying whether that partition is consumed up to its end offset; markers
 found on an input (the FIT agent's, on the scale topic) are forwarded after the batch's events, re-labelled
@@ -100,13 +101,7 @@ async def ingest_batch(streams: Streams, records: list[ConsumerRecord]) -> None:
         await streams.dead_letter(raw, reason, record.topic)
         dead_lettered = True
     await streams.influx().write([point for event, _ in accepted for point in event_points(event)])
-    forwards = [
-        await streams.app.producer.send(
-            topics.TIMELINE_TOPIC, event.athlete_id.encode(), dump_event(event), None, None, {INPUT_HEADER: path.encode()}
-        )
-        for event, path in accepted
-    ]
-    await asyncio.gather(*forwards)
+    await streams.forward([(event.athlete_id.encode(), path, dump_event(event)) for event, path in accepted])
     await send_markers(streams.app, upstream_markers)
     if dead_lettered:
         await streams.app.producer.flush()

@@ -510,13 +510,9 @@ async def handle_summaries(ctx: Workouts, messages: list[SummaryMessage]) -> Non
     await fencing.write_owned(ctx.tables.state, ctx.streams.influx(), batch.count())
     # Forward before remembering: a crash in between re-sends (the clinical engine drops repeated event ids)
     # rather than losing the workout for the timeline.
-    sent = [
-        await ctx.streams.timeline_topic.send(key=key, value=json.dumps(body).encode(), headers={INPUT_HEADER: path.encode()})
-        for key, body, path in forwards
-    ]
+    # On the broker before the histories that count them are stored; the FIT markers after the events they cover.
+    await ctx.streams.forward([(key, path, json.dumps(body).encode()) for key, body, path in forwards])
     await send_markers(ctx.streams.app, topics.TIMELINE_TOPIC, markers)
-    for delivery in sent:  # on the broker before the histories that count them are stored
-        await delivery
     batch.save()
 
 

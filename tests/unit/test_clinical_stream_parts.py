@@ -160,6 +160,12 @@ def test_a_release_names_the_points_it_leaves_stale_a_withdrawn_alerts_and_an_up
     assert stale_alert_points(previous, []) == []  # a new alert (a3) leaves nothing stale
 
 
+def test_a_stored_period_is_the_json_of_its_events_bodies():
+    events = COHORT[1][:40]  # lab panels, readings, workouts, symptoms
+    assert json.loads(codec.encode_events(events)) == {
+        "v": codec.FORMAT_VERSION, "events": [event.model_dump(mode="json", exclude_none=True) for event in events]}
+
+
 def test_codec_round_trips_events_and_outbox_and_refuses_other_versions():
     events = EVENTS["fat_loss_unchanged_ai"]
     record = ClinicalRecord.new(events[0].athlete_id)
