@@ -4,8 +4,11 @@
   loop does not answer at all, which a probe's timeout catches too.
 - `GET /readyz`: 200 when the worker does its share: it holds partitions in the app's consumer group, no
   rebalance is under way, its tables are recovered from their changelogs, the batch ingest consumer (its own
-  group) holds partitions too, and it is not stopping. Otherwise 503. A worker that crashed or was fenced
-  (streams/fencing.py) can still rejoin its group for a moment on its way out; it is not ready then. A worker beyond the partition count holds nothing and
+  group) holds partitions too, the app's group has accepted one of its heartbeats within the session timeout (its
+  session lease, streams/fencing.py: the partitions it lists are still its own), and it is not stopping.
+  Otherwise 503. A worker cut off from the broker and reconnected still lists the partitions it held and its ingest
+  consumer can rejoin at once, moments before it finds itself fenced; a worker that crashed can rejoin its group
+  for a moment on its way out. Neither is ready. A worker beyond the partition count holds nothing and
   stays unready, which is why the Helm chart caps the replicas at the partition count.
 
 Both answer counts and flags only, never a key or a value of a table (faust's table and router views, which
@@ -14,6 +17,7 @@ would, are switched off in streams/app.py). `register` adds the routes to a work
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 import faust
@@ -29,11 +33,12 @@ class Readiness:
     rebalancing: bool
     recovering: bool
     stopping: bool
+    session_current: bool
 
     @property
     def ready(self) -> bool:
         return (self.agent_partitions > 0 and self.ingest_partitions > 0 and not self.rebalancing
-                and not self.recovering and not self.stopping)
+                and not self.recovering and not self.stopping and self.session_current)
 
 
 def readiness(app: faust.App, ingest: IngestConsumer) -> Readiness:
@@ -44,6 +49,7 @@ def readiness(app: faust.App, ingest: IngestConsumer) -> Readiness:
         rebalancing=bool(app.rebalancing),
         recovering=bool(recovery.in_recovery or not recovery.completed.is_set()),
         stopping=app.crash_reason is not None or app.should_stop,
+        session_current=app.session_lease.covers(time.monotonic()),
     )
 
 

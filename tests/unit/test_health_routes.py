@@ -27,10 +27,11 @@ def test_the_notifier_is_ready_only_while_its_loop_goes_round_holding_partitions
     assert not health.alive and not health.ready
 
 
-def test_a_worker_is_ready_only_holding_partitions_in_both_groups_with_no_rebalance_recovery_or_stop_under_way() -> None:
+def test_a_worker_is_ready_only_holding_partitions_in_both_groups_in_a_current_session_and_not_stopping() -> None:
     from aromatrack.streams.health import Readiness
 
-    ready = dict(agent_partitions=8, ingest_partitions=12, rebalancing=False, recovering=False, stopping=False)
+    ready = dict(agent_partitions=8, ingest_partitions=12, rebalancing=False, recovering=False, stopping=False,
+                 session_current=True)
     assert Readiness(**ready).ready
     for unready in (
         Readiness(**{**ready, "agent_partitions": 0}),  # beyond the partitions
@@ -38,5 +39,6 @@ def test_a_worker_is_ready_only_holding_partitions_in_both_groups_with_no_rebala
         Readiness(**{**ready, "rebalancing": True}),
         Readiness(**{**ready, "recovering": True}),  # tables not rebuilt
         Readiness(**{**ready, "stopping": True}),  # crashed or fenced, rejoined for a moment on its way out
+        Readiness(**{**ready, "session_current": False}),  # cut off: what it lists may be another worker's by now
     ):
         assert not unready.ready, unready
