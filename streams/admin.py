@@ -7,6 +7,7 @@ import os
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from aromatrack.schemas import topics
 
@@ -57,6 +58,25 @@ async def topic_partitions(admin: AIOKafkaAdminClient, topic_names: list[str]) -
     ]
 
 
+async def committed_offsets(
+    admin: AIOKafkaAdminClient, group: str, partitions: list[TopicPartition] | None = None, attempts: int = 1,
+) -> dict[TopicPartition, int]:
+    """The group's committed offsets of `partitions` (all of the group's when None), only where one was committed.
+    Up to `attempts` tries on what the broker calls retriable (its group coordinator is not up yet on a new
+    cluster)."""
+    attempt = 1
+    while True:
+        try:
+            offsets = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            break
+        except KafkaError as exc:
+            if not exc.retriable or attempt >= attempts:
+                raise
+        await asyncio.sleep(0.2 * attempt)
+        attempt += 1
+    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
 class LagProbe:
     """Consumer lag over one admin and one consumer connection, reused across checks (a wait polls it every
     0.1 s; opening both connections each time cost more than the check)."""
@@ -76,12 +96,9 @@ class LagProbe:
 
     async def lag(self, group: str, topic_names: tuple[str, ...]) -> int:
         """Messages on `topic_names` that `group` has not committed yet (uncommitted partitions count fully)."""
-        committed = await self._admin.list_consumer_group_offsets(group)
+        committed = await committed_offsets(self._admin, group)
         ends = await self._consumer.end_offsets(await topic_partitions(self._admin, list(topic_names)))
-        return sum(
-            end - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
-            for tp, end in ends.items()
-        )
+        return sum(end - committed.get(tp, 0) for tp, end in ends.items())
 
     async def worker_lag(self, app_id: str) -> int:
         """What a worker of `app_id` has not consumed yet: its ingest consumer's and its agents' topics."""

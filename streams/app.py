@@ -134,6 +134,7 @@ class Streams:
                 self.app, name="delivered_offsets", beacon=self.app.tables.beacon, partitions=topics.PARTITIONS,
                 key_type=bytes, value_type=bytes, extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
             ))
+
         async def acknowledge(tp: TopicPartition, start: int, end: int) -> None:
             # faust's consumer commits past offsets it acknowledged or never fetched (its "gaps", ends inclusive).
             await self.app.consumer._add_gap(TP(tp.topic, tp.partition), start, end - 1)

@@ -25,7 +25,6 @@ stay put while its agent went on handling, exactly once, where every transaction
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, MutableMapping
@@ -33,7 +32,8 @@ from typing import Any, Awaitable, Callable, Iterable, MutableMapping
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+
+from aromatrack.streams.admin import committed_offsets
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +168,12 @@ class DeliveryGaps:
         if self._admin is None:
             self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
             await self._admin.start()
-        committed = await self._committed(partitions)
+        committed = await committed_offsets(self._admin, self.group_id, partitions, attempts=COMMITTED_ATTEMPTS)
         starts = {}
         for tp in partitions:
             known = [int(stored)] if (stored := self.table.get(offsets_key(self.agent, tp))) else []
-            meta = committed.get(tp)
-            if meta is not None and meta.offset >= 0:
-                known.append(meta.offset)
+            if tp in committed:
+                known.append(committed[tp])
             if known:
                 starts[tp] = min(known)
         uncommitted = [tp for tp in partitions if tp not in starts]
@@ -182,19 +181,6 @@ class DeliveryGaps:
             reader = await self._started_reader()
             starts.update(await reader.beginning_offsets(uncommitted))
         return starts
-
-    async def _committed(self, partitions: list[TopicPartition]) -> dict:
-        """The group's committed offsets, retrying what the broker calls retriable (its group coordinator is not
-        up yet on a new cluster)."""
-        attempt = 1
-        while True:
-            try:
-                return await self._admin.list_consumer_group_offsets(self.group_id, partitions=partitions)
-            except KafkaError as exc:
-                if not exc.retriable or attempt == COMMITTED_ATTEMPTS:
-                    raise
-            await asyncio.sleep(0.2 * attempt)
-            attempt += 1
 
     async def _read(self, tp: TopicPartition, start: int, end: int) -> list[Delivered]:
         """The messages of `tp` from `start` up to `end` (exclusive), read directly from the broker."""

@@ -59,7 +59,7 @@ from aromatrack.schemas.series import Point
 from aromatrack.streams.app import Streams, part_key
 from aromatrack.streams.delivery import DeliveryGaps
 from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, StageProgress
-from aromatrack.streams import fencing, fit
+from aromatrack.streams import admin, fencing, fit
 from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
 
 log = logging.getLogger(__name__)
@@ -634,12 +634,12 @@ async def _stage_markers(
     committed = await committed_offsets(ctx, [tp for tp in owned if InputPartition(tp.topic, tp.partition) not in progress.handled])
     return progress.markers(
         {InputPartition(tp.topic, tp.partition): ends.get(tp) for tp in owned},
-        {InputPartition(tp.topic, tp.partition): committed.get((tp.topic, tp.partition), 0) for tp in owned},
+        {InputPartition(tp.topic, tp.partition): committed.get(TopicPartition(tp.topic, tp.partition), 0) for tp in owned},
         forwarded,
     )
 
 
-async def committed_offsets(ctx: Workouts, partitions: list) -> dict:
+async def committed_offsets(ctx: Workouts, partitions: list) -> dict[TopicPartition, int]:
     """The app group's committed offsets for these partitions (missing where nothing was committed yet)."""
     if not partitions:
         return {}
@@ -647,9 +647,8 @@ async def committed_offsets(ctx: Workouts, partitions: list) -> dict:
     if ctx.admin is None:
         ctx.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         await ctx.admin.start()
-    wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
-    offsets = await ctx.admin.list_consumer_group_offsets(settings.app_id, partitions=wanted)
-    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+    return await admin.committed_offsets(
+        ctx.admin, settings.app_id, [TopicPartition(tp.topic, tp.partition) for tp in partitions])
 
 
 async def report_workout_progress(ctx: Workouts) -> None:
