@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Awaitable, Callable, Iterator
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.protocol.group import MemberAssignment
 
 from aromatrack.deploy import influx_access, local_stack
@@ -154,6 +154,18 @@ async def group_assignments(settings: Settings, group: str) -> list[set[tuple[st
         assignment = MemberAssignment.decode(member["member_assignment"])
         held.append({(topic, partition) for topic, partitions in assignment.assignment for partition in partitions})
     return held
+
+
+async def new_topic(settings: Settings, prefix: str, partitions: int) -> str:
+    """A topic of its own for one test, `<prefix>-<random>`, with `partitions` partitions."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
+    return name
 
 
 def unique_athlete(prefix: str = "ath") -> str:

@@ -24,17 +24,12 @@ from aromatrack.schemas import topics
 from aromatrack.streams.admin import ensure_topics
 from aromatrack.streams.producer import MAX_MESSAGE_BYTES
 
+from .conftest import new_topic
+
 
 @pytest.fixture
 async def topic(stack) -> str:
-    name = f"conformance-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=4, replication_factor=1)])
-    finally:
-        await admin.close()
-    return name
+    return await new_topic(stack, "conformance", partitions=4)
 
 
 @pytest.fixture

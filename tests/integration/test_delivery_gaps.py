@@ -7,10 +7,11 @@ from typing import Iterable
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
 from aromatrack.streams.delivery import Delivered, DeliveryGaps, offsets_key
+
+from .conftest import new_topic
 
 MESSAGES = 30
 
@@ -18,13 +19,7 @@ MESSAGES = 30
 @pytest.fixture
 async def partition(stack) -> TopicPartition:
     """Partition 0 of a new topic holding MESSAGES messages, the value of each its own offset."""
-    name = f"gaps-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
+    name = await new_topic(stack, "gaps", partitions=1)
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
