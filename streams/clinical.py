@@ -62,7 +62,7 @@ from aromatrack.streams.alert_outbox import AlertPointIdentity, OutboxMessage, s
 from aromatrack.streams.app import PART_SEPARATOR, AthleteKeyedTable, Streams, part_key
 from aromatrack.streams.delivery import DeliveryGaps
 from aromatrack.streams.clinical_codec import (
-    OUTBOX_PART, ClinicalRecord, decode_outbox, event_writes, outbox_write, read_record,
+    OUTBOX_PART, ClinicalRecord, decode_outbox, event_writes, holds, outbox_write, read_record,
 )
 from aromatrack.streams.input_progress import PartitionProgress
 
@@ -73,6 +73,11 @@ BATCH_WINDOW_S = 0.02
 # Records kept in memory (the least recently used are dropped; the table has them whole): memory stays flat in
 # the number of athletes a worker owns but does not touch.
 MAX_RECORDS = 1000
+# Events of one athlete kept in memory: a release settles a timeline longer than SETTLE_ABOVE_EVENTS down to about
+# KEEP_EVENTS (a year is ~500), so memory stays flat in the length of the histories too. An event older than the
+# kept part (a lab entered a year late) reads the whole history back from the table for that athlete.
+SETTLE_ABOVE_EVENTS = 1500
+KEEP_EVENTS = 500
 # How often the worker runs its athletes' clocks on to the wall clock (scheduled rechecks fall due with no event).
 CLOCK_INTERVAL_S = 10.0
 
@@ -129,6 +134,16 @@ def _load(ctx: Clinical, athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
             ctx.records.popitem(last=False)
     ctx.records.move_to_end(athlete_key)
     return record
+
+
+def _load_holding(ctx: Clinical, athlete_key: bytes, events: list[EventBase]) -> ClinicalRecord:
+    """The athlete's record with the events' periods whole in memory: read back from the table whole when its
+    timeline has settled past them (every placed event is stored with its batch, so the table has it all)."""
+    record = _load(ctx, athlete_key, events[0].athlete_id)
+    if holds(record, events):
+        return record
+    del ctx.records[athlete_key]
+    return _load(ctx, athlete_key, events[0].athlete_id)
 
 
 def _store(ctx: Clinical, athlete_key: bytes, writes: list[tuple[bytes, bytes]]) -> None:
@@ -202,6 +217,8 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
         next_due = record.timeline.next_due_s(now)
         if next_due is not None:
             ctx.next_due[athlete_key] = next_due
+        if len(record.timeline) > SETTLE_ABOVE_EVENTS:
+            record.timeline.settle(KEEP_EVENTS)
         if messages:
             released.add(_partition_of(ctx, athlete_key))
             _store(ctx, athlete_key, [outbox_write(record)])  # in flight: sent again if we crash before confirming
@@ -262,7 +279,7 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                 progress.on_event(header(message.headers, INPUT_HEADER))
         async with ctx.lock:
             for (partition, athlete_key), events in by_athlete.items():
-                record = _load(ctx, athlete_key, events[0].athlete_id)
+                record = _load_holding(ctx, athlete_key, events)
                 added = record.timeline.add(events)
                 if added:
                     # An outbox already marked unreleased is stored so (every change of the mark is stored with it):

@@ -11,7 +11,9 @@ renaming or reshaping a domain field cannot break a restore. The parts, each `{"
 Format 2 added `historical` to the outbox's alerts; parts of format 1 are still read (their alerts as sent live).
 
 A batch rewrites only the periods it added events to, so the changelog grows by a period (~10 events) per
-athlete per batch, not by the history.
+athlete per batch, not by the history. A period is written from the events in memory, so once the timeline has
+settled (dropped its oldest events from memory), an event in the period the kept part starts in, or before, is
+placed only in the whole history read back from the table (`holds`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,16 @@ class ClinicalRecord:
 
 def period_of(event: EventBase) -> int:
     return int(event.time.timestamp() // PERIOD_S)
+
+
+def holds(record: ClinicalRecord, events: Iterable[EventBase]) -> bool:
+    """Whether the events' periods are whole in memory: false for one in or before the period the settled timeline's
+    kept part starts in (that period's earlier events, and the ones before, are in the table only)."""
+    base = record.timeline.base
+    if base is None:
+        return True
+    first_whole = int(base.before.time_s // PERIOD_S) + 1
+    return all(period_of(event) >= first_whole for event in events)
 
 
 def period_part(period: int) -> bytes:

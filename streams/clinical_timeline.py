@@ -8,6 +8,11 @@ from the last checkpoint before it, so the results are those of the sorted fold 
 Checkpoints (the engine state before every CHECKPOINT_EVERY-th event) are in-memory copies only; the stored
 form is the events themselves (`clinical_codec`), so a restore re-folds and no engine internals are stored.
 
+Memory: `settle` drops the folded events before a checkpoint from memory, keeping that checkpoint as the base the
+rest is folded on and the latest version of each alert the dropped events raised. A decade of history then costs
+the memory of the recent part only; the dropped events stay in the table, and an event that would land before
+the base is placed only after the caller has read the whole history back (`clinical_codec.holds`).
+
 `alerts(as_of_s)` is every alert the history raises with the athlete's clock run on to `as_of_s` (scheduled
 rechecks that fall due with no new event; `engine.advance` on a copy of the state, so a later event still folds
 in order): exactly `engine.evaluate(events, as_of_s=...)` over the same events, latest version per alert id.
@@ -91,6 +96,10 @@ def outcome_points(event: EventBase, outcome: engine.Outcome) -> tuple[Point, ..
     return tuple(points)
 
 
+class SettledHistoryError(ValueError):
+    """An event placed before the part of the history kept in memory (read the whole history back first)."""
+
+
 @dataclass(repr=False)  # no lab values or doses in crash logs
 class AthleteTimeline:
     """`add` places events (cheap: no fold); `fold` brings the results up to date with one pass from where the
@@ -108,6 +117,9 @@ class AthleteTimeline:
     state: engine.AthleteState | None = None  # after the events up to `last_folded`
     last_folded: OrderKey | None = None
     unfolded_from: OrderKey | None = None  # the earliest key placed since the last fold
+    # After `settle`: the state before the first event kept in memory, and the alerts of the events dropped.
+    base: Checkpoint | None = None
+    settled_alerts: dict[str, Alert] = field(default_factory=dict)
     _alerts: dict[str, Alert] | None = None
 
     def __post_init__(self) -> None:
@@ -126,12 +138,14 @@ class AthleteTimeline:
                 fresh[event.event_id] = event
         if not fresh:
             return ()
-        self.ids.update(fresh)
         placed = []
         for event in fresh.values():
             core = domain_event(event)
             placed.append((OrderKey.of_domain(event, core), event, core))
         placed.sort(key=lambda item: item[0])
+        if self.base is not None and placed[0][0] <= self.base.before:
+            raise SettledHistoryError(f"{self.athlete_id}: an event before the history kept in memory")
+        self.ids.update(fresh)
         for key, event, core in placed:
             if self.keys and key < self.keys[-1]:
                 position = bisect.bisect_left(self.keys, key)
@@ -177,11 +191,32 @@ class AthleteTimeline:
         kept = bisect.bisect_left([c.before for c in self.checkpoints], key)
         del self.checkpoints[kept:]
         if not self.checkpoints:
-            self.state = engine.AthleteState(self.athlete_id)
+            # The first event in memory is the base's (`settle`), or the history's first.
+            self.state = pickle.loads(self.base.state) if self.base else engine.AthleteState(self.athlete_id)
             return 0
         checkpoint = self.checkpoints[-1]
         self.state = pickle.loads(checkpoint.state)
         return bisect.bisect_left(self.keys, checkpoint.before)
+
+    def settle(self, keep: int) -> None:
+        """Fold, then drop from memory the events before the last checkpoint that leaves at least `keep` events in
+        memory (nothing when there is none): that checkpoint becomes the base, the dropped events' alerts are kept
+        (the latest version by id) and their results and ids forgotten."""
+        self.fold()
+        if len(self.keys) <= keep:
+            return
+        limit = self.keys[-keep]
+        index = bisect.bisect_right([c.before for c in self.checkpoints], limit) - 1
+        if index < 0:
+            return
+        base = self.checkpoints[index]
+        start = bisect.bisect_left(self.keys, base.before)
+        for key in self.keys[:start]:
+            self.settled_alerts.update((alert.alert_id, alert) for alert in self.results.pop(key.event_id).alerts)
+            self.ids.discard(key.event_id)
+        del self.keys[:start], self.events[:start], self.core_events[:start]
+        self.base = base
+        del self.checkpoints[: index + 1]
 
     def alerts(self, as_of_s: float | None = None) -> dict[str, Alert]:
         """Every alert the whole history raises, latest version by id, with the clock run on to `as_of_s` (what
@@ -189,7 +224,8 @@ class AthleteTimeline:
         self.fold()
         if self._alerts is None:
             self._alerts = {
-                alert.alert_id: alert for key in self.keys for alert in self.results[key.event_id].alerts
+                **self.settled_alerts,
+                **{alert.alert_id: alert for key in self.keys for alert in self.results[key.event_id].alerts},
             }
         if as_of_s is None or not self.events:
             return self._alerts

@@ -19,7 +19,7 @@ from aromatrack.services.jsonl import read_events
 from aromatrack.streams import clinical_codec as codec
 from aromatrack.streams.alert_outbox import AlertPointIdentity, Outbox, stale_alert_points
 from aromatrack.streams.clinical_codec import ClinicalRecord
-from aromatrack.streams.clinical_timeline import CHECKPOINT_EVERY, AthleteTimeline, OrderKey
+from aromatrack.streams.clinical_timeline import CHECKPOINT_EVERY, AthleteTimeline, OrderKey, SettledHistoryError
 from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, PartitionProgress, StageProgress
 
 TIMELINES = Path(__file__).parent.parent / "timelines"
@@ -85,6 +85,46 @@ def test_an_event_inside_the_history_refolds_from_the_checkpoint_before_it():
     timeline.fold()
     assert timeline.checkpoints[: len(kept)] == kept  # the ones before the late event survive the re-fold
     assert as_json(timeline.alerts().values()) == evaluated(events)
+
+
+def test_a_settled_timeline_keeps_the_recent_part_in_memory_and_still_gives_evaluates_alerts():
+    events = COHORT[1]
+    head, tail = events[: len(events) - 40], events[len(events) - 40 :]
+    timeline = AthleteTimeline.of(head[0].athlete_id, head)
+    timeline.settle(100)
+    assert 100 <= len(timeline) < 100 + CHECKPOINT_EVERY  # dropped up to the last checkpoint leaving 100
+    assert timeline.base is not None and timeline.keys[0] == timeline.base.before
+    assert len(timeline.results) == len(timeline.ids) == len(timeline)
+    assert as_json(timeline.alerts().values()) == evaluated(head)
+    shuffled = tail[:]
+    random.Random(3).shuffle(shuffled)
+    timeline.add(shuffled[:20])
+    timeline.fold()  # the next ones land inside what this fold did: re-folds from a checkpoint or the base
+    timeline.add(shuffled[20:])
+    assert as_json(timeline.alerts().values()) == evaluated(events)
+    with pytest.raises(SettledHistoryError):
+        timeline.add([head[0].model_copy(update={"event_id": "new-but-old"})])
+
+
+def test_an_event_before_the_part_kept_in_memory_is_placed_in_the_history_read_back_whole():
+    events = COHORT[2]
+    old = events[10]
+    store: dict[bytes, bytes] = {}
+    record = ClinicalRecord.new(old.athlete_id)
+    rest = [e for e in events if e is not old]
+    record.timeline.add(rest)
+    store.update(codec.event_writes(record, rest))
+    record.timeline.settle(60)
+    assert codec.holds(record, rest[-3:]) and not codec.holds(record, [old])
+    # An event of the period the kept part starts in is refused too: that period is stored from memory whole.
+    first_kept = record.timeline.keys[0]
+    same_period = [e for e in rest if codec.period_of(e) == int(first_kept.time_s // codec.PERIOD_S)]
+    assert not codec.holds(record, same_period[-1:])
+    whole = codec.read_record(old.athlete_id, store.get)
+    assert whole.timeline.add([old]) == (old,)
+    store.update(codec.event_writes(whole, [old]))
+    assert as_json(whole.timeline.alerts().values()) == evaluated(events)
+    assert codec.read_record(old.athlete_id, store.get).timeline.keys == sorted(map(OrderKey.of, events))
 
 
 def test_a_late_event_rewrites_only_the_points_whose_values_changed():
@@ -234,7 +274,8 @@ def test_random_interleavings_lateness_releases_and_crashes_end_in_evaluates_ale
     says the input is in (store the outbox with the release in flight, send, confirm, store). Arrival is
     shuffled, some events come after alerts up to their time were released (late), the worker crashes before or
     in the middle of a store (the batch is delivered again to a record restored from what was stored) and while
-    sending or before confirming a release. After every confirmed release the topic holds exactly what evaluate
+    sending or before confirming a release, and releases settle the timeline to a few dozen events in memory (an
+    event before those reads the history back whole). After every confirmed release the topic holds exactly what evaluate
     gives for the events sent so far; at the end, for the whole history."""
     events, rng = HISTORIES[name], random.Random(seed)
     athlete = events[0].athlete_id
@@ -250,6 +291,8 @@ def test_random_interleavings_lateness_releases_and_crashes_end_in_evaluates_ale
     while position < len(arrival):
         batch = arrival[position : position + max(redelivered, rng.randint(1, 40))]
         redelivered = 0
+        if record is not None and not codec.holds(record, batch):  # settled past the batch: read back whole
+            record = None
         record = record or codec.read_record(athlete, store.get) or ClinicalRecord.new(athlete)
         added = record.timeline.add(batch)
         writes = []
@@ -266,6 +309,8 @@ def test_random_interleavings_lateness_releases_and_crashes_end_in_evaluates_ale
         applied += batch
         if rng.random() < 0.3 or position == len(arrival):  # the watermark is complete
             messages = record.outbox.release(record.timeline.alerts(), live)
+            if rng.random() < 0.5:  # memory kept to the recent part (the agent settles long histories)
+                record.timeline.settle(rng.randint(20, 80))
             store.update([codec.outbox_write(record)])
             sent = rng.randint(0, len(messages)) if rng.random() < 0.1 else len(messages)
             topic += messages[:sent]
