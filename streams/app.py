@@ -26,6 +26,7 @@ from aromatrack.streams.delivery import Delivered, DeliveredOffsets, DeliveryGap
 from aromatrack.streams import fencing
 from aromatrack.streams.influx import SeriesStore
 from aromatrack.streams.rewinding_consumer import RewindingApp
+from aromatrack.streams.table_store import DiskStore
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,9 @@ def faust_app(settings: Settings) -> faust.App:
     return RewindingApp(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
-        # faust's RocksDB store (rocksdict) was tried and refuses every write the agents make outside a single event's
-        # context (batches, timers): BENCHMARKS.md "Table recovery". Tables are rebuilt from their changelogs.
+        # The athlete tables are on disk (`AthleteKeyedTable`); the small ones stay in memory. faust's RocksDB store
+        # (rocksdict) was tried and refuses every write the agents make outside a single event's context (batches,
+        # timers): BENCHMARKS.md "Table recovery". Tables are rebuilt from their changelogs.
         store="memory://",
         value_serializer="raw",
         key_serializer="raw",
@@ -84,11 +86,18 @@ class AthleteKeyedTable(faust.Table):
 
     The partition is computed here, as the producers' default partitioner would: faust's `use_partitioner`
     asks the producer, whose metadata may not hold the changelog topic yet (after a rebalance on Apache
-    Kafka that failed the write with a TypeError)."""
+    Kafka that failed the write with a TypeError).
+
+    Its values are kept on disk (`table_store.DiskStore`): they are every athlete's history."""
 
     def partition_for_key(self, key: bytes) -> int:
         athlete_key, separator, _ = key.rpartition(PART_SEPARATOR)
         return _partitioner(athlete_key if separator else key, _ALL_PARTITIONS, _ALL_PARTITIONS)
+
+    def _new_store_by_url(self, url: str) -> DiskStore:
+        return DiskStore(url, self.app, self, table_name=self.name, key_type=self.key_type, value_type=self.value_type,
+                         key_serializer=self.key_serializer, value_serializer=self.value_serializer, loop=self.loop,
+                         options=self.options)
 
 
 # The changelogs' segments roll at 64 MB or 6 hours: the broker compacts only closed segments, and with Kafka's

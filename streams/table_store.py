@@ -1,0 +1,121 @@
+"""A faust table store on disk: the athlete tables' values in a private SQLite file, not in the worker's memory.
+
+faust's in-memory store keeps every value of a table in the process, and the clinical history table holds every
+event of every athlete the worker owns (issue 13: no tail that forgets), so a worker's memory grew with history
+(~8 MB a year for 50 athletes, with the clinical timelines themselves settled). faust's RocksDB store was tried and
+refuses the writes the agents make outside a single event's context (BENCHMARKS.md "Table recovery").
+
+This store is what the memory store is, with the mapping on disk: the changelog is still the record, the file
+starts empty with each process (SQLite's private temporary database, deleted when the process closes it) and faust
+rebuilds it from the changelog as it would the memory store, and the keys of partitions no longer held are
+dropped when recovery completes. Each row notes its key's partition (the table's own `partition_for_key`, since
+the agents write outside any event's context). SQLite's page cache bounds the memory it uses.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Callable, Iterable, Iterator, MutableMapping, Optional, Set, Union
+
+from faust.stores import base
+from faust.types import TP, EventT
+
+# SQLite's page cache per table, in KiB (a negative cache_size is KiB): what the store keeps in memory at most.
+CACHE_KIB = 16 * 1024
+
+
+class DiskMapping(MutableMapping[bytes, bytes]):
+    """bytes -> bytes in a private temporary SQLite database, each row with its key's partition."""
+
+    def __init__(self, partition_for_key: Callable[[bytes], int]) -> None:
+        self.partition_for_key = partition_for_key
+        # "": a private on-disk database, deleted when closed. Durability is the changelog's, not this file's.
+        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KIB}"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._db.execute("CREATE TABLE kv (key BLOB PRIMARY KEY, partition INTEGER NOT NULL, value BLOB NOT NULL)")
+
+    def __getitem__(self, key: bytes) -> bytes:
+        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return row[0]
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def __contains__(self, key: object) -> bool:
+        return self._db.execute("SELECT 1 FROM kv WHERE key = ?", (key,)).fetchone() is not None
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.put([(key, self.partition_for_key(key), value)])
+
+    def __delitem__(self, key: bytes) -> None:
+        if self._db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount == 0:
+            raise KeyError(key)
+
+    def __iter__(self) -> Iterator[bytes]:
+        # Read whole before yielding: callers write to the table while they iterate its keys.
+        return iter([key for (key,) in self._db.execute("SELECT key FROM kv ORDER BY key")])
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT count(*) FROM kv").fetchone()[0]
+
+    def put(self, rows: Iterable[tuple[bytes, int, bytes]]) -> None:
+        """Insert or replace (key, partition, value) rows."""
+        self._db.executemany("INSERT OR REPLACE INTO kv (key, partition, value) VALUES (?, ?, ?)", rows)
+
+    def delete(self, keys: Iterable[bytes]) -> None:
+        self._db.executemany("DELETE FROM kv WHERE key = ?", ((key,) for key in keys))
+
+    def keep_partitions(self, partitions: Set[int]) -> None:
+        """Drop every key of a partition not in `partitions`."""
+        held = ",".join(str(int(partition)) for partition in sorted(partitions))
+        self._db.execute(f"DELETE FROM kv WHERE partition NOT IN ({held})")
+
+    def clear(self) -> None:
+        self._db.execute("DELETE FROM kv")
+
+
+class DiskStore(base.Store):
+    """faust's store interface over a `DiskMapping`, for tables of bytes keys and values that map each key to its
+    partition (`partition_for_key`, as `streams.app.AthleteKeyedTable` does)."""
+
+    def __init__(self, url: Union[str, Any], app: Any, table: Any, **kwargs: Any) -> None:
+        super().__init__(url, app, table, **kwargs)
+        self.data = DiskMapping(table.partition_for_key)
+
+    def _clear(self) -> None:
+        self.data.clear()
+
+    def apply_changelog_batch(
+        self, batch: Iterable[EventT], to_key: Callable[[Any], Any], to_value: Callable[[Any], Any]
+    ) -> None:
+        """A batch of changelog records, the last of each key winning (None is a deletion)."""
+        latest: dict[bytes, tuple[int, Optional[bytes]]] = {}
+        for event in batch:
+            key = to_key(event.key)
+            value = None if event.message.value is None else to_value(event.value)
+            latest[key] = (event.message.partition, value)
+        self.data.put((key, partition, value) for key, (partition, value) in latest.items() if value is not None)
+        self.data.delete(key for key, (_, value) in latest.items() if value is None)
+
+    async def on_recovery_completed(self, active_tps: Set[TP], standby_tps: Set[TP]) -> None:
+        """As faust's memory store: keep only the partitions this worker is active for."""
+        self.data.keep_partitions({partition for _, partition in active_tps})
+
+    def persisted_offset(self, tp: TP) -> Optional[int]:
+        """None: the file starts empty with each process, so faust reads the whole changelog."""
+        return None
+
+    def reset_state(self) -> None:
+        """Nothing outlives the process."""
+
+    async def backup_partition(
+        self, tp: Union[TP, int], flush: bool = True, purge: bool = False, keep: int = 1
+    ) -> None:
+        """No backups: the changelog is the record."""
+
+    def restore_backup(self, tp: Union[TP, int], latest: bool = True, backup_id: int = 0) -> None:
+        """No backups: the changelog is the record."""
