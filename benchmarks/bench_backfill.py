@@ -2,10 +2,10 @@
 
 A fixed cohort (50 athletes by default) with 20 years of history each (1000 athlete-years), sent year after
 year into Kafka all at once (no pacing: the clinical agent's watermark puts each year in order), with the
-worker's resident memory sampled after every year. The clinical agent keeps every athlete's history (in the
-table, and in memory for the athletes it has touched, up to `MAX_RECORDS`), so memory grows with the history of
-the athletes in memory; the workouts' daily loads are folded into a carried CTL/ATL. Workouts are
-`workout.summary` events here (FIT decoding has its own benchmarks).
+worker's resident memory sampled after every year. The clinical agent keeps every athlete's history in its table,
+which is on disk (streams/table_store.py), and in memory about the last year of each (a release settles longer
+timelines); the workouts' daily loads are folded into a carried CTL/ATL. So memory should stay flat as history
+grows. Workouts are `workout.summary` events here (FIT decoding has its own benchmarks).
 
 Starts its own throwaway stack (ports 39601/38601), so it needs nothing running:
     .venv/bin/python benchmarks/bench_backfill.py [--athletes 50] [--years 20]
