@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable
 
 from aromatrack.domain.engine import EngineSettings
-from aromatrack.schemas.events import EventBase, dump_event, parse_event
+from aromatrack.schemas.events import EventBase, parse_event
 from aromatrack.streams.alert_outbox import Outbox, SentAlert
 from aromatrack.streams.clinical_timeline import AthleteTimeline, OrderKey
 
@@ -92,11 +92,11 @@ def encode_periods(periods: Iterable[int]) -> bytes:
     return _encode({"periods": sorted(set(periods))})
 
 
-def encode_events(events: Iterable[EventBase]) -> bytes:
-    """The same JSON as `_encode({"events": [...]})` of the events' JSON bodies, built from their canonical bytes
-    (`dump_event`, serialised by pydantic's core): a period is rewritten whole whenever it gains an event, and
-    going through Python dicts and `json.dumps` cost twice as much."""
-    return b'{"v":%d,"events":[' % FORMAT_VERSION + b",".join(dump_event(event) for event in events) + b"]}"
+def encode_events(encoded: Iterable[bytes]) -> bytes:
+    """The same JSON as `_encode({"events": [...]})` of the events' JSON bodies, joined from their canonical bytes
+    (`dump_event`, serialised by pydantic's core, as the timeline keeps them): a period is rewritten whole whenever
+    it gains an event, and going through Python dicts and `json.dumps` cost twice as much."""
+    return b'{"v":%d,"events":[' % FORMAT_VERSION + b",".join(encoded) + b"]}"
 
 
 def _encode_sent(alerts: dict[str, SentAlert]) -> dict[str, Any]:
@@ -126,10 +126,11 @@ def decode_outbox(athlete_id: str, raw: bytes) -> Outbox:
     return Outbox(athlete_id, _decode_sent(body["sent"]), bool(body["unreleased"]), _decode_sent(body["in_flight"]))
 
 
-def period_events(timeline: AthleteTimeline, period: int) -> list[EventBase]:
+def period_events(timeline: AthleteTimeline, period: int) -> list[bytes]:
+    """The canonical bytes of the period's events, in event-time order."""
     start = bisect.bisect_left(timeline.keys, OrderKey(period * PERIOD_S, -1, ""))
     end = bisect.bisect_left(timeline.keys, OrderKey((period + 1) * PERIOD_S, -1, ""))
-    return timeline.events[start:end]
+    return timeline.encoded[start:end]
 
 
 def event_writes(record: ClinicalRecord, added: Iterable[EventBase]) -> list[tuple[bytes, bytes]]:

@@ -29,7 +29,7 @@ from aromatrack.domain import engine, rules
 from aromatrack.domain import events as domain
 from aromatrack.schemas import series
 from aromatrack.schemas.boundary import domain_event, wire_alert
-from aromatrack.schemas.events import Alert, EventBase
+from aromatrack.schemas.events import Alert, EventBase, dump_event
 from aromatrack.schemas.series import Point
 
 CHECKPOINT_EVERY = 32
@@ -70,8 +70,9 @@ class Checkpoint:
     state: bytes
 
 
-def outcome_points(event: EventBase, outcome: engine.Outcome) -> tuple[Point, ...]:
-    """Derived series for one engine outcome: the body-fat trend and the E2 correlation context."""
+def outcome_points(event: domain.Event, outcome: engine.Outcome) -> tuple[Point, ...]:
+    """Derived series for one engine outcome (of `event`, the core's value): the body-fat trend and the E2
+    correlation context."""
     tags = {"athlete_id": event.athlete_id}
     points = []
     if outcome.trend is not None:
@@ -108,7 +109,9 @@ class AthleteTimeline:
     athlete_id: str
     settings: engine.EngineSettings = field(default_factory=engine.EngineSettings)
     keys: list[OrderKey] = field(default_factory=list)
-    events: list[EventBase] = field(default_factory=list)
+    # Each event's canonical bytes (`dump_event`), what a stored period is made of: a third of the memory of the
+    # validated model, and a period rewritten whole at every batch that adds to it is a join, not a dump per event.
+    encoded: list[bytes] = field(default_factory=list)
     # The core's value of each event (`domain_event`), converted once when placed rather than on every (re-)fold.
     core_events: list[domain.Event] = field(default_factory=list)
     results: dict[str, FoldResult] = field(default_factory=dict)  # event id -> its result in the last fold
@@ -127,7 +130,7 @@ class AthleteTimeline:
             self.state = engine.AthleteState(self.athlete_id)
 
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self.keys)
 
     def add(self, events: Iterable[EventBase]) -> tuple[EventBase, ...]:
         """Place this athlete's events in event-time order; returns those newly placed (repeats of placed ids,
@@ -150,11 +153,11 @@ class AthleteTimeline:
             if self.keys and key < self.keys[-1]:
                 position = bisect.bisect_left(self.keys, key)
                 self.keys.insert(position, key)
-                self.events.insert(position, event)
+                self.encoded.insert(position, dump_event(event))
                 self.core_events.insert(position, core)
             else:
                 self.keys.append(key)
-                self.events.append(event)
+                self.encoded.append(dump_event(event))
                 self.core_events.append(core)
         first = placed[0][0]
         self.unfolded_from = first if self.unfolded_from is None else min(self.unfolded_from, first)
@@ -173,11 +176,11 @@ class AthleteTimeline:
         self.unfolded_from = None
         self._alerts = None
         points: list[Point] = []
-        for index in range(start, len(self.events)):
-            key, event = self.keys[index], self.events[index]
+        for index in range(start, len(self.keys)):
+            key, event = self.keys[index], self.core_events[index]
             if index and index % CHECKPOINT_EVERY == 0 and (not self.checkpoints or self.checkpoints[-1].before < key):
                 self.checkpoints.append(Checkpoint(key, pickle.dumps(self.state)))
-            _, outcome = engine.step(self.state, self.core_events[index], self.settings)
+            _, outcome = engine.step(self.state, event, self.settings)
             result = FoldResult(tuple(map(wire_alert, outcome.alerts)), outcome_points(event, outcome))
             if self.results.get(key.event_id) != result:
                 points.extend(result.points)
@@ -214,7 +217,7 @@ class AthleteTimeline:
         for key in self.keys[:start]:
             self.settled_alerts.update((alert.alert_id, alert) for alert in self.results.pop(key.event_id).alerts)
             self.ids.discard(key.event_id)
-        del self.keys[:start], self.events[:start], self.core_events[:start]
+        del self.keys[:start], self.encoded[:start], self.core_events[:start]
         self.base = base
         del self.checkpoints[: index + 1]
 
@@ -227,7 +230,7 @@ class AthleteTimeline:
                 **self.settled_alerts,
                 **{alert.alert_id: alert for key in self.keys for alert in self.results[key.event_id].alerts},
             }
-        if as_of_s is None or not self.events:
+        if as_of_s is None or not self.keys:
             return self._alerts
         clock = pickle.loads(pickle.dumps(self.state))
         due = engine.advance(clock, as_of_s, self.settings)
