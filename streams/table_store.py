@@ -25,56 +25,92 @@ CACHE_KIB = 16 * 1024
 
 
 class DiskMapping(MutableMapping[bytes, bytes]):
-    """bytes -> bytes in a private temporary SQLite database, each row with its key's partition."""
+    """bytes -> bytes in a private temporary SQLite database, each row with its key's partition.
 
-    def __init__(self, partition_for_key: Callable[[bytes], int]) -> None:
+    Writes wait in memory (the last of each key) and go to SQLite together, in one transaction, once
+    `flush_every` keys wait: a bulk import rewrites an athlete's latest period at every batch, and one SQLite
+    statement per write cost 2.5x a statement in a shared transaction (20 against 8 us here)."""
+
+    def __init__(self, partition_for_key: Callable[[bytes], int], flush_every: int = 1000) -> None:
         self.partition_for_key = partition_for_key
+        self.flush_every = flush_every
+        self._waiting: dict[bytes, Optional[bytes]] = {}  # key -> its value, or None: deleted
         # "": a private on-disk database, deleted when closed. Durability is the changelog's, not this file's.
         self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
         for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KIB}"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.execute("CREATE TABLE kv (key BLOB PRIMARY KEY, partition INTEGER NOT NULL, value BLOB NOT NULL)")
 
-    def __getitem__(self, key: bytes) -> bytes:
+    def _stored(self, key: object) -> Optional[bytes]:
+        if key in self._waiting:
+            return self._waiting[key]
         row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        if row is None:
+        return None if row is None else row[0]
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self._stored(key)
+        if value is None:
             raise KeyError(key)
-        return row[0]
+        return value
 
     def get(self, key: bytes, default: Any = None) -> Any:
-        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return default if row is None else row[0]
+        value = self._stored(key)
+        return default if value is None else value
 
     def __contains__(self, key: object) -> bool:
-        return self._db.execute("SELECT 1 FROM kv WHERE key = ?", (key,)).fetchone() is not None
+        return self._stored(key) is not None
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.put([(key, self.partition_for_key(key), value)])
+        self._wait(key, value)
 
     def __delitem__(self, key: bytes) -> None:
-        if self._db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount == 0:
+        if self._stored(key) is None:
             raise KeyError(key)
+        self._wait(key, None)
 
     def __iter__(self) -> Iterator[bytes]:
+        self.flush()
         # Read whole before yielding: callers write to the table while they iterate its keys.
         return iter([key for (key,) in self._db.execute("SELECT key FROM kv ORDER BY key")])
 
     def __len__(self) -> int:
+        self.flush()
         return self._db.execute("SELECT count(*) FROM kv").fetchone()[0]
 
+    def _wait(self, key: bytes, value: Optional[bytes]) -> None:
+        self._waiting[key] = value
+        if len(self._waiting) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the waiting writes and deletions to SQLite in one transaction."""
+        if not self._waiting:
+            return
+        waiting, self._waiting = self._waiting, {}
+        with self._db:  # one transaction
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO kv (key, partition, value) VALUES (?, ?, ?)",
+                ((key, self.partition_for_key(key), value) for key, value in waiting.items() if value is not None))
+            self._db.executemany("DELETE FROM kv WHERE key = ?", ((key,) for key, value in waiting.items() if value is None))
+
     def put(self, rows: Iterable[tuple[bytes, int, bytes]]) -> None:
-        """Insert or replace (key, partition, value) rows."""
+        """Insert or replace (key, partition, value) rows at once (a changelog batch names each row's partition)."""
+        self.flush()
         self._db.executemany("INSERT OR REPLACE INTO kv (key, partition, value) VALUES (?, ?, ?)", rows)
 
     def delete(self, keys: Iterable[bytes]) -> None:
+        self.flush()
         self._db.executemany("DELETE FROM kv WHERE key = ?", ((key,) for key in keys))
 
     def keep_partitions(self, partitions: Set[int]) -> None:
         """Drop every key of a partition not in `partitions`."""
+        self.flush()
         held = ",".join(str(int(partition)) for partition in sorted(partitions))
         self._db.execute(f"DELETE FROM kv WHERE partition NOT IN ({held})")
 
     def clear(self) -> None:
+        self._waiting.clear()
         self._db.execute("DELETE FROM kv")
 
 

@@ -64,3 +64,18 @@ async def test_recovery_keeps_only_the_partitions_the_worker_is_active_for():
     assert dict(store.items()) == {b"1:b": b"y", b"2:c": b"z"}
     await store.on_recovery_completed(set(), set())
     assert len(store) == 0 and store.persisted_offset(("t", 1)) is None
+
+
+def test_writes_wait_in_memory_until_enough_are_waiting_and_are_read_back_meanwhile():
+    data = DiskMapping(partition_of, flush_every=3)
+    data[b"1:a"] = b"x"
+    data[b"1:a"] = b"y"  # the last write of a key is what waits
+    data[b"2:b"] = b"z"
+    del data[b"2:b"]
+    assert data._db.execute("SELECT count(*) FROM kv").fetchone()[0] == 0  # two keys waiting, none written
+    assert data[b"1:a"] == b"y" and b"2:b" not in data and data.get(b"2:b") is None
+    data[b"3:c"] = b"w"  # the third key waiting: all three go to SQLite together
+    assert data._db.execute("SELECT key, partition, value FROM kv ORDER BY key").fetchall() == [
+        (b"1:a", 1, b"y"), (b"3:c", 3, b"w")]
+    data[b"4:d"] = b"v"
+    assert sorted(data) == [b"1:a", b"3:c", b"4:d"] and len(data) == 3  # iterating writes what waits first
