@@ -20,6 +20,8 @@ Public API (stable; other modules import these names):
 - `normalized_power(power_samples) -> float | None` -- Coggan NP from 1 Hz power.
 - `daily_load_model(daily_loads, start=None, end=None) -> list[DailyLoad]` -- per (local) day `load`, `ctl`,
   `atl`, `tsb`, `acwr`, with rest days filled in as zero load.
+- `fitness_before(daily_loads, start, day, carry) -> (ctl, atl)` -- the same model's figures at the end of the day
+  before `day`, without its days (what a stream carries over when it forgets old days).
 - `rest_days(daily_loads, today, start=None, carry=(0, 0)) -> list[DailyLoad]` -- the model carried from the
   last load through today, so fatigue falls and form rises on rest days (at most MODEL_TAIL_DAYS).
 - `weekly_modality_mix(sessions) -> list[WeeklyModality]` -- per ISO week (Monday of the sessions' own local
@@ -398,15 +400,10 @@ def daily_load_model(
         return []
     first = start or min(daily_loads)
     last = end or max(daily_loads)
-    ctl, atl = carry
-    days = []
-    day = first
     one_day = timedelta(days=1)
-    while emit_from is not None and day < emit_from and day <= last:
-        load = daily_loads.get(day, 0.0)
-        ctl += (load - ctl) * _CTL_DECAY
-        atl += (load - atl) * _ATL_DECAY
-        day += one_day
+    day = first if emit_from is None else max(first, min(emit_from, last + one_day))
+    ctl, atl = fitness_before(daily_loads, first, day, carry)
+    days = []
     while day <= last:
         load = daily_loads.get(day, 0.0)
         tsb = ctl - atl
@@ -415,6 +412,19 @@ def daily_load_model(
         days.append(DailyLoad(day, load, ctl, atl, tsb, atl / ctl if ctl > 0 else None))
         day += one_day
     return days
+
+
+def fitness_before(daily_loads: Mapping[date, float], start: date, day: date, carry: tuple[float, float]) -> tuple[float, float]:
+    """(CTL, ATL) at the end of the day before `day`: the model of `daily_load_model` run from `carry` on `start`,
+    without its days (the same arithmetic, so the same figures)."""
+    ctl, atl = carry
+    one_day = timedelta(days=1)
+    while start < day:
+        load = daily_loads.get(start, 0.0)
+        ctl += (load - ctl) * _CTL_DECAY
+        atl += (load - atl) * _ATL_DECAY
+        start += one_day
+    return ctl, atl
 
 
 def rest_days(
@@ -558,28 +568,30 @@ def add_sessions(history: LoadHistory, new: Sequence[NewSession]) -> LoadUpdate:
         first_changed = min(first_changed, max(history.daily) + timedelta(days=1))
     cut = max(daily) - timedelta(days=DAILY_MEMORY_DAYS)
     carry = (history.carry.ctl, history.carry.atl) if history.carry else (0.0, 0.0)
-    # Only the changed days and the day before the cut (the new carry) are needed as DailyLoads.
-    model = daily_load_model(daily, start=first_kept, carry=carry, emit_from=min(first_changed, cut - timedelta(days=1)))
+    # Only the changed days are needed as DailyLoads (the new carry is the model's figures before the cut, below).
+    model = daily_load_model(daily, start=first_kept, carry=carry, emit_from=first_changed)
     newest = max(kept.start.date() for kept in sessions)
     kept_sessions = tuple(kept for kept in sessions if kept.start.date() > newest - timedelta(days=SESSION_MEMORY_DAYS))
     updated = _forget_old_days(
-        LoadHistory(daily, kept_sessions, history.carry, counted, history.counted_since), model, first_kept or min(daily), cut)
+        LoadHistory(daily, kept_sessions, history.carry, counted, history.counted_since), first_kept or min(daily), cut, carry)
     weeks = {week_start(day) for day in added_days}
+    first_week = min(weeks)  # sessions before it are in no week of `weeks` (a cheaper test than `week_start`)
     return LoadUpdate(
         updated,
-        [modelled for modelled in model if modelled.day >= first_changed],
+        model,
         # Over every session, before the oldest are dropped: a batch can span more than SESSION_MEMORY_DAYS.
-        [mix for mix in weekly_modality_mix(s for s in sessions if week_start(s.start) in weeks) if mix.week_start in weeks],
+        [mix for mix in weekly_modality_mix(
+            s for s in sessions if s.start.date() >= first_week and week_start(s.start) in weeks) if mix.week_start in weeks],
     )
 
 
-def _forget_old_days(history: LoadHistory, model: list[DailyLoad], first_day: date, cut: date) -> LoadHistory:
-    """Days before `cut` folded into the carry: the model's figures on the day before it (`model` holds that day
-    whenever the history starts before `cut`)."""
+def _forget_old_days(history: LoadHistory, first_day: date, cut: date, carry: tuple[float, float]) -> LoadHistory:
+    """Days before `cut` folded into the carry: the model's figures at the end of the day before it (the model run
+    from `carry` on `first_day`)."""
     if first_day >= cut:
         return history
-    before_cut = model[(cut - model[0].day).days - 1]
+    ctl, atl = fitness_before(history.daily, first_day, cut, carry)
     daily = {day: load for day, load in history.daily.items() if day >= cut}
     counted = {workout: day for workout, day in history.counted.items() if day >= cut}
-    carry = CarriedFitness(cut, before_cut.ctl, before_cut.atl)
+    carry = CarriedFitness(cut, ctl, atl)
     return LoadHistory(daily, history.sessions, carry, counted, history.counted_since)
