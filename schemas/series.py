@@ -214,6 +214,7 @@ def by_database(points: Iterable[Point]) -> dict[Audience, list[Point]]:
     ValueError names a measurement outside the contract (it would have no database to go to).
     """
     routed: dict[Audience, list[Point]] = defaultdict(list)
+    allowed: dict[tuple[str, Audience], frozenset[str]] = {}  # `fields_for`, once per measurement and audience
     for point in points:
         found = SERIES_BY_MEASUREMENT.get(point.measurement)
         if found is None:
@@ -222,7 +223,10 @@ def by_database(points: Iterable[Point]) -> dict[Audience, list[Point]]:
             routed[found.audience].append(point)
             continue
         for audience in Audience:
-            part = {k: v for k, v in point.fields.items() if k in found.fields_for(audience)}
+            fields = allowed.get((point.measurement, audience))
+            if fields is None:
+                fields = allowed[point.measurement, audience] = frozenset(found.fields_for(audience))
+            part = {k: v for k, v in point.fields.items() if k in fields}
             if part:
                 routed[audience].append(Point(point.measurement, point.tags, part, point.time))
     return dict(routed)
