@@ -2,8 +2,9 @@
 
 A cohort's history is backfilled through one worker (sent at once, as a bulk import) on a fresh
 throwaway stack (ports 39531/38531), which fills the tables' changelogs. Then a worker is started again and timed
-until it is ready, which faust reports once the tables of its partitions are recovered (faust's memory store
-rebuilds them from the changelogs at every start). The comparison in the same run: a worker of an app with empty
+until it is ready, which faust reports once the tables of its partitions are recovered (the athlete tables' disk
+store, streams/table_store.py, and faust's memory store both start empty and are rebuilt from the changelogs at
+every start). The comparison in the same run: a worker of an app with empty
 tables, the start-up cost every start pays; the recovery time is the difference. Each start is timed twice,
 alternating.
 
