@@ -98,7 +98,7 @@ def main() -> None:
               f"load avg {os.getloadavg()[0]:.1f}", flush=True)
         modes = {
             "baseline (empty tables)": dict(AROMATRACK_APP_ID="recovery-baseline"),
-            "memory store, after the backfill": {},
+            "after the backfill": {},
         }
         timings: dict[str, list[float]] = {mode: [] for mode in modes}
         for round_ in range(2):
