@@ -122,3 +122,23 @@ async def test_a_partition_taken_over_starts_where_the_last_holder_stopped_when_
     await commit(stack, group, partition, 5)
     again = DeliveryGaps(stack.kafka_bootstrap, group, "agent", table, held=lambda: {partition})
     assert offsets(await again.complete(batch(partition, range(5, 7)))) == [5, 6]
+
+
+async def test_an_offset_taken_by_a_transactions_commit_marker_is_read_but_not_reported_as_skipped(stack, caplog):
+    """Exactly once, every batch's transaction leaves its commit marker's offset between two messages."""
+    name = await new_topic(stack, "gaps-tx", partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, transactional_id=f"tx-{uuid.uuid4().hex[:8]}")
+    await producer.start()
+    try:
+        for value in (b"0", b"2"):  # offsets 0 and 2; each transaction's commit marker takes the offset after it
+            async with producer.transaction():
+                await producer.send_and_wait(name, value, key=b"k", partition=0)
+    finally:
+        await producer.stop()
+    tp = TopicPartition(name, 0)
+    gaps = DeliveryGaps(stack.kafka_bootstrap, f"group-{uuid.uuid4().hex[:8]}", "agent", {}, held=lambda: {tp})
+    assert offsets(await gaps.complete(batch(tp, [0]))) == [0]
+    await gaps.record()
+    with caplog.at_level("WARNING", logger="aromatrack.streams.delivery"):
+        assert offsets(await gaps.complete(batch(tp, [2]))) == [2]
+    assert caplog.records == []
