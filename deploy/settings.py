@@ -50,6 +50,9 @@ class WorkerOptions:
     rest_days_interval_s: float = 3600.0
     # Records per ingest batch; 1 turns batching off, for benchmarks/bench_ingest.py's comparison.
     ingest_batch_size: int = 1000
+    # Events of one athlete's clinical timeline kept in memory: a release settles a longer one to about a third of
+    # this (streams/clinical.py). Lower saves memory; an event older than what is kept reads the history back.
+    timeline_events: int = 1500
 
 
 @dataclass(frozen=True)
@@ -169,13 +172,14 @@ def _env_worker_options() -> WorkerOptions:
         session_timeout_s=_env_number("AROMATRACK_SESSION_TIMEOUT_S", None, "a number of seconds", 6, 300),
         rest_days_interval_s=_env_number("AROMATRACK_REST_DAYS_INTERVAL_S", 3600.0, "a number of seconds", 0.001),
         ingest_batch_size=_env_number("AROMATRACK_INGEST_BATCH", 1000, "a number of records", 1, number=int),
+        timeline_events=_env_number("AROMATRACK_TIMELINE_EVENTS", 1500, "a number of events", 3, number=int),
     )
 
 
 def load_settings() -> Settings:
     """Settings from AROMATRACK_* environment variables, with loopback defaults, read once at start-up (the
     worker's: AROMATRACK_WORKER_DIR, _WEB_PORT, _WEB_BIND, _SESSION_TIMEOUT_S, _REST_DAYS_INTERVAL_S,
-    _INGEST_BATCH). AROMATRACK_LAB_METHODS is `LAB=METHOD` items separated by commas; a malformed variable is a
+    _INGEST_BATCH, _TIMELINE_EVENTS). AROMATRACK_LAB_METHODS is `LAB=METHOD` items separated by commas; a malformed variable is a
     ValueError naming it."""
     return Settings(
         kafka_bootstrap=os.environ.get("AROMATRACK_KAFKA", "127.0.0.1:39092"),

@@ -113,7 +113,8 @@ def worker(
     Several workers of one app (same AROMATRACK_APP_ID) share the stream: each topic's partitions are spread
     over them, and each athlete's state lives on the worker that owns the athlete's partition. More workers
     than partitions leaves the extra ones idle (README: scaling out). AROMATRACK_REST_DAYS_INTERVAL_S (default
-    3600) sets how often every athlete's load model is carried through today.
+    3600) sets how often every athlete's load model is carried through today; AROMATRACK_TIMELINE_EVENTS (default
+    1500) how many events of an athlete's clinical timeline stay in memory before a release keeps only a third.
     """
     import dataclasses
 

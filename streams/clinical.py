@@ -73,11 +73,6 @@ BATCH_WINDOW_S = 0.02
 # Records kept in memory (the least recently used are dropped; the table has them whole): memory stays flat in
 # the number of athletes a worker owns but does not touch.
 MAX_RECORDS = 1000
-# Events of one athlete kept in memory: a release settles a timeline longer than SETTLE_ABOVE_EVENTS down to about
-# KEEP_EVENTS (a year is ~500), so memory stays flat in the length of the histories too. An event older than the
-# kept part (a lab entered a year late) reads the whole history back from the table for that athlete.
-SETTLE_ABOVE_EVENTS = 1500
-KEEP_EVENTS = 500
 # How often the worker runs its athletes' clocks on to the wall clock (scheduled rechecks fall due with no event).
 CLOCK_INTERVAL_S = 10.0
 
@@ -97,6 +92,11 @@ class Clinical:
     next_due: dict[bytes, float] = field(default_factory=dict)  # athlete -> when its clock makes a recheck fall due
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     gaps: DeliveryGaps | None = None  # what faust skipped around a rebalance (streams/delivery.py); set by `register`
+    # Events of one athlete kept in memory (the worker's `timeline_events` setting): a release settles a longer
+    # timeline to about a third of it (1,500 and 500 by default; a year is ~500 events), so memory stays flat in
+    # the length of the histories too. An event older than the kept part (a lab entered a year late) reads that
+    # athlete's whole history back from the table.
+    timeline_events: int = 1500
 
 
 def alert_point(alert: Alert) -> Point:
@@ -142,6 +142,7 @@ def _load_holding(ctx: Clinical, athlete_key: bytes, events: list[EventBase]) ->
     record = _load(ctx, athlete_key, events[0].athlete_id)
     if holds(record, events):
         return record
+    log.info("an event older than the timeline kept in memory: the athlete's history is read back whole")
     del ctx.records[athlete_key]
     return _load(ctx, athlete_key, events[0].athlete_id)
 
@@ -217,8 +218,8 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
         next_due = record.timeline.next_due_s(now)
         if next_due is not None:
             ctx.next_due[athlete_key] = next_due
-        if len(record.timeline) > SETTLE_ABOVE_EVENTS:
-            record.timeline.settle(KEEP_EVENTS)
+        if len(record.timeline) > ctx.timeline_events:
+            record.timeline.settle(ctx.timeline_events // 3)
         if messages:
             released.add(_partition_of(ctx, athlete_key))
             _store(ctx, athlete_key, [outbox_write(record)])  # in flight: sent again if we crash before confirming
@@ -296,7 +297,8 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
 def register(streams: Streams) -> Clinical:
     """The clinical agent, its table and its clock timer on the worker's app."""
     ctx = Clinical(streams, streams.athlete_keyed_table("clinical_history"), streams.topic(topics.ALERTS_TOPIC),
-                   streams.settings.engine_settings(), gaps=streams.delivery_gaps("clinical"))
+                   streams.settings.engine_settings(), gaps=streams.delivery_gaps("clinical"),
+                   timeline_events=streams.settings.worker.timeline_events)
     app = streams.app
 
     @app.on_partitions_revoked.connect

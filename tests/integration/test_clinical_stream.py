@@ -12,11 +12,13 @@ import asyncio
 import json
 import random
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from aromatrack.deploy import local_stack
 from aromatrack.schemas import boundary, topics
 from aromatrack.schemas.events import dump_event, parse_event
 from aromatrack.schemas.series import Audience
@@ -25,7 +27,7 @@ from aromatrack.streams.influx import rows
 from aromatrack.streams.clinical_timeline import OrderKey
 from aromatrack.streams.producer import EventProducer
 
-from .conftest import eventually, unique_athlete
+from .conftest import Worker, eventually, unique_athlete
 
 TIMELINES = Path(__file__).parent.parent / "timelines"
 
@@ -197,3 +199,34 @@ async def test_a_quiet_athletes_recheck_falls_due_on_the_workers_clock_with_eval
     (alert,) = received.values()
     assert alert["rule"] == "recheck.after_trt_start" and alert["historical"] is False
     assert datetime.fromisoformat(alert["time"]) == start + timedelta(days=recheck_days)
+
+
+async def test_events_older_than_what_a_worker_keeps_in_memory_are_placed_in_the_history_read_back(tmp_path):
+    """A worker keeping 30 events of a timeline in memory (AROMATRACK_TIMELINE_EVENTS=30 settles it to 10 at each
+    release): a history sent in order is released and settled; then events from its first weeks come late, which
+    the agent places only in the whole history read back from the table. The alerts are evaluate's, each time."""
+    with local_stack.throwaway_stack(39597, 38597) as settings:
+        worker = Worker(settings, f"settle_{uuid.uuid4().hex[:8]}", tmp_path / "worker.log", AROMATRACK_TIMELINE_EVENTS="30")
+        worker.start(timeout_s=90)
+        try:
+            athlete = unique_athlete("settled")
+            events = history("fat_loss_unchanged_ai.jsonl", athlete)
+            late = set(range(3, len(events) // 3, 4))  # every fourth of its first third
+            on_time = [event for index, event in enumerate(events) if index not in late]
+            await send_all(settings.kafka_bootstrap, on_time)
+            expected = expected_state(on_time)
+            received = await alerts_on_topic(settings.kafka_bootstrap, {athlete}, len(expected), timeout_s=120)
+            assert topic_state(received) == expected
+            await send_all(settings.kafka_bootstrap, [events[index] for index in sorted(late)])
+            expected = expected_state(events)
+            assert expected != expected_state(on_time)  # the late events change what the history raises
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                received = await alerts_on_topic(settings.kafka_bootstrap, {athlete}, len(expected), timeout_s=10)
+                if topic_state(received) == expected:
+                    break
+            assert topic_state(received) == expected
+        finally:
+            worker.stop()
+        log = worker.log_path.read_text()
+        assert "read back whole" in log and "Traceback" not in log
