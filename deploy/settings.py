@@ -179,8 +179,8 @@ def _env_worker_options() -> WorkerOptions:
 def load_settings() -> Settings:
     """Settings from AROMATRACK_* environment variables, with loopback defaults, read once at start-up (the
     worker's: AROMATRACK_WORKER_DIR, _WEB_PORT, _WEB_BIND, _SESSION_TIMEOUT_S, _REST_DAYS_INTERVAL_S,
-    _INGEST_BATCH, _TIMELINE_EVENTS). AROMATRACK_LAB_METHODS is `LAB=METHOD` items separated by commas; a malformed variable is a
-    ValueError naming it."""
+    _INGEST_BATCH, _TIMELINE_EVENTS). AROMATRACK_LAB_METHODS is `LAB=METHOD` items separated by commas; a malformed
+    variable is a ValueError naming it."""
     return Settings(
         kafka_bootstrap=os.environ.get("AROMATRACK_KAFKA", "127.0.0.1:39092"),
         influx_url=os.environ.get("AROMATRACK_INFLUX_URL", "http://127.0.0.1:38086"),

@@ -147,7 +147,7 @@ class AthleteTimeline:
             placed.append((OrderKey.of_domain(event, core), event, core))
         placed.sort(key=lambda item: item[0])
         if self.base is not None and placed[0][0] <= self.base.before:
-            raise SettledHistoryError(f"{self.athlete_id}: an event before the history kept in memory")
+            raise SettledHistoryError("an event before the part of the history kept in memory")
         self.ids.update(fresh)
         for key, event, core in placed:
             if self.keys and key < self.keys[-1]:
