@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from functools import cached_property
 from typing import Iterable, Mapping
 
 FieldValue = float | int | str | bool
@@ -61,9 +62,16 @@ class Series:
 
     def fields_for(self, audience: Audience) -> tuple[str, ...]:
         """The fields stored in (and readable from) the audience's database."""
-        if audience is self.audience:
-            return tuple(name for name in self.fields if name not in self.clinical_fields)
-        return self.clinical_fields if audience is Audience.CLINICAL else ()
+        return self._fields_by_audience[audience]
+
+    @cached_property
+    def _fields_by_audience(self) -> dict[Audience, tuple[str, ...]]:
+        # Computed once: every write routes each point by it (`by_database`).
+        return {
+            audience: tuple(name for name in self.fields if name not in self.clinical_fields) if audience is self.audience
+            else self.clinical_fields if audience is Audience.CLINICAL else ()
+            for audience in Audience
+        }
 
     def point(self, time: datetime, tags: Mapping[str, str], fields: Mapping[str, FieldValue | None]) -> Point:
         """Build a point, dropping None fields; ValueError names any tag or field not in the contract."""
@@ -214,7 +222,6 @@ def by_database(points: Iterable[Point]) -> dict[Audience, list[Point]]:
     ValueError names a measurement outside the contract (it would have no database to go to).
     """
     routed: dict[Audience, list[Point]] = defaultdict(list)
-    allowed: dict[tuple[str, Audience], frozenset[str]] = {}  # `fields_for`, once per measurement and audience
     for point in points:
         found = SERIES_BY_MEASUREMENT.get(point.measurement)
         if found is None:
@@ -223,10 +230,8 @@ def by_database(points: Iterable[Point]) -> dict[Audience, list[Point]]:
             routed[found.audience].append(point)
             continue
         for audience in Audience:
-            fields = allowed.get((point.measurement, audience))
-            if fields is None:
-                fields = allowed[point.measurement, audience] = frozenset(found.fields_for(audience))
-            part = {k: v for k, v in point.fields.items() if k in fields}
+            allowed = found.fields_for(audience)
+            part = {k: v for k, v in point.fields.items() if k in allowed}
             if part:
                 routed[audience].append(Point(point.measurement, point.tags, part, point.time))
     return dict(routed)
