@@ -61,12 +61,12 @@ class DiskMapping(MutableMapping[bytes, bytes]):
         return self._stored(key) is not None
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        self._wait(key, value)
+        self.wait(key, value)
 
     def __delitem__(self, key: bytes) -> None:
         if self._stored(key) is None:
             raise KeyError(key)
-        self._wait(key, None)
+        self.wait(key, None)
 
     def __iter__(self) -> Iterator[bytes]:
         self.flush()
@@ -77,7 +77,8 @@ class DiskMapping(MutableMapping[bytes, bytes]):
         self.flush()
         return self._db.execute("SELECT count(*) FROM kv").fetchone()[0]
 
-    def _wait(self, key: bytes, value: Optional[bytes]) -> None:
+    def wait(self, key: bytes, value: Optional[bytes]) -> None:
+        """Write `value` (None: delete the key, whether stored or not) with the waiting writes."""
         self._waiting[key] = value
         if len(self._waiting) >= self.flush_every:
             self.flush()
@@ -93,15 +94,6 @@ class DiskMapping(MutableMapping[bytes, bytes]):
                 "INSERT OR REPLACE INTO kv (key, partition, value) VALUES (?, ?, ?)",
                 ((key, self.partition_for_key(key), value) for key, value in waiting.items() if value is not None))
             self._db.executemany("DELETE FROM kv WHERE key = ?", ((key,) for key, value in waiting.items() if value is None))
-
-    def put(self, rows: Iterable[tuple[bytes, int, bytes]]) -> None:
-        """Insert or replace (key, partition, value) rows at once (a changelog batch names each row's partition)."""
-        self.flush()
-        self._db.executemany("INSERT OR REPLACE INTO kv (key, partition, value) VALUES (?, ?, ?)", rows)
-
-    def delete(self, keys: Iterable[bytes]) -> None:
-        self.flush()
-        self._db.executemany("DELETE FROM kv WHERE key = ?", ((key,) for key in keys))
 
     def keep_partitions(self, partitions: Set[int]) -> None:
         """Drop every key of a partition not in `partitions`."""
@@ -128,14 +120,10 @@ class DiskStore(base.Store):
     def apply_changelog_batch(
         self, batch: Iterable[EventT], to_key: Callable[[Any], Any], to_value: Callable[[Any], Any]
     ) -> None:
-        """A batch of changelog records, the last of each key winning (None is a deletion)."""
-        latest: dict[bytes, tuple[int, Optional[bytes]]] = {}
+        """A batch of changelog records, as writes (None is a deletion): the last of each key wins. A record's
+        partition is its key's (`partition_for_key` is what the table sends it by)."""
         for event in batch:
-            key = to_key(event.key)
-            value = None if event.message.value is None else to_value(event.value)
-            latest[key] = (event.message.partition, value)
-        self.data.put((key, partition, value) for key, (partition, value) in latest.items() if value is not None)
-        self.data.delete(key for key, (_, value) in latest.items() if value is None)
+            self.data.wait(to_key(event.key), None if event.message.value is None else to_value(event.value))
 
     async def on_recovery_completed(self, active_tps: Set[TP], standby_tps: Set[TP]) -> None:
         """As faust's memory store: keep only the partitions this worker is active for."""
