@@ -39,7 +39,6 @@ def via(upstream: str, topic: str) -> str:
 # Every path by which an event can reach the timeline; a partition is complete when each has reported.
 TIMELINE_INPUTS: frozenset[str] = frozenset({
     *topics.INGEST_TOPICS,
-    SUMMARY_TOPIC,
     via(FIT_TOPIC, SUMMARY_TOPIC),
     via(FIT_TOPIC, SCALE_TOPIC),
 })

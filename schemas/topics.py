@@ -19,12 +19,11 @@ DEAD_LETTER_TOPIC = PREFIX + "deadletter"
 
 ALL_TOPICS = (*INPUT_TOPICS.values(), TIMELINE_TOPIC, ALERTS_TOPIC, DEAD_LETTER_TOPIC)
 
-# Who consumes what in a worker: the stateless input topics go to the batch ingest consumer (streams/ingest.py)
-# in its own consumer group; the workout topics and the timeline to faust agents in the app's group, and the
-# profiles to both (the workouts agents keep them for the athlete numbers a workout's load needs).
-INGEST_TOPICS = tuple(name for event_type, name in INPUT_TOPICS.items() if not event_type.startswith("workout."))
-AGENT_TOPICS = (INPUT_TOPICS["workout.fit"], INPUT_TOPICS["workout.summary"], INPUT_TOPICS["athlete.profile"], TIMELINE_TOPIC)
-
+# Who consumes what in a worker: every input topic but the FIT files goes to the batch ingest consumer
+# (streams/ingest.py) in its own consumer group; the FIT files and the timeline to faust agents in the app's group,
+# and the profiles to both (the workouts keep them for the athlete numbers a workout's load needs).
+INGEST_TOPICS = tuple(name for event_type, name in INPUT_TOPICS.items() if event_type != "workout.fit")
+AGENT_TOPICS = (INPUT_TOPICS["workout.fit"], INPUT_TOPICS["athlete.profile"], TIMELINE_TOPIC)
 
 def ingest_group(app_id: str) -> str:
     """The batch ingest consumer's group: its own, since the faust app's group uses faust's partition assignor."""

@@ -47,13 +47,14 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timezone
+from typing import Awaitable, Callable
 
 import faust
 from pydantic import ValidationError
 
 from aromatrack.domain import engine
 from aromatrack.schemas import series, topics
-from aromatrack.schemas.events import Alert, EventBase, EventError, dump_event
+from aromatrack.schemas.events import Alert, EventBase, EventError, WorkoutSummary, dump_event
 from aromatrack.schemas.timeline import parse_timeline_message
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, parse_marker
 from aromatrack.schemas.series import Point
@@ -97,6 +98,9 @@ class Clinical:
     # the length of the histories too. An event older than the kept part (a lab entered a year late) reads that
     # athlete's whole history back from the table.
     timeline_events: int = 1500
+    # Each batch's workout summaries in arrival order, for the coaching boards' training-load model
+    # (`workouts.count_summaries`), inside the batch so its table writes commit with the batch's offsets.
+    on_summaries: Callable[[list[WorkoutSummary]], Awaitable[None]] | None = None
 
 
 def alert_point(alert: Alert) -> Point:
@@ -254,6 +258,7 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
 async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
     async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WINDOW_S):
         by_athlete: dict[tuple[int, bytes], list[EventBase]] = {}
+        summaries: list[WorkoutSummary] = []
         partitions: set[int] = set()
         for message in await ctx.streams.delivered(ctx.gaps, batch):
             partition = message.partition
@@ -276,6 +281,8 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                     continue
                 event = item.event
                 by_athlete.setdefault((partition, event.athlete_id.encode()), []).append(event)
+                if isinstance(event, WorkoutSummary):
+                    summaries.append(event)
             if any(item.event is not None for item in items):
                 progress.on_event(header(message.headers, INPUT_HEADER))
         async with ctx.lock:
@@ -289,16 +296,21 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                     record.outbox.unreleased = True
                     _store(ctx, athlete_key, [*event_writes(record, added), *([] if marked else [outbox_write(record)])])
                     ctx.unreleased.setdefault(partition, set()).add(athlete_key)
+            if ctx.on_summaries is not None:
+                await ctx.on_summaries(summaries)
             await _release(ctx, partitions)
             await ctx.gaps.record()
             await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
 
 
-def register(streams: Streams) -> Clinical:
-    """The clinical agent, its table and its clock timer on the worker's app."""
+def register(
+    streams: Streams, on_summaries: Callable[[list[WorkoutSummary]], Awaitable[None]] | None = None
+) -> Clinical:
+    """The clinical agent, its table and its clock timer on the worker's app; `on_summaries` gets each batch's
+    workout summaries."""
     ctx = Clinical(streams, streams.athlete_keyed_table("clinical_history"), streams.topic(topics.ALERTS_TOPIC),
                    streams.settings.engine_settings(), gaps=streams.delivery_gaps("clinical"),
-                   timeline_events=streams.settings.worker.timeline_events)
+                   timeline_events=streams.settings.worker.timeline_events, on_summaries=on_summaries)
     app = streams.app
 
     @app.on_partitions_revoked.connect

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import faust
 
 from aromatrack.deploy.settings import Settings
@@ -13,7 +15,7 @@ def create_app(settings: Settings) -> faust.App:
     """The worker's faust app: the shared topics, then each module's tables, agents, timers and routes."""
     streams = Streams(settings, faust_app(settings))
     consumer = ingest.register(streams)
-    workouts.register(streams)
-    clinical.register(streams)
+    workout_agents = workouts.register(streams)
+    clinical.register(streams, on_summaries=partial(workouts.count_summaries, workout_agents))
     health.register(streams.app, consumer)
     return streams.app

@@ -1,4 +1,4 @@
-"""Workout agents: FIT files -> `workout.summary` events -> training load in InfluxDB and on the timeline.
+"""Workouts: FIT files -> `workout.summary` events -> training load in InfluxDB; the timeline gets them all.
 
 - `workout.fit` agent: base64 (optionally gzip, see README "Large FIT files") -> `streams.fit.decode_fit`.
   The sha256 of the athlete and the file is its workout id (two athletes with byte-identical files get two
@@ -6,21 +6,22 @@
   InfluxDB as 10 s means; weigh-ins become `scale.reading` events on their input topic; the workout becomes a
   `workout.summary` event (event_id derived from the content hash) on the `workout.summary` topic. Anything
   undecodable goes to the dead-letter topic with the decoder's reason; no exception stops the agent.
-- `workout.summary` agent (FIT-derived or sent directly by a tracker): adds `trimp`, `load`, `modality` when
-  absent, skips event ids already counted (the load history itself keeps the ids it counted in its kept days,
-  so a batch delivered again after a crash is not counted twice whichever table writes reached the changelog;
-  `workout_seen` recognises older repeats), updates the athlete's daily loads in the `workout_state` table and
-  writes WORKOUT, TRAINING_LOAD_DAILY (from the workout's day to the athlete's latest day) and
-  MODALITY_WEEKLY points, then forwards the event as it came (the clinical engine computes a load the sender
-  did not give from the athlete's profile in event-time order, as `evaluate` does) to the timeline.
+- Summaries (FIT-derived or sent directly by a tracker) are validated and forwarded to the timeline by the
+  ingest consumer (streams/ingest.py), like every other input. The clinical agent hands each timeline batch's
+  summaries to `count_summaries`, which adds `trimp`, `load`, `modality` when absent, skips event ids already
+  counted (the load history itself keeps the ids it counted in its kept days, so a batch delivered again after a
+  crash is not counted twice whichever table writes reached the changelog; `workout_seen` recognises older
+  repeats), updates the athlete's daily loads in the `workout_state` table and writes WORKOUT,
+  TRAINING_LOAD_DAILY (from the workout's day to the athlete's latest day) and MODALITY_WEEKLY points. A
+  summary agent of its own consumed every summary a second time through faust, at twice the worker CPU of any
+  other event on a bulk send (BENCHMARKS.md, "Speed session 4").
 - `write_rest_days` timer: carries each athlete's model from the latest workout through today (the athlete's
   local today), so a resting athlete's fatigue falls and form rises on the boards (`training_load.rest_days`).
-  It and the summary agent take `summary_stage_lock` in turn, so rest days never overwrite a workout's day in
-  flight.
-- Progress: what the FIT agent produces carries `INPUT_HEADER` (the FIT topic) and the summary agent's forwards
-  their path; both agents report a `ProgressMarker` per owned input partition every `HEARTBEAT_S` (the FIT
-  agent's onto the summary and scale topics, which forward them; the summary agent's, and the FIT markers it
-  found, onto the timeline), so the clinical agent knows when these paths are consumed (streams/input_progress.py).
+  It and `count_summaries` take `load_lock` in turn, so rest days never overwrite a workout's day in flight.
+- Progress: what the FIT agent produces carries `INPUT_HEADER` (the FIT topic); the agent reports a
+  `ProgressMarker` per owned input partition every `HEARTBEAT_S` onto the summary and scale topics, whose
+  ingest consumer forwards them to the timeline, so the clinical agent knows when the FIT paths are consumed
+  (streams/input_progress.py).
 
 - `athlete.profile` agent: keeps each athlete's profiles over time in the `athlete_profiles` table, so a
   workout's load uses the HR rest/max, FTP and sex in effect at its time (`training_load.athlete_at`, the same
@@ -52,8 +53,7 @@ from aromatrack.schemas import series, topics
 from aromatrack.schemas.boundary import workout_summary
 from aromatrack.schemas.events import AthleteProfile, EventError, ScaleReading, WorkoutFit, WorkoutSummary, dump_event, parse_event
 from aromatrack.schemas.progress import (
-    FIT_TOPIC, INPUT_HEADER, MARKER_HEADER, SCALE_TOPIC, SUMMARY_TOPIC, ProgressMarker, dump_marker, header,
-    parse_marker, via,
+    FIT_TOPIC, INPUT_HEADER, MARKER_HEADER, SCALE_TOPIC, SUMMARY_TOPIC, ProgressMarker, dump_marker,
 )
 from aromatrack.schemas.series import Point
 from aromatrack.streams.app import Streams, part_key
@@ -66,8 +66,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_BUCKET_S = 10
 SEEN_MONTHS = 60  # months with workouts whose ids are remembered per athlete, for duplicate detection
-SUMMARY_BATCH_SIZE = 500
-SUMMARY_BATCH_WINDOW_S = 0.02
 STATE_VERSION = 3  # of the workout_state table's values (`history_to_json`)
 # Decoded load histories a worker keeps between batches (the least recently used are dropped; the table has them
 # whole): a batch re-parsed each athlete's stored history, a tenth of the summary stage's CPU on a bulk send.
@@ -136,18 +134,18 @@ class Workouts:
     scale_topic: faust.TopicT
     profile_topic: faust.TopicT
     fit_progress: StageProgress = field(default_factory=StageProgress)
-    summary_progress: StageProgress = field(default_factory=StageProgress)
-    # Held while a stage handles a message or batch, and while its markers are measured and sent: a marker sent in
-    # the middle of a batch's forwards would vouch for a path whose batch is half forwarded.
+    # Held while the FIT stage handles a message, and while its markers are measured and sent: a marker sent in
+    # the middle of an upload's forwards would vouch for a path whose upload is half forwarded.
     fit_stage_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    summary_stage_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Held while summaries are counted and while rest days are written, so rest days never overwrite a workout's
+    # day in flight.
+    load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rest_days_written: dict[bytes, tl.DailyLoad] = field(default_factory=dict)  # see `rest_day_points`
     histories: HistoryCache = field(default_factory=HistoryCache)
     admin: AIOKafkaAdminClient | None = None  # for `committed_offsets`, started on first use
     # Each agent's tracker of what faust skipped around a rebalance (streams/delivery.py); set by `register`.
     profile_gaps: DeliveryGaps | None = None
     fit_gaps: DeliveryGaps | None = None
-    summary_gaps: DeliveryGaps | None = None
 
 
 def _read_json(table: MutableMapping[bytes, bytes], key: bytes, empty: Any) -> Any:
@@ -412,12 +410,9 @@ class AcceptedSummary:
     session: tl.NewSession
 
 
-def summary_step(batch: "SummaryBatch", raw: bytes) -> AcceptedSummary | None:
-    """Validate one summary and decide whether it counts (None for a repeat); EventError for an invalid message.
-    The batch's histories change only in `SummaryBatch.count`, once per athlete."""
-    event = parse_event(raw)
-    if not isinstance(event, WorkoutSummary):
-        raise EventError(f"type: {event.type} events do not belong on {topics.topic_for('workout.summary')}")
+def summary_step(batch: "SummaryBatch", event: WorkoutSummary) -> AcceptedSummary | None:
+    """Decide whether one validated summary counts (None for a repeat). The batch's histories change only in
+    `SummaryBatch.count`, once per athlete."""
     key = event.athlete_id.encode()
     history = batch.history(key)
     athlete = tl.athlete_at(_profile_history(batch.tables, key), event.time.timestamp())
@@ -471,49 +466,22 @@ class SummaryBatch:
         return points
 
 
-@dataclass(frozen=True)
-class SummaryMessage:
-    athlete_key: bytes | None
-    value: bytes
-    path: str  # the input path: the summary topic, after the FIT topic for an upload's summary
-    marker: bool  # a progress marker from the FIT agent, forwarded (re-labelled) after the batch's events
-
-
-async def handle_summaries(ctx: Workouts, messages: list[SummaryMessage]) -> None:
-    """A batch of summaries: each athlete's state loaded, modelled and saved once, one InfluxDB write (one write
-    per workout was a fifth of a backfill's time), then the forwards to the timeline and the upstream markers."""
-    source = topics.topic_for("workout.summary")
-    batch = SummaryBatch(ctx.tables, ctx.histories)
-    forwards = []
-    markers = []
-    for message in messages:
-        athlete_key, raw = message.athlete_key, message.value
-        if message.marker:
+async def count_summaries(ctx: Workouts, summaries: list[WorkoutSummary]) -> None:
+    """The timeline batch's summaries, in arrival order, counted into their athletes' load histories: each
+    athlete's history loaded, modelled and saved once, one InfluxDB write (one write per workout was a fifth of a
+    backfill's time). Called by the clinical agent inside its batch, so the table writes share the transaction
+    that commits the timeline offsets; a batch delivered again is recognised by the ids counted."""
+    if not summaries:
+        return
+    async with ctx.load_lock:
+        batch = SummaryBatch(ctx.tables, ctx.histories)
+        for event in summaries:
             try:
-                marker = parse_marker(raw)
-            except ValidationError:
-                await ctx.streams.dead_letter(raw, "progress marker: not a valid v1 marker", source, athlete_key)
-            else:
-                markers.append(marker.model_copy(update={"input": via(marker.input, SUMMARY_TOPIC)}))
-            continue
-        try:
-            accepted = summary_step(batch, raw)
-        except EventError as exc:
-            await ctx.streams.dead_letter(raw, str(exc), source, athlete_key)
-            continue
-        except Exception as exc:  # noqa: BLE001 - one bad message must not stop the batch
-            await _dead_letter_bug(ctx, exc, raw, source, athlete_key)
-            continue
-        if accepted is not None:
-            body = accepted.event.model_dump(mode="json", exclude_none=True)  # as it came: see the module's docstring
-            forwards.append((accepted.event.athlete_id.encode(), body, message.path))
-    await fencing.write_owned(ctx.tables.state, ctx.streams.influx(), batch.count())
-    # Forward before remembering: a crash in between re-sends (the clinical engine drops repeated event ids)
-    # rather than losing the workout for the timeline.
-    # On the broker before the histories that count them are stored; the FIT markers after the events they cover.
-    await ctx.streams.forward([(key, path, json.dumps(body).encode()) for key, body, path in forwards])
-    await send_markers(ctx.streams.app, topics.TIMELINE_TOPIC, markers)
-    batch.save()
+                summary_step(batch, event)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the batch
+                await _dead_letter_bug(ctx, exc, dump_event(event), SUMMARY_TOPIC, event.athlete_id.encode())
+        await fencing.write_owned(ctx.tables.state, ctx.streams.influx(), batch.count())
+        batch.save()
 
 
 async def _dead_letter_bug(ctx: Workouts, exc: Exception, raw: bytes, source: str, athlete_key: bytes | None) -> None:
@@ -560,29 +528,6 @@ async def workouts_fit(ctx: Workouts, stream: faust.StreamT) -> None:
             await fencing.flush_writes(ctx.streams.app)
 
 
-async def workouts_summary(ctx: Workouts, stream: faust.StreamT) -> None:
-    async for batch in stream.take_events(SUMMARY_BATCH_SIZE, within=SUMMARY_BATCH_WINDOW_S):
-        delivered = await ctx.streams.delivered(ctx.summary_gaps, batch)
-        messages = []
-        for message in delivered:
-            upstream = header(message.headers, INPUT_HEADER)
-            path = via(upstream, SUMMARY_TOPIC) if upstream else SUMMARY_TOPIC
-            marker = header(message.headers, MARKER_HEADER) is not None
-            messages.append(SummaryMessage(message.key, message.value, path, marker))
-        async with ctx.summary_stage_lock:
-            await handle_summaries(ctx, messages)
-            await ctx.summary_gaps.record()
-            await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
-            for message in delivered:
-                ctx.summary_progress.handle(message.topic, message.partition, message.offset)
-            forwarded = {InputPartition(message.topic, message.partition) for message in delivered}
-            try:
-                await send_markers(ctx.streams.app, topics.TIMELINE_TOPIC,
-                                   await _stage_markers(ctx, ctx.summary_progress, SUMMARY_TOPIC, forwarded))
-            except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:  # the heartbeat repeats them
-                log.warning("summary progress markers not sent (%s)", type(exc).__name__)
-
-
 def rest_day_points(
     written: dict[bytes, tl.DailyLoad], athlete_key: bytes, history: tl.LoadHistory, today: date
 ) -> list[Point]:
@@ -601,11 +546,12 @@ def rest_day_points(
 async def write_rest_days(ctx: Workouts) -> None:
     """Carry every athlete's load model through today, in one InfluxDB write."""
     now = datetime.now(timezone.utc)
-    # Only athletes whose summaries this worker consumes: a standby copy of another worker's state may lag
-    # behind a workout that worker has just written, and its rest days would overwrite that workout's day.
-    summaries = ctx.summary_topic.get_topic_name()
-    active = {tp.partition for tp in ctx.streams.app.assignor.assigned_actives() if tp.topic == summaries}
-    async with ctx.summary_stage_lock:
+    # Only athletes whose timeline this worker consumes (it counts their summaries): a standby copy of another
+    # worker's state may lag behind a workout that worker has just written, and its rest days would overwrite that
+    # workout's day.
+    timeline = ctx.streams.timeline_topic.get_topic_name()
+    active = {tp.partition for tp in ctx.streams.app.assignor.assigned_actives() if tp.topic == timeline}
+    async with ctx.load_lock:
         points = []
         for key in list(ctx.tables.state.keys()):
             if ctx.tables.state.partition_for_key(key) not in active:
@@ -621,9 +567,7 @@ async def send_markers(app: faust.App, topic: str, markers: list[ProgressMarker]
         await app.producer.send(topic, None, dump_marker(marker), marker.partition, None, {MARKER_HEADER: b"1"})
 
 
-async def _stage_markers(
-    ctx: Workouts, progress: StageProgress, topic: str, forwarded: set[InputPartition] = frozenset()
-) -> list[ProgressMarker]:
+async def _stage_markers(ctx: Workouts, progress: StageProgress, topic: str) -> list[ProgressMarker]:
     """The stage's markers for its owned partitions of `topic`: handled offsets (or the group's committed offset
     where nothing was handled since the assignment) against the partitions' end offsets."""
     consumer = ctx.streams.app.consumer
@@ -635,7 +579,6 @@ async def _stage_markers(
     return progress.markers(
         {InputPartition(tp.topic, tp.partition): ends.get(tp) for tp in owned},
         {InputPartition(tp.topic, tp.partition): committed.get(TopicPartition(tp.topic, tp.partition), 0) for tp in owned},
-        forwarded,
     )
 
 
@@ -652,8 +595,8 @@ async def committed_offsets(ctx: Workouts, partitions: list) -> dict[TopicPartit
 
 
 async def report_workout_progress(ctx: Workouts) -> None:
-    """Markers of both workout stages: the FIT agent's onto the summary and scale topics (those stages forward
-    them to the timeline after what the FIT agent produced before), the summary agent's onto the timeline."""
+    """The FIT stage's markers onto the summary and scale topics (the ingest consumer forwards them to the
+    timeline after what the FIT agent produced before them)."""
     try:
         await _report_workout_progress(ctx)
     except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:  # the broker away: the next tick repeats
@@ -662,9 +605,6 @@ async def report_workout_progress(ctx: Workouts) -> None:
 
 async def _report_workout_progress(ctx: Workouts) -> None:
     app = ctx.streams.app
-    # The summary stage first: measured after this tick's FIT markers were sent, it would count them as unread.
-    async with ctx.summary_stage_lock:
-        await send_markers(app, topics.TIMELINE_TOPIC, await _stage_markers(ctx, ctx.summary_progress, SUMMARY_TOPIC))
     async with ctx.fit_stage_lock:
         fit_markers = await _stage_markers(ctx, ctx.fit_progress, FIT_TOPIC)
         await send_markers(app, SUMMARY_TOPIC, fit_markers)
@@ -686,7 +626,6 @@ def register(streams: Streams) -> Workouts:
         profile_topic=streams.topic(topics.topic_for("athlete.profile")),
         profile_gaps=streams.delivery_gaps("profile"),
         fit_gaps=streams.delivery_gaps("fit"),
-        summary_gaps=streams.delivery_gaps("summary"),
     )
     app = streams.app
 
@@ -701,10 +640,6 @@ def register(streams: Streams) -> Workouts:
     @app.agent(ctx.fit_topic, name="aromatrack.workouts.fit")
     async def fit_agent(stream: faust.StreamT) -> None:
         await workouts_fit(ctx, stream)
-
-    @app.agent(ctx.summary_topic, name="aromatrack.workouts.summary")
-    async def summary_agent(stream: faust.StreamT) -> None:
-        await workouts_summary(ctx, stream)
 
     @app.timer(interval=streams.settings.worker.rest_days_interval_s)
     async def rest_days_timer() -> None:

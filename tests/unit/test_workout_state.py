@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aromatrack.domain import training_load as tl
+from aromatrack.schemas.events import WorkoutSummary, parse_event
 from aromatrack.streams import workouts
 
 START = datetime(2024, 1, 1, 17, tzinfo=timezone.utc)
@@ -81,17 +82,18 @@ def test_seen_ids_recognise_repeats_and_keep_only_the_newest_months():
     assert len(seen.forgotten) == 12 and not seen.forgotten & {seen._key(b"a", month) for month in kept}
 
 
-def summary(event_id: str, day: int) -> bytes:
-    return json.dumps({"type": "workout.summary", "schema_version": 1, "event_id": event_id, "athlete_id": "crash",
-                       "time": (START + timedelta(days=day)).isoformat(), "sport": "running", "duration_s": 3600,
-                       "avg_hr_bpm": 140}).encode()
+def summary(event_id: str, day: int) -> WorkoutSummary:
+    return parse_event(json.dumps({
+        "type": "workout.summary", "schema_version": 1, "event_id": event_id, "athlete_id": "crash",
+        "time": (START + timedelta(days=day)).isoformat(), "sport": "running", "duration_s": 3600, "avg_hr_bpm": 140,
+    }))
 
 
-def step(histories: dict[bytes, tl.LoadHistory], seen: workouts.SeenIds, raw: bytes) -> list:
+def step(histories: dict[bytes, tl.LoadHistory], seen: workouts.SeenIds, event: WorkoutSummary) -> list:
     """One summary through a batch whose histories and seen ids are given: the points it counted."""
     batch = workouts.SummaryBatch(empty_tables())
     batch.histories, batch.seen = histories, seen
-    workouts.summary_step(batch, raw)
+    workouts.summary_step(batch, event)
     return batch.count()
 
 
@@ -123,8 +125,8 @@ def test_a_batch_counts_each_workout_once_and_models_each_athlete_once():
     """A batch's repeats are skipped, and its points equal those of the workouts counted one at a time."""
     batch = workouts.SummaryBatch(empty_tables())
     batch.histories = {b"crash": tl.LoadHistory()}
-    raws = [summary(f"w{day}", day) for day in (3, 1, 2, 1, 5)]  # w1 twice, out of order
-    accepted = [workouts.summary_step(batch, raw) for raw in raws]
+    events = [summary(f"w{day}", day) for day in (3, 1, 2, 1, 5)]  # w1 twice, out of order
+    accepted = [workouts.summary_step(batch, event) for event in events]
     assert [a is None for a in accepted] == [False, False, False, True, False]
     points = batch.count()
     history, one_by_one = tl.LoadHistory(), {}
