@@ -1,6 +1,6 @@
 """The timeline topic's event messages: several events of one athlete, forwarded along one input path, in one message.
 
-The stages (the ingest consumer, the summary agent) forward every event they accept to the timeline, where the
+The ingest consumer forwards every event it accepts to the timeline, where the
 clinical agent reads them through faust, whose per-message machinery (fetch hand-over, event wrapping, stream
 buffers, acks) cost more than the agent's own work on each event; a bulk import sent one message per event.
 A `timeline.batch` message carries the events of one athlete that a stage's batch forwards along one input path
