@@ -19,7 +19,7 @@ from faust.types import TP
 from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
-from aromatrack.schemas.progress import INPUT_HEADER
+from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, ProgressMarker, dump_marker
 from aromatrack.schemas.timeline import batch_messages
 from aromatrack.streams.admin import ensure_topics, topic_replicas
 from aromatrack.streams.delivery import Delivered, DeliveredOffsets, DeliveryGaps
@@ -182,6 +182,15 @@ class Streams:
             await self.app.producer.send(topics.TIMELINE_TOPIC, key, message, None, None, {INPUT_HEADER: path.encode()})
             for (key, path), group in grouped.items()
             for message in batch_messages(group)
+        ]
+        await asyncio.gather(*sends)
+
+    async def send_markers(self, topic: str, markers: list[ProgressMarker]) -> None:
+        """Progress markers onto `topic`, each on its partition, produced without a wait each; returns once the
+        broker has acknowledged them all."""
+        sends = [
+            await self.app.producer.send(topic, None, dump_marker(marker), marker.partition, None, {MARKER_HEADER: b"1"})
+            for marker in markers
         ]
         await asyncio.gather(*sends)
 

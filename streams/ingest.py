@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
-from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, ProgressMarker, dump_marker, header, parse_marker, via
+from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, parse_marker, via
 from aromatrack.streams.app import Streams, session_timeouts_ms
 from aromatrack.streams.input_progress import InputPartition, StageProgress
 from aromatrack.streams.points import event_points
@@ -60,16 +60,6 @@ def input_path(record: ConsumerRecord) -> str:
     """The path an input record came along: its topic, after the upstream stage that produced it, if any."""
     upstream = header(record.headers, INPUT_HEADER)
     return via(upstream, record.topic) if upstream else record.topic
-
-
-async def send_markers(app: faust.App, markers: list[ProgressMarker]) -> None:
-    sends = [
-        await app.producer.send(
-            topics.TIMELINE_TOPIC, None, dump_marker(marker), marker.partition, None, {MARKER_HEADER: b"1"}
-        )
-        for marker in markers
-    ]
-    await asyncio.gather(*sends)
 
 
 async def ingest_batch(streams: Streams, records: list[ConsumerRecord]) -> None:
@@ -102,7 +92,7 @@ async def ingest_batch(streams: Streams, records: list[ConsumerRecord]) -> None:
         dead_lettered = True
     await streams.influx().write([point for event, _ in accepted for point in event_points(event)])
     await streams.forward([(event.athlete_id.encode(), path, dump_event(event)) for event, path in accepted])
-    await send_markers(streams.app, upstream_markers)
+    await streams.send_markers(topics.TIMELINE_TOPIC, upstream_markers)
     if dead_lettered:
         await streams.app.producer.flush()
 
@@ -156,7 +146,8 @@ class IngestConsumer(faust.Service):
                 InputPartition(tp.topic, tp.partition): await asyncio.wait_for(consumer.position(tp), POSITION_WAIT_S)
                 for tp in assigned
             }
-            await send_markers(self.streams.app, progress.markers(ends, positions, [InputPartition(tp.topic, tp.partition) for tp in fetched]))
+            await self.streams.send_markers(
+                topics.TIMELINE_TOPIC, progress.markers(ends, positions, [InputPartition(tp.topic, tp.partition) for tp in fetched]))
         except (KafkaError, ProducerSendError, asyncio.TimeoutError) as exc:
             log.warning("progress markers not sent (%s); the next round repeats them", type(exc).__name__)
 

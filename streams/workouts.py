@@ -52,9 +52,7 @@ from aromatrack.domain import training_load as tl
 from aromatrack.schemas import series, topics
 from aromatrack.schemas.boundary import workout_summary
 from aromatrack.schemas.events import AthleteProfile, EventError, ScaleReading, WorkoutFit, WorkoutSummary, dump_event, parse_event
-from aromatrack.schemas.progress import (
-    FIT_TOPIC, INPUT_HEADER, MARKER_HEADER, SCALE_TOPIC, SUMMARY_TOPIC, ProgressMarker, dump_marker,
-)
+from aromatrack.schemas.progress import FIT_TOPIC, INPUT_HEADER, SCALE_TOPIC, SUMMARY_TOPIC, ProgressMarker
 from aromatrack.schemas.series import Point
 from aromatrack.streams.app import Streams, part_key
 from aromatrack.streams.delivery import DeliveryGaps
@@ -562,11 +560,6 @@ async def write_rest_days(ctx: Workouts) -> None:
         await fencing.write_owned(ctx.tables.state, ctx.streams.influx(), points)
 
 
-async def send_markers(app: faust.App, topic: str, markers: list[ProgressMarker]) -> None:
-    for marker in markers:
-        await app.producer.send(topic, None, dump_marker(marker), marker.partition, None, {MARKER_HEADER: b"1"})
-
-
 async def _stage_markers(ctx: Workouts, progress: StageProgress, topic: str) -> list[ProgressMarker]:
     """The stage's markers for its owned partitions of `topic`: handled offsets (or the group's committed offset
     where nothing was handled since the assignment) against the partitions' end offsets."""
@@ -604,11 +597,10 @@ async def report_workout_progress(ctx: Workouts) -> None:
 
 
 async def _report_workout_progress(ctx: Workouts) -> None:
-    app = ctx.streams.app
     async with ctx.fit_stage_lock:
         fit_markers = await _stage_markers(ctx, ctx.fit_progress, FIT_TOPIC)
-        await send_markers(app, SUMMARY_TOPIC, fit_markers)
-        await send_markers(app, SCALE_TOPIC, fit_markers)
+        await ctx.streams.send_markers(SUMMARY_TOPIC, fit_markers)
+        await ctx.streams.send_markers(SCALE_TOPIC, fit_markers)
 
 
 def register(streams: Streams) -> Workouts:
