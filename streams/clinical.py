@@ -13,8 +13,8 @@ Per batch: the timeline's messages (one event, or a stage's `timeline.batch` of 
 schemas/timeline.py) are validated event by event, the events placed in their athletes' timelines (no fold yet) and the changed periods stored
 (`clinical_codec`, versioned JSON in the `clinical_history` table, keyed by athlete and part so every key shares
 its athlete's partition) with the outbox marked `unreleased`. Then, for each partition whose watermark is
-complete, the athletes with a release due are folded once (from where their history changed), the points whose
-values changed are written, and the outboxes released. Live, where lag is near zero, the stage markers follow
+complete, the athletes with a release due are folded once (from where their history changed), the outboxes
+released, and the points whose values changed written before the release is confirmed. Live, where lag is near zero, the stage markers follow
 their events within milliseconds, so alerts go out with the batch; in a bulk import, nothing is folded or sent
 for a partition until all of its inputs are in (one fold per athlete instead of one per out-of-order batch), and
 an event that arrives later still (a lab entered weeks late) is placed at its time and the difference released
@@ -195,9 +195,9 @@ async def run_clocks(ctx: Clinical) -> None:
 
 
 async def _release(ctx: Clinical, partitions: set[int]) -> None:
-    """For the partitions whose inputs are in: fold the histories of the athletes with a release due, write the
-    points that changed, then send what their outboxes owe with the clock run on to now (stored in flight first,
-    confirmed after)."""
+    """For the partitions whose inputs are in: fold the histories of the athletes with a release due, send what
+    their outboxes owe with the clock run on to now (stored in flight first), write the points that changed, then
+    confirm the release."""
     due = [
         athlete_key
         for partition in partitions
@@ -207,8 +207,7 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
     if not due:
         return
     records = {athlete_key: _load(ctx, athlete_key, athlete_key.decode()) for athlete_key in due}
-    await fencing.write_owned(ctx.history_table, ctx.streams.influx(),
-                              [point for record in records.values() for point in record.timeline.fold()])
+    points = [point for record in records.values() for point in record.timeline.fold()]
     sent: list[OutboxMessage] = []
     stale: list[AlertPointIdentity] = []
     released: set[int] = set()  # partitions with messages sent
@@ -235,6 +234,9 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
     # round trip per athlete (a bulk import releases tens of athletes at once).
     for ack in acks:
         await ack
+    # The fold's points after the alerts are on their way (a bulk import's are thousands: the write is not in the
+    # alerts' way), before the release is confirmed: a crash before the confirmation releases and writes again.
+    await fencing.write_owned(ctx.history_table, ctx.streams.influx(), points)
     for athlete_key, record in records.items():
         record.outbox.confirm()
         _store(ctx, athlete_key, [outbox_write(record)])
