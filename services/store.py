@@ -485,11 +485,14 @@ class Store:
 
     def historical_due(self, quiet_s: float) -> dict[str, list[Alert]]:
         """Per athlete, the historical alerts not summarised yet, once none has arrived for `quiet_s` (the import
-        has settled), oldest first."""
-        pending = historical_alerts.c.summarised_at.is_(None)
+        has settled), oldest first. Withdrawn ones are left out: an athlete whose imported alerts were all withdrawn
+        has nothing to summarise."""
+        pending = historical_alerts.c.summarised_at.is_(None) & alerts.c.withdrawn_at.is_(None)
         with self._read() as conn:
             athletes = conn.execute(
-                sa.select(historical_alerts.c.athlete_id).where(pending).group_by(historical_alerts.c.athlete_id)
+                sa.select(historical_alerts.c.athlete_id)
+                .join_from(historical_alerts, alerts, historical_alerts.c.alert_id == alerts.c.alert_id)
+                .where(pending).group_by(historical_alerts.c.athlete_id)
                 .having(sa.func.max(historical_alerts.c.received_at) < time.time() - quiet_s)
             ).scalars().all()
             due = {}
@@ -497,7 +500,7 @@ class Store:
                 bodies = conn.execute(
                     sa.select(alerts.c.body).join_from(historical_alerts, alerts,
                                                        historical_alerts.c.alert_id == alerts.c.alert_id)
-                    .where(pending & (historical_alerts.c.athlete_id == athlete_id) & alerts.c.withdrawn_at.is_(None))
+                    .where(pending & (historical_alerts.c.athlete_id == athlete_id))
                 ).scalars()
                 due[athlete_id] = sorted((Alert.model_validate_json(body) for body in bodies), key=lambda a: a.time)
         return due

@@ -203,6 +203,16 @@ def test_historical_alerts_are_due_once_settled_oldest_first_until_summarised(st
     assert store.historical_due(quiet_s=0) == {} and store.summarised(["h-1", "x"]) == {"h-1"}
 
 
+def test_withdrawn_historical_alerts_are_not_summarised_and_leave_no_empty_summary(store: Store) -> None:
+    store.record_historical(make_alert("h-1"))
+    store.record_historical(make_alert("h-2", athlete_id="ath-2"))
+    store.record_historical(make_alert("h-3", athlete_id="ath-2"))
+    store.withdraw("h-1", "late lab")
+    store.withdraw("h-2", "late lab")
+    due = store.historical_due(quiet_s=0)
+    assert list(due) == ["ath-2"] and [alert.alert_id for alert in due["ath-2"]] == ["h-3"]
+
+
 def test_reminders_are_due_for_unacknowledged_delivered_alerts_with_the_next_round(store: Store) -> None:
     for alert_id in ("a-1", "a-2", "a-3"):
         store.record_alert(make_alert(alert_id))
