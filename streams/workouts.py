@@ -18,10 +18,13 @@
 - `write_rest_days` timer: carries each athlete's model from the latest workout through today (the athlete's
   local today), so a resting athlete's fatigue falls and form rises on the boards (`training_load.rest_days`).
   It and `count_summaries` take `load_lock` in turn, so rest days never overwrite a workout's day in flight.
-- Progress: what the FIT agent produces carries `INPUT_HEADER` (the FIT topic); the agent reports a
-  `ProgressMarker` per owned input partition every `HEARTBEAT_S` onto the summary and scale topics, whose
-  ingest consumer forwards them to the timeline, so the clinical agent knows when the FIT paths are consumed
-  (streams/input_progress.py).
+- Progress: what the FIT agent produces carries `INPUT_HEADER` (the FIT topic); every `FIT_PROGRESS_POLL_S` the
+  agent measures its owned FIT partitions against their end offsets and puts a `ProgressMarker` onto the summary
+  and scale topics when a partition's state changes (every `HEARTBEAT_S` regardless), whose ingest consumer
+  forwards them to the timeline, so the clinical agent knows when the FIT paths are consumed
+  (streams/input_progress.py). Uploads that arrive while the FIT paths last said "caught up" must be reported
+  busy before the other paths of a bulk import are in, or the clinical agent releases (and later withdraws) alerts
+  from a history without its workouts: measured every 2 s, a demo's bulk send released 20 such alerts.
 
 - `athlete.profile` agent: keeps each athlete's profiles over time in the `athlete_profiles` table, so a
   workout's load uses the HR rest/max, FTP and sex in effect at its time (`training_load.athlete_at`, the same
@@ -56,7 +59,11 @@ from aromatrack.schemas.progress import FIT_TOPIC, INPUT_HEADER, SCALE_TOPIC, SU
 from aromatrack.schemas.series import Point
 from aromatrack.streams.app import Streams, part_key
 from aromatrack.streams.delivery import DeliveryGaps
-from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, StageProgress
+from aromatrack.streams.input_progress import InputPartition, StageProgress
+
+# How often the FIT stage measures its progress (a marker is sent only when a partition's state changed, or every
+# input_progress.HEARTBEAT_S): within this time of uploads arriving, the FIT paths are reported busy.
+FIT_PROGRESS_POLL_S = 0.1
 from aromatrack.streams import admin, fencing, fit
 from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
 
@@ -132,6 +139,9 @@ class Workouts:
     scale_topic: faust.TopicT
     profile_topic: faust.TopicT
     fit_progress: StageProgress = field(default_factory=StageProgress)
+    # Where the FIT agent started on each FIT partition it owns (the group's committed offset when it was assigned,
+    # 0 when none), fetched once per assignment rather than at every progress poll.
+    fit_starts: dict[TopicPartition, int] = field(default_factory=dict)
     # Held while the FIT stage handles a message, and while its markers are measured and sent: a marker sent in
     # the middle of an upload's forwards would vouch for a path whose upload is half forwarded.
     fit_stage_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -560,18 +570,24 @@ async def write_rest_days(ctx: Workouts) -> None:
         await fencing.write_owned(ctx.tables.state, ctx.streams.influx(), points)
 
 
-async def _stage_markers(ctx: Workouts, progress: StageProgress, topic: str) -> list[ProgressMarker]:
-    """The stage's markers for its owned partitions of `topic`: handled offsets (or the group's committed offset
-    where nothing was handled since the assignment) against the partitions' end offsets."""
+async def _fit_markers(ctx: Workouts) -> list[ProgressMarker]:
+    """The FIT stage's markers due for its owned FIT partitions: handled offsets (or where the agent started, where
+    nothing was handled since the assignment) against the partitions' end offsets."""
+    progress = ctx.fit_progress
     consumer = ctx.streams.app.consumer
-    owned = [tp for tp in consumer.assignment() if tp.topic == topic]
+    owned = [tp for tp in consumer.assignment() if tp.topic == FIT_TOPIC]
     if not owned:
         return []
     ends = {tp: consumer.highwater(tp) for tp in owned}  # as of the last fetch: no request per report
-    committed = await committed_offsets(ctx, [tp for tp in owned if InputPartition(tp.topic, tp.partition) not in progress.handled])
+    unknown = [TopicPartition(tp.topic, tp.partition) for tp in owned
+               if InputPartition(tp.topic, tp.partition) not in progress.handled
+               and TopicPartition(tp.topic, tp.partition) not in ctx.fit_starts]
+    committed = await committed_offsets(ctx, unknown)
+    ctx.fit_starts.update({tp: committed.get(tp, 0) for tp in unknown})
     return progress.markers(
         {InputPartition(tp.topic, tp.partition): ends.get(tp) for tp in owned},
-        {InputPartition(tp.topic, tp.partition): committed.get(TopicPartition(tp.topic, tp.partition), 0) for tp in owned},
+        {InputPartition(tp.topic, tp.partition): ctx.fit_starts.get(TopicPartition(tp.topic, tp.partition), 0)
+         for tp in owned},
     )
 
 
@@ -598,7 +614,7 @@ async def report_workout_progress(ctx: Workouts) -> None:
 
 async def _report_workout_progress(ctx: Workouts) -> None:
     async with ctx.fit_stage_lock:
-        fit_markers = await _stage_markers(ctx, ctx.fit_progress, FIT_TOPIC)
+        fit_markers = await _fit_markers(ctx)
         await ctx.streams.send_markers(SUMMARY_TOPIC, fit_markers)
         await ctx.streams.send_markers(SCALE_TOPIC, fit_markers)
 
@@ -622,8 +638,9 @@ def register(streams: Streams) -> Workouts:
     app = streams.app
 
     @app.on_partitions_revoked.connect
-    async def forget_histories_on_revoke(app: faust.App, revoked: set, **kwargs: object) -> None:
+    async def forget_on_revoke(app: faust.App, revoked: set, **kwargs: object) -> None:
         ctx.histories.clear()
+        ctx.fit_starts.clear()
 
     @app.agent(ctx.profile_topic, name="aromatrack.workouts.profiles")
     async def profiles_agent(stream: faust.StreamT) -> None:
@@ -637,7 +654,7 @@ def register(streams: Streams) -> Workouts:
     async def rest_days_timer() -> None:
         await write_rest_days(ctx)
 
-    @app.timer(interval=HEARTBEAT_S)
+    @app.timer(interval=FIT_PROGRESS_POLL_S)
     async def workout_progress_timer() -> None:
         await report_workout_progress(ctx)
 
