@@ -59,6 +59,7 @@ class DemoReport:
     stored_points: dict[str, int] = field(default_factory=dict)
     alerts_by_rule: collections.Counter = field(default_factory=collections.Counter)
     alert_ids: set[str] = field(default_factory=set)
+    withdrawn: int = 0  # alerts sent, then withdrawn by input that arrived after them
     delivered: int = 0
     delivered_before: int = 0
     summaries: int = 0  # import summaries delivered
@@ -287,9 +288,16 @@ async def collect(settings: Settings, report: DemoReport) -> None:
         headers = dict(record.headers)
         report.dead_letters[headers.get("source_topic", b"?").decode()] += 1
     unique_alerts = {}
-    for record in await read_topic(settings, topics.ALERTS_TOPIC):
-        alert = json.loads(record.value)
-        unique_alerts[alert["alert_id"]] = alert["rule"]
+    withdrawn = set()
+    for record in await read_topic(settings, topics.ALERTS_TOPIC):  # one athlete's messages in their order
+        message = json.loads(record.value)
+        if message.get("type") == "alert.withdrawal":
+            unique_alerts.pop(message["alert_id"], None)
+            withdrawn.add(message["alert_id"])
+        else:
+            unique_alerts[message["alert_id"]] = message["rule"]
+            withdrawn.discard(message["alert_id"])
+    report.withdrawn = len(withdrawn)
     report.alerts_by_rule.update(unique_alerts.values())
     report.alert_ids = set(unique_alerts)
     async with influx_access.reader_store(settings) as influx:
@@ -324,6 +332,9 @@ def print_report(settings: Settings, report: DemoReport, cohort_file: Path, inbo
     for rule, count in report.alerts_by_rule.most_common():
         alerts.add_row(rule, str(count))
     console.print(alerts)
+    if report.withdrawn:
+        console.print(f"withdrawn: {report.withdrawn} alerts released on the part of the history received so far, "
+                      "then withdrawn when the rest arrived (README, Known limits)")
     dead = ", ".join(f"{n} from {t}" for t, n in report.dead_letters.items()) or "none"
     console.print(f"dead-lettered: {dead}")
     console.print(

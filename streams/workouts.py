@@ -24,7 +24,8 @@
   forwards them to the timeline, so the clinical agent knows when the FIT paths are consumed
   (streams/input_progress.py). Uploads that arrive while the FIT paths last said "caught up" must be reported
   busy before the other paths of a bulk import are in, or the clinical agent releases (and later withdraws) alerts
-  from a history without its workouts: measured every 2 s, a demo's bulk send released 20 such alerts.
+  from a history without its workouts: measured every 2 s, a demo's bulk send released 20 such alerts (README,
+  Known limits, for the imports this does not cover).
 
 - `athlete.profile` agent: keeps each athlete's profiles over time in the `athlete_profiles` table, so a
   workout's load uses the HR rest/max, FTP and sex in effect at its time (`training_load.athlete_at`, the same
