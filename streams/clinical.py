@@ -12,7 +12,7 @@ A thin faust wrapper around three pure parts:
 Per batch: the timeline's messages (one event, or a stage's `timeline.batch` of one athlete's events:
 schemas/timeline.py) are validated event by event, the events placed in their athletes' timelines (no fold yet) and the changed periods stored
 (`clinical_codec`, versioned JSON in the `clinical_history` table, keyed by athlete and part so every key shares
-its athlete's partition) with the outbox marked `unreleased`. Then, for each partition whose watermark is
+its athlete's partition), the outbox marked `unreleased` ahead of them. Then, for each partition whose watermark is
 complete, the athletes with a release due are folded once (from where their history changed), the outboxes
 released, and the points whose values changed written before the release is confirmed. Live, where lag is near zero, the stage markers follow
 their events within milliseconds, so alerts go out with the batch; in a bulk import, nothing is folded or sent
@@ -63,7 +63,7 @@ from aromatrack.streams.alert_outbox import AlertPointIdentity, OutboxMessage, s
 from aromatrack.streams.app import PART_SEPARATOR, AthleteKeyedTable, Streams, part_key
 from aromatrack.streams.delivery import DeliveryGaps
 from aromatrack.streams.clinical_codec import (
-    OUTBOX_PART, ClinicalRecord, decode_outbox, event_writes, holds, outbox_write, read_record,
+    OUTBOX_PART, ClinicalRecord, decode_outbox, holds, outbox_write, placement_writes, restore,
 )
 from aromatrack.streams.input_progress import PartitionProgress
 
@@ -125,14 +125,11 @@ def alert_point_delete(identity: AlertPointIdentity) -> str:
 
 
 def _load(ctx: Clinical, athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
-    """The athlete's record, from memory or restored from the table. A restored history is folded at once unless
-    a release is due (then the release's fold writes every point: some may not have been written before a crash)."""
+    """The athlete's record, from memory or restored from the table (`clinical_codec.restore`)."""
     record = ctx.records.get(athlete_key)
     if record is None:
-        record = read_record(athlete_id, lambda part: ctx.history_table.get(part_key(athlete_key, part)), ctx.engine_settings)
+        record = restore(athlete_id, lambda part: ctx.history_table.get(part_key(athlete_key, part)), ctx.engine_settings)
         record = record or ClinicalRecord.new(athlete_id, ctx.engine_settings)
-        if not record.outbox.unreleased:
-            record.timeline.fold()
         ctx.records[athlete_key] = record
         while len(ctx.records) > MAX_RECORDS:
             ctx.records.popitem(last=False)
@@ -292,11 +289,7 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                 record = _load_holding(ctx, athlete_key, events)
                 added = record.timeline.add(events)
                 if added:
-                    # An outbox already marked unreleased is stored so (every change of the mark is stored with it):
-                    # in a bulk import an athlete gains events in many batches before its release.
-                    marked = record.outbox.unreleased
-                    record.outbox.unreleased = True
-                    _store(ctx, athlete_key, [*event_writes(record, added), *([] if marked else [outbox_write(record)])])
+                    _store(ctx, athlete_key, placement_writes(record, added))
                     ctx.unreleased.setdefault(partition, set()).add(athlete_key)
             if ctx.on_summaries is not None:
                 await ctx.on_summaries(summaries)

@@ -148,6 +148,30 @@ def outbox_write(record: ClinicalRecord) -> tuple[bytes, bytes]:
     return OUTBOX_PART, encode_outbox(record.outbox)
 
 
+def placement_writes(record: ClinicalRecord, added: Iterable[EventBase]) -> list[tuple[bytes, bytes]]:
+    """The writes that store newly placed events, with the outbox marked `unreleased` first when it was not
+    already (in a bulk import an athlete gains events in many batches before its release: the mark is stored once).
+    The mark goes ahead of the events it is for: a crash can keep the first writes of a batch and lose the rest,
+    and stored events under an outbox that says their release is done would never have their points written (a
+    restore takes a released history's points as written, and the events delivered again are recognised as
+    placed)."""
+    marked = record.outbox.unreleased
+    record.outbox.unreleased = True
+    return [*([] if marked else [outbox_write(record)]), *event_writes(record, added)]
+
+
+def restore(
+    athlete_id: str, read: Callable[[bytes], bytes | None], settings: EngineSettings | None = None
+) -> ClinicalRecord | None:
+    """The athlete's stored record, ready to place events in: folded at once when no release is due (a confirmed
+    release wrote its points, so the next fold returns only what changes), else left for the release's fold,
+    which then returns every point (a crash may have come before some were written)."""
+    record = read_record(athlete_id, read, settings)
+    if record is not None and not record.outbox.unreleased:
+        record.timeline.fold()
+    return record
+
+
 def read_record(
     athlete_id: str, read: Callable[[bytes], bytes | None], settings: EngineSettings | None = None
 ) -> ClinicalRecord | None:

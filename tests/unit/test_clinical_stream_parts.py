@@ -267,16 +267,22 @@ def topic_state(messages):
     return {alert_id: json.loads(dump_event(m)) for alert_id, m in latest.items() if m.type == "alert"}
 
 
+def point_state(points):
+    """What InfluxDB holds after writing `points` in order: the last fields per measurement, tags and time."""
+    return {(p.measurement, tuple(sorted(p.tags.items())), p.time): dict(p.fields) for p in points}
+
+
 @settings(max_examples=15, deadline=None)
 @given(st.sampled_from(sorted(HISTORIES)), st.integers(0, 2**32))
-def test_random_interleavings_lateness_releases_and_crashes_end_in_evaluates_alerts(name, seed):
+def test_random_interleavings_lateness_releases_and_crashes_end_in_evaluates_alerts_and_points(name, seed):
     """The agent's sequence per batch, simulated: place the batch, store its parts, release when the watermark
-    says the input is in (store the outbox with the release in flight, send, confirm, store). Arrival is
-    shuffled, some events come after alerts up to their time were released (late), the worker crashes before or
-    in the middle of a store (the batch is delivered again to a record restored from what was stored) and while
-    sending or before confirming a release, and releases settle the timeline to a few dozen events in memory (an
-    event before those reads the history back whole). After every confirmed release the topic holds exactly what evaluate
-    gives for the events sent so far; at the end, for the whole history."""
+    says the input is in (fold, store the outbox with the release in flight, send, write the fold's points,
+    confirm, store). Arrival is shuffled, some events come after alerts up to their time were released (late),
+    the worker crashes before or in the middle of a store (the batch is delivered again to a record restored from
+    what was stored) and while sending, before writing the points or before confirming a release, and releases
+    settle the timeline to a few dozen events in memory (an event before those reads the history back whole).
+    After every confirmed release the topic holds exactly what evaluate gives for the events sent so far; at the
+    end, for the whole history, and the points written are those of one fold of the whole history."""
     events, rng = HISTORIES[name], random.Random(seed)
     athlete = events[0].athlete_id
     late = set(rng.sample(range(len(events)), k=min(len(events) // 10, 20)))
@@ -285,6 +291,7 @@ def test_random_interleavings_lateness_releases_and_crashes_end_in_evaluates_ale
     arrival += [events[i] for i in sorted(late)]  # entered after everything else was released
     store: dict[bytes, bytes] = {}
     topic: list = []
+    written: list = []  # the points written to InfluxDB, in order
     record = None
     applied: list = []
     position = redelivered = 0
@@ -293,12 +300,9 @@ def test_random_interleavings_lateness_releases_and_crashes_end_in_evaluates_ale
         redelivered = 0
         if record is not None and not codec.holds(record, batch):  # settled past the batch: read back whole
             record = None
-        record = record or codec.read_record(athlete, store.get) or ClinicalRecord.new(athlete)
+        record = record or codec.restore(athlete, store.get) or ClinicalRecord.new(athlete)
         added = record.timeline.add(batch)
-        writes = []
-        if added:
-            record.outbox.unreleased = True
-            writes = [*codec.event_writes(record, added), codec.outbox_write(record)]
+        writes = codec.placement_writes(record, added) if added else []
         crash = rng.random()
         if crash < 0.05:  # before or in the middle of the store: delivered again from the committed offset
             store.update(writes[: rng.randint(0, len(writes))])
@@ -308,18 +312,25 @@ def test_random_interleavings_lateness_releases_and_crashes_end_in_evaluates_ale
         position += len(batch)
         applied += batch
         if rng.random() < 0.3 or position == len(arrival):  # the watermark is complete
+            points = record.timeline.fold()
             messages = record.outbox.release(record.timeline.alerts(), live)
             if rng.random() < 0.5:  # memory kept to the recent part (the agent settles long histories)
                 record.timeline.settle(rng.randint(20, 80))
             store.update([codec.outbox_write(record)])
             sent = rng.randint(0, len(messages)) if rng.random() < 0.1 else len(messages)
             topic += messages[:sent]
-            if sent < len(messages) or rng.random() < 0.05:  # crashed while sending, or before confirming
+            if sent < len(messages) or rng.random() < 0.05:  # crashed while sending, or before writing the points
+                record = None
+                continue
+            written += points
+            if rng.random() < 0.05:  # crashed before confirming
                 record = None
                 continue
             record.outbox.confirm()
             store.update([codec.outbox_write(record)])
             assert topic_state(topic) == evaluated(applied)
-    record = codec.read_record(athlete, store.get)
+    record = codec.restore(athlete, store.get)
+    written += record.timeline.fold()
     topic += record.outbox.release(record.timeline.alerts(), live)
     assert topic_state(topic) == evaluated(events)
+    assert point_state(written) == point_state(AthleteTimeline.of(athlete, events).fold())
