@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import faust
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 
@@ -121,10 +122,13 @@ class Streams:
     timeline_topic: faust.TopicT = field(init=False)
     _influx: SeriesStore | None = field(default=None, init=False, repr=False)
     _delivered_offsets: DeliveredOffsets | None = field(default=None, init=False, repr=False)
+    _gaps: list[DeliveryGaps] = field(default_factory=list, init=False, repr=False)
+    _admin: AIOKafkaAdminClient | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.dead_letter_topic = self.topic(topics.DEAD_LETTER_TOPIC)
         self.timeline_topic = self.topic(topics.TIMELINE_TOPIC)
+        self.app.on_before_shutdown.connect(self._close_clients)
 
     def topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, value_serializer="raw", key_serializer="raw")
@@ -155,6 +159,7 @@ class Streams:
             gaps.on_assigned(assigned)
 
         self.app.on_partitions_assigned.connect(on_assigned)
+        self._gaps.append(gaps)
         return gaps
 
     async def delivered(self, gaps: DeliveryGaps, events: list) -> list[Delivered]:
@@ -169,6 +174,25 @@ class Streams:
             self._influx = influx_access.writer_store(
                 self.settings, unacknowledged_limit_s=fencing.unacknowledged_limit_s(self.app))
         return self._influx
+
+    async def admin(self) -> AIOKafkaAdminClient:
+        """One admin client per worker, started on first use."""
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+            await admin.start()
+            self._admin = admin
+        return self._admin
+
+    async def _close_clients(self, app: faust.App, **kwargs: object) -> None:
+        """At shutdown, once the agents have stopped: the clients this context started."""
+        for gaps in self._gaps:
+            await gaps.close()
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+        if self._influx is not None:
+            await self._influx.close()
+            self._influx = None
 
     async def forward(self, events: list[tuple[bytes, str, bytes]]) -> None:
         """Forward events to the timeline, given as (athlete key, input path, event bytes): each athlete's events

@@ -203,6 +203,15 @@ class DeliveryGaps:
         reader.pause(tp)  # no fetching ahead in the background until the next gap
         return found
 
+    async def close(self) -> None:
+        """Stop the admin client and the reader, those started."""
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+
     async def _started_reader(self) -> AIOKafkaConsumer:
         if self._reader is None:
             # Committed records only, as the agents read them (a fenced worker's aborted writes: streams/fencing.py).

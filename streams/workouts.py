@@ -47,7 +47,6 @@ from typing import Any
 
 import faust
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from pydantic import ValidationError
@@ -151,7 +150,6 @@ class Workouts:
     load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rest_days_written: dict[bytes, tl.DailyLoad] = field(default_factory=dict)  # see `rest_day_points`
     histories: HistoryCache = field(default_factory=HistoryCache)
-    admin: AIOKafkaAdminClient | None = None  # for `committed_offsets`, started on first use
     # Each agent's tracker of what faust skipped around a rebalance (streams/delivery.py); set by `register`.
     profile_gaps: DeliveryGaps | None = None
     fit_gaps: DeliveryGaps | None = None
@@ -597,11 +595,8 @@ async def committed_offsets(ctx: Workouts, partitions: list) -> dict[TopicPartit
     if not partitions:
         return {}
     settings = ctx.streams.settings
-    if ctx.admin is None:
-        ctx.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        await ctx.admin.start()
     return await admin.committed_offsets(
-        ctx.admin, settings.app_id, [TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        await ctx.streams.admin(), settings.app_id, [TopicPartition(tp.topic, tp.partition) for tp in partitions])
 
 
 async def report_workout_progress(ctx: Workouts) -> None:
