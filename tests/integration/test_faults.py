@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from aromatrack.deploy import local_stack
@@ -23,7 +24,9 @@ from aromatrack.domain.training_load import daily_load_model
 from aromatrack.schemas import topics
 from aromatrack.schemas.boundary import domain_event
 from aromatrack.schemas.events import ScaleReading, WorkoutSummary, parse_event
+from aromatrack.schemas.progress import MARKER_HEADER, header
 from aromatrack.schemas.series import Audience
+from aromatrack.schemas.timeline import parse_timeline_message
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
 
@@ -104,10 +107,35 @@ async def test_a_worker_stopped_mid_stream_and_restarted_loses_and_doubles_nothi
             f"SELECT count(weight_kg) FROM body_composition WHERE athlete_id =~ /^{run}-/"))
         assert counted[0]["count"] == READINGS
 
-        await trend_points_complete(influx, run, events)
+        await trend_points_complete(influx, stack.kafka_bootstrap, run, events)
 
 
-async def trend_points_complete(influx, run: str, events: list[ScaleReading]) -> None:
+async def readings_on_timeline(bootstrap: str, wanted: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of the (athlete, time) readings are on the timeline topic, read whole from the broker."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
+    await consumer.start()
+    found: set[tuple[str, str]] = set()
+    try:
+        partitions = [TopicPartition(topics.TIMELINE_TOPIC, p) for p in range(topics.PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for record in records:
+                    if header(record.headers, MARKER_HEADER) is not None:
+                        continue
+                    for item in parse_timeline_message(record.value):
+                        if item.event is not None:
+                            key = (item.event.athlete_id, item.event.time.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                            if key in wanted:
+                                found.add(key)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def trend_points_complete(influx, bootstrap: str, run: str, events: list[ScaleReading]) -> None:
     """The clinical agent's histories (restored from their stored parts after a restart or a takeover, events
     forwarded again recognised by id whatever their age) give the engine's trend over the whole history: every
     reading's trend point, with the engine's value."""
@@ -124,9 +152,14 @@ async def trend_points_complete(influx, run: str, events: list[ScaleReading]) ->
         missing[:] = sorted(set(trend) - stored_points)
         return not missing
 
-    # The clinical agent is the slowest stage.
-    await eventually(trend_complete, timeout_s=300,
-                     describe=lambda: f"{len(missing)} trend points missing: {missing[:12]}")
+    try:
+        await eventually(trend_complete, timeout_s=300)  # the clinical agent is the slowest stage
+    except pytest.fail.Exception:
+        # Which stage lost them: readings the ingest consumer never forwarded, or forwarded ones the clinical
+        # agent did not fold (the rare failure README's "Faults" names, so far without a cause).
+        forwarded = await readings_on_timeline(bootstrap, set(missing))
+        pytest.fail(f"{len(missing)} trend points missing: {missing[:12]}; of their readings, {len(forwarded)} are "
+                    f"on the timeline topic: {sorted(forwarded)[:12]}")
     stored_trend = {(row["athlete_id"], row["time"]): row["smoothed_pct"] for row in rows(await influx.query(trend_q))}
     assert stored_trend == pytest.approx(trend, rel=1e-12)
 
@@ -248,7 +281,7 @@ async def test_one_of_two_workers_killed_mid_stream_the_other_takes_over_and_it_
             assert await stored(influx, run) == expected(events)
             workout, daily = await daily_loads(influx, run)
             assert len(set(workout.values())) == len(sessions)  # every workout stored once, with its own load
-            await trend_points_complete(influx, run, events)
+            await trend_points_complete(influx, stack.kafka_bootstrap, run, events)
 
             workers[1].start()  # back: the group gives it half of the partitions again
 
