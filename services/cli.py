@@ -131,7 +131,7 @@ def worker(
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per InfluxDB request otherwise
     faust_app = create_app(settings)
-    asyncio.run(prepare_storage(settings))
+    asyncio.run(prepare_storage(settings, faust_app))
     web = [] if settings.worker.web_port is not None else ["--without-web"]
     sys.argv = ["aromatrack-worker", "worker", "--loglevel", loglevel, *web]
     # Once faust's worker has stopped (a signal, or a crash it re-raises, e.g. fenced: streams/fencing.py), a

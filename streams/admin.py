@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -18,17 +19,21 @@ def topic_replicas() -> int:
     return int(os.environ.get("AROMATRACK_TOPIC_REPLICAS") or 1)
 
 
-async def ensure_topics(bootstrap: str) -> list[str]:
-    """Create any missing contract topic; returns the names created."""
+async def ensure_topics(bootstrap: str, configured: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
+    """Create any missing contract topic, and any missing topic of `configured` (name -> its topic configs), all
+    with the contract's partition count; returns the names created."""
+    wanted = {**{name: {} for name in topics.ALL_TOPICS}, **(configured or {})}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [name for name in topics.ALL_TOPICS if name not in existing]
+        missing = [name for name in wanted if name not in existing]
         if missing:
-            await admin.create_topics(
-                [NewTopic(name, num_partitions=topics.PARTITIONS, replication_factor=topic_replicas()) for name in missing]
-            )
+            await admin.create_topics([
+                NewTopic(name, num_partitions=topics.PARTITIONS, replication_factor=topic_replicas(),
+                         topic_configs=dict(wanted[name]))
+                for name in missing
+            ])
             await _wait_for_leaders(bootstrap, missing)
         return missing
     finally:

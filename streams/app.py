@@ -228,11 +228,29 @@ class Streams:
         log.warning("dead-lettered a message from %s: %s", source_topic, reason.split(":")[0])
 
 
-async def prepare_storage(settings: Settings) -> None:
-    """Create the topics with their partition count and check the writer's credentials; run before the worker.
+def changelog_topics(app: faust.App) -> dict[str, dict[str, str]]:
+    """The app's table changelogs with the configs faust declares them with (its cleanup policy from the topic's
+    compacting and deleting flags, and the table's extra configs)."""
+    changelogs = {}
+    for table in app.tables.values():
+        topic = table.changelog_topic
+        policy = ",".join(flag for flag, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on)
+        changelogs[topic.get_topic_name()] = {**({"cleanup.policy": policy} if policy else {}), **(topic.config or {})}
+    return changelogs
+
+
+async def prepare_storage(settings: Settings, app: faust.App) -> None:
+    """Create the topics with their partition count, the app's table changelogs included, and check the writer's
+    credentials; run before the worker.
+
+    faust creates a missing changelog itself as the worker starts, a moment before its consumer joins the group;
+    once, the consumer's cluster metadata did not list the new clinical history changelog yet, so the group's
+    assignment left that table without partitions (faust logs "Ignoring missing topic") until the metadata was
+    refreshed five minutes later: nothing restored it when a worker took over another's partitions. Created here,
+    before the worker starts, the changelogs are in the metadata the consumer first reads.
 
     The databases, users and grants are the deployment's (`aromatrack stack up`, compose's InfluxDB init):
     the worker writes as a user that may not create them.
     """
-    await ensure_topics(settings.kafka_bootstrap)
+    await ensure_topics(settings.kafka_bootstrap, changelog_topics(app))
     influx_access.user(settings, influx_access.Role.WRITER)

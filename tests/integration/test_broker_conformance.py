@@ -327,3 +327,23 @@ async def test_the_apps_table_changelogs_are_compacted_topics(stack, worker):
     assert {f"{stack.app_id}-{table}-changelog" for table in tables} <= set(changelogs)
     for changelog in changelogs:
         assert (await topic_config(stack.kafka_bootstrap, changelog))["cleanup.policy"] == "compact", changelog
+
+
+async def test_the_worker_creates_its_table_changelogs_before_it_starts_with_the_configs_faust_gives_them(stack):
+    """`prepare_storage` creates the changelogs before the worker's consumer reads the cluster's metadata: left to
+    faust's own start, the clinical history changelog was once missing from that metadata when the group assigned
+    partitions, and that table had none until a metadata refresh five minutes later."""
+    import dataclasses
+
+    from aromatrack.streams.app import changelog_topics, prepare_storage
+    from aromatrack.streams.worker import create_app
+
+    settings = dataclasses.replace(stack, app_id=f"changelogs-{uuid.uuid4().hex[:8]}")
+    app = create_app(settings)
+    await prepare_storage(settings, app)
+    tables = ("clinical_history", "workout_state", "workout_seen", "athlete_profiles", "delivered_offsets")
+    assert set(changelog_topics(app)) == {f"{settings.app_id}-{table}-changelog" for table in tables}
+    for name, configs in changelog_topics(app).items():
+        stored = await topic_config(stack.kafka_bootstrap, name)
+        assert {key: stored[key] for key in configs} == configs == {
+            "cleanup.policy": "compact", "segment.bytes": str(64 * 2**20), "segment.ms": str(6 * 3600 * 1000)}
