@@ -60,12 +60,12 @@ from aromatrack.schemas.series import Point
 from aromatrack.streams.app import Streams, part_key
 from aromatrack.streams.delivery import DeliveryGaps
 from aromatrack.streams.input_progress import InputPartition, StageProgress
+from aromatrack.streams import admin, fencing, fit
+from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
 
 # How often the FIT stage measures its progress (a marker is sent only when a partition's state changed, or every
 # input_progress.HEARTBEAT_S): within this time of uploads arriving, the FIT paths are reported busy.
 FIT_PROGRESS_POLL_S = 0.1
-from aromatrack.streams import admin, fencing, fit
-from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
 
 log = logging.getLogger(__name__)
 
