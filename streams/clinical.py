@@ -47,7 +47,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timezone
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable
 
 import faust
 from pydantic import ValidationError
@@ -76,6 +76,8 @@ BATCH_WINDOW_S = 0.02
 MAX_RECORDS = 1000
 # How often the worker runs its athletes' clocks on to the wall clock (scheduled rechecks fall due with no event).
 CLOCK_INTERVAL_S = 10.0
+# Stale alert points removed per InfluxDB request (the statements travel in the request's URL).
+STALE_DELETES_PER_REQUEST = 50
 
 
 @dataclass
@@ -113,15 +115,19 @@ def _influxql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def alert_point_delete(identity: AlertPointIdentity) -> str:
-    """InfluxQL that removes an alert's point, so the open-alerts table and annotations stop showing an alert the
-    whole history no longer supports, or an updated alert twice."""
-    moment = identity.time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return (
-        f'DELETE FROM "{series.ALERTS.measurement}" WHERE "athlete_id" = {_influxql_string(identity.athlete_id)}'
-        f' AND "kind" = {_influxql_string(identity.kind)} AND "rule" = {_influxql_string(identity.rule)}'
-        f" AND time = '{moment}'"
-    )
+def alert_points_delete(identities: Iterable[AlertPointIdentity]) -> str:
+    """InfluxQL that removes alerts' points, one DELETE statement each in one request, so the open-alerts table
+    and annotations stop showing an alert the whole history no longer supports, or an updated alert twice.
+    One request per point cost ~20 ms each: 0.8 s of a bulk import's last release for 44 points."""
+    statements = []
+    for identity in identities:
+        moment = identity.time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        statements.append(
+            f'DELETE FROM "{series.ALERTS.measurement}" WHERE "athlete_id" = {_influxql_string(identity.athlete_id)}'
+            f' AND "kind" = {_influxql_string(identity.kind)} AND "rule" = {_influxql_string(identity.rule)}'
+            f" AND time = '{moment}'"
+        )
+    return ";".join(statements)
 
 
 def _load(ctx: Clinical, athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
@@ -240,15 +246,15 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
     # The alert points mirror what was sent and confirmed: only once that is committed (a fenced worker stops here).
     await fencing.commit_now(ctx.streams.app, released)
     # Stale points go before the new points are written: a new point can share a stale one's identity.
-    for identity in stale:
+    for start in range(0, len(stale), STALE_DELETES_PER_REQUEST):
         try:
             await fencing.within_ownership(ctx.streams.app, fencing.after_lease(
                 ctx.streams.app, ctx.streams.influx().client(series.ALERTS.audience).query(
-                    alert_point_delete(identity), method="POST")))
+                    alert_points_delete(stale[start:start + STALE_DELETES_PER_REQUEST]), method="POST")))
         except fencing.OwnershipLost:
             raise
         except Exception as exc:  # noqa: BLE001 - the alerts topic is the record; a stale point must not stop the agent
-            log.warning("could not remove a stale alert point (%s)", type(exc).__name__)
+            log.warning("could not remove stale alert points (%s)", type(exc).__name__)
     alerts = [message for message in sent if isinstance(message, Alert)]
     if alerts:
         await fencing.write_owned(ctx.history_table, ctx.streams.influx(), [alert_point(alert) for alert in alerts])

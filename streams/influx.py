@@ -160,7 +160,8 @@ class InfluxClient:
             delay = min(delay * 2, 5.0)
 
     async def query(self, influxql: str, *, method: str = "GET", epoch: str | None = None) -> list[dict[str, Any]]:
-        """Run InfluxQL; returns the `series` of the first statement (empty list when none)."""
+        """Run InfluxQL (one statement, or several separated by `;`); returns the `series` of the first statement
+        (empty list when none). An error in any statement raises."""
         params = {"db": self.config.database, "q": influxql}
         if epoch:
             params["epoch"] = epoch
@@ -169,8 +170,9 @@ class InfluxClient:
         if response.status_code != 200 or "error" in payload:
             raise InfluxError(f"query failed ({response.status_code}): {payload.get('error', payload)}")
         results = payload.get("results", [{}])
-        if results and "error" in results[0]:
-            raise InfluxError(f"query failed: {results[0]['error']}")
+        for result in results:
+            if "error" in result:
+                raise InfluxError(f"query failed: {result['error']}")
         return results[0].get("series", []) if results else []
 
 
