@@ -71,7 +71,7 @@ async def until_alerts_equal(bootstrap: str, expected: dict[str, dict], began: f
 
 
 async def bulk_send(bootstrap: str, events: list) -> None:
-    async with EventProducer(bootstrap) as producer:
+    async with EventProducer(bootstrap) as producer, producer.bulk_import():
         await producer.send_all(events)
 
 

@@ -12,13 +12,19 @@ same count, so an athlete's input partition and timeline partition share a numbe
 the forwards it covers, so on the downstream partition it follows them. Markers travel with MARKER_HEADER and
 forwarded events with INPUT_HEADER naming their path, so a consumer sees which path is busy until its next
 marker.
+
+"Consumed up to what was there" cannot tell a worker that keeps up with a sender mid-import from the import's
+end. A sender of a bulk import says so (`ImportMarker`): it opens the import on every input partition before its
+first event, renews that lease while it sends, and closes it after its last event was acknowledged. The stages
+forward these markers like their own, relabelled with the path they came along, so a close reaches the clinical
+agent after every event the import sent along that path.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from . import topics
 
@@ -57,13 +63,46 @@ class ProgressMarker(BaseModel):
     caught_up: bool
 
 
-def dump_marker(marker: ProgressMarker) -> bytes:
+# The longest lease a sender may ask for: a sender that dies holds its partitions' alerts back at most this long.
+MAX_IMPORT_LEASE_S = 600.0
+
+
+class ImportMarker(BaseModel):
+    """A sender's bulk import `import_id` on input `partition`: open for `lease_s` seconds from when the clinical
+    agent receives it (a sender renews it while it sends; a sender that dies is forgotten when it lapses), or
+    closed (`lease_s` 0: whatever the import sent to this partition precedes the marker). `input` is the path it
+    came along, empty as the sender writes it: each stage that forwards it extends it (`arrived_via`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["import"] = "import"
+    schema_version: Literal[1] = 1
+    import_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    input: str = ""
+    partition: Annotated[int, Field(ge=0)]
+    lease_s: Annotated[float, Field(ge=0, le=MAX_IMPORT_LEASE_S)]
+
+    @property
+    def closes(self) -> bool:
+        return self.lease_s == 0
+
+
+Marker = Annotated[Union[ProgressMarker, ImportMarker], Field(discriminator="type")]
+_MARKER_ADAPTER: TypeAdapter[Marker] = TypeAdapter(Marker)
+
+
+def dump_marker(marker: ProgressMarker | ImportMarker) -> bytes:
     return marker.model_dump_json().encode()
 
 
-def parse_marker(raw: bytes) -> ProgressMarker:
-    """Raises pydantic's ValidationError for anything but a v1 marker."""
-    return ProgressMarker.model_validate_json(raw)
+def parse_marker(raw: bytes) -> ProgressMarker | ImportMarker:
+    """Raises pydantic's ValidationError for anything but a v1 progress or import marker."""
+    return _MARKER_ADAPTER.validate_json(raw)
+
+
+def arrived_via(marker: ProgressMarker | ImportMarker, topic: str) -> ProgressMarker | ImportMarker:
+    """The marker as the stage consuming `topic` forwards it: labelled with the path it came along."""
+    return marker.model_copy(update={"input": via(marker.input, topic) if marker.input else topic})
 
 
 def header(headers: object, name: str) -> str | None:

@@ -87,7 +87,7 @@ def backfill(
             done = itertools.count(1)
 
             async def run() -> dict:
-                async with EventProducer(settings.kafka_bootstrap) as producer:
+                async with EventProducer(settings.kafka_bootstrap) as producer, producer.bulk_import():
                     return await send_history(
                         producer, sources, ledger, window,
                         on_file=lambda fit_source: progress.update(task, advance=fit_source.size, files=next(done)),

@@ -257,7 +257,7 @@ async def produce(settings: Settings, events: list[dict], report: DemoReport) ->
     report.sent.update(event.type for event in valid)
     with _progress() as progress:
         task = progress.add_task("sending the history", total=len(valid))
-        async with EventProducer(settings.kafka_bootstrap) as producer:
+        async with EventProducer(settings.kafka_bootstrap) as producer, producer.bulk_import():
             for start in range(0, len(valid), 1000):
                 await producer.send_all(valid[start : start + 1000])
                 progress.update(task, advance=len(valid[start : start + 1000]))

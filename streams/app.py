@@ -20,7 +20,7 @@ from faust.types import TP
 from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
-from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, ProgressMarker, dump_marker
+from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, ImportMarker, ProgressMarker, dump_marker
 from aromatrack.schemas.timeline import batch_messages
 from aromatrack.streams.admin import ensure_topics, topic_replicas
 from aromatrack.streams.delivery import Delivered, DeliveredOffsets, DeliveryGaps
@@ -209,7 +209,7 @@ class Streams:
         ]
         await asyncio.gather(*sends)
 
-    async def send_markers(self, topic: str, markers: list[ProgressMarker]) -> None:
+    async def send_markers(self, topic: str, markers: list[ProgressMarker | ImportMarker]) -> None:
         """Progress markers onto `topic`, each on its partition, produced without a wait each; returns once the
         broker has acknowledged them all."""
         sends = [

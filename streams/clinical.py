@@ -204,7 +204,7 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
     due = [
         athlete_key
         for partition in partitions
-        if ctx.progress.get(partition, PartitionProgress()).complete
+        if ctx.progress.get(partition, PartitionProgress()).complete()
         for athlete_key in sorted(ctx.unreleased.pop(partition, set()))
     ]
     if not due:

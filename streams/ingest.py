@@ -17,8 +17,9 @@ and ingested 4-8x the events/s.
 Progress: every forwarded message carries its input path (`schemas.progress.INPUT_HEADER`), and after each
 batch (and every `HEARTBEAT_S` when idle) the consumer puts a `ProgressMarker` per owned input partition on the
 timeline partition of the same number, saying whether that partition is consumed up to its end offset; markers
-found on an input (the FIT agent's, on the scale topic) are forwarded after the batch's events, re-labelled
-with the path they came along. The clinical agent releases alerts from these (streams/input_progress.py).
+found on an input (the FIT agent's on the summary and scale topics, a bulk import's `ImportMarker` from its
+sender) are forwarded after the batch's events, re-labelled with the path they came along. The clinical agent
+releases alerts from these (streams/input_progress.py).
 
 Delivery is at-least-once. The consumer runs inside the faust worker (`register`) but in its own consumer group,
 `topics.ingest_group(app_id)`, on `topics.INGEST_TOPICS`; offsets are committed only after the batch's
@@ -42,7 +43,7 @@ from pydantic import ValidationError
 
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
-from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, parse_marker, via
+from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, arrived_via, header, parse_marker, via
 from aromatrack.streams.app import Streams, session_timeouts_ms
 from aromatrack.streams.input_progress import InputPartition, StageProgress
 from aromatrack.streams.points import event_points
@@ -76,8 +77,10 @@ async def ingest_batch(streams: Streams, records: list[ConsumerRecord]) -> None:
             except ValidationError:
                 reason = "progress marker: not a valid v1 marker"
             else:
-                upstream_markers.append(marker.model_copy(update={"input": via(marker.input, record.topic)}))
-                continue
+                if marker.partition == record.partition:
+                    upstream_markers.append(arrived_via(marker, record.topic))
+                    continue
+                reason = f"progress marker: for partition {marker.partition}, found on partition {record.partition}"
         else:
             try:
                 event = parse_event(raw)

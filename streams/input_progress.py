@@ -8,8 +8,15 @@ path they came along.
 
 Clinical side (`PartitionProgress`): per timeline partition, the last word of every input path. An event that
 arrives along a path makes that path busy until its stage's next marker (its batch may be only half forwarded);
-the partition is `complete` when every path has reported caught up since. Only then are its athletes' alerts
-released, so what is released is what the whole history sent so far gives, not what the fastest topic gave.
+the partition is `complete` when every path has reported caught up since, and no sender's bulk import is open
+on it. Only then are its athletes' alerts released, so what is released is what the whole history sent so far
+gives, not what the fastest topic gave, nor the first part of an import that the worker read as fast as it came.
+
+An import (`schemas.progress.ImportMarker`) is open from its first marker along any path until it is closed
+along every path (each close follows that path's share of the import) or its lease lapses: a sender that died
+holds the partition back for at most its lease. The leases run on this worker's clock from when their markers
+arrive, so the sender's clock does not matter. A worker that (re)starts or takes the partition over learns of
+an open import at the sender's next renewal; until then it releases as the watermark alone allows.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from aromatrack.schemas.progress import TIMELINE_INPUTS, ProgressMarker
+from aromatrack.schemas.progress import TIMELINE_INPUTS, ImportMarker, ProgressMarker
 
 # A stage repeats its markers this often even when nothing changed, so a consumer that (re)starts or takes over
 # a partition learns every path's state, and an idle path (no FIT uploads at all) still counts as caught up.
@@ -26,22 +33,48 @@ HEARTBEAT_S = 2.0
 
 
 @dataclass
+class OpenImport:
+    """A sender's import as one partition knows it: open until `open_until` (monotonic seconds) unless closed
+    along every path first."""
+
+    open_until: float
+    closed_along: set[str] = field(default_factory=set)
+
+
+@dataclass
 class PartitionProgress:
-    """One timeline partition: input path -> caught up (absent: not heard from yet)."""
+    """One timeline partition: input path -> caught up (absent: not heard from yet), and the imports open on it."""
 
     expected: frozenset[str] = TIMELINE_INPUTS
     caught_up: dict[str, bool] = field(default_factory=dict)
+    imports: dict[str, OpenImport] = field(default_factory=dict)
 
     def on_event(self, path: str | None) -> None:
         if path is not None:
             self.caught_up[path] = False
 
-    def on_marker(self, marker: ProgressMarker) -> None:
-        self.caught_up[marker.input] = marker.caught_up
+    def on_marker(self, marker: ProgressMarker | ImportMarker, now: float | None = None) -> None:
+        if isinstance(marker, ProgressMarker):
+            self.caught_up[marker.input] = marker.caught_up
+            return
+        now = time.monotonic() if now is None else now
+        known = self.imports.get(marker.import_id)
+        if marker.closes:
+            if known is not None:
+                known.closed_along.add(marker.input)
+                if self.expected <= known.closed_along:
+                    del self.imports[marker.import_id]
+        elif known is None:
+            self.imports[marker.import_id] = OpenImport(now + marker.lease_s)
+        else:
+            known.open_until = max(known.open_until, now + marker.lease_s)
 
-    @property
-    def complete(self) -> bool:
-        return all(self.caught_up.get(path, False) for path in self.expected)
+    def complete(self, now: float | None = None) -> bool:
+        """Every path caught up and no import open (lapsed leases are forgotten here)."""
+        now = time.monotonic() if now is None else now
+        for import_id in [import_id for import_id, open_import in self.imports.items() if open_import.open_until <= now]:
+            del self.imports[import_id]
+        return not self.imports and all(self.caught_up.get(path, False) for path in self.expected)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@
   forwards them to the timeline, so the clinical agent knows when the FIT paths are consumed
   (streams/input_progress.py). Uploads that arrive while the FIT paths last said "caught up" must be reported
   busy before the other paths of a bulk import are in, or the clinical agent releases (and later withdraws) alerts
-  from a history without its workouts: measured every 2 s, a demo's bulk send released 20 such alerts (README,
-  Known limits, for the imports this does not cover).
+  from a history without its workouts: measured every 2 s, a demo's bulk send released 20 such alerts. A bulk
+  import's markers (`schemas.progress.ImportMarker`, from its sender) found on the FIT topic go the same way, onto
+  the summary and scale topics after what the uploads before them gave (`forward_import_marker`).
 
 - `athlete.profile` agent: keeps each athlete's profiles over time in the `athlete_profiles` table, so a
   workout's load uses the HR rest/max, FTP and sex in effect at its time (`training_load.athlete_at`, the same
@@ -55,10 +56,13 @@ from aromatrack.domain import training_load as tl
 from aromatrack.schemas import series, topics
 from aromatrack.schemas.boundary import workout_summary
 from aromatrack.schemas.events import AthleteProfile, EventError, ScaleReading, WorkoutFit, WorkoutSummary, dump_event, parse_event
-from aromatrack.schemas.progress import FIT_TOPIC, INPUT_HEADER, SCALE_TOPIC, SUMMARY_TOPIC, ProgressMarker
+from aromatrack.schemas.progress import (
+    FIT_TOPIC, INPUT_HEADER, MARKER_HEADER, SCALE_TOPIC, SUMMARY_TOPIC, ImportMarker, ProgressMarker, arrived_via, header,
+    parse_marker,
+)
 from aromatrack.schemas.series import Point
 from aromatrack.streams.app import Streams, part_key
-from aromatrack.streams.delivery import DeliveryGaps
+from aromatrack.streams.delivery import Delivered, DeliveryGaps
 from aromatrack.streams.input_progress import InputPartition, StageProgress
 from aromatrack.streams import admin, fencing, fit
 from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
@@ -525,11 +529,30 @@ async def workouts_profiles(ctx: Workouts, stream: faust.StreamT) -> None:
         await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the event's offset
 
 
+async def forward_import_marker(ctx: Workouts, message: Delivered) -> None:
+    """A sender's import marker on the FIT topic, forwarded to the summary and scale topics after what the agent
+    produced from the uploads before it (the ingest consumer takes it on to the timeline)."""
+    try:
+        marker = parse_marker(message.value)
+    except ValidationError:
+        marker = None
+    if not isinstance(marker, ImportMarker) or marker.partition != message.partition:
+        await ctx.streams.dead_letter(message.value, "progress marker: not a v1 import marker for this partition",
+                                      FIT_TOPIC, message.key)
+        return
+    forwarded = arrived_via(marker, FIT_TOPIC)
+    await ctx.streams.send_markers(SUMMARY_TOPIC, [forwarded])
+    await ctx.streams.send_markers(SCALE_TOPIC, [forwarded])
+
+
 async def workouts_fit(ctx: Workouts, stream: faust.StreamT) -> None:
     async for event in stream.events():
         async with ctx.fit_stage_lock:
             for message in await ctx.streams.delivered(ctx.fit_gaps, [event]):
-                await _guarded(ctx, handle_fit, message.key, message.value, topics.topic_for("workout.fit"))
+                if header(message.headers, MARKER_HEADER) is not None:
+                    await forward_import_marker(ctx, message)
+                else:
+                    await _guarded(ctx, handle_fit, message.key, message.value, FIT_TOPIC)
                 ctx.fit_progress.handle(message.topic, message.partition, message.offset)
             await ctx.fit_gaps.record()
             await fencing.flush_writes(ctx.streams.app)

@@ -25,7 +25,8 @@ from aromatrack.schemas.series import Audience
 from aromatrack.services.jsonl import read_events
 from aromatrack.streams.influx import rows
 from aromatrack.streams.clinical_timeline import OrderKey
-from aromatrack.streams.producer import EventProducer
+from aromatrack.streams.input_progress import HEARTBEAT_S
+from aromatrack.streams.producer import IMPORT_LEASE_S, IMPORT_RENEW_S, EventProducer
 
 from .conftest import Worker, eventually, unique_athlete
 
@@ -116,6 +117,30 @@ async def test_stream_alerts_equal_evaluate_for_multi_month_histories(stack, wor
         await eventually(correlation_written)
         trend = rows(await coaching.query(f"SELECT count(smoothed_pct) FROM body_fat_trend WHERE athlete_id = '{athlete}'"))
         assert trend[0]["count"] == sum(1 for e in events[athlete] if e.type == "scale.reading")
+
+
+async def test_a_bulk_import_sent_in_two_parts_is_released_once_whole_without_withdrawals(stack, worker):
+    """The worker reads the import's first part as fast as it comes and its watermark completes, but the sender's
+    import is still open: nothing is released until the close, then exactly evaluate's alerts, none withdrawn.
+    Released before the import's lease could lapse, so the close travelled every path (the FIT paths too)."""
+    athlete = unique_athlete("import")
+    events = history("fat_loss_unchanged_ai.jsonl", athlete)
+    first, rest = events[: len(events) // 2], events[len(events) // 2:]
+    expected = expected_state(events)
+    assert expected_state(first) and expected_state(first) != expected  # released early, it would be withdrawn
+    async with EventProducer(stack.kafka_bootstrap) as producer:
+        async with producer.bulk_import():
+            await producer.send_all(first)
+            # Long enough for every stage to report its paths caught up (HEARTBEAT_S) and the agent to release.
+            early = await alerts_on_topic(stack.kafka_bootstrap, {athlete}, 1, timeout_s=2 * HEARTBEAT_S + 4)
+            assert early == []
+            await producer.send_all(rest)
+        closed_at = time.monotonic()
+    received = await alerts_on_topic(stack.kafka_bootstrap, {athlete}, len(expected), timeout_s=60)
+    assert topic_state(received) == expected
+    assert len(received) == len(expected)  # each alert sent once: no early version, no withdrawal
+    # A lapsed lease would release at least a lease less a renewal interval after the close.
+    assert time.monotonic() - closed_at < IMPORT_LEASE_S - IMPORT_RENEW_S
 
 
 async def test_alert_latency_is_under_a_second(stack, worker):

@@ -8,12 +8,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aromatrack.schemas import boundary
 from aromatrack.schemas.events import Alert, EventError, dump_event, parse_event
-from aromatrack.schemas.progress import TIMELINE_INPUTS, ProgressMarker
+from aromatrack.schemas.progress import (
+    FIT_TOPIC, SCALE_TOPIC, SUMMARY_TOPIC, TIMELINE_INPUTS, ImportMarker, ProgressMarker, arrived_via, dump_marker,
+    parse_marker, via,
+)
 from aromatrack.services import cohort
 from aromatrack.services.jsonl import read_events
 from aromatrack.streams import clinical_codec as codec
@@ -233,16 +237,60 @@ def test_a_batch_stores_only_the_periods_it_touched():
 def test_partition_progress_needs_every_path_caught_up_since_its_last_event():
     progress = PartitionProgress()
     for path in TIMELINE_INPUTS:
-        assert not progress.complete
+        assert not progress.complete()
         progress.on_marker(ProgressMarker(input=path, partition=0, caught_up=True))
-    assert progress.complete
+    assert progress.complete()
     lab_path = "aromatrack.v1.lab.result"
     progress.on_event(lab_path)  # a batch of labs is arriving: wait for its stage's next marker
-    assert not progress.complete
+    assert not progress.complete()
     progress.on_marker(ProgressMarker(input=lab_path, partition=0, caught_up=False))
-    assert not progress.complete
+    assert not progress.complete()
     progress.on_marker(ProgressMarker(input=lab_path, partition=0, caught_up=True))
-    assert progress.complete
+    assert progress.complete()
+
+
+def caught_up_everywhere() -> PartitionProgress:
+    progress = PartitionProgress()
+    for path in TIMELINE_INPUTS:
+        progress.on_marker(ProgressMarker(input=path, partition=0, caught_up=True))
+    return progress
+
+
+def import_marker(import_id: str, path: str, lease_s: float) -> ImportMarker:
+    return ImportMarker(import_id=import_id, input=path, partition=0, lease_s=lease_s)
+
+
+def test_an_open_import_holds_a_caught_up_partition_until_it_is_closed_along_every_path():
+    progress, first_path, *other_paths = caught_up_everywhere(), *sorted(TIMELINE_INPUTS)
+    import_id = "a" * 32
+    progress.on_marker(import_marker(import_id, first_path, 30.0), now=100.0)
+    assert not progress.complete(now=101.0)  # the worker read what was there, but the sender is not done
+    for path in [first_path, *other_paths[:-1]]:
+        progress.on_marker(import_marker(import_id, path, 0.0), now=102.0)
+        assert not progress.complete(now=102.0)  # the last path may still carry the import's events
+    progress.on_marker(import_marker(import_id, other_paths[-1], 0.0), now=103.0)
+    assert progress.complete(now=103.0)
+
+
+def test_an_import_whose_sender_stopped_renewing_is_forgotten_when_its_lease_lapses():
+    progress, path = caught_up_everywhere(), sorted(TIMELINE_INPUTS)[0]
+    progress.on_marker(import_marker("b" * 32, path, 30.0), now=100.0)
+    progress.on_marker(import_marker("b" * 32, path, 30.0), now=120.0)  # renewed: open until 150
+    assert not progress.complete(now=149.0)
+    assert progress.complete(now=150.0)
+    assert progress.imports == {}
+
+
+def test_closes_of_an_import_never_seen_open_hold_nothing_and_each_import_is_closed_on_its_own():
+    progress, path = caught_up_everywhere(), sorted(TIMELINE_INPUTS)[0]
+    progress.on_marker(import_marker("c" * 32, path, 0.0), now=100.0)  # its open came before this worker's start
+    assert progress.complete(now=100.0)
+    progress.on_marker(import_marker("d" * 32, path, 30.0), now=100.0)
+    progress.on_marker(import_marker("e" * 32, path, 30.0), now=100.0)
+    for other in TIMELINE_INPUTS:
+        progress.on_marker(import_marker("d" * 32, other, 0.0), now=101.0)
+    assert not progress.complete(now=101.0)  # the other sender's import is still open
+    assert set(progress.imports) == {"e" * 32}
 
 
 def test_stage_progress_reports_changes_forwards_and_heartbeats():
@@ -334,3 +382,18 @@ def test_random_interleavings_lateness_releases_and_crashes_end_in_evaluates_ale
     topic += record.outbox.release(record.timeline.alerts(), live)
     assert topic_state(topic) == evaluated(events)
     assert point_state(written) == point_state(AthleteTimeline.of(athlete, events).fold())
+
+
+def test_markers_parse_by_kind_and_stages_relabel_them_with_the_path_they_came_along():
+    sent = ImportMarker(import_id="f" * 32, partition=2, lease_s=30.0)
+    assert parse_marker(dump_marker(sent)) == sent
+    on_summaries = arrived_via(arrived_via(sent, FIT_TOPIC), SUMMARY_TOPIC)  # the FIT agent's, then the ingest's
+    assert on_summaries.input == via(FIT_TOPIC, SUMMARY_TOPIC) and on_summaries.input in TIMELINE_INPUTS
+    progress = ProgressMarker(input=FIT_TOPIC, partition=2, caught_up=True)
+    assert parse_marker(dump_marker(progress)) == progress
+    assert arrived_via(progress, SCALE_TOPIC).input == via(FIT_TOPIC, SCALE_TOPIC)
+    for bad in (b'{"type": "import", "import_id": "x", "partition": 0, "lease_s": 1}',
+                b'{"type": "import", "import_id": "' + b"f" * 32 + b'", "partition": 0, "lease_s": 3601}',
+                b'{"type": "progress", "input": "a", "partition": 0}'):
+        with pytest.raises(ValidationError):
+            parse_marker(bad)
