@@ -68,10 +68,11 @@ MAX_IMPORT_LEASE_S = 600.0
 
 
 class ImportMarker(BaseModel):
-    """A sender's bulk import `import_id` on input `partition`: open for `lease_s` seconds from when the clinical
-    agent receives it (a sender renews it while it sends; a sender that dies is forgotten when it lapses), or
-    closed (`lease_s` 0: whatever the import sent to this partition precedes the marker). `input` is the path it
-    came along, empty as the sender writes it: each stage that forwards it extends it (`arrived_via`)."""
+    """A sender's bulk import `import_id` on input `partition`: open (renewed every third of `lease_s` while the
+    sender sends; the clinical agent forgets an import it has heard nothing of for `lease_s` while caught up on
+    everything, a sender that died), or closed (`lease_s` 0: whatever the import sent to this partition precedes
+    the marker). `input` is the path it came along, empty as the sender writes it: each stage that forwards it
+    extends it (`arrived_via`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

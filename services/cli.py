@@ -201,7 +201,8 @@ def send(
     timeline: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSON-lines file of events."),
 ) -> None:
     """Validate every event in a JSON-lines file and produce the valid ones to their Kafka topics, as one bulk
-    import: the stream releases the alerts once the whole file is in (at most 30 s after the sender died).
+    import: the stream releases the alerts once the whole file is in (30 s after the worker consumed what a
+    sender that died had sent).
 
     Bad lines are reported on stderr as FILE:LINE: problem and skipped; the exit status is 1 if any.
     """

@@ -13,10 +13,13 @@ on it. Only then are its athletes' alerts released, so what is released is what 
 gives, not what the fastest topic gave, nor the first part of an import that the worker read as fast as it came.
 
 An import (`schemas.progress.ImportMarker`) is open from its first marker along any path until it is closed
-along every path (each close follows that path's share of the import) or its lease lapses: a sender that died
-holds the partition back for at most its lease. The leases run on this worker's clock from when their markers
-arrive, so the sender's clock does not matter. A worker that (re)starts or takes the partition over learns of
-an open import at the sender's next renewal; until then it releases as the watermark alone allows.
+along every path (each close follows that path's share of the import), or until it lapses: its lease has
+passed with every path caught up and no marker of it arriving, so a sender that died holds the partition back
+for one lease once the worker has consumed what it sent. The lease does not run while a path is busy: a path
+that lags (the FIT agent decoding the import's uploads) brings its renewals and its close late, and must not
+see the import lapse in between. Leases run on this worker's clock, so the sender's clock does not matter. A
+worker that (re)starts or takes the partition over learns of an open import at the sender's next renewal; until
+then it releases as the watermark alone allows.
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ HEARTBEAT_S = 2.0
 
 @dataclass
 class OpenImport:
-    """A sender's import as one partition knows it: open until `open_until` (monotonic seconds) unless closed
-    along every path first."""
+    """A sender's import as one partition knows it: the paths it was closed along, and since when (monotonic
+    seconds) the partition has been caught up on every path with no marker of it arriving (None: not so)."""
 
-    open_until: float
+    lease_s: float
     closed_along: set[str] = field(default_factory=set)
+    idle_since: float | None = None
 
 
 @dataclass
@@ -52,29 +56,38 @@ class PartitionProgress:
     def on_event(self, path: str | None) -> None:
         if path is not None:
             self.caught_up[path] = False
+            for open_import in self.imports.values():
+                open_import.idle_since = None
 
-    def on_marker(self, marker: ProgressMarker | ImportMarker, now: float | None = None) -> None:
+    def on_marker(self, marker: ProgressMarker | ImportMarker) -> None:
         if isinstance(marker, ProgressMarker):
             self.caught_up[marker.input] = marker.caught_up
             return
-        now = time.monotonic() if now is None else now
         known = self.imports.get(marker.import_id)
         if marker.closes:
             if known is not None:
                 known.closed_along.add(marker.input)
+                known.idle_since = None
                 if self.expected <= known.closed_along:
                     del self.imports[marker.import_id]
         elif known is None:
-            self.imports[marker.import_id] = OpenImport(now + marker.lease_s)
+            self.imports[marker.import_id] = OpenImport(marker.lease_s)
         else:
-            known.open_until = max(known.open_until, now + marker.lease_s)
+            known.lease_s, known.idle_since = marker.lease_s, None
 
     def complete(self, now: float | None = None) -> bool:
-        """Every path caught up and no import open (lapsed leases are forgotten here)."""
+        """Every path caught up and no import open (an import lapses here; see the module's docstring)."""
+        if not all(self.caught_up.get(path, False) for path in self.expected):
+            for open_import in self.imports.values():
+                open_import.idle_since = None
+            return False
         now = time.monotonic() if now is None else now
-        for import_id in [import_id for import_id, open_import in self.imports.items() if open_import.open_until <= now]:
-            del self.imports[import_id]
-        return not self.imports and all(self.caught_up.get(path, False) for path in self.expected)
+        for import_id, open_import in list(self.imports.items()):
+            if open_import.idle_since is None:
+                open_import.idle_since = now
+            elif now - open_import.idle_since >= open_import.lease_s:
+                del self.imports[import_id]
+        return not self.imports
 
 
 @dataclass(frozen=True)

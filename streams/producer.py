@@ -24,8 +24,8 @@ from aromatrack.streams.admin import ensure_topics
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1_048_576
-# An open import holds the stream's alerts back this long after each renewal reaches the worker: the longest a
-# sender that died mid-import delays them. Renewed three times per lease while the import is open.
+# A sender that died mid-import holds the stream's alerts back this long once the worker has consumed what it
+# sent (streams/input_progress.py). Renewed three times per lease while the import is open.
 IMPORT_LEASE_S = 30.0
 IMPORT_RENEW_S = IMPORT_LEASE_S / 3
 
@@ -85,7 +85,7 @@ class EventProducer:
             try:
                 await self._import_markers(import_id, 0.0)
             except KafkaError as exc:  # the lease lapses instead: alerts come at most IMPORT_LEASE_S later
-                log.warning("the import's close was not sent (%s); its lease lapses in %.0f s",
+                log.warning("the import's close was not sent (%s); its lease lapses %.0f s after the worker is done",
                             type(exc).__name__, IMPORT_LEASE_S)
 
     async def _renew(self, import_id: str) -> None:

@@ -263,34 +263,54 @@ def import_marker(import_id: str, path: str, lease_s: float) -> ImportMarker:
 def test_an_open_import_holds_a_caught_up_partition_until_it_is_closed_along_every_path():
     progress, first_path, *other_paths = caught_up_everywhere(), *sorted(TIMELINE_INPUTS)
     import_id = "a" * 32
-    progress.on_marker(import_marker(import_id, first_path, 30.0), now=100.0)
+    progress.on_marker(import_marker(import_id, first_path, 30.0))
     assert not progress.complete(now=101.0)  # the worker read what was there, but the sender is not done
     for path in [first_path, *other_paths[:-1]]:
-        progress.on_marker(import_marker(import_id, path, 0.0), now=102.0)
+        progress.on_marker(import_marker(import_id, path, 0.0))
         assert not progress.complete(now=102.0)  # the last path may still carry the import's events
-    progress.on_marker(import_marker(import_id, other_paths[-1], 0.0), now=103.0)
+    progress.on_marker(import_marker(import_id, other_paths[-1], 0.0))
     assert progress.complete(now=103.0)
 
 
-def test_an_import_whose_sender_stopped_renewing_is_forgotten_when_its_lease_lapses():
+def test_an_import_lapses_after_its_lease_with_every_path_caught_up_and_nothing_heard_of_it():
     progress, path = caught_up_everywhere(), sorted(TIMELINE_INPUTS)[0]
-    progress.on_marker(import_marker("b" * 32, path, 30.0), now=100.0)
-    progress.on_marker(import_marker("b" * 32, path, 30.0), now=120.0)  # renewed: open until 150
-    assert not progress.complete(now=149.0)
-    assert progress.complete(now=150.0)
+    progress.on_marker(import_marker("b" * 32, path, 30.0))
+    assert not progress.complete(now=100.0)
+    progress.on_marker(import_marker("b" * 32, path, 30.0))  # renewed: the sender is alive
+    assert not progress.complete(now=125.0)
+    assert not progress.complete(now=154.0)
+    assert progress.complete(now=155.0)  # a sender that died: caught up on what it sent, for one lease
     assert progress.imports == {}
+
+
+def test_an_import_does_not_lapse_while_a_path_lags_behind_with_its_share():
+    """The FIT agent decodes the import's uploads long after the sender closed the import on the other paths."""
+    progress, paths = caught_up_everywhere(), sorted(TIMELINE_INPUTS)
+    fit_path = via(FIT_TOPIC, SUMMARY_TOPIC)
+    progress.on_marker(import_marker("c" * 32, fit_path, 30.0))
+    for path in paths:
+        if path != fit_path:
+            progress.on_marker(import_marker("c" * 32, path, 0.0))
+    for second in range(100, 400, 2):  # five minutes of decoding: its summaries keep arriving
+        progress.on_event(fit_path)
+        assert not progress.complete(now=float(second))
+        progress.on_marker(ProgressMarker(input=fit_path, partition=0, caught_up=True))
+        assert not progress.complete(now=second + 1.0)
+    assert "c" * 32 in progress.imports
+    progress.on_marker(import_marker("c" * 32, fit_path, 0.0))
+    assert progress.complete(now=401.0)
 
 
 def test_closes_of_an_import_never_seen_open_hold_nothing_and_each_import_is_closed_on_its_own():
     progress, path = caught_up_everywhere(), sorted(TIMELINE_INPUTS)[0]
-    progress.on_marker(import_marker("c" * 32, path, 0.0), now=100.0)  # its open came before this worker's start
+    progress.on_marker(import_marker("d" * 32, path, 0.0))  # its open came before this worker's start
     assert progress.complete(now=100.0)
-    progress.on_marker(import_marker("d" * 32, path, 30.0), now=100.0)
-    progress.on_marker(import_marker("e" * 32, path, 30.0), now=100.0)
+    progress.on_marker(import_marker("e" * 32, path, 30.0))
+    progress.on_marker(import_marker("f" * 32, path, 30.0))
     for other in TIMELINE_INPUTS:
-        progress.on_marker(import_marker("d" * 32, other, 0.0), now=101.0)
+        progress.on_marker(import_marker("e" * 32, other, 0.0))
     assert not progress.complete(now=101.0)  # the other sender's import is still open
-    assert set(progress.imports) == {"e" * 32}
+    assert set(progress.imports) == {"f" * 32}
 
 
 def test_stage_progress_reports_changes_forwards_and_heartbeats():
