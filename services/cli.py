@@ -233,12 +233,14 @@ def demo(
     athletes: int = typer.Option(50, min=1, help="Cohort size."),
     days: int = typer.Option(182, min=7, help="Days of history per athlete."),
     seed: int = typer.Option(7, help="Random seed; the same seed gives the same cohort and results."),
+    workers: int = typer.Option(2, min=1, max=8, help="Stream workers to run (one per core: they share the "
+                                "partitions, so the FIT uploads are decoded on every core)."),
 ) -> None:
     """Run the main job end to end on the local stack with a synthetic cohort, then report what happened."""
     from aromatrack.services import demo as demo_job
 
     try:
-        demo_job.run(load_settings(), athletes=athletes, days=days, seed=seed)
+        demo_job.run(load_settings(), athletes=athletes, days=days, seed=seed, workers=workers)
     except (local_stack.StackError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)

@@ -1,6 +1,7 @@
 """`aromatrack demo`: the main job end to end on the local stack, with a synthetic cohort.
 
-Starts the local servers, the stream worker and the alert notifier, registers the cohort's clinicians
+Starts the local servers, the stream workers (two by default: one per core) and the alert notifier, registers
+the cohort's clinicians
 with a local webhook receiver (which verifies every signature), writes the cohort to a JSON-lines file
 (so it can be replayed with `aromatrack evaluate`), produces it to Kafka with a progress bar, waits until
 the worker has consumed everything and the alerts are delivered, and reports what was stored,
@@ -34,7 +35,7 @@ from rich.table import Table
 
 from aromatrack.deploy import influx_access, local_stack
 from aromatrack.deploy.settings import Settings
-from aromatrack.schemas import topics
+from aromatrack.schemas import series, topics
 from aromatrack.schemas.series import Audience, database_name
 from aromatrack.schemas.events import EventError, parse_event
 from aromatrack.services import cohort
@@ -163,15 +164,15 @@ class Launched:
     started_at: float
 
 
-def launch(settings: Settings, name: str, args: list[str]) -> Launched:
-    """Start `aromatrack ARGS` in the background, logging to the state dir."""
+def launch(settings: Settings, name: str, args: list[str], **env: str) -> Launched:
+    """Start `aromatrack ARGS` in the background (with `env` added to the settings'), logging to the state dir."""
     log_path = settings.state_dir / f"demo-{name}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "aromatrack.services.cli", *args],
         stdout=open(log_path, "ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, **settings.as_env()},
+        env={**os.environ, **settings.as_env(), **env},
     )
     return Launched(name, process, log_path, time.monotonic())
 
@@ -187,11 +188,16 @@ def wait_started(launched: Launched, ready_marker: bytes) -> subprocess.Popen:
     return launched.process
 
 
-def servers_and_worker(settings: Settings) -> tuple[list[str], Launched]:
-    """The local servers, then the worker launched. No PostgreSQL: the demo's API and notifier share the
-    embedded SQLite store."""
+def servers_and_workers(settings: Settings, workers: int) -> tuple[list[str], list[Launched]]:
+    """The local servers, then the workers launched, each with its own data directory (one worker is one core:
+    the uploads' decoding and the folds share the partitions). No PostgreSQL: the demo's API and notifier share
+    the embedded SQLite store."""
     lines = local_stack.up(settings, with_store=False)
-    return lines, launch(settings, "worker", ["worker", "--loglevel", "info"])
+    return lines, [
+        launch(settings, "worker" if index == 0 else f"worker-{index + 1}", ["worker", "--loglevel", "info"],
+               AROMATRACK_WORKER_DIR=str(settings.worker_dir if index == 0 else settings.state_dir / f"faust-{index + 1}"))
+        for index in range(workers)
+    ]
 
 
 def register_clinicians(settings: Settings, events: list[dict], receiver: WebhookReceiver) -> None:
@@ -261,10 +267,31 @@ async def produce(settings: Settings, events: list[dict], report: DemoReport) ->
             for start in range(0, len(valid), 1000):
                 await producer.send_all(valid[start : start + 1000])
                 progress.update(task, advance=len(valid[start : start + 1000]))
-    with console.status("waiting for the worker to consume the history"):
+    with console.status("waiting for the workers to consume the history"):
         async with LagProbe(settings.kafka_bootstrap) as probe:
             await wait_until_consumed(probe, settings.app_id)
-        await asyncio.sleep(2 * HEARTBEAT_S + 1)  # the last progress markers complete the watermark: the release
+    with console.status("waiting for the workers to release the alerts"):
+        await wait_until_released(settings)
+
+
+async def wait_until_released(settings: Settings, timeout_s: float = 300.0) -> None:
+    """Until every stored weigh-in has its body-fat trend point: a release sends an athlete's alerts before it
+    writes those points, and an import is released whole, once its last input is in, which takes a worker
+    seconds to fold after it consumed the last message (the release is not a consumer lag). Gives up after
+    `timeout_s`, so a broken worker shows in the report rather than hangs the demo."""
+    deadline = time.monotonic() + timeout_s
+    async with influx_access.reader_store(settings) as influx:
+        coaching = influx.client(Audience.COACHING)
+
+        async def points(measurement: str, field_name: str) -> int:
+            counted = rows(await coaching.query(f'SELECT count("{field_name}") FROM "{measurement}"'))
+            return int(counted[0]["count"]) if counted else 0
+
+        while time.monotonic() < deadline:
+            weigh_ins = await points(series.BODY_COMPOSITION.measurement, "body_fat_pct")
+            if await points(series.BODY_FAT_TREND.measurement, "smoothed_pct") >= weigh_ins:
+                return
+            await asyncio.sleep(HEARTBEAT_S / 2)
 
 
 async def read_topic(settings: Settings, topic: str) -> list:
@@ -363,24 +390,25 @@ def print_report(settings: Settings, report: DemoReport, cohort_file: Path, inbo
     console.print("- the local servers and the API keep running; `make stack-down` stops them")
 
 
-def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
+def run(settings: Settings, athletes: int, days: int, seed: int, workers: int = 2) -> DemoReport:
     began = time.monotonic()
     try:
         recordings = cohort.FitRecordings.load(CORPUS)
     except FileNotFoundError as exc:
         raise RuntimeError(str(exc)) from None
-    # The servers and the worker start (a JVM's and faust's start-up, mostly waiting) while the cohort is
+    # The servers and the workers start (a JVM's and faust's start-up, mostly waiting) while the cohort is
     # generated (CPU): side by side instead of one after the other, about 20 s sooner on 2 cores.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        starting = pool.submit(servers_and_worker, settings)
+        starting = pool.submit(servers_and_workers, settings, workers)
         try:
             with console.status("generating the cohort (runs and rides re-stamped from real FIT files)..."):
                 events = cohort.generate(athletes=athletes, days=days, seed=seed, recordings=recordings)
         except BaseException:
             with contextlib.suppress(Exception):
-                starting.result()[1].process.terminate()  # the worker must not outlive a failed demo
+                for launched in starting.result()[1]:
+                    launched.process.terminate()  # the workers must not outlive a failed demo
             raise
-        lines, worker = starting.result()
+        lines, launched_workers = starting.result()
     for line in lines:
         console.print(line)
     cohort_file = settings.state_dir / f"demo-cohort-seed{seed}.jsonl"
@@ -389,10 +417,11 @@ def run(settings: Settings, athletes: int, days: int, seed: int) -> DemoReport:
 
     receiver = WebhookReceiver(new_webhook_secret(), settings.state_dir / "demo-charts")
     register_clinicians(settings, events, receiver)
-    processes = [worker.process]
+    processes = [launched.process for launched in launched_workers]
     report = DemoReport()
     try:
-        wait_started(worker, b"[^Worker]: Ready")
+        for launched in launched_workers:
+            wait_started(launched, b"[^Worker]: Ready")
         asyncio.run(produce(settings, events, report))
         # The demo streams months of history at once; the notifier starts once it is stored, so each
         # alert's chart shows the whole story (live, data is stored before its alert fires anyway). Every
