@@ -4,7 +4,8 @@
   The sha256 of the athlete and the file is its workout id (two athletes with byte-identical files get two
   workouts): an upload already seen for the athlete is skipped. Samples go to
   InfluxDB as 10 s means; weigh-ins become `scale.reading` events on their input topic; the workout becomes a
-  `workout.summary` event (event_id derived from the content hash) on the `workout.summary` topic. Anything
+  `workout.summary` event (event_id derived from the content hash) on the `workout.summary` topic. Uploads are
+  handled in batches (`UploadBatch`: one InfluxDB write and one wait for the forwards per batch). Anything
   undecodable goes to the dead-letter topic with the decoder's reason; no exception stops the agent.
 - Summaries (FIT-derived or sent directly by a tracker) are validated and forwarded to the timeline by the
   ingest consumer (streams/ingest.py), like every other input. The clinical agent hands each timeline batch's
@@ -70,6 +71,9 @@ from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payl
 # How often the FIT stage measures its progress (a marker is sent only when a partition's state changed, or every
 # input_progress.HEARTBEAT_S): within this time of uploads arriving, the FIT paths are reported busy.
 FIT_PROGRESS_POLL_S = 0.1
+# Uploads handled as one batch (one InfluxDB write, one wait for their forwards), gathered for at most this long.
+FIT_BATCH_SIZE = 20
+FIT_BATCH_WINDOW_S = 0.05
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +208,13 @@ class SeenIds:
             del months[:-SEEN_MONTHS]
             self.changed.add(self._key(athlete_key, "months"))
         return True
+
+    def discard(self, athlete_key: bytes, moment: datetime, item_id: str) -> None:
+        """Forget an id added since the last save (its handling failed: a repeat must be handled again)."""
+        key = self._key(athlete_key, f"{moment.astimezone(timezone.utc):%Y-%m}")
+        ids = self._entry(key)
+        if item_id in ids:
+            ids.remove(item_id)
 
     def save(self) -> None:
         for key in self.changed - self.forgotten:
@@ -365,51 +376,88 @@ def load_points(athlete_id: str, bodies: list[dict[str, Any]], update: tl.LoadUp
     return points
 
 
-async def handle_fit(ctx: Workouts, athlete_key: bytes | None, raw: bytes) -> None:
-    source = topics.topic_for("workout.fit")
+@dataclass
+class UploadBatch:
+    """A batch of FIT uploads handled together: their sample points go to InfluxDB in one write and their forwards
+    are awaited together (`flush`); one write and one wait per upload were most of the FIT stage's time
+    (BENCHMARKS.md, "Backfill of Garmin Connect exports"). The uploads are remembered (`seen`) only once both are
+    done: a crash before that decodes them again, and their summaries keep their ids."""
+
+    ctx: Workouts
+    seen: SeenIds
+    points: list[Point] = field(default_factory=list)
+    sent: list[Any] = field(default_factory=list)  # the forwards' delivery futures
+    pending: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # (key, raw) of the uploads counted
+
+    async def flush(self) -> None:
+        """Write the points, await the forwards, remember the uploads. On a failure the batch's uploads are
+        dead-lettered with the error's type, as one failing upload is (`_dead_letter_bug`)."""
+        if not self.pending:
+            return
+        try:
+            await self.ctx.streams.influx().write(self.points)
+            for delivery in self.sent:
+                await delivery
+        except Exception as exc:  # noqa: BLE001 - the worker must keep going; the reason goes with each upload
+            for athlete_key, raw in self.pending:
+                await _dead_letter_bug(self.ctx, exc, raw, FIT_TOPIC, athlete_key)
+            self.seen = SeenIds(self.ctx.tables.seen, "fit")  # forget what the failed batch added
+        else:
+            self.seen.save()
+        self.points, self.sent, self.pending = [], [], []
+
+
+async def handle_fit(batch: UploadBatch, athlete_key: bytes | None, raw: bytes) -> None:
+    """Decode one upload and start its forwards; its points and its forwards' acknowledgements wait for the batch's
+    `flush`."""
+    ctx = batch.ctx
     try:
         event = parse_event(raw)
         if not isinstance(event, WorkoutFit):
-            raise EventError(f"type: {event.type} events do not belong on {source}")
+            raise EventError(f"type: {event.type} events do not belong on {FIT_TOPIC}")
         data = fit_payload(event)
         decoded = decode_fit(data)
     except (EventError, FitDecodeError, OSError) as exc:
-        await ctx.streams.dead_letter(raw, str(exc), source, athlete_key)
+        await ctx.streams.dead_letter(raw, str(exc), FIT_TOPIC, athlete_key)
         return
     key = event.athlete_id.encode()
     workout_id = fit.workout_id(event.athlete_id, data)
-    seen = SeenIds(ctx.tables.seen, "fit")
     recorded_at = decoded.workouts[0].start if decoded.workouts else min(weigh_in.time for weigh_in in decoded.weigh_ins)
-    if not seen.add(key, recorded_at, workout_id):
+    if not batch.seen.add(key, recorded_at, workout_id):
         log.info("duplicate FIT upload skipped (workout %s)", workout_id[:8])
         return
-    sent = []
+    try:
+        await _forward_upload(batch, event, data, decoded, raw)
+    except BaseException:
+        batch.seen.discard(key, recorded_at, workout_id)
+        raise
+    batch.pending.append((athlete_key, raw))
+
+
+async def _forward_upload(batch: UploadBatch, event: WorkoutFit, data: bytes, decoded: fit.DecodedFit, raw: bytes) -> None:
+    """The upload's weigh-ins and summaries sent on, its sample points added to the batch's write."""
+    ctx, key = batch.ctx, event.athlete_id.encode()
     for weigh_in in decoded.weigh_ins:
         try:
             reading = ScaleReading(athlete_id=event.athlete_id, time=weigh_in.time, device="fit", **{
                 name: value for name, value in vars(weigh_in).items() if name != "time" and value is not None
             })
         except ValidationError as exc:
-            await ctx.streams.dead_letter(raw, f"weight_scale message is not a valid scale.reading: {exc.errors()[0]['msg']}", source, key)
+            await ctx.streams.dead_letter(raw, f"weight_scale message is not a valid scale.reading: {exc.errors()[0]['msg']}", FIT_TOPIC, key)
             continue
-        sent.append(await ctx.scale_topic.send(key=key, value=dump_event(reading), headers={INPUT_HEADER: FIT_TOPIC.encode()}))
+        batch.sent.append(await ctx.scale_topic.send(key=key, value=dump_event(reading), headers={INPUT_HEADER: FIT_TOPIC.encode()}))
     if decoded.workouts:
         # One profile for all of a file's sessions: the one in effect when its first session started.
         athlete = tl.athlete_at(_profile_history(ctx.tables, key), decoded.workouts[0].start.timestamp())
         summaries = fit.upload_summaries(decoded, event.athlete_id, data, athlete)
-        await ctx.streams.influx().write([
+        batch.points += [
             point
             for workout, summary in zip(decoded.workouts, summaries)
             for point in sample_points(event.athlete_id, summary["workout_id"], workout.samples)
-        ])
+        ]
         for summary in summaries:
-            sent.append(await ctx.summary_topic.send(key=key, value=json.dumps(summary).encode(),
-                                                 headers={INPUT_HEADER: FIT_TOPIC.encode()}))
-    # On the broker before the upload is remembered: a crash in between decodes it again (the summaries keep
-    # their ids, so the summary agent counts them once) rather than remembering an upload whose workouts were lost.
-    for delivery in sent:
-        await delivery
-    seen.save()
+            batch.sent.append(await ctx.summary_topic.send(key=key, value=json.dumps(summary).encode(),
+                                                       headers={INPUT_HEADER: FIT_TOPIC.encode()}))
 
 
 @dataclass(frozen=True)
@@ -546,14 +594,20 @@ async def forward_import_marker(ctx: Workouts, message: Delivered) -> None:
 
 
 async def workouts_fit(ctx: Workouts, stream: faust.StreamT) -> None:
-    async for event in stream.events():
+    async for events in stream.take_events(FIT_BATCH_SIZE, within=FIT_BATCH_WINDOW_S):
         async with ctx.fit_stage_lock:
-            for message in await ctx.streams.delivered(ctx.fit_gaps, [event]):
+            batch = UploadBatch(ctx, SeenIds(ctx.tables.seen, "fit"))
+            for message in await ctx.streams.delivered(ctx.fit_gaps, events):
                 if header(message.headers, MARKER_HEADER) is not None:
+                    await batch.flush()  # the marker follows the forwards of the uploads before it
                     await forward_import_marker(ctx, message)
                 else:
-                    await _guarded(ctx, handle_fit, message.key, message.value, FIT_TOPIC)
+                    try:
+                        await handle_fit(batch, message.key, message.value)
+                    except Exception as exc:  # noqa: BLE001 - the worker must keep going; the reason goes with it
+                        await _dead_letter_bug(ctx, exc, message.value, FIT_TOPIC, message.key)
                 ctx.fit_progress.handle(message.topic, message.partition, message.offset)
+            await batch.flush()
             await ctx.fit_gaps.record()
             await fencing.flush_writes(ctx.streams.app)
 
