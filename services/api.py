@@ -41,7 +41,7 @@ from aromatrack.services.store import UNAVAILABLE, AsyncStore, InboxAlert, Store
 from aromatrack.services.withings import WithingsError, scale_readings
 from aromatrack.streams import fit
 from aromatrack.streams.influx import InfluxError, SeriesStore
-from aromatrack.streams.producer import MAX_MESSAGE_BYTES, EventProducer
+from aromatrack.streams.producer import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("aromatrack.api")
 access_log = logging.getLogger("aromatrack.access")
@@ -80,20 +80,6 @@ BROKER_FAILURES = (KafkaError, OSError, asyncio.TimeoutError)
 class EventSink(Protocol):
     async def send_all(self, events: Sequence[EventBase]) -> int:
         """Produce and wait for the broker's acknowledgement; raises one of BROKER_FAILURES if it fails."""
-
-
-@dataclass(frozen=True)
-class ImportingSink:
-    """The broker as the API's sink: a request's batch of several events is sent as one bulk import, so an app
-    that syncs a week of readings has its alerts released once, whole; a single event goes as it is (live)."""
-
-    producer: EventProducer
-
-    async def send_all(self, events: Sequence[EventBase]) -> int:
-        if len(events) < 2:
-            return await self.producer.send_all(events)
-        async with self.producer.bulk_import():
-            return await self.producer.send_all(events)
 
 
 @dataclass
@@ -378,10 +364,12 @@ def create_app(deps: Services | None = None, settings: Settings | None = None, l
         if settings is None:
             yield
             return
+        from aromatrack.streams.producer import EventProducer
+
         async with EventProducer(settings.kafka_bootstrap) as producer, influx_access.reader_store(
             settings, max_attempts=2
         ) as influx:
-            app.state.services.sink = ImportingSink(producer)
+            app.state.services.sink = producer
             app.state.services.influx = influx
             pruning = asyncio.create_task(prune_hourly(app.state.services.async_store))
             try:

@@ -14,7 +14,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aromatrack.deploy import influx_access
 from aromatrack.schemas import series as S
 from aromatrack.schemas import topics
-from aromatrack.schemas.progress import MARKER_HEADER
 from aromatrack.services.api import Services, create_app
 from aromatrack.services.auth import Role
 from aromatrack.services.store import Store
@@ -76,34 +75,6 @@ async def test_an_accepted_event_is_on_kafka_exactly_once_despite_retries(stack,
     on_kafka = [m for m in map(json.loads, (r.value for r in records)) if m.get("athlete_id") == athlete]
     assert [m["event_id"] for m in on_kafka] == first.json()["accepted"]
     assert on_kafka[0]["weight_kg"] == 81.0
-
-
-async def test_a_batch_of_readings_goes_to_kafka_as_one_bulk_import(stack, tmp_path):
-    """An app syncing readings after being offline: its batch sits between its import's open and close markers on
-    the athlete's partition, so the stream releases its alerts once, whole (streams/producer.py)."""
-    athlete = unique_athlete()
-    store = Store(tmp_path / "api.sqlite3")
-    token = store.add_user(athlete, Role.ATHLETE)
-    app = create_app(Services(store), settings=stack)
-    topic = topics.topic_for("scale.reading")
-    before = await end_offsets(stack.kafka_bootstrap, topic)
-    batch = [{"time": f"2026-05-0{day}T07:00:00Z", "weight_kg": 81.0 - day / 10, "body_fat_pct": 16.5} for day in (1, 2, 3)]
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app), base_url="http://api"
-    ) as client:
-        accepted = await client.post(f"/v1/athletes/{athlete}/scale-readings", json=batch,
-                                     headers={"Authorization": f"Bearer {token}"})
-    assert accepted.status_code == 202
-    records = await records_since(stack.kafka_bootstrap, before)
-    (partition,) = {r.partition for r in records if json.loads(r.value).get("athlete_id") == athlete}
-    # The sender's own markers (a worker's FIT agent forwards the same import's FIT-topic markers here too).
-    on_partition = [m for m in (json.loads(r.value) for r in records if r.partition == partition)
-                    if m.get("athlete_id") == athlete or (m.get("type") == "import" and m["input"] == "")]
-    kinds = [m.get("type") if m.get("type") == "import" else m.get("athlete_id") for m in on_partition]
-    assert kinds == ["import", athlete, athlete, athlete, "import"]
-    opened, closed = on_partition[0], on_partition[-1]
-    assert opened["import_id"] == closed["import_id"] and opened["lease_s"] > 0 and closed["lease_s"] == 0
-    assert all(r.headers and dict(r.headers).get(MARKER_HEADER) for r in records if json.loads(r.value).get("type") == "import")
 
 
 async def test_a_coach_reads_body_composition_from_influx_but_never_labs_which_the_clinician_reads(stack, tmp_path):
