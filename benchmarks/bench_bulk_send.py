@@ -35,6 +35,7 @@ from bench_workers import cpu_seconds
 from harness import running_worker, stop_on_sigterm  # benchmarks/ is the script's directory
 
 TIMEOUT_S = 1800
+EVALUATE_RUNS = 3
 
 
 def evaluate_time(raws: list[dict]) -> tuple[float, dict[str, dict]]:
@@ -118,8 +119,11 @@ def main() -> None:
     args = parser.parse_args()
     stop_on_sigterm()
     raws = cohort.generate(athletes=args.athletes, days=args.days, seed=7)
-    evaluate_s, _ = evaluate_time(raws)
-    print(f"cohort {args.athletes} athletes x {args.days} days: {len(raws)} lines; evaluate {evaluate_s:.2f} s")
+    # The best of three: evaluate's time moved by half from one run to the next on a shared machine, and the
+    # ratios are against the core at its fastest.
+    evaluate_s = min(evaluate_time(raws)[0] for _ in range(EVALUATE_RUNS))
+    print(f"cohort {args.athletes} athletes x {args.days} days: {len(raws)} lines; evaluate {evaluate_s:.2f} s "
+          f"(best of {EVALUATE_RUNS})")
     for workers in args.workers:
         for guarantee in args.guarantees:
             run(workers, guarantee, raws, evaluate_s)
