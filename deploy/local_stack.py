@@ -62,6 +62,30 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _bindable(host: str, port: int) -> bool:
+    """Whether a server could listen on the port now, as the broker binds (address reuse on): nothing listens
+    there, and no connection uses it as its local port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(host: str, preferred: int, count: int, attempts: int = 50) -> int:
+    """`preferred` if it and the `count - 1` ports after it can be bound, else the first such run above it.
+
+    A throwaway stack's fixed ports lie in the range the kernel takes outgoing connections' local ports from
+    (32768-60999 by default): once, the broker of four fault tests in a row exited at start (its port was some
+    client's local port) until that connection closed."""
+    for start in range(preferred, preferred + attempts * count, count):
+        if all(_bindable(host, port) for port in range(start, start + count)):
+            return start
+    raise StackError(f"no {count} free ports on {host} from {preferred} on")
+
+
 def _influx_ready(host: str, port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/ping", timeout=1) as response:
@@ -562,17 +586,21 @@ def report(settings: Settings) -> list[str]:
 
 @contextlib.contextmanager
 def throwaway_stack(kafka_port: int, influx_port: int) -> Iterator[Settings]:
-    """A broker and InfluxDB with empty state on the given loopback ports, removed afterwards (no PostgreSQL).
+    """A broker and InfluxDB with empty state on the given loopback ports (or the next free ones), removed
+    afterwards (no PostgreSQL).
 
     For benchmarks and fault tests that must start from empty topics or restart servers freely.
     """
     from .settings import load_settings
 
+    host = "127.0.0.1"
+    kafka_port = free_ports(host, kafka_port, 1 + CONTROLLER_PORT_OFFSET)
+    influx_port = free_ports(host, influx_port, 3)  # its HTTP port, and its RPC port two above
     with tempfile.TemporaryDirectory(prefix="aromatrack-") as state_dir:
         settings = dataclasses.replace(
             load_settings(),
-            kafka_bootstrap=f"127.0.0.1:{kafka_port}",
-            influx_url=f"http://127.0.0.1:{influx_port}",
+            kafka_bootstrap=f"{host}:{kafka_port}",
+            influx_url=f"http://{host}:{influx_port}",
             state_dir=Path(state_dir),
         )
         up(settings, with_store=False)

@@ -95,3 +95,17 @@ def test_the_store_settings_give_sqlite_by_default_and_postgresql_with_its_passw
     settings = load_settings()
     assert settings.store_url == "postgresql://aromatrack:p%40ss%2Fword@db.internal:5432/aromatrack"
     assert settings.as_env()["AROMATRACK_STORE_PASSWORD"] == "p@ss/word"
+
+
+def test_a_port_some_connection_uses_as_its_local_port_is_not_taken_for_a_server():
+    """An outgoing connection's local port comes from the range the throwaway stacks' fixed ports lie in."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        with socket.create_connection(server.getsockname()) as client:
+            local_port = client.getsockname()[1]
+            assert not local_stack._bindable("127.0.0.1", local_port)
+            chosen = local_stack.free_ports("127.0.0.1", local_port, 2)
+            assert chosen >= local_port + 2 and local_stack._bindable("127.0.0.1", chosen)
+        listening_port = server.getsockname()[1]
+        assert local_stack.free_ports("127.0.0.1", listening_port, 1) != listening_port
