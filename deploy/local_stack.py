@@ -78,8 +78,9 @@ def free_ports(host: str, preferred: int, count: int, attempts: int = 50) -> int
     """`preferred` if it and the `count - 1` ports after it can be bound, else the first such run above it.
 
     A throwaway stack's fixed ports lie in the range the kernel takes outgoing connections' local ports from
-    (32768-60999 by default): once, the broker of four fault tests in a row exited at start (its port was some
-    client's local port) until that connection closed."""
+    (32768-60999 by default): once, the broker of four fault tests in a row exited at start and the fifth started
+    on the same ports, most likely because some connection held one of them as its local port until it closed
+    (the broker's log went with the throwaway state)."""
     for start in range(preferred, preferred + attempts * count, count):
         if all(_bindable(host, port) for port in range(start, start + count)):
             return start
