@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from . import topics
 
@@ -99,6 +99,22 @@ def dump_marker(marker: ProgressMarker | ImportMarker) -> bytes:
 def parse_marker(raw: bytes) -> ProgressMarker | ImportMarker:
     """Raises pydantic's ValidationError for anything but a v1 progress or import marker."""
     return _MARKER_ADAPTER.validate_json(raw)
+
+
+class MarkerError(ValueError):
+    """A marker a stage cannot take; the message is the reason for the dead letter (no marker content)."""
+
+
+def marker_found_on(raw: bytes, partition: int) -> ProgressMarker | ImportMarker:
+    """A marker as a stage reads it from `partition` of its input: MarkerError when it is not a v1 marker or is
+    for another partition (a stage forwards a marker to the downstream partition it names)."""
+    try:
+        marker = parse_marker(raw)
+    except ValidationError:
+        raise MarkerError("progress marker: not a valid v1 marker") from None
+    if marker.partition != partition:
+        raise MarkerError(f"progress marker: for partition {marker.partition}, found on partition {partition}")
+    return marker
 
 
 def arrived_via(marker: ProgressMarker | ImportMarker, topic: str) -> ProgressMarker | ImportMarker:

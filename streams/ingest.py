@@ -39,11 +39,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
-from pydantic import ValidationError
 
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
-from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, arrived_via, header, parse_marker, via
+from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, MarkerError, arrived_via, header, marker_found_on, via
 from aromatrack.streams.app import Streams, session_timeouts_ms
 from aromatrack.streams.input_progress import InputPartition, StageProgress
 from aromatrack.streams.points import event_points
@@ -73,14 +72,12 @@ async def ingest_batch(streams: Streams, records: list[ConsumerRecord]) -> None:
         raw = record.value if isinstance(record.value, bytes) else str(record.value).encode()
         if header(record.headers, MARKER_HEADER) is not None:
             try:
-                marker = parse_marker(raw)
-            except ValidationError:
-                reason = "progress marker: not a valid v1 marker"
+                marker = marker_found_on(raw, record.partition)
+            except MarkerError as exc:
+                reason = str(exc)
             else:
-                if marker.partition == record.partition:
-                    upstream_markers.append(arrived_via(marker, record.topic))
-                    continue
-                reason = f"progress marker: for partition {marker.partition}, found on partition {record.partition}"
+                upstream_markers.append(arrived_via(marker, record.topic))
+                continue
         else:
             try:
                 event = parse_event(raw)

@@ -41,7 +41,7 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, MutableMapping
 from dataclasses import dataclass, field
 from itertools import groupby
 from datetime import date, datetime, timedelta, timezone
@@ -58,8 +58,8 @@ from aromatrack.schemas import series, topics
 from aromatrack.schemas.boundary import workout_summary
 from aromatrack.schemas.events import AthleteProfile, EventError, ScaleReading, WorkoutFit, WorkoutSummary, dump_event, parse_event
 from aromatrack.schemas.progress import (
-    FIT_TOPIC, INPUT_HEADER, MARKER_HEADER, SCALE_TOPIC, SUMMARY_TOPIC, ImportMarker, ProgressMarker, arrived_via, header,
-    parse_marker,
+    FIT_TOPIC, INPUT_HEADER, MARKER_HEADER, SCALE_TOPIC, SUMMARY_TOPIC, ImportMarker, MarkerError, ProgressMarker,
+    arrived_via, header, marker_found_on,
 )
 from aromatrack.schemas.series import Point
 from aromatrack.streams.app import Streams, part_key
@@ -549,9 +549,10 @@ async def _dead_letter_bug(ctx: Workouts, exc: Exception, raw: bytes, source: st
     await ctx.streams.dead_letter(raw, f"internal error while processing: {type(exc).__name__}; report this message", source, athlete_key)
 
 
-async def _guarded(ctx: Workouts, handler: Any, athlete_key: bytes | None, raw: bytes, source: str) -> None:
+async def _guarded(ctx: Workouts, handling: Awaitable[None], athlete_key: bytes | None, raw: bytes, source: str) -> None:
+    """Await one message's handling; an exception dead-letters the message instead of stopping the agent."""
     try:
-        await handler(ctx, athlete_key, raw)
+        await handling
     except Exception as exc:  # noqa: BLE001 - the worker must keep going; the reason goes with the message
         await _dead_letter_bug(ctx, exc, raw, source, athlete_key)
 
@@ -572,7 +573,8 @@ async def handle_profile(ctx: Workouts, _athlete_key: bytes | None, raw: bytes) 
 async def workouts_profiles(ctx: Workouts, stream: faust.StreamT) -> None:
     async for event in stream.events():
         for message in await ctx.streams.delivered(ctx.profile_gaps, [event]):
-            await _guarded(ctx, handle_profile, message.key, message.value, topics.topic_for("athlete.profile"))
+            await _guarded(ctx, handle_profile(ctx, message.key, message.value), message.key, message.value,
+                           topics.topic_for("athlete.profile"))
         await ctx.profile_gaps.record()
         await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the event's offset
 
@@ -581,16 +583,17 @@ async def forward_import_marker(ctx: Workouts, message: Delivered) -> None:
     """A sender's import marker on the FIT topic, forwarded to the summary and scale topics after what the agent
     produced from the uploads before it (the ingest consumer takes it on to the timeline)."""
     try:
-        marker = parse_marker(message.value)
-    except ValidationError:
-        marker = None
-    if not isinstance(marker, ImportMarker) or marker.partition != message.partition:
-        await ctx.streams.dead_letter(message.value, "progress marker: not a v1 import marker for this partition",
-                                      FIT_TOPIC, message.key)
-        return
-    forwarded = arrived_via(marker, FIT_TOPIC)
-    await ctx.streams.send_markers(SUMMARY_TOPIC, [forwarded])
-    await ctx.streams.send_markers(SCALE_TOPIC, [forwarded])
+        marker = marker_found_on(message.value, message.partition)
+    except MarkerError as exc:
+        reason = str(exc)
+    else:
+        if isinstance(marker, ImportMarker):
+            forwarded = arrived_via(marker, FIT_TOPIC)
+            await ctx.streams.send_markers(SUMMARY_TOPIC, [forwarded])
+            await ctx.streams.send_markers(SCALE_TOPIC, [forwarded])
+            return
+        reason = "progress marker: only a sender's import markers belong on the FIT topic"
+    await ctx.streams.dead_letter(message.value, reason, FIT_TOPIC, message.key)
 
 
 async def workouts_fit(ctx: Workouts, stream: faust.StreamT) -> None:
@@ -602,10 +605,8 @@ async def workouts_fit(ctx: Workouts, stream: faust.StreamT) -> None:
                     await batch.flush()  # the marker follows the forwards of the uploads before it
                     await forward_import_marker(ctx, message)
                 else:
-                    try:
-                        await handle_fit(batch, message.key, message.value)
-                    except Exception as exc:  # noqa: BLE001 - the worker must keep going; the reason goes with it
-                        await _dead_letter_bug(ctx, exc, message.value, FIT_TOPIC, message.key)
+                    await _guarded(ctx, handle_fit(batch, message.key, message.value), message.key, message.value,
+                                   FIT_TOPIC)
                 ctx.fit_progress.handle(message.topic, message.partition, message.offset)
             await batch.flush()
             await ctx.fit_gaps.record()

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from aromatrack.schemas import boundary
 from aromatrack.schemas.events import Alert, EventError, dump_event, parse_event
 from aromatrack.schemas.progress import (
-    FIT_TOPIC, SCALE_TOPIC, SUMMARY_TOPIC, TIMELINE_INPUTS, ImportMarker, ProgressMarker, arrived_via, dump_marker,
-    parse_marker, via,
+    FIT_TOPIC, SCALE_TOPIC, SUMMARY_TOPIC, TIMELINE_INPUTS, ImportMarker, MarkerError, ProgressMarker, arrived_via,
+    dump_marker, marker_found_on, parse_marker, via,
 )
 from aromatrack.services import cohort
 from aromatrack.services.jsonl import read_events
@@ -417,3 +417,12 @@ def test_markers_parse_by_kind_and_stages_relabel_them_with_the_path_they_came_a
                 b'{"type": "progress", "input": "a", "partition": 0}'):
         with pytest.raises(ValidationError):
             parse_marker(bad)
+
+
+def test_a_stage_refuses_a_marker_that_is_not_one_or_names_another_partition():
+    marker = ImportMarker(import_id="a" * 32, partition=1, lease_s=30.0)
+    assert marker_found_on(dump_marker(marker), 1) == marker
+    with pytest.raises(MarkerError, match="for partition 1, found on partition 2"):
+        marker_found_on(dump_marker(marker), 2)
+    with pytest.raises(MarkerError, match="not a valid v1 marker"):
+        marker_found_on(b'{"type": "import"}', 1)
