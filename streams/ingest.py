@@ -40,11 +40,13 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
 
+from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, MarkerError, arrived_via, header, marker_found_on, via
 from aromatrack.streams.app import Streams, session_timeouts_ms
 from aromatrack.streams.input_progress import InputPartition, StageProgress
+from aromatrack.streams.rewinding_consumer import FETCH_MAX_WAIT_MS
 from aromatrack.streams.points import event_points
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,19 @@ async def ingest_batch(streams: Streams, records: list[ConsumerRecord]) -> None:
         await streams.app.producer.flush()
 
 
+def new_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """The ingest consumer, in its own group, committing by hand."""
+    return AIOKafkaConsumer(
+        *topics.INGEST_TOPICS,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=topics.ingest_group(settings.app_id),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,  # a busy partition waits at most this behind a fetch of idle ones
+        **session_timeouts_ms(settings.worker.session_timeout_s),
+    )
+
+
 class IngestConsumer(faust.Service):
     """Consumes INGEST_TOPICS in batches and commits each batch's offsets once it is stored and forwarded."""
 
@@ -112,14 +127,7 @@ class IngestConsumer(faust.Service):
     @faust.Service.task
     async def _consume(self) -> None:
         settings = self.streams.settings
-        consumer = AIOKafkaConsumer(
-            *topics.INGEST_TOPICS,
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=topics.ingest_group(settings.app_id),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **session_timeouts_ms(settings.worker.session_timeout_s),
-        )
+        consumer = new_consumer(settings)
         await consumer.start()
         self.running = consumer
         progress = StageProgress()

@@ -1,4 +1,4 @@
-"""faust's Kafka consumer with two additions: after a rebalance, a stream partition with no committed offset is read
+"""faust's Kafka consumer with three additions: after a rebalance, a stream partition with no committed offset is read
 again from its beginning, so the messages the rebalance dropped are fetched again; and the heartbeats the group
 accepts are recorded as the worker's session lease (`fencing.SessionLease`), which its InfluxDB writes check.
 
@@ -16,6 +16,13 @@ those itself when it recovers and follows them.
 aiokafka keeps no record of its last accepted heartbeat that others can read; the consumer's thread wraps its group
 coordinator's heartbeat request to note the send time of each one the coordinator accepts (aiokafka counts a
 "rebalance in progress" answer as accepted: the member stays in the group while it rejoins).
+
+And the broker holds an empty fetch for at most FETCH_MAX_WAIT_MS instead of faust's fixed 1.5 s. aiokafka keeps one
+fetch in flight per broker and leaves out of it the partitions whose fetched records the worker has not taken yet.
+In a bulk import the timeline's partitions often have such records when a fetch goes out, so the fetch asks only for
+the idle topics (FIT uploads, profiles), and the broker holds it until its wait runs out: the clinical agent got
+nothing for up to 1.5 s at a time while the timeline filled (seen with worker logs and a second consumer reading the
+timeline at the same time: 0.7-1.5 s stalls in most one-worker bulk sends).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import logging
 import time
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
 
@@ -31,8 +39,17 @@ from aromatrack.streams.fencing import SessionLease
 
 log = logging.getLogger(__name__)
 
+# The longest the broker holds a fetch that finds no new records: the longest a busy partition can wait behind a
+# fetch of idle ones. An idle worker asks again this often (aiokafka's default is 500 ms; the Java client's too).
+FETCH_MAX_WAIT_MS = 100
+
 
 class LeaseRecordingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # faust passes a fixed 1500; read by the fetcher at start
+        return consumer
+
     async def on_start(self) -> None:
         await super().on_start()
         coordinator = getattr(self._consumer, "_coordinator", None)

@@ -121,3 +121,21 @@ def test_the_workers_options_are_read_from_the_environment_once_with_bad_values_
         with pytest.raises(ValueError, match=re.escape(f"{name}: {problem}")):
             load_settings()
         monkeypatch.delenv(name)
+
+
+async def test_the_workers_consumers_ask_the_broker_to_hold_an_empty_fetch_briefly(tmp_path):
+    """aiokafka sends one fetch per broker at a time, without the partitions whose records are still waiting to be
+    taken: a bulk import's busy timeline waits behind a fetch of the idle topics for as long as the broker holds it
+    (faust's fixed 1.5 s stalled the clinical agent for that long)."""
+    from aromatrack.streams import ingest
+    from aromatrack.streams.rewinding_consumer import FETCH_MAX_WAIT_MS
+    from aromatrack.streams.worker import create_app
+
+    app = create_app(settings(tmp_path))
+    agents_consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    ingest_consumer = ingest.new_consumer(settings(tmp_path))
+    try:
+        assert agents_consumer._fetch_max_wait_ms == ingest_consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS <= 100
+    finally:
+        await agents_consumer.stop()
+        await ingest_consumer.stop()
