@@ -1,7 +1,8 @@
 """Backfill of many athlete-years through the whole worker: time, and memory as history grows.
 
 A fixed cohort (50 athletes by default) with 20 years of history each (1000 athlete-years), sent year after
-year into Kafka all at once (no pacing: the clinical agent's watermark puts each year in order), with the
+year into Kafka, each year at once as one bulk import (no pacing: the clinical agent's watermark puts each year
+in order, and releases it when the import is closed and consumed), with the
 worker's resident memory sampled after every year. The clinical agent keeps every athlete's history in its table,
 which is on disk (streams/table_store.py), and in memory about the last year of each (a release settles longer
 timelines); the workouts' daily loads are folded into a carried CTL/ATL. So memory should stay flat as history
@@ -47,7 +48,8 @@ async def backfill(settings: Settings, worker: subprocess.Popen, athletes: int, 
         events = valid_events([raw for raw in raws if raw["time"].startswith(prefix)])
         year_began = time.perf_counter()
         async with EventProducer(settings.kafka_bootstrap) as producer, LagProbe(settings.kafka_bootstrap) as probe:
-            await producer.send_all(events)  # the year at once, unpaced: the clinical watermark orders it
+            async with producer.bulk_import():  # the year at once, unpaced, as `aromatrack send` sends a file
+                await producer.send_all(events)
             await wait_until_consumed(probe, settings.app_id)
         total += len(events)
         rate = len(events) / (time.perf_counter() - year_began)
