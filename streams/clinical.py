@@ -50,13 +50,12 @@ from datetime import timezone
 from typing import Awaitable, Callable, Iterable
 
 import faust
-from pydantic import ValidationError
 
 from aromatrack.domain import engine
 from aromatrack.schemas import series, topics
 from aromatrack.schemas.events import Alert, EventBase, EventError, WorkoutSummary, dump_event
 from aromatrack.schemas.timeline import parse_timeline_message
-from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, header, parse_marker
+from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, MarkerError, header, marker_found_on
 from aromatrack.schemas.series import Point
 from aromatrack.streams import fencing
 from aromatrack.streams.alert_outbox import AlertPointIdentity, OutboxMessage, stale_alert_points
@@ -271,9 +270,9 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
             progress = ctx.progress.setdefault(partition, PartitionProgress())
             if header(message.headers, MARKER_HEADER) is not None:
                 try:
-                    progress.on_marker(parse_marker(message.value))
-                except ValidationError:
-                    await ctx.streams.dead_letter(message.value, "progress marker: not a valid v1 marker", topics.TIMELINE_TOPIC)
+                    progress.on_marker(marker_found_on(message.value, partition))
+                except MarkerError as exc:  # another partition's marker must not complete this one
+                    await ctx.streams.dead_letter(message.value, str(exc), topics.TIMELINE_TOPIC)
                 continue
             try:
                 items = parse_timeline_message(message.value)

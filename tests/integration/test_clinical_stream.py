@@ -16,11 +16,12 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from aromatrack.deploy import local_stack
 from aromatrack.schemas import boundary, topics
 from aromatrack.schemas.events import dump_event, parse_event
+from aromatrack.schemas.progress import MARKER_HEADER, ProgressMarker, dump_marker
 from aromatrack.schemas.series import Audience
 from aromatrack.services.jsonl import read_events
 from aromatrack.streams.influx import rows
@@ -141,6 +142,31 @@ async def test_a_bulk_import_sent_in_two_parts_is_released_once_whole_without_wi
     assert len(received) == len(expected)  # each alert sent once: no early version, no withdrawal
     # A lapsed lease would release at least a lease less a renewal interval after the close.
     assert time.monotonic() - closed_at < IMPORT_LEASE_S - IMPORT_RENEW_S
+
+
+async def test_a_marker_on_another_timeline_partition_is_dead_lettered_not_counted(stack, worker):
+    """The stages put a partition's markers on the timeline partition of the same number; one found elsewhere could
+    complete a partition whose input is not in, so it goes to the dead letters with the reason."""
+    marker = dump_marker(ProgressMarker(input=f"misplaced-{uuid.uuid4().hex}", partition=1, caught_up=True))
+    consumer = AIOKafkaConsumer(topics.DEAD_LETTER_TOPIC, bootstrap_servers=stack.kafka_bootstrap,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.TIMELINE_TOPIC, marker, partition=0, headers=[(MARKER_HEADER, b"1")])
+        reasons: list[str] = []
+
+        async def dead_lettered() -> bool:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                reasons.extend(dict(record.headers)["reason"].decode() for record in records if record.value == marker)
+            return bool(reasons)
+
+        await eventually(dead_lettered)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    assert reasons == ["progress marker: for partition 1, found on partition 0"]
 
 
 async def test_alert_latency_is_under_a_second(stack, worker):
