@@ -35,6 +35,18 @@ def test_keys_may_be_written_while_iterating_them():
     assert len(data) == 10
 
 
+def test_keeping_partitions_drops_the_others_and_keeping_none_drops_all():
+    """After a recovery a worker keeps only its active partitions; one left with none (more workers than
+    partitions) keeps nothing, rather than failing on SQL's empty `NOT IN ()`."""
+    data = DiskMapping(partition_of)
+    data.update({b"0:a": b"v", b"1:b": b"v", b"2:c": b"v"})
+    data.keep_partitions({0, 2})
+    assert sorted(data) == [b"0:a", b"2:c"]
+    data[b"3:d"] = b"waiting"  # not yet flushed: kept or dropped like the rest
+    data.keep_partitions(set())
+    assert len(data) == 0
+
+
 def changelog(*records):
     return [SimpleNamespace(key=key, value=value, message=SimpleNamespace(partition=partition, value=value))
             for key, partition, value in records]
