@@ -3,7 +3,9 @@
 The demo cohort without FIT files (50 athletes x 182 days by default; workouts as `workout.summary`), sent all at
 once with no pacing, as a bulk import would, to 1 and then 2 workers on a fresh broker each time. Measured: the
 time from the first send until the alerts topic holds exactly what `evaluate --as-of now` gives (ids and
-bodies; a withdrawal removes an alert), the events/s end to end, and the ratio to evaluate's own time on the
+bodies; a withdrawal removes an alert), then until InfluxDB holds the release's points too (every stored
+weigh-in's body-fat trend point, which a release writes after sending the alerts), the events/s end to end, and
+the ratio to evaluate's own time on the
 same events (parse + fold, in-process), and the workers' CPU over that time (steadier than wall time on a shared
 machine). Each worker count runs under each processing guarantee in turn (at-least-once,
 the default, then faust's exactly-once with transactions per partition): their ratio is what fencing costs
@@ -30,6 +32,7 @@ from aromatrack.deploy.settings import PROCESSING_GUARANTEES
 from aromatrack.schemas import boundary, topics
 from aromatrack.schemas.events import EventError, dump_event, parse_event
 from aromatrack.services import cohort
+from aromatrack.services.demo import wait_until_released
 from aromatrack.streams.producer import EventProducer
 from bench_workers import cpu_seconds
 from harness import running_worker, stop_on_sigterm  # benchmarks/ is the script's directory
@@ -99,12 +102,15 @@ def run(workers: int, guarantee: str, raws: list[dict], evaluate_s: float) -> No
         sent_s = time.perf_counter() - began
         took = asyncio.run(until_alerts_equal(settings.kafka_bootstrap, expected, began))
         drain_cpu_s = sum(cpu_seconds(process.pid) for process in processes) - cpu_at_start
+        asyncio.run(wait_until_released(settings, timeout_s=TIMEOUT_S, every_s=0.05))
+        points_s = time.perf_counter() - began
     if took is None:
         print(f"{workers} worker(s), {guarantee}: alerts not equal to evaluate's within {TIMEOUT_S} s")
         return
     print(f"{workers} worker(s), {guarantee}: {len(events)} events sent in {sent_s:.1f} s; alerts equal to evaluate's "
           f"({len(expected)}) after {took:.1f} s: {len(events) / took:.0f} events/s end to end, "
           f"{took / evaluate_s:.1f}x evaluate's {evaluate_s:.2f} s; workers' CPU from the send to then {drain_cpu_s:.1f} s; "
+          f"the release's points in InfluxDB after {points_s:.1f} s ({points_s / evaluate_s:.1f}x); "
           f"load average {os.getloadavg()[0]:.1f}")
 
 
