@@ -46,8 +46,8 @@ from aromatrack.schemas.events import EventError, dump_event, parse_event
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, MarkerError, arrived_via, header, marker_found_on, via
 from aromatrack.streams.app import Streams, session_timeouts_ms
 from aromatrack.streams.input_progress import InputPartition, StageProgress
-from aromatrack.streams.rewinding_consumer import FETCH_MAX_WAIT_MS
 from aromatrack.streams.points import event_points
+from aromatrack.streams.rewinding_consumer import FETCH_MAX_WAIT_MS
 
 log = logging.getLogger(__name__)
 

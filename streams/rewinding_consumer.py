@@ -1,6 +1,7 @@
 """faust's Kafka consumer with three additions: after a rebalance, a stream partition with no committed offset is read
-again from its beginning, so the messages the rebalance dropped are fetched again; and the heartbeats the group
-accepts are recorded as the worker's session lease (`fencing.SessionLease`), which its InfluxDB writes check.
+again from its beginning, so the messages the rebalance dropped are fetched again; the heartbeats the group
+accepts are recorded as the worker's session lease (`fencing.SessionLease`), which its InfluxDB writes check; and the
+broker is asked to hold a fetch that finds nothing for FETCH_MAX_WAIT_MS only.
 
 When partitions are revoked, faust clears its agents' incoming queues (messages fetched but not yet handled) and,
 once the new assignment is recovered, seeks every partition to the group's committed offset, so that what it cleared
@@ -17,7 +18,7 @@ aiokafka keeps no record of its last accepted heartbeat that others can read; th
 coordinator's heartbeat request to note the send time of each one the coordinator accepts (aiokafka counts a
 "rebalance in progress" answer as accepted: the member stays in the group while it rejoins).
 
-And the broker holds an empty fetch for at most FETCH_MAX_WAIT_MS instead of faust's fixed 1.5 s. aiokafka keeps one
+The fetch's hold: FETCH_MAX_WAIT_MS instead of faust's fixed 1.5 s. aiokafka keeps one
 fetch in flight per broker and leaves out of it the partitions whose fetched records the worker has not taken yet.
 In a bulk import the timeline's partitions often have such records when a fetch goes out, so the fetch asks only for
 the idle topics (FIT uploads, profiles), and the broker holds it until its wait runs out: the clinical agent got
