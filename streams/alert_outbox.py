@@ -115,3 +115,22 @@ def stale_alert_points(previous: Mapping[str, SentAlert], sent: Iterable[OutboxM
         elif before is not None:
             stale.append(AlertPointIdentity(message.athlete_id, before.kind, before.rule, before.time))
     return stale
+
+
+def standing_alerts_sharing(
+    stale: Iterable[AlertPointIdentity], current: Mapping[str, Alert], sent: Mapping[str, SentAlert],
+    released: Iterable[OutboxMessage],
+) -> list[Alert]:
+    """The standing alerts whose point the removal of the `stale` points takes with it, as marked when sent, for
+    their points to be written again: two alert ids can share athlete, kind, rule and time (a version raised on
+    part of the input, anchored on other events, and the one the whole input raises), and a point's removal
+    names those, not the id. `current`: the alerts the history raises; `sent`: the outbox after the release;
+    `released`: its messages (their points are written anyway)."""
+    removed = set(stale)
+    written = {message.alert_id for message in released}
+    return [
+        alert.model_copy(update={"historical": sent[alert_id].historical})
+        for alert_id, alert in current.items()
+        if alert_id not in written and alert_id in sent
+        and AlertPointIdentity(alert.athlete_id, alert.kind, alert.rule, alert.time) in removed
+    ]

@@ -58,7 +58,9 @@ from aromatrack.schemas.timeline import parse_timeline_message
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, MarkerError, header, marker_found_on
 from aromatrack.schemas.series import Point
 from aromatrack.streams import fencing
-from aromatrack.streams.alert_outbox import AlertPointIdentity, OutboxMessage, stale_alert_points
+from aromatrack.streams.alert_outbox import (
+    AlertPointIdentity, OutboxMessage, stale_alert_points, standing_alerts_sharing,
+)
 from aromatrack.streams.app import PART_SEPARATOR, AthleteKeyedTable, Streams, part_key
 from aromatrack.streams.delivery import DeliveryGaps
 from aromatrack.streams.clinical_codec import (
@@ -212,14 +214,18 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
     points = [point for record in records.values() for point in record.timeline.fold()]
     sent: list[OutboxMessage] = []
     stale: list[AlertPointIdentity] = []
+    restored: list[Alert] = []  # standing alerts whose point a stale point's removal takes with it
     released: set[int] = set()  # partitions with messages sent
     acks = []
     now = time.time()
     for athlete_key, record in records.items():
         previous = {**record.outbox.in_flight, **record.outbox.sent}
+        current = record.timeline.alerts(as_of_s=now)
         messages = record.outbox.release(
-            record.timeline.alerts(as_of_s=now), lambda alert: engine.is_historical(alert.time, now, ctx.engine_settings))
-        stale += stale_alert_points(previous, messages)
+            current, lambda alert: engine.is_historical(alert.time, now, ctx.engine_settings))
+        athlete_stale = stale_alert_points(previous, messages)
+        stale += athlete_stale
+        restored += standing_alerts_sharing(athlete_stale, current, record.outbox.sent, messages)
         next_due = record.timeline.next_due_s(now)
         if next_due is not None:
             ctx.next_due[athlete_key] = next_due
@@ -254,7 +260,7 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
             raise
         except Exception as exc:  # noqa: BLE001 - the alerts topic is the record; a stale point must not stop the agent
             log.warning("could not remove stale alert points (%s)", type(exc).__name__)
-    alerts = [message for message in sent if isinstance(message, Alert)]
+    alerts = [message for message in sent if isinstance(message, Alert)] + restored
     if alerts:
         await fencing.write_owned(ctx.history_table, ctx.streams.influx(), [alert_point(alert) for alert in alerts])
 

@@ -21,7 +21,7 @@ from aromatrack.schemas.progress import (
 from aromatrack.services import cohort
 from aromatrack.services.jsonl import read_events
 from aromatrack.streams import clinical_codec as codec
-from aromatrack.streams.alert_outbox import AlertPointIdentity, Outbox, stale_alert_points
+from aromatrack.streams.alert_outbox import AlertPointIdentity, Outbox, stale_alert_points, standing_alerts_sharing
 from aromatrack.streams.clinical_codec import ClinicalRecord
 from aromatrack.streams.clinical_timeline import CHECKPOINT_EVERY, AthleteTimeline, OrderKey, SettledHistoryError
 from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, PartitionProgress, StageProgress
@@ -202,6 +202,25 @@ def test_a_release_names_the_points_it_leaves_stale_a_withdrawn_alerts_and_an_up
     earlier = datetime(2026, 1, 5, 8, tzinfo=timezone.utc)
     assert stale == [AlertPointIdentity("ath", "dose_review", "dose_review.low_e2_on_ai", earlier)] * 2  # a2, a1
     assert stale_alert_points(previous, []) == []  # a new alert (a3) leaves nothing stale
+
+
+def test_a_standing_alert_whose_point_a_withdrawal_removes_is_written_again_as_it_was_marked():
+    """Two alert ids can share a point's identity (athlete, kind, rule, time): removing the withdrawn one's point
+    removes the standing one's too (seen in the multi-host test: an alert on the topic without its point)."""
+    outbox = Outbox("ath")
+    outbox.release({"a1": _alert(), "a2": _alert("a2")}, lambda alert: alert.alert_id == "a1")  # a1 historical
+    outbox.confirm()
+    previous = dict(outbox.sent)
+    current = {"a1": _alert()}
+    messages = outbox.release(current, live)
+    assert [(m.type, m.alert_id) for m in messages] == [("alert.withdrawal", "a2")]  # a1 unchanged: not sent
+    stale = stale_alert_points(previous, messages)
+    assert [(a.alert_id, a.historical) for a in standing_alerts_sharing(stale, current, outbox.sent, messages)] == [
+        ("a1", True)]
+    # Another identity keeps its point; an alert the release sends anyway has its point written with it.
+    other = {"a3": _alert("a3", rule="recheck.interval_stable")}
+    assert standing_alerts_sharing(stale, other, {"a3": outbox.sent["a1"]}, messages) == []
+    assert standing_alerts_sharing(stale, current, outbox.sent, [*messages, _alert()]) == []
 
 
 def test_a_stored_period_is_the_json_of_its_events_bodies():
