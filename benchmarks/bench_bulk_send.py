@@ -102,11 +102,13 @@ def run(workers: int, guarantee: str, raws: list[dict], evaluate_s: float) -> No
         sent_s = time.perf_counter() - began
         took = asyncio.run(until_alerts_equal(settings.kafka_bootstrap, expected, began))
         drain_cpu_s = sum(cpu_seconds(process.pid) for process in processes) - cpu_at_start
-        asyncio.run(wait_until_released(settings, timeout_s=TIMEOUT_S, every_s=0.05))
+        if took is None:
+            print(f"{workers} worker(s), {guarantee}: alerts not equal to evaluate's within {TIMEOUT_S} s")
+            return
+        if not asyncio.run(wait_until_released(settings, timeout_s=TIMEOUT_S, every_s=0.05)):
+            print(f"{workers} worker(s), {guarantee}: the release's points not in InfluxDB within {TIMEOUT_S} s")
+            return
         points_s = time.perf_counter() - began
-    if took is None:
-        print(f"{workers} worker(s), {guarantee}: alerts not equal to evaluate's within {TIMEOUT_S} s")
-        return
     print(f"{workers} worker(s), {guarantee}: {len(events)} events sent in {sent_s:.1f} s; alerts equal to evaluate's "
           f"({len(expected)}) after {took:.1f} s: {len(events) / took:.0f} events/s end to end, "
           f"{took / evaluate_s:.1f}x evaluate's {evaluate_s:.2f} s; workers' CPU from the send to then {drain_cpu_s:.1f} s; "

@@ -274,11 +274,11 @@ async def produce(settings: Settings, events: list[dict], report: DemoReport) ->
         await wait_until_released(settings)
 
 
-async def wait_until_released(settings: Settings, timeout_s: float = 300.0, every_s: float = HEARTBEAT_S / 2) -> None:
+async def wait_until_released(settings: Settings, timeout_s: float = 300.0, every_s: float = HEARTBEAT_S / 2) -> bool:
     """Until every stored weigh-in has its body-fat trend point (asked every `every_s`): a release sends an
     athlete's alerts before it writes those points, and an import is released whole, once its last input is in,
     which takes a worker seconds to fold after it consumed the last message (the release is not a consumer lag).
-    Gives up after `timeout_s`, so a broken worker shows in the report rather than hangs the demo."""
+    Gives up after `timeout_s` (returns False), so a broken worker shows in the report rather than hangs the demo."""
     deadline = time.monotonic() + timeout_s
     async with influx_access.reader_store(settings) as influx:
         coaching = influx.client(Audience.COACHING)
@@ -290,8 +290,9 @@ async def wait_until_released(settings: Settings, timeout_s: float = 300.0, ever
         while time.monotonic() < deadline:
             weigh_ins = await points(series.BODY_COMPOSITION.measurement, "body_fat_pct")
             if await points(series.BODY_FAT_TREND.measurement, "smoothed_pct") >= weigh_ins:
-                return
+                return True
             await asyncio.sleep(every_s)
+    return False
 
 
 async def read_topic(settings: Settings, topic: str) -> list:

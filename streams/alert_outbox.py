@@ -102,6 +102,10 @@ class AlertPointIdentity:
     rule: str
     time: datetime
 
+    @classmethod
+    def of(cls, message: OutboxMessage) -> "AlertPointIdentity":
+        return cls(message.athlete_id, message.kind, message.rule, message.time)
+
 
 def stale_alert_points(previous: Mapping[str, SentAlert], sent: Iterable[OutboxMessage]) -> list[AlertPointIdentity]:
     """The points a release leaves stale: a withdrawn alert's, and an updated alert's earlier version's (its time
@@ -111,7 +115,7 @@ def stale_alert_points(previous: Mapping[str, SentAlert], sent: Iterable[OutboxM
     for message in sent:
         before = previous.get(message.alert_id)
         if isinstance(message, AlertWithdrawal):
-            stale.append(AlertPointIdentity(message.athlete_id, message.kind, message.rule, message.time))
+            stale.append(AlertPointIdentity.of(message))
         elif before is not None:
             stale.append(AlertPointIdentity(message.athlete_id, before.kind, before.rule, before.time))
     return stale
@@ -124,13 +128,12 @@ def standing_alerts_sharing(
     """The standing alerts whose point the removal of the `stale` points takes with it, as marked when sent, for
     their points to be written again: two alert ids can share athlete, kind, rule and time (a version raised on
     part of the input, anchored on other events, and the one the whole input raises), and a point's removal
-    names those, not the id. `current`: the alerts the history raises; `sent`: the outbox after the release;
-    `released`: its messages (their points are written anyway)."""
+    names those, not the id. `current`: the alerts the history raises; `sent`: the outbox after the release (which
+    holds every current alert); `released`: its messages (their points are written anyway)."""
     removed = set(stale)
     written = {message.alert_id for message in released}
     return [
         alert.model_copy(update={"historical": sent[alert_id].historical})
         for alert_id, alert in current.items()
-        if alert_id not in written and alert_id in sent
-        and AlertPointIdentity(alert.athlete_id, alert.kind, alert.rule, alert.time) in removed
+        if alert_id not in written and AlertPointIdentity.of(alert) in removed
     ]
