@@ -23,7 +23,7 @@ from aromatrack.schemas import topics
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, ImportMarker, ProgressMarker, dump_marker
 from aromatrack.schemas.timeline import batch_messages
 from aromatrack.streams.admin import ensure_topics, topic_replicas
-from aromatrack.streams.delivery import Delivered, DeliveredOffsets, DeliveryGaps
+from aromatrack.streams.delivery import Delivered, DeliveryGaps, PartitionKeyedTable
 from aromatrack.streams import fencing
 from aromatrack.streams.influx import SeriesStore
 from aromatrack.streams.rewinding_consumer import RewindingApp
@@ -121,7 +121,7 @@ class Streams:
     dead_letter_topic: faust.TopicT = field(init=False)
     timeline_topic: faust.TopicT = field(init=False)
     _influx: SeriesStore | None = field(default=None, init=False, repr=False)
-    _delivered_offsets: DeliveredOffsets | None = field(default=None, init=False, repr=False)
+    _delivered_offsets: PartitionKeyedTable | None = field(default=None, init=False, repr=False)
     _gaps: list[DeliveryGaps] = field(default_factory=list, init=False, repr=False)
     _admin: AIOKafkaAdminClient | None = field(default=None, init=False, repr=False)
 
@@ -140,13 +140,18 @@ class Streams:
             extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
         ))
 
+    def partition_keyed_table(self, name: str) -> PartitionKeyedTable:
+        app = self.app
+        return app.tables.add(PartitionKeyedTable(
+            app, name=name, beacon=app.tables.beacon, partitions=topics.PARTITIONS, key_type=bytes, value_type=bytes,
+            extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
+        ))
+
     def delivery_gaps(self, agent: str) -> DeliveryGaps:
         """An agent's tracker of skipped messages (streams/delivery.py), told of every new assignment."""
         if self._delivered_offsets is None:
-            self._delivered_offsets = self.app.tables.add(DeliveredOffsets(
-                self.app, name="delivered_offsets", beacon=self.app.tables.beacon, partitions=topics.PARTITIONS,
-                key_type=bytes, value_type=bytes, extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
-            ))
+            # Per agent and input partition, the next offset the agent has to handle (`delivery.offsets_key`).
+            self._delivered_offsets = self.partition_keyed_table("delivered_offsets")
 
         async def acknowledge(tp: TopicPartition, start: int, end: int) -> None:
             # faust's consumer commits past offsets it acknowledged or never fetched (its "gaps", ends inclusive).

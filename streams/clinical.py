@@ -36,7 +36,9 @@ Restarts: the table holds every event, so a re-delivered event is recognised by 
 restore re-folds the events (no engine state is stored). An outbox stays `unreleased` from the store of new
 events until its release is confirmed, so after a crash anywhere in between the athlete is released again once
 the stages' markers (repeated every heartbeat) complete its partition, and that first fold of the restored
-history rewrites all of its points.
+history rewrites all of its points. What each partition knows of bulk imports is stored with its batches too (the
+`timeline_imports` table), so a worker that takes the partition over, or keeps it through a rebalance, still
+knows which imports are open and which paths have closed them.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timezone
-from typing import Awaitable, Callable, Iterable
+from typing import Awaitable, Callable, Iterable, MutableMapping
 
 import faust
 
@@ -64,7 +66,8 @@ from aromatrack.streams.alert_outbox import (
 from aromatrack.streams.app import PART_SEPARATOR, AthleteKeyedTable, Streams, part_key
 from aromatrack.streams.delivery import DeliveryGaps
 from aromatrack.streams.clinical_codec import (
-    OUTBOX_PART, ClinicalRecord, decode_outbox, holds, outbox_write, placement_writes, restore,
+    OUTBOX_PART, ClinicalRecord, decode_outbox, encode_imports, holds, outbox_write, placement_writes, restore,
+    resume_progress,
 )
 from aromatrack.streams.input_progress import PartitionProgress
 
@@ -87,6 +90,7 @@ class Clinical:
 
     streams: Streams
     history_table: AthleteKeyedTable
+    imports_table: MutableMapping[bytes, bytes]  # timeline partition -> its imports (`clinical_codec.encode_imports`)
     alerts_topic: faust.TopicT
     # The labs' default assays and the historical age, from the worker's settings (evaluate's by default too).
     engine_settings: engine.EngineSettings
@@ -160,9 +164,30 @@ def _store(ctx: Clinical, athlete_key: bytes, writes: list[tuple[bytes, bytes]])
         ctx.history_table[part_key(athlete_key, part)] = value
 
 
+def _imports_key(partition: int) -> bytes:
+    return str(partition).encode()
+
+
+def _progress(ctx: Clinical, partition: int) -> PartitionProgress:
+    """The partition's progress; after a (re)assignment, resumed from the imports stored with the last batch."""
+    progress = ctx.progress.get(partition)
+    if progress is None:
+        progress = ctx.progress[partition] = resume_progress(ctx.imports_table.get(_imports_key(partition)))
+    return progress
+
+
+def _store_imports(ctx: Clinical, partitions: Iterable[int]) -> None:
+    """The partitions' imports, where they changed, stored with the batch that changed them."""
+    for partition in partitions:
+        if partition in ctx.progress:
+            encoded = encode_imports(ctx.progress[partition])
+            if ctx.imports_table.get(_imports_key(partition)) != encoded:
+                ctx.imports_table[_imports_key(partition)] = encoded
+
+
 def forget_on_revoke(ctx: Clinical) -> None:
-    """A rebalance may move athletes to another worker; the table is the source of truth after it, and another
-    worker's markers start each partition's watermark afresh."""
+    """A rebalance may move athletes to another worker; the tables are the source of truth after it, and the
+    markers start each partition's watermark afresh (its imports are resumed from the table)."""
     ctx.records.clear()
     ctx.progress.clear()
     ctx.unreleased.clear()
@@ -205,7 +230,7 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
     due = [
         athlete_key
         for partition in partitions
-        if ctx.progress.get(partition, PartitionProgress()).complete()
+        if _progress(ctx, partition).complete()
         for athlete_key in sorted(ctx.unreleased.pop(partition, set()))
     ]
     if not due:
@@ -273,7 +298,7 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
         for message in await ctx.streams.delivered(ctx.gaps, batch):
             partition = message.partition
             partitions.add(partition)
-            progress = ctx.progress.setdefault(partition, PartitionProgress())
+            progress = _progress(ctx, partition)
             if header(message.headers, MARKER_HEADER) is not None:
                 try:
                     progress.on_marker(marker_found_on(message.value, partition))
@@ -305,6 +330,7 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
             if ctx.on_summaries is not None:
                 await ctx.on_summaries(summaries)
             await _release(ctx, partitions)
+            _store_imports(ctx, partitions)
             await ctx.gaps.record()
             await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
 
@@ -314,7 +340,8 @@ def register(
 ) -> Clinical:
     """The clinical agent, its table and its clock timer on the worker's app; `on_summaries` gets each batch's
     workout summaries."""
-    ctx = Clinical(streams, streams.athlete_keyed_table("clinical_history"), streams.topic(topics.ALERTS_TOPIC),
+    ctx = Clinical(streams, streams.athlete_keyed_table("clinical_history"),
+                   streams.partition_keyed_table("timeline_imports"), streams.topic(topics.ALERTS_TOPIC),
                    streams.settings.engine_settings(), gaps=streams.delivery_gaps("clinical"),
                    timeline_events=streams.settings.worker.timeline_events, on_summaries=on_summaries)
     app = streams.app

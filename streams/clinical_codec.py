@@ -8,6 +8,10 @@ renaming or reshaping a domain field cannot break a restore. The parts, each `{"
 - `outbox`: the alerts sent (id -> digest, time, kind, rule, historical), those of a release not yet confirmed,
   and whether a release is due.
 
+Beside the athletes, one part per timeline partition in the `timeline_imports` table:
+- `imports`: the bulk imports open on the partition (lease, the paths each was closed along) and the last ones
+  closed along every path (streams/input_progress.py: a worker that takes the partition over needs them).
+
 Format 2 added `historical` to the outbox's alerts; parts of format 1 are still read (their alerts as sent live).
 
 A batch rewrites only the periods it added events to, so the changelog grows by a period (~10 events) per
@@ -28,6 +32,7 @@ from aromatrack.domain.engine import EngineSettings
 from aromatrack.schemas.events import EventBase, parse_event
 from aromatrack.streams.alert_outbox import Outbox, SentAlert
 from aromatrack.streams.clinical_timeline import AthleteTimeline, OrderKey
+from aromatrack.streams.input_progress import OpenImport, PartitionProgress
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -35,6 +40,7 @@ PERIOD_DAYS = 7
 PERIOD_S = PERIOD_DAYS * 86400
 PERIODS_PART = b"periods"
 OUTBOX_PART = b"outbox"
+IMPORTS_PART = b"imports"
 
 
 class StoredStateError(ValueError):
@@ -124,6 +130,26 @@ def encode_outbox(outbox: Outbox) -> bytes:
 def decode_outbox(athlete_id: str, raw: bytes) -> Outbox:
     body = _decode(OUTBOX_PART, raw)
     return Outbox(athlete_id, _decode_sent(body["sent"]), bool(body["unreleased"]), _decode_sent(body["in_flight"]))
+
+
+def encode_imports(progress: PartitionProgress) -> bytes:
+    return _encode({
+        "open": {import_id: {"lease_s": open_import.lease_s, "closed_along": sorted(open_import.closed_along)}
+                 for import_id, open_import in progress.imports.items()},
+        "closed": list(progress.closed),
+    })
+
+
+def resume_progress(raw: bytes | None) -> PartitionProgress:
+    """A partition's progress as a worker that takes it over starts it: the imports stored (`encode_imports`; their
+    leases run afresh) and no path heard from yet."""
+    progress = PartitionProgress()
+    if raw is not None:
+        body = _decode(IMPORTS_PART, raw)
+        progress.imports = {import_id: OpenImport(float(item["lease_s"]), set(item["closed_along"]))
+                            for import_id, item in body["open"].items()}
+        progress.closed.extend(body["closed"])
+    return progress
 
 
 def period_events(timeline: AthleteTimeline, period: int) -> list[bytes]:

@@ -66,13 +66,14 @@ Acknowledge = Callable[[TopicPartition, int, int], Awaitable[None]]
 KEY_SEPARATOR = b"\x1f"
 
 
-class DeliveredOffsets(faust.Table):
-    """The `delivered_offsets` table: per agent and input partition, the next offset the agent has to handle. A key
-    (`offsets_key`) names its partition, and its entry goes to that partition of the changelog, which the worker
-    holding the input partition holds (faust co-partitions tables with topics of the same partition count)."""
+class PartitionKeyedTable(faust.Table):
+    """A table of per-partition state (`delivered_offsets`: per agent and input partition, the next offset the
+    agent has to handle): a key ends in its partition's number, after the last KEY_SEPARATOR if it has one, and
+    goes to that partition of the changelog, which the worker holding that partition of the input topics holds
+    (faust co-partitions tables with topics of the same partition count)."""
 
     def partition_for_key(self, key: bytes) -> int:
-        return int(key.rsplit(KEY_SEPARATOR, 1)[1])
+        return int(key.rsplit(KEY_SEPARATOR, 1)[-1])
 
 
 def offsets_key(agent: str, tp: TopicPartition) -> bytes:

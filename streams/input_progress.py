@@ -19,12 +19,17 @@ for one lease once the worker has consumed what it sent. The lease does not run 
 that lags (the FIT agent decoding the import's uploads) brings its renewals and its close late, and must not
 see the import lapse in between. Leases run on this worker's clock, so the sender's clock does not matter. A
 worker that (re)starts or takes the partition over learns of an open import at the sender's next renewal; until
-then it releases as the watermark alone allows.
+then it releases as the watermark alone allows. What a partition knows of imports is stored with its batches
+(`clinical_codec.encode_imports`): a worker that takes the partition over, or keeps it through a rebalance, starts
+after the last batch handled, and a close it did not read again must not leave the import open until it lapses.
+The imports closed along every path are remembered too (the last CLOSED_IMPORTS_KEPT), so that a batch handled
+again after a takeover cannot open one of them again with a renewal it reads a second time.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -33,6 +38,9 @@ from aromatrack.schemas.progress import TIMELINE_INPUTS, ImportMarker, ProgressM
 # A stage repeats its markers this often even when nothing changed, so a consumer that (re)starts or takes over
 # a partition learns every path's state, and an idle path (no FIT uploads at all) still counts as caught up.
 HEARTBEAT_S = 2.0
+# Imports closed along every path that a partition remembers: what is read again after a takeover goes back a few
+# batches (seconds), and senders open a handful of imports in that time.
+CLOSED_IMPORTS_KEPT = 64
 
 
 @dataclass
@@ -47,11 +55,13 @@ class OpenImport:
 
 @dataclass
 class PartitionProgress:
-    """One timeline partition: input path -> caught up (absent: not heard from yet), and the imports open on it."""
+    """One timeline partition: input path -> caught up (absent: not heard from yet), the imports open on it, and
+    the last imports closed along every path (oldest first)."""
 
     expected: frozenset[str] = TIMELINE_INPUTS
     caught_up: dict[str, bool] = field(default_factory=dict)
     imports: dict[str, OpenImport] = field(default_factory=dict)
+    closed: deque[str] = field(default_factory=lambda: deque(maxlen=CLOSED_IMPORTS_KEPT))
 
     def on_event(self, path: str | None) -> None:
         if path is not None:
@@ -63,6 +73,8 @@ class PartitionProgress:
         if isinstance(marker, ProgressMarker):
             self.caught_up[marker.input] = marker.caught_up
             return
+        if marker.import_id in self.closed:
+            return
         known = self.imports.get(marker.import_id)
         if marker.closes:
             if known is not None:
@@ -70,6 +82,7 @@ class PartitionProgress:
                 known.idle_since = None
                 if self.expected <= known.closed_along:
                     del self.imports[marker.import_id]
+                    self.closed.append(marker.import_id)
         elif known is None:
             self.imports[marker.import_id] = OpenImport(marker.lease_s)
         else:

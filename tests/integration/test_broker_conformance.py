@@ -26,6 +26,10 @@ from aromatrack.streams.producer import MAX_MESSAGE_BYTES
 
 from .conftest import new_topic
 
+# The worker's faust tables, each with a compacted changelog topic.
+WORKER_TABLES = (
+    "clinical_history", "workout_state", "workout_seen", "athlete_profiles", "delivered_offsets", "timeline_imports")
+
 
 @pytest.fixture
 async def topic(stack) -> str:
@@ -186,7 +190,7 @@ async def test_the_workers_table_changelogs_roll_segments_small_enough_to_be_com
     Kafka's 1 GB default (a changelog would otherwise grow to a gigabyte per partition before any compaction)."""
     from aromatrack.streams.app import CHANGELOG_TOPIC_CONFIG
 
-    for table in ("workout_state", "workout_seen", "athlete_profiles", "clinical_history", "delivered_offsets"):
+    for table in WORKER_TABLES:
         config = await topic_config(stack.kafka_bootstrap, f"{stack.app_id}-{table}-changelog")
         assert config["cleanup.policy"] == "compact", table
         assert {name: config[name] for name in CHANGELOG_TOPIC_CONFIG} == CHANGELOG_TOPIC_CONFIG, table
@@ -323,8 +327,7 @@ async def test_the_apps_table_changelogs_are_compacted_topics(stack, worker):
                       if name.startswith(f"{stack.app_id}-") and name.endswith("-changelog")]
     finally:
         await admin.close()
-    tables = ("clinical_history", "workout_state", "workout_seen", "athlete_profiles", "delivered_offsets")
-    assert {f"{stack.app_id}-{table}-changelog" for table in tables} <= set(changelogs)
+    assert {f"{stack.app_id}-{table}-changelog" for table in WORKER_TABLES} <= set(changelogs)
     for changelog in changelogs:
         assert (await topic_config(stack.kafka_bootstrap, changelog))["cleanup.policy"] == "compact", changelog
 
@@ -341,8 +344,7 @@ async def test_the_worker_creates_its_table_changelogs_before_it_starts_with_the
     settings = dataclasses.replace(stack, app_id=f"changelogs-{uuid.uuid4().hex[:8]}")
     app = create_app(settings)
     await prepare_storage(settings, app)
-    tables = ("clinical_history", "workout_state", "workout_seen", "athlete_profiles", "delivered_offsets")
-    assert set(changelog_topics(app)) == {f"{settings.app_id}-{table}-changelog" for table in tables}
+    assert set(changelog_topics(app)) == {f"{settings.app_id}-{table}-changelog" for table in WORKER_TABLES}
     for name, configs in changelog_topics(app).items():
         stored = await topic_config(stack.kafka_bootstrap, name)
         assert {key: stored[key] for key in configs} == configs == {

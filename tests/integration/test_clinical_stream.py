@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aromatrack.deploy import local_stack
 from aromatrack.schemas import boundary, topics
 from aromatrack.schemas.events import dump_event, parse_event
-from aromatrack.schemas.progress import MARKER_HEADER, ProgressMarker, dump_marker
+from aromatrack.schemas.progress import MARKER_HEADER, MAX_IMPORT_LEASE_S, ImportMarker, ProgressMarker, dump_marker
 from aromatrack.schemas.series import Audience
 from aromatrack.services.jsonl import read_events
 from aromatrack.streams.influx import rows
@@ -142,6 +142,42 @@ async def test_a_bulk_import_sent_in_two_parts_is_released_once_whole_without_wi
     assert len(received) == len(expected)  # each alert sent once: no early version, no withdrawal
     # A lapsed lease would release at least a lease less a renewal interval after the close.
     assert time.monotonic() - closed_at < IMPORT_LEASE_S - IMPORT_RENEW_S
+
+
+async def send_import_markers(producer: AIOKafkaProducer, import_id: str, lease_s: float, to: list[str]) -> None:
+    """What `EventProducer.bulk_import` sends, to some input topics only: open or renew (`lease_s` > 0) or close."""
+    await asyncio.gather(*[
+        await producer.send(topic, dump_marker(ImportMarker(import_id=import_id, partition=partition, lease_s=lease_s)),
+                            partition=partition, headers=[(MARKER_HEADER, b"1")])
+        for topic in to for partition in range(topics.PARTITIONS)
+    ])
+
+
+async def test_a_worker_restarted_mid_import_remembers_the_paths_that_closed_it(stack, worker):
+    """A restarted worker starts after the last batch it handled. The import was closed along the ingest topics
+    before the restart; the FIT path lags, and brings a renewal and then its close after it. Released at that
+    close, not a lease later (the lease here is the longest a sender may ask for, ten minutes)."""
+    athlete = unique_athlete("restarted-import")
+    events = history("fat_loss_unchanged_ai.jsonl", athlete)
+    expected = expected_state(events)
+    import_id, fit_topic = uuid.uuid4().hex, topics.topic_for("workout.fit")
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await send_import_markers(producer, import_id, MAX_IMPORT_LEASE_S, list(topics.INPUT_TOPICS.values()))
+        await send_all(stack.kafka_bootstrap, events)
+        await send_import_markers(producer, import_id, 0.0, list(topics.INGEST_TOPICS))
+        # Long enough for the worker to handle the closes (every stage reports within HEARTBEAT_S).
+        assert await alerts_on_topic(stack.kafka_bootstrap, {athlete}, 1, timeout_s=2 * HEARTBEAT_S + 4) == []
+        worker.stop()
+        worker.start()
+        await send_import_markers(producer, import_id, MAX_IMPORT_LEASE_S, [fit_topic])
+        await send_import_markers(producer, import_id, 0.0, [fit_topic])
+        received = await alerts_on_topic(stack.kafka_bootstrap, {athlete}, len(expected), timeout_s=90)
+    finally:  # closed along every path whatever happened: an open import holds every partition of the session
+        await send_import_markers(producer, import_id, 0.0, list(topics.INPUT_TOPICS.values()))
+        await producer.stop()
+    assert topic_state(received) == expected
 
 
 async def test_a_marker_on_another_timeline_partition_is_dead_lettered_not_counted(stack, worker):

@@ -24,7 +24,9 @@ from aromatrack.streams import clinical_codec as codec
 from aromatrack.streams.alert_outbox import AlertPointIdentity, Outbox, stale_alert_points, standing_alerts_sharing
 from aromatrack.streams.clinical_codec import ClinicalRecord
 from aromatrack.streams.clinical_timeline import CHECKPOINT_EVERY, AthleteTimeline, OrderKey, SettledHistoryError
-from aromatrack.streams.input_progress import HEARTBEAT_S, InputPartition, PartitionProgress, StageProgress
+from aromatrack.streams.input_progress import (
+    CLOSED_IMPORTS_KEPT, HEARTBEAT_S, InputPartition, PartitionProgress, StageProgress,
+)
 
 TIMELINES = Path(__file__).parent.parent / "timelines"
 EVENTS = {name: sorted(read_events(TIMELINES / f"{name}.jsonl"), key=OrderKey.of)
@@ -330,6 +332,43 @@ def test_closes_of_an_import_never_seen_open_hold_nothing_and_each_import_is_clo
         progress.on_marker(import_marker("e" * 32, other, 0.0))
     assert not progress.complete(now=101.0)  # the other sender's import is still open
     assert set(progress.imports) == {"f" * 32}
+
+
+def test_a_partition_taken_over_mid_import_resumes_its_imports_from_the_stored_part():
+    """The new holder starts after the last batch handled: a close read there must not be needed again."""
+    paths = sorted(TIMELINE_INPUTS)
+    progress = caught_up_everywhere()
+    progress.on_marker(import_marker("a" * 32, paths[0], 30.0))
+    progress.on_marker(import_marker("b" * 32, paths[0], 30.0))
+    for path in paths[:-1]:
+        progress.on_marker(import_marker("a" * 32, path, 0.0))
+    for path in paths:
+        progress.on_marker(import_marker("b" * 32, path, 0.0))
+    stored = codec.encode_imports(progress)
+
+    resumed = codec.resume_progress(stored)
+    assert codec.encode_imports(resumed) == stored
+    assert set(resumed.imports) == {"a" * 32} and resumed.imports["a" * 32].closed_along == set(paths[:-1])
+    assert list(resumed.closed) == ["b" * 32]
+    for path in paths:
+        resumed.on_marker(ProgressMarker(input=path, partition=0, caught_up=True))  # the stages' heartbeats
+    resumed.on_marker(import_marker("b" * 32, paths[-1], 30.0))  # read again: it does not open the closed import
+    resumed.on_marker(import_marker("a" * 32, paths[-1], 30.0))  # the lagging path's renewal
+    assert not resumed.complete(now=100.0)
+    resumed.on_marker(import_marker("a" * 32, paths[-1], 0.0))
+    assert resumed.complete(now=101.0)  # at the close, not a lease later
+    assert codec.resume_progress(None).imports == {}
+
+
+def test_a_partition_remembers_its_last_closed_imports_only():
+    progress = caught_up_everywhere()
+    import_ids = [f"{number:032x}" for number in range(CLOSED_IMPORTS_KEPT + 5)]
+    for import_id in import_ids:
+        for path in TIMELINE_INPUTS:
+            progress.on_marker(import_marker(import_id, path, 30.0))
+        for path in TIMELINE_INPUTS:
+            progress.on_marker(import_marker(import_id, path, 0.0))
+    assert list(codec.resume_progress(codec.encode_imports(progress)).closed) == import_ids[-CLOSED_IMPORTS_KEPT:]
 
 
 def test_stage_progress_reports_changes_forwards_and_heartbeats():

@@ -84,7 +84,7 @@ def test_create_app_builds_the_workers_app_from_the_settings_it_is_given(tmp_pat
     assert not app.conf.web_enabled
     assert sorted(app.agents) == ["aromatrack.clinical", "aromatrack.workouts.fit", "aromatrack.workouts.profiles"]
     assert sorted(app.tables) == [
-        "athlete_profiles", "clinical_history", "delivered_offsets", "workout_seen", "workout_state"]
+        "athlete_profiles", "clinical_history", "delivered_offsets", "timeline_imports", "workout_seen", "workout_state"]
     assert {table.changelog_topic.get_topic_name() for table in app.tables.values()} == {
         f"unit-app-{name}-changelog" for name in app.tables}
 
