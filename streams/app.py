@@ -50,6 +50,11 @@ class ServiceWorker(faust.Worker):
         super().__init__(*args, **kwargs)
         self.spinner = None
 
+    @property
+    def label(self) -> str:
+        """faust's own name in the log: the demo, the benchmarks and the tests wait for "[^Worker]: Ready"."""
+        return "Worker"
+
 
 def faust_app(settings: Settings) -> faust.App:
     worker = settings.worker

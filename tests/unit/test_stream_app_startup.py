@@ -108,7 +108,7 @@ app = create_app(Settings(kafka_bootstrap="127.0.0.1:1", influx_url="http://127.
                           state_dir=Path(sys.argv[1]), app_id="unit-app", worker=WorkerOptions()))
 worker = app.conf.Worker(app, loglevel=sys.argv[2], stdout=io.StringIO(), stderr=io.StringIO())
 worker._setup_logging()
-sys.__stdout__.write(f"{logging.getLogger('aiokafka').getEffectiveLevel()}\\n")
+sys.__stdout__.write(f"{logging.getLogger('aiokafka').getEffectiveLevel()} {worker.shortlabel}\\n")
 """
 
 
@@ -119,7 +119,9 @@ def test_the_workers_loggers_keep_the_log_level_it_is_given(tmp_path, loglevel, 
     result = subprocess.run([sys.executable, "-c", WORKER_LOGGING_AT, str(tmp_path), loglevel], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert int(result.stdout.splitlines()[-1]) == effective
+    level, label = result.stdout.splitlines()[-1].split()
+    assert int(level) == effective
+    assert label == "Worker"  # its "[^Worker]: Ready" line is what the demo, the benchmarks and the tests wait for
 
 
 def test_the_workers_options_are_read_from_the_environment_once_with_bad_values_named(monkeypatch, tmp_path):
