@@ -11,9 +11,13 @@ machine). Each worker count runs under each processing guarantee in turn (at-lea
 the default, then faust's exactly-once with transactions per partition): their ratio is what fencing costs
 (streams/fencing.py). Prints the machine's load average, since the figures depend on it.
 
+With `--runs N`, the configurations run N rounds in rotation (a machine that drifts slows each alike), evaluate is
+timed again before every round, and a summary gives each configuration's median and range of the ratio: one run's
+end-to-end time moved by a third from run to run on this shared machine, with the same code.
+
 Starts its own throwaway stacks (ports 39611/38611), so it needs nothing running:
     .venv/bin/python benchmarks/bench_bulk_send.py [--athletes 50] [--days 182] [--workers 1 2]
-        [--guarantees exactly_once at_least_once]
+        [--guarantees exactly_once at_least_once] [--runs 1]
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import time
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
 
@@ -79,7 +85,16 @@ async def bulk_send(bootstrap: str, events: list) -> None:
         await producer.send_all(events)
 
 
-def run(workers: int, guarantee: str, raws: list[dict], evaluate_s: float) -> None:
+@dataclass(frozen=True)
+class RunResult:
+    """One bulk send: seconds from the first send until the alerts, then the points, were all there."""
+
+    alerts_s: float
+    points_s: float
+    evaluate_s: float  # evaluate's best time in the same round
+
+
+def run(workers: int, guarantee: str, raws: list[dict], evaluate_s: float) -> RunResult | None:
     events = []
     for raw in raws:
         try:
@@ -104,16 +119,27 @@ def run(workers: int, guarantee: str, raws: list[dict], evaluate_s: float) -> No
         drain_cpu_s = sum(cpu_seconds(process.pid) for process in processes) - cpu_at_start
         if took is None:
             print(f"{workers} worker(s), {guarantee}: alerts not equal to evaluate's within {TIMEOUT_S} s")
-            return
+            return None
         if not asyncio.run(wait_until_released(settings, timeout_s=TIMEOUT_S, every_s=0.05)):
             print(f"{workers} worker(s), {guarantee}: the release's points not in InfluxDB within {TIMEOUT_S} s")
-            return
+            return None
         points_s = time.perf_counter() - began
     print(f"{workers} worker(s), {guarantee}: {len(events)} events sent in {sent_s:.1f} s; alerts equal to evaluate's "
           f"({len(expected)}) after {took:.1f} s: {len(events) / took:.0f} events/s end to end, "
           f"{took / evaluate_s:.1f}x evaluate's {evaluate_s:.2f} s; workers' CPU from the send to then {drain_cpu_s:.1f} s; "
           f"the release's points in InfluxDB after {points_s:.1f} s ({points_s / evaluate_s:.1f}x); "
           f"load average {os.getloadavg()[0]:.1f}")
+    return RunResult(took, points_s, evaluate_s)
+
+
+def summary(label: str, results: list[RunResult]) -> str:
+    """The median and range of a configuration's ratios to evaluate (alerts, then points)."""
+    alerts = [r.alerts_s / r.evaluate_s for r in results]
+    points = [r.points_s / r.evaluate_s for r in results]
+    return (f"{label}: {len(results)} runs; alerts {statistics.median(alerts):.1f}x evaluate (median; "
+            f"{min(alerts):.1f}-{max(alerts):.1f}x), points {statistics.median(points):.1f}x "
+            f"({min(points):.1f}-{max(points):.1f}x); median time to the alerts "
+            f"{statistics.median(r.alerts_s for r in results):.1f} s")
 
 
 def main() -> None:
@@ -124,17 +150,26 @@ def main() -> None:
     parser.add_argument("--guarantees", nargs="+", choices=PROCESSING_GUARANTEES, default=list(PROCESSING_GUARANTEES),
                         help="faust's processing guarantee of the workers, each in turn (default: both, at least once "
                              "first: the transactions' cost against the same workers without them)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="rounds of every configuration, in rotation, with a summary of each at the end (default 1)")
     args = parser.parse_args()
     stop_on_sigterm()
     raws = cohort.generate(athletes=args.athletes, days=args.days, seed=7)
-    # The best of three: evaluate's time moved by half from one run to the next on a shared machine, and the
-    # ratios are against the core at its fastest.
-    evaluate_s = min(evaluate_time(raws)[0] for _ in range(EVALUATE_RUNS))
-    print(f"cohort {args.athletes} athletes x {args.days} days: {len(raws)} lines; evaluate {evaluate_s:.2f} s "
-          f"(best of {EVALUATE_RUNS})")
-    for workers in args.workers:
-        for guarantee in args.guarantees:
-            run(workers, guarantee, raws, evaluate_s)
+    results: dict[str, list[RunResult]] = {}
+    for _ in range(args.runs):
+        # The best of three: evaluate's time moved by half from one run to the next on a shared machine, and the
+        # ratios are against the core at its fastest.
+        evaluate_s = min(evaluate_time(raws)[0] for _ in range(EVALUATE_RUNS))
+        print(f"cohort {args.athletes} athletes x {args.days} days: {len(raws)} lines; evaluate {evaluate_s:.2f} s "
+              f"(best of {EVALUATE_RUNS})")
+        for workers in args.workers:
+            for guarantee in args.guarantees:
+                result = run(workers, guarantee, raws, evaluate_s)
+                if result is not None:
+                    results.setdefault(f"{workers} worker(s), {guarantee}", []).append(result)
+    if args.runs > 1:
+        for label, runs in results.items():
+            print(summary(label, runs))
 
 
 if __name__ == "__main__":
