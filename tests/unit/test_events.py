@@ -17,6 +17,8 @@ from aromatrack.schemas.events import (
     ANALYTE_UNITS,
     EVENT_MODELS,
     EventError,
+    MAX_JSON_DEPTH,
+    MAX_JSON_INT,
     dump_event,
     parse_event,
     stable_event_id,
@@ -191,3 +193,58 @@ def test_lab_units_outside_the_contract_are_always_refused(analyte, unit, value)
     else:
         with pytest.raises(EventError, match=f"unknown unit .* for {analyte}"):
             parse_event(raw)
+
+
+# Bytes are validated by pydantic straight from the text when the values it reads certainly keep the JSON limits,
+# text always the long way (decode, walk the limits, validate); both must read every message the same.
+JSON_LEAVES = (st.none() | st.booleans() | st.integers(-MAX_JSON_INT - 10, MAX_JSON_INT + 10)
+               | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12))
+JSON_TREES = st.recursive(JSON_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.text(max_size=6), inner, max_size=3), max_leaves=8)
+# What a sender's JSON may carry that the limits refuse or the decoder reads its own way: each replaces a `"@"`.
+ODD_TOKENS = ["NaN", "-Infinity", "1e400", "-2e-400", str(MAX_JSON_INT + 1), "12345678901234567890.5", '"\\udc00"',
+              '"\\ud83d\\ude00"', '"\\u00e9"', '"tab\tin"', '"\x01"', "01", "1.",
+              "[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)]
+
+
+def _outcome(raw: bytes | str) -> str:
+    try:
+        return dump_event(parse_event(raw)).decode()
+    except EventError as exc:
+        return f"refused: {exc}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    event_type=st.sampled_from(sorted(set(VALID) - {"workout.fit"})),
+    replaced=st.just({}) | st.dictionaries(st.sampled_from(
+        ["weight_kg", "body_fat_pct", "value", "time", "athlete_id", "rpe", "energy", "symptoms", "dose_mg", "extra",
+         "nested"]), JSON_TREES, max_size=3),
+    odd=st.none() | st.sampled_from(ODD_TOKENS),
+    duplicate=st.booleans(),
+    ascii_only=st.booleans(),
+)
+def test_bytes_and_text_of_an_event_read_the_same(event_type, replaced, odd, duplicate, ascii_only):
+    body = {**event(event_type), **replaced}
+    if odd is not None:
+        body["odd"] = "@"
+    text = json.dumps(body, ensure_ascii=ascii_only)
+    if odd is not None:
+        text = text.replace('"@"', odd, 1)
+    if duplicate:  # a key given twice: the last one counts, both ways
+        text = text[:-1] + ', "athlete_id": "a-2"}'
+    assert _outcome(text.encode()) == _outcome(text)
+
+
+def test_an_extra_field_nested_too_deep_is_refused_from_bytes_as_from_text():
+    deep = json.dumps(event("symptom.log", nested=json.loads("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH)))
+    for raw in (deep, deep.encode()):
+        with pytest.raises(EventError, match=f"nested deeper than {MAX_JSON_DEPTH} levels"):
+            parse_event(raw)
+
+
+def test_bytes_that_are_not_utf8_are_refused_as_not_json():
+    text = json.dumps(event("symptom.log", athlete_id="a\u00e9"), ensure_ascii=False)
+    raw = text.encode().replace("\u00e9".encode(), b"\xff")
+    with pytest.raises(EventError, match="body: not JSON: 'utf-8' codec can't decode byte 0xff"):
+        parse_event(raw)
