@@ -408,7 +408,9 @@ def check_json(value: Any) -> None:
         raise EventError(exc.message()) from None
 
 
-def _check_value(item: Any, depth: int) -> None:
+def _check_value(item: Any, depth: int, below: float | None = None) -> None:
+    """Raise _Unrepresentable for an element beyond the limits; with `below`, also for a number whose magnitude is
+    not under it (the bytes path's certainty bound: see `_certainly_within_limits`)."""
     kind = type(item)
     if kind is dict or kind is list:
         if depth >= MAX_JSON_DEPTH:
@@ -417,7 +419,7 @@ def _check_value(item: Any, depth: int) -> None:
             try:
                 if type(key) is str and not key.isascii():
                     _check_text(key)
-                _check_value(child, depth + 1)
+                _check_value(child, depth + 1, below)
             except _Unrepresentable as exc:
                 exc.path.append(str(key) if type(key) is not str or _valid(key) else ascii(key))
                 raise
@@ -427,8 +429,13 @@ def _check_value(item: Any, depth: int) -> None:
     elif kind is float:
         if not math.isfinite(item):
             raise _Unrepresentable("not a finite number")
-    elif kind is int and abs(item) > MAX_JSON_INT:
-        raise _Unrepresentable("an integer outside the 64-bit range")
+        if below is not None and abs(item) >= below:
+            raise _Unrepresentable(f"a number of magnitude {below:g} or more")
+    elif kind is int:
+        if abs(item) > MAX_JSON_INT:
+            raise _Unrepresentable("an integer outside the 64-bit range")
+        if below is not None and abs(item) >= below:
+            raise _Unrepresentable(f"a number of magnitude {below:g} or more")
 
 
 def _valid(text: str) -> bool:
@@ -457,16 +464,15 @@ def _describe(error: ValidationError) -> str:
 _CERTAINLY_SMALL = 1e18
 
 
-def _certainly_within_limits(value: Any, depth: int) -> bool:
-    """Whether a value pydantic read from JSON certainly keeps the limits `load_json` enforces on the text it came
-    from: numbers finite and below 1e18, containers no deeper than MAX_JSON_DEPTH (strings: pydantic's parser
-    refuses a lone surrogate itself). False means only that the long way must decide."""
-    kind = type(value)
-    if kind is float or kind is int:
-        return -_CERTAINLY_SMALL < value < _CERTAINLY_SMALL  # False for NaN and infinities too
-    if kind is dict or kind is list:
-        return depth < MAX_JSON_DEPTH and all(
-            _certainly_within_limits(child, depth + 1) for child in (value.values() if kind is dict else value))
+def _certainly_within_limits(event: EventBase) -> bool:
+    """Whether the values pydantic read from JSON certainly keep the limits `load_json` enforces on the text they
+    came from: the limits' own walk, with every number also below 1e18 (a float field may hold what was an
+    integer literal of 19 digits). False means only that the long way must decide."""
+    try:
+        for value in (*event.__dict__.values(), *(event.__pydantic_extra__ or {}).values()):
+            _check_value(value, 1, _CERTAINLY_SMALL)
+    except _Unrepresentable:
+        return False
     return True
 
 
@@ -481,8 +487,7 @@ def _validated_at_once(raw: bytes) -> EventBase | None:
         event = _EVENT_ADAPTER.validate_json(raw)
     except ValidationError:
         return None
-    fields = (*event.__dict__.values(), *(event.__pydantic_extra__ or {}).values())
-    return event if all(_certainly_within_limits(value, 1) for value in fields) else None
+    return event if _certainly_within_limits(event) else None
 
 
 def parse_event(raw: bytes | str | dict[str, Any]) -> EventBase:
