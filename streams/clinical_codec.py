@@ -154,8 +154,8 @@ def resume_progress(raw: bytes | None) -> PartitionProgress:
 
 def period_events(timeline: AthleteTimeline, period: int) -> list[bytes]:
     """The canonical bytes of the period's events, in event-time order."""
-    start = bisect.bisect_left(timeline.keys, OrderKey(period * PERIOD_S, -1, ""))
-    end = bisect.bisect_left(timeline.keys, OrderKey((period + 1) * PERIOD_S, -1, ""))
+    start = bisect.bisect_left(timeline.keys, OrderKey.first_at(period * PERIOD_S))
+    end = bisect.bisect_left(timeline.keys, OrderKey.first_at((period + 1) * PERIOD_S))
     return timeline.encoded[start:end]
 
 

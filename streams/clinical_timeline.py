@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import pickle
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from aromatrack.domain import engine, rules
 from aromatrack.domain import events as domain
@@ -35,9 +35,14 @@ from aromatrack.schemas.series import Point
 CHECKPOINT_EVERY = 32
 
 
-@dataclass(frozen=True, order=True)
-class OrderKey:
-    """The engine's processing order: event time, then type rank, then event id (`engine.order_key`)."""
+# Below every event's type rank (`engine.type_rank` ranks from 0), so a bound at a moment sorts before its events.
+_BEFORE_ANY_RANK = (-1, -1)
+
+
+class OrderKey(NamedTuple):
+    """The engine's processing order: event time, then type rank, then event id (`engine.order_key`). A tuple,
+    so the sorts and bisections of placing and folding compare in C (a dataclass's ordering built two tuples per
+    comparison)."""
 
     time_s: float
     type_rank: tuple[int, int]
@@ -51,6 +56,11 @@ class OrderKey:
     def of_domain(cls, event: EventBase, core: domain.Event) -> "OrderKey":
         """The key of `event`, whose core value (`domain_event`) is already at hand."""
         return cls(event.time.timestamp(), engine.type_rank(core), event.event_id or "")
+
+    @classmethod
+    def first_at(cls, time_s: float) -> "OrderKey":
+        """A bound before every event at `time_s` or later, and after every earlier one."""
+        return cls(time_s, _BEFORE_ANY_RANK, "")
 
 
 @dataclass(frozen=True)

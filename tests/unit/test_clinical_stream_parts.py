@@ -255,6 +255,25 @@ def test_a_batch_stores_only_the_periods_it_touched():
     assert [part for part, _ in writes] == [codec.period_part(codec.period_of(events[-1]))]
 
 
+def test_events_at_the_first_moment_of_a_period_are_stored_in_that_period():
+    # Periods start at Thursday 00:00 UTC (the epoch's weekday): a lab entered with a date only falls there.
+    boundary_s = 2900 * codec.PERIOD_S
+    at = datetime.fromtimestamp(boundary_s, timezone.utc)
+    athlete = EVENTS["fat_loss_unchanged_ai"][0].athlete_id
+    before, on, after = (parse_event({
+        "type": "lab.result", "schema_version": 1, "athlete_id": athlete, "time": (at.timestamp() + offset_s),
+        "analyte": analyte, "value": 25, "unit": "pg/mL" if analyte == "estradiol" else "ng/dL",
+    }) for offset_s, analyte in ((-1, "estradiol"), (0, "testosterone_total"), (0, "estradiol")))
+    record = ClinicalRecord.new(athlete)
+    stored = dict(codec.event_writes(record, record.timeline.add([after, on, before])))
+    period = codec.period_of(on)
+    assert period == boundary_s // codec.PERIOD_S
+    assert codec.period_events(record.timeline, period) == [dump_event(on), dump_event(after)]
+    assert codec.period_events(record.timeline, period - 1) == [dump_event(before)]
+    restored = codec.read_record(athlete, stored.get)
+    assert restored.timeline.encoded == record.timeline.encoded
+
+
 def test_partition_progress_needs_every_path_caught_up_since_its_last_event():
     progress = PartitionProgress()
     for path in TIMELINE_INPUTS:
