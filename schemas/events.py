@@ -490,6 +490,18 @@ def _validated_at_once(raw: bytes) -> EventBase | None:
     return event if _certainly_within_limits(event) else None
 
 
+def certainly_as_sent_alone(event: EventBase) -> EventBase | None:
+    """An event pydantic read from JSON inside a larger message (a timeline batch), with its stable id: what
+    `parse_event` gives for the event's own JSON, or None when that is not certain (its values may break the
+    limits, or its canonical form is over the size limit) and the event must be read alone the long way."""
+    if not _certainly_within_limits(event):
+        return None
+    event = _with_event_id(event)
+    if event.type != "workout.fit" and len(dump_event(event)) > MAX_EVENT_BYTES:
+        return None
+    return event
+
+
 def parse_event(raw: bytes | str | dict[str, Any]) -> EventBase:
     """Validate one event from bytes, text or a dict and return it with a stable `event_id`.
 

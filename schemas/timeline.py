@@ -8,15 +8,23 @@ A `timeline.batch` message carries the events of one athlete that a stage's batc
 canonical JSON. The consumer validates each event again on its own, with the same limits as if it had come alone
 (`parse_event`), and dead-letters only the events that fail. A message holding one plain event is still a valid
 timeline message (what earlier workers forwarded).
+
+A batch is read in one pass of pydantic's parser over its bytes when every event in it is valid and certainly
+within the limits (7.6 us an event of the demo cohort's batches against 10.1 for decoding the message and
+validating each event's dict, most of the rest being the canonical dump that checks each event's size); otherwise
+event by event, which decides and names what fails exactly as before. Both ways read every message the same
+(tests/unit/test_timeline_messages.py).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Literal
 
-from .events import EventBase, EventError, decode_json, parse_event
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .events import Event, EventBase, EventError, certainly_as_sent_alone, decode_json, parse_event
 
 BATCH_TYPE = "timeline.batch"
 BATCH_SCHEMA_VERSION = 1
@@ -52,9 +60,35 @@ class TimelineItem:
     error: EventError | None = None
 
 
+class _Batch(BaseModel):
+    """A whole `timeline.batch` message, for validating all its events in one pass over its bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["timeline.batch"]
+    schema_version: Literal[1]
+    events: list[Event]
+
+
 def parse_timeline_message(raw: bytes) -> list[TimelineItem]:
     """The events of a timeline message (a `timeline.batch` or a single event), each validated on its own.
     EventError when the message as a whole is neither."""
+    return _read_at_once(raw) or _read_event_by_event(raw)
+
+
+def _read_at_once(raw: bytes) -> list[TimelineItem] | None:
+    """A batch's events from one pass of pydantic's parser, or None when any event fails or is not certainly read
+    as it would be alone (the caller then reads it event by event)."""
+    if not raw.startswith(_HEAD):
+        return None
+    try:
+        events = _Batch.model_validate_json(raw).events
+    except ValidationError:
+        return None
+    read = [certainly_as_sent_alone(event) for event in events]
+    return None if None in read else [TimelineItem(b"", event=event) for event in read]
+
+
+def _read_event_by_event(raw: bytes) -> list[TimelineItem]:
     body = decode_json(raw)
     if not (isinstance(body, dict) and body.get("type") == BATCH_TYPE):
         try:

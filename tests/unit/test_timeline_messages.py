@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aromatrack.schemas.events import MAX_JSON_DEPTH, EventError, dump_event, parse_event
+from aromatrack.schemas import timeline
 from aromatrack.schemas.timeline import MAX_BATCH_BYTES, batch_messages, parse_timeline_message
+
+from .test_events import _outcome, odd_event_texts
 
 
 def scale(minute: int, body_fat: float = 20.0, **extra) -> dict:
@@ -28,6 +31,33 @@ def test_a_batch_gives_back_its_events_in_order(minutes: list[int]) -> None:
     items = parse_timeline_message(message)
     assert [dump_event(item.event) for item in items] == events
     assert all(item.error is None for item in items)
+
+
+def _read(read, message: bytes) -> list[str] | str:
+    try:
+        items = read(message)
+    except EventError as exc:
+        return f"message refused: {exc}"
+    return [dump_event(item.event).decode() if item.error is None else f"refused: {item.error}" for item in items]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(odd_event_texts(), min_size=1, max_size=4), st.booleans())
+def test_a_batch_reads_the_same_in_one_pass_as_event_by_event(texts: list[str], events_twice: bool) -> None:
+    # The one pass over the bytes is taken only when certain; the event-by-event read decides everything else.
+    events = b"[" + b",".join(text.encode() for text in texts) + b"]"
+    if events_twice:  # a key given twice: the last one counts, as in an event
+        events = b'[{"type":"nothing"}],"events":' + events
+    message = b'{"type":"timeline.batch","schema_version":1,"events":' + events + b"}"
+    assert _read(parse_timeline_message, message) == _read(timeline._read_event_by_event, message)
+    if not events_twice:
+        assert message == batch_messages([text.encode() for text in texts])[0]
+
+
+def test_each_event_of_a_canonical_batch_reads_as_it_would_alone() -> None:
+    texts = [json.dumps(scale(1)), json.dumps(scale(2, body_fat=140.0)), json.dumps(scale(3, note="\u00e9"))]
+    [message] = batch_messages([text.encode() for text in texts])
+    assert _read(parse_timeline_message, message) == [_outcome(text) for text in texts]
 
 
 def test_a_single_event_is_still_a_timeline_message() -> None:
