@@ -11,9 +11,11 @@ import base64
 import hashlib
 import json
 import math
+import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -37,6 +39,24 @@ MAX_EVENT_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32
 MAX_JSON_INT = 2**63 - 1
 _MAX_INT_DIGITS = len(str(MAX_JSON_INT)) + 1  # a sign
+
+# Identifiers and the labels stored as InfluxDB tags (an athlete, an event, a scale's device, a sport) are one line
+# of text without backslashes. Line protocol has no escape for a line break in a tag, and a tag ending in a
+# backslash cannot be written at all (InfluxDB 1.x and 2.x also read a backslash before other characters
+# differently): one such label had InfluxDB refuse its whole batch, and the ingest consumer stopped on it again at
+# every restart.
+ONE_LINE_PATTERN = r"^[^\x00-\x1f\x7f\\]*$"
+_NOT_IN_A_LABEL = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def _label(text: str) -> str:
+    if _NOT_IN_A_LABEL.search(text) is not None:
+        raise ValueError("must be one line of text without backslashes: control characters (a line break, a tab) "
+                         "and backslashes are not allowed")
+    return text
+
+
+Label = Annotated[str, AfterValidator(_label), Field(json_schema_extra={"pattern": ONE_LINE_PATTERN})]
 
 ANALYTES = (
     "estradiol",
@@ -90,9 +110,9 @@ class EventBase(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
-    athlete_id: Annotated[str, Field(min_length=1, max_length=128)]
+    athlete_id: Annotated[Label, Field(min_length=1, max_length=128)]
     time: AwareDatetime
-    event_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    event_id: Annotated[Label, Field(min_length=1, max_length=128)] | None = None
     schema_version: Literal[1] = SCHEMA_VERSION
     # Optional fields declared after event ids were first hashed: left out of `stable_event_id` when null, so an
     # event keeps the id it always had (and a model dump parsed again, nulls and all, keeps it too).
@@ -139,7 +159,7 @@ class ScaleReading(EventBase):
     bone_mass_kg: Annotated[float, Field(gt=0, le=15)] | None = None
     hydration_pct: Annotated[float, Field(ge=20, le=85)] | None = None
     visceral_fat_rating: Annotated[float, Field(ge=1, le=60)] | None = None
-    device: str | None = None
+    device: Label | None = None
 
     @model_validator(mode="after")
     def _masses_fit_in_weight(self) -> "ScaleReading":
@@ -179,8 +199,8 @@ class WorkoutFit(EventBase):
 
 class WorkoutSummary(EventBase):
     type: Literal["workout.summary"] = "workout.summary"
-    sport: Annotated[str, Field(min_length=1, max_length=64)]
-    sub_sport: str | None = None
+    sport: Annotated[Label, Field(min_length=1, max_length=64)]
+    sub_sport: Label | None = None
     duration_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)]
     avg_hr_bpm: Annotated[float, Field(ge=20, le=250)] | None = None
     max_hr_bpm: Annotated[float, Field(ge=20, le=250)] | None = None

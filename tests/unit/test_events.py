@@ -149,6 +149,31 @@ def test_json_schema_accepts_what_the_models_accept(event_type):
     jsonschema.validate(json.loads(dump_event(parse_event(event(event_type)))), schema)
 
 
+LABEL_FIELDS = [("scale.reading", "athlete_id"), ("scale.reading", "event_id"), ("scale.reading", "device"),
+                ("workout.summary", "sport"), ("workout.summary", "sub_sport")]
+NOT_IN_A_LABEL = ["a\nline break", "a\ttab", "a nul\x00", "a delete\x7f", "ends in a backslash\\", "mid\\dle"]
+
+
+@pytest.mark.parametrize(("event_type", "field"), LABEL_FIELDS)
+@pytest.mark.parametrize("text", NOT_IN_A_LABEL)
+def test_a_label_with_a_control_character_or_a_backslash_is_refused_in_every_form(event_type, field, text):
+    """InfluxDB cannot store such a label as a tag: the event is refused at the entry, naming the field."""
+    raw = event(event_type, **{field: text})
+    for form in (raw, json.dumps(raw), json.dumps(raw).encode()):
+        with pytest.raises(EventError, match=f"^{field}: must be one line of text without backslashes"):
+            parse_event(form)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(raw, json_schemas()[f"{event_type}.v1.schema.json"])
+
+
+def test_a_label_may_hold_what_line_protocol_escapes_and_any_other_text():
+    label = 'Body+ (WBS05), x=1 "quoted" \'é 😀'
+    parsed = parse_event(json.dumps(event("scale.reading", device=label, athlete_id=label)).encode())
+    assert (parsed.device, parsed.athlete_id) == (label, label)
+
+
+labels = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\\\x7f"
+                                        + "".join(map(chr, range(32)))), min_size=1, max_size=40)
 aware_times = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(timezone.utc)
 ).map(lambda t: t.astimezone(timezone(timedelta(hours=2))))
@@ -159,7 +184,7 @@ aware_times = st.datetimes(
     weight=st.floats(min_value=25, max_value=350, allow_nan=False),
     fat=st.floats(min_value=2, max_value=75, allow_nan=False),
     moment=aware_times,
-    athlete=st.text(min_size=1, max_size=40),
+    athlete=labels,
 )
 def test_any_plausible_reading_round_trips_with_a_stable_id(weight, fat, moment, athlete):
     raw = {"type": "scale.reading", "athlete_id": athlete, "time": moment.isoformat(), "weight_kg": weight,
