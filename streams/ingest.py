@@ -2,7 +2,11 @@
 
 Pipeline: raw bytes -> `parse_event` (the schemas contract) -> InfluxDB points, one write per batch ->
 the validated events forwarded to the timeline topic. Anything that fails validation goes to the
-dead-letter topic with its original bytes and the reason, and the batch carries on.
+dead-letter topic with its original bytes and the reason, and the batch carries on. An event InfluxDB will not
+store (it refuses the batch's write: a field stored with another type, a time outside the retention policy) is
+found by writing the batch's events one by one; it goes on to the timeline, whose alerts must not miss it, and a
+copy goes to the dead-letter topic saying its points were not stored. A refused write stopped the consumer, and
+it stopped again on the same batch at every restart.
 
 Why a batch consumer and not faust agents: this path is stateless, and faust's per-message machinery
 (consumer thread, event wrapping, acks, sensors, one `send` per forwarded event) was its ceiling. With
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -42,9 +47,10 @@ from faust.exceptions import ProducerSendError
 
 from aromatrack.deploy.settings import Settings
 from aromatrack.schemas import topics
-from aromatrack.schemas.events import EventError, dump_event, parse_event
+from aromatrack.schemas.events import EventBase, EventError, dump_event, parse_event
 from aromatrack.schemas.progress import INPUT_HEADER, MARKER_HEADER, MarkerError, arrived_via, header, marker_found_on, via
 from aromatrack.streams.app import Streams, session_timeouts_ms
+from aromatrack.streams.influx import PointsRefused
 from aromatrack.streams.input_progress import InputPartition, StageProgress
 from aromatrack.streams.points import event_points
 from aromatrack.streams.rewinding_consumer import FETCH_MAX_WAIT_MS
@@ -64,9 +70,39 @@ def input_path(record: ConsumerRecord) -> str:
     return via(upstream, record.topic) if upstream else record.topic
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A valid event of a batch, with its bytes as read, the topic it was read from and the input path it came
+    along."""
+
+    event: EventBase
+    raw: bytes
+    topic: str
+    path: str
+
+
+async def store_points(streams: Streams, accepted: list[Accepted]) -> bool:
+    """The events' points in one write; if InfluxDB refuses it, event by event, each refused event's bytes to the
+    dead-letter topic with the reason (which never quotes its values). Whether any was dead-lettered."""
+    try:
+        await streams.influx().write([point for item in accepted for point in event_points(item.event)])
+        return False
+    except PointsRefused as exc:
+        log.warning("InfluxDB refused a batch's points (%s); writing its %d events one by one", exc, len(accepted))
+    dead_lettered = False
+    for item in accepted:
+        try:
+            await streams.influx().write(event_points(item.event))
+        except PointsRefused as exc:
+            await streams.dead_letter(item.raw, f"its points were not stored ({exc}); the event went on to the "
+                                      "clinical timeline", item.topic, item.event.athlete_id.encode())
+            dead_lettered = True
+    return dead_lettered
+
+
 async def ingest_batch(streams: Streams, records: list[ConsumerRecord]) -> None:
-    """Validate a batch, write its points in one request, forward the valid events and then the upstream
-    progress markers it carried; returns once all of it (dead letters included) is acknowledged."""
+    """Validate a batch, write its points in one request (`store_points`), forward the valid events and then the
+    upstream progress markers it carried; returns once all of it (dead letters included) is acknowledged."""
     accepted = []
     upstream_markers = []
     dead_lettered = False
@@ -87,13 +123,13 @@ async def ingest_batch(streams: Streams, records: list[ConsumerRecord]) -> None:
                 reason = str(exc)
             else:
                 if topics.topic_for(event.type) == record.topic:
-                    accepted.append((event, input_path(record)))
+                    accepted.append(Accepted(event, raw, record.topic, input_path(record)))
                     continue
                 reason = f"type: {event.type} events do not belong on {record.topic}"
         await streams.dead_letter(raw, reason, record.topic)
         dead_lettered = True
-    await streams.influx().write([point for event, _ in accepted for point in event_points(event)])
-    await streams.forward([(event.athlete_id.encode(), path, dump_event(event)) for event, path in accepted])
+    dead_lettered = await store_points(streams, accepted) or dead_lettered
+    await streams.forward([(item.event.athlete_id.encode(), item.path, dump_event(item.event)) for item in accepted])
     await streams.send_markers(topics.TIMELINE_TOPIC, upstream_markers)
     if dead_lettered:
         await streams.app.producer.flush()
