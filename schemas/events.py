@@ -11,11 +11,9 @@ import base64
 import hashlib
 import json
 import math
-import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -45,18 +43,10 @@ _MAX_INT_DIGITS = len(str(MAX_JSON_INT)) + 1  # a sign
 # backslash cannot be written at all (InfluxDB 1.x and 2.x also read a backslash before other characters
 # differently): one such label had InfluxDB refuse its whole batch, and the ingest consumer stopped on it again at
 # every restart.
-ONE_LINE_PATTERN = r"^[^\x00-\x1f\x7f\\]*$"
-_NOT_IN_A_LABEL = re.compile(r"[\x00-\x1f\x7f\\]")
-
-
-def _label(text: str) -> str:
-    if _NOT_IN_A_LABEL.search(text) is not None:
-        raise ValueError("must be one line of text without backslashes: control characters (a line break, a tab) "
-                         "and backslashes are not allowed")
-    return text
-
-
-Label = Annotated[str, AfterValidator(_label), Field(json_schema_extra={"pattern": ONE_LINE_PATTERN})]
+ONE_LINE_PATTERN = r"^[^\x00-\x1f\x7f\\]*$"  # matched by pydantic's core; `_describe` words the refusal
+LABEL_REFUSAL = ("must be one line of text without backslashes: control characters (a line break, a tab) and "
+                 "backslashes are not allowed")
+Label = Annotated[str, Field(pattern=ONE_LINE_PATTERN)]
 
 ANALYTES = (
     "estradiol",
@@ -475,7 +465,10 @@ def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False):
         location = ".".join(str(p) for p in item["loc"] if not str(p).startswith(EVENT_TYPES))
-        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "string_pattern_mismatch" and item["ctx"]["pattern"] == ONE_LINE_PATTERN:
+            message = LABEL_REFUSAL
+        else:
+            message = item["msg"].removeprefix("Value error, ")
         parts.append(f"{location or 'event'}: {message}")
     return "; ".join(parts)
 
