@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import math
+from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -47,6 +48,15 @@ ONE_LINE_PATTERN = r"^[^\x00-\x1f\x7f\\]*$"  # matched by pydantic's core; `_des
 LABEL_REFUSAL = ("must be one line of text without backslashes: control characters (a line break, a tab) and "
                  "backslashes are not allowed")
 Label = Annotated[str, Field(pattern=ONE_LINE_PATTERN)]
+
+# Event times InfluxDB can store (1677 to 2262), with room for what is derived from them (a recheck falls due
+# months after its event): a weigh-in dated in the year 3000 was accepted, and InfluxDB's refusal of its trend
+# point stopped the clinical agent again at every restart.
+EARLIEST_EVENT_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST_EVENT_TIME = datetime(2200, 1, 1, tzinfo=timezone.utc)
+EventTime = Annotated[AwareDatetime, Field(
+    ge=EARLIEST_EVENT_TIME, lt=LATEST_EVENT_TIME,
+    description="With a UTC offset; from 1900-01-01T00:00:00Z up to, not including, 2200-01-01T00:00:00Z.")]
 
 ANALYTES = (
     "estradiol",
@@ -101,7 +111,7 @@ class EventBase(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     athlete_id: Annotated[Label, Field(min_length=1, max_length=128)]
-    time: AwareDatetime
+    time: EventTime
     event_id: Annotated[Label, Field(min_length=1, max_length=128)] | None = None
     schema_version: Literal[1] = SCHEMA_VERSION
     # Optional fields declared after event ids were first hashed: left out of `stable_event_id` when null, so an

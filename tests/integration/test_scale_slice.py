@@ -68,6 +68,8 @@ async def test_bad_events_go_to_the_dead_letter_topic_and_the_worker_keeps_going
         json.dumps(reading(athlete, 1, 900.0, 20.0)).encode(),  # impossible weight
         json.dumps({**reading(athlete, 2, 80.0, 20.0), "type": "lab.result"}).encode(),  # wrong schema
         json.dumps({**reading(athlete, 4, 80.0, 20.0), "note": "x" * 200_000}).encode(),  # huge payload
+        json.dumps({**reading(athlete, 5, 80.0, 20.0), "time": "3000-01-01T07:00:00Z"}).encode(),  # InfluxDB cannot store it
+        json.dumps({**reading(athlete, 6, 80.0, 20.0), "device": "scale\nmodel"}).encode(),  # nor a tag with a line break
     ]
     consumer = AIOKafkaConsumer(
         topics.DEAD_LETTER_TOPIC, bootstrap_servers=stack.kafka_bootstrap, auto_offset_reset="earliest",
@@ -96,6 +98,8 @@ async def test_bad_events_go_to_the_dead_letter_topic_and_the_worker_keeps_going
     assert "weight_kg" in reasons[poison[1]]
     assert "analyte" in reasons[poison[2]]
     assert "over the 65536-byte limit" in reasons[poison[3]]
+    assert reasons[poison[4]] == "time: Input should be less than 2200-01-01T00:00:00Z"
+    assert reasons[poison[5]].startswith("device: must be one line of text without backslashes")
 
     async with influx_for(worker.database, Audience.COACHING) as influx:
         async def good_one_written() -> bool:

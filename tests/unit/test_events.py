@@ -172,6 +172,24 @@ def test_a_label_may_hold_what_line_protocol_escapes_and_any_other_text():
     assert (parsed.device, parsed.athlete_id) == (label, label)
 
 
+@pytest.mark.parametrize(("moment", "refusal"), [
+    ("1899-12-31T23:59:59Z", "time: Input should be greater than or equal to 1900-01-01T00:00:00Z"),
+    ("1900-01-01T00:00:00Z", None),
+    ("1900-01-01T01:00:00+02:00", "time: Input should be greater than or equal to 1900-01-01T00:00:00Z"),
+    ("2199-12-31T23:59:59Z", None),
+    ("2200-01-01T00:00:00Z", "time: Input should be less than 2200-01-01T00:00:00Z"),
+    ("3000-01-01T07:00:00Z", "time: Input should be less than 2200-01-01T00:00:00Z"),
+])
+def test_an_event_time_is_one_influxdb_can_store_compared_as_an_instant(moment, refusal):
+    raw = event("scale.reading", time=moment)
+    for form in (raw, json.dumps(raw).encode()):
+        if refusal is None:
+            assert parse_event(form).time == datetime.fromisoformat(moment)
+        else:
+            with pytest.raises(EventError, match=f"^{re.escape(refusal)}$"):
+                parse_event(form)
+
+
 labels = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\\\x7f"
                                         + "".join(map(chr, range(32)))), min_size=1, max_size=40)
 aware_times = st.datetimes(
