@@ -57,6 +57,7 @@ from faust.tables.recovery import Recovery
 
 from aromatrack.schemas import topics
 from aromatrack.schemas.series import Point
+from aromatrack.streams.influx import write_storable
 
 log = logging.getLogger(__name__)
 
@@ -232,19 +233,28 @@ async def write_owned(table, store, points: Iterable[Point]) -> int:
     """Write the points derived from an athlete-keyed table's state, of the partitions this worker owns (the
     table's partition of their `athlete_id` tag); points of a partition no longer assigned here are dropped (its
     new owner writes them). OwnershipLost, and the worker stops, when the write does not complete in time
-    (`within_ownership`)."""
+    (`within_ownership`). Points InfluxDB refuses are left out and counted in the log (`write_storable`): they
+    are derived (trends, loads, alerts' marks), their record is in the tables and on the alerts topic, and a
+    bulk import older than the database's retention policy stopped the clinical agent at every restart.
+    Returns how many points were written."""
     app = table.app
-    if not app.in_transaction:
-        return await store.write(points)
-    by_partition: dict[int, list[Point]] = defaultdict(list)
-    for point in points:
-        by_partition[table.partition_for_key(point.tags["athlete_id"].encode())].append(point)
-    owned = owned_partitions(app)
-    kept = [point for partition, group in by_partition.items() if partition in owned for point in group]
-    dropped = sum(len(group) for partition, group in by_partition.items() if partition not in owned)
-    if dropped:
-        log.warning("%d derived points of partitions no longer assigned here not written", dropped)
-    return await within_ownership(app, store.write(kept, before_attempt=lambda: await_lease(app)))
+    kept = list(points)
+    if app.in_transaction:
+        by_partition: dict[int, list[Point]] = defaultdict(list)
+        for point in kept:
+            by_partition[table.partition_for_key(point.tags["athlete_id"].encode())].append(point)
+        owned = owned_partitions(app)
+        kept = [point for partition, group in by_partition.items() if partition in owned for point in group]
+        dropped = sum(len(group) for partition, group in by_partition.items() if partition not in owned)
+        if dropped:
+            log.warning("%d derived points of partitions no longer assigned here not written", dropped)
+        refused = await within_ownership(app, write_storable(
+            lambda group: store.write(group, before_attempt=lambda: await_lease(app)), kept))
+    else:
+        refused = await write_storable(store.write, kept)
+    if refused:
+        log.warning("%d derived points refused by InfluxDB were not written", refused)
+    return len(kept) - refused
 
 
 async def after_lease(app, request: Awaitable):

@@ -94,7 +94,13 @@ class InfluxError(RuntimeError):
 class PointsRefused(InfluxError):
     """Points that cannot be stored as given, so writing them again cannot succeed: InfluxDB answered 400 (a line
     it cannot parse, a field of another type than the one stored, a time outside the retention policy), or a
-    point holds text line protocol cannot carry. The message never quotes the points (they may be health data)."""
+    point holds text line protocol cannot carry. The message never quotes the points (they may be health data).
+    `dropped`: how many points InfluxDB left out of a partial write, having stored every other one (None when it
+    did not say so)."""
+
+    def __init__(self, message: str, dropped: int | None = None) -> None:
+        super().__init__(message)
+        self.dropped = dropped
 
 
 def _refusal_reason(text: str) -> str:
@@ -104,6 +110,12 @@ def _refusal_reason(text: str) -> str:
     except (ValueError, TypeError, KeyError):
         reason = text
     return reason.split("'", 1)[0].rstrip(" :") or "no reason given"
+
+
+def _dropped_by_partial_write(text: str) -> int | None:
+    """How many points a 400 says InfluxDB left out of a partial write (it stored the others), or None."""
+    found = re.search(r"dropped=(\d+)", text)
+    return int(found.group(1)) if "partial write" in text and found else None
 
 
 @dataclass(frozen=True)
@@ -192,7 +204,8 @@ class InfluxClient:
                 if response.status_code == 204:
                     return len(lines)
                 if response.status_code == 400:
-                    raise PointsRefused(f"write refused (400): {_refusal_reason(response.text)}")
+                    raise PointsRefused(f"write refused (400): {_refusal_reason(response.text)}",
+                                        _dropped_by_partial_write(response.text))
                 if 400 <= response.status_code < 500:
                     raise InfluxError(f"write refused ({response.status_code}): {response.text.strip()}")
                 reason = f"HTTP {response.status_code}"
@@ -217,6 +230,26 @@ class InfluxClient:
             if "error" in result:
                 raise InfluxError(f"query failed: {result['error']}")
         return results[0].get("series", []) if results else []
+
+
+async def write_storable(write: Callable[[list[Point]], Awaitable[int]], points: list[Point]) -> int:
+    """Write the points InfluxDB will store and leave out those it refuses (PointsRefused: a time outside the
+    database's retention policy, a field stored with another type). When the server says it stored the others (a
+    partial write, as InfluxDB 1.x answers), that is all; otherwise the request is split in halves until each
+    refused point stands alone (about two requests per refused point), and halves already stored are written
+    again, which overwrites them with themselves. Returns how many points were left out."""
+    if not points:
+        return 0
+    try:
+        await write(points)
+        return 0
+    except PointsRefused as refused:
+        if refused.dropped is not None:
+            return refused.dropped
+        if len(points) == 1:
+            return 1
+    middle = len(points) // 2
+    return await write_storable(write, points[:middle]) + await write_storable(write, points[middle:])
 
 
 class SeriesStore:

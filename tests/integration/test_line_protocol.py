@@ -17,7 +17,7 @@ from aromatrack.deploy import influx_access
 from aromatrack.schemas import series, topics
 from aromatrack.schemas.events import parse_event
 from aromatrack.schemas.series import Audience
-from aromatrack.streams.influx import rows, time_ns
+from aromatrack.streams.influx import rows, time_ns, write_storable
 from aromatrack.streams.producer import EventProducer
 
 from .conftest import eventually, unique_athlete
@@ -97,3 +97,21 @@ async def test_an_event_influxdb_refuses_is_dead_lettered_and_the_consumer_goes_
 
         await eventually(kept_stored, describe=lambda: f"(the worker's log ends: {worker.log_path.read_text()[-1500:]})")
     assert worker.process is not None and worker.process.poll() is None
+
+
+async def test_derived_points_older_than_the_retention_policy_are_left_out_and_the_rest_written(stack):
+    """A database kept for an hour (an operator's retention policy) and a history years long: InfluxDB stores the
+    recent points and says how many it dropped; nothing is raised."""
+    stored = replace(stack, influx_database=f"kept_{uuid.uuid4().hex[:8]}")
+    influx_access.provision(stored)
+    database = series.database_name(stored.influx_database, Audience.COACHING)
+    created = influx_access._run(stored, f'CREATE RETENTION POLICY "hour" ON "{database}" DURATION 1h REPLICATION 1 '
+                                 "DEFAULT", influx_access.user(stored, influx_access.Role.ADMIN))
+    assert created.error is None
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    points = [series.BODY_COMPOSITION.point(moment, {"athlete_id": "kept"}, {"weight_kg": 80.0})
+              for moment in (datetime(2020, 1, 1, tzinfo=timezone.utc), now, datetime(2021, 1, 1, tzinfo=timezone.utc))]
+    async with influx_access.writer_store(stored) as writer, influx_access.reader_store(stored) as reader:
+        assert await write_storable(writer.write, points) == 2
+        found = rows(await reader.client(Audience.COACHING).query("SELECT weight_kg FROM body_composition"))
+    assert [row["time"] for row in found] == [now.strftime("%Y-%m-%dT%H:%M:%SZ")]
