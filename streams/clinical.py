@@ -44,6 +44,7 @@ knows which imports are open and which paths have closed them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -135,11 +136,31 @@ def alert_points_delete(identities: Iterable[AlertPointIdentity]) -> str:
     return ";".join(statements)
 
 
+class HistoryUnreadable(Exception):
+    """The athlete's stored history holds what this worker cannot read: an event stored before the contract
+    refused its kind (a time InfluxDB cannot store, a label with a line break), or a format newer than this
+    worker. Its alerts are held rather than released from part of the history, and the agent goes on with the
+    other athletes: such a history stopped the whole worker at every restart."""
+
+    def __init__(self, athlete_key: bytes, cause: ValueError) -> None:
+        # What went wrong, never the values (an EventError names its field first, then may quote values).
+        self.reason = f"{type(cause).__name__}: {str(cause).split(':')[0]}"
+        # The athlete named by a digest, as other logs name workouts: an id may be a person's e-mail address.
+        self.athlete = hashlib.sha256(athlete_key).hexdigest()[:12]
+        super().__init__(f"the stored history of athlete {self.athlete} cannot be read ({self.reason}); its alerts "
+                         "are held until it is repaired")
+
+
 def _load(ctx: Clinical, athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
-    """The athlete's record, from memory or restored from the table (`clinical_codec.restore`)."""
+    """The athlete's record, from memory or restored from the table (`clinical_codec.restore`); HistoryUnreadable
+    when the stored history cannot be read."""
     record = ctx.records.get(athlete_key)
     if record is None:
-        record = restore(athlete_id, lambda part: ctx.history_table.get(part_key(athlete_key, part)), ctx.engine_settings)
+        try:
+            record = restore(athlete_id, lambda part: ctx.history_table.get(part_key(athlete_key, part)),
+                             ctx.engine_settings)
+        except ValueError as exc:  # EventError, StoredStateError, a JSON error: the same hold for each
+            raise HistoryUnreadable(athlete_key, exc) from None
         record = record or ClinicalRecord.new(athlete_id, ctx.engine_settings)
         ctx.records[athlete_key] = record
         while len(ctx.records) > MAX_RECORDS:
@@ -233,9 +254,14 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
         if _progress(ctx, partition).complete()
         for athlete_key in sorted(ctx.unreleased.pop(partition, set()))
     ]
-    if not due:
+    records: dict[bytes, ClinicalRecord] = {}
+    for athlete_key in due:
+        try:
+            records[athlete_key] = _load(ctx, athlete_key, athlete_key.decode())
+        except HistoryUnreadable as exc:
+            log.error("%s", exc)
+    if not records:
         return
-    records = {athlete_key: _load(ctx, athlete_key, athlete_key.decode()) for athlete_key in due}
     points = [point for record in records.values() for point in record.timeline.fold()]
     sent: list[OutboxMessage] = []
     stale: list[AlertPointIdentity] = []
@@ -322,7 +348,14 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                 progress.on_event(header(message.headers, INPUT_HEADER))
         async with ctx.lock:
             for (partition, athlete_key), events in by_athlete.items():
-                record = _load_holding(ctx, athlete_key, events)
+                try:
+                    record = _load_holding(ctx, athlete_key, events)
+                except HistoryUnreadable as exc:
+                    log.error("%s", exc)
+                    for event in events:  # not placed: kept on the dead-letter topic to be sent again once repaired
+                        await ctx.streams.dead_letter(dump_event(event), f"not placed: {exc}", topics.TIMELINE_TOPIC,
+                                                      athlete_key)
+                    continue
                 added = record.timeline.add(events)
                 if added:
                     _store(ctx, athlete_key, placement_writes(record, added))

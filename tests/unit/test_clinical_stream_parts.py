@@ -22,6 +22,9 @@ from aromatrack.services import cohort
 from aromatrack.services.jsonl import read_events
 from aromatrack.streams import clinical_codec as codec
 from aromatrack.streams.alert_outbox import AlertPointIdentity, Outbox, stale_alert_points, standing_alerts_sharing
+from aromatrack.domain.engine import EngineSettings
+from aromatrack.streams.app import part_key
+from aromatrack.streams.clinical import Clinical, HistoryUnreadable, _load
 from aromatrack.streams.clinical_codec import ClinicalRecord
 from aromatrack.streams.clinical_timeline import CHECKPOINT_EVERY, AthleteTimeline, OrderKey, SettledHistoryError
 from aromatrack.streams.input_progress import (
@@ -245,6 +248,37 @@ def test_codec_round_trips_events_and_outbox_and_refuses_other_versions():
     with pytest.raises(codec.StoredStateError, match="format version 99"):
         codec.read_record(record.timeline.athlete_id, store.get)
     assert codec.read_record("never-stored", {}.get) is None
+
+
+def ctx_periods(ctx, athlete_key):
+    return json.loads(ctx.history_table[part_key(athlete_key, codec.PERIODS_PART)])["periods"]
+
+
+def test_a_stored_history_this_worker_cannot_read_holds_that_athlete_and_nothing_else():
+    """An event stored before the contract refused its kind (here a weigh-in dated in the year 3000), or a part
+    in a newer format: that athlete's record is not built from part of its history, and the agent is told so
+    without the values; another athlete's record loads as before."""
+    ctx = Clinical(None, {}, {}, None, EngineSettings())
+    for name in ("fat_loss_unchanged_ai", "stable_control"):
+        record = ClinicalRecord.new(EVENTS[name][0].athlete_id)
+        added = record.timeline.add(EVENTS[name])
+        for part, value in codec.placement_writes(record, added):
+            ctx.history_table[part_key(record.timeline.athlete_id.encode(), part)] = value
+    held = EVENTS["fat_loss_unchanged_ai"][0].athlete_id.encode()
+    last_period = max(part_key(held, codec.period_part(period)) for period in ctx_periods(ctx, held))
+    stored = json.loads(ctx.history_table[last_period])
+    stored["events"][-1] = {**stored["events"][-1], "time": "3000-01-01T07:00:00Z"}
+    ctx.history_table[last_period] = json.dumps(stored).encode()
+    with pytest.raises(HistoryUnreadable) as caught:
+        _load(ctx, held, held.decode())
+    assert caught.value.reason == "EventError: time"
+    assert held.decode() not in str(caught.value) and "3000" not in str(caught.value)
+    assert held not in ctx.records
+    other = EVENTS["stable_control"][0].athlete_id
+    assert as_json(_load(ctx, other.encode(), other).timeline.alerts().values()) == evaluated(EVENTS["stable_control"])
+    ctx.history_table[last_period] = json.dumps({"v": 99, "events": []}).encode()
+    with pytest.raises(HistoryUnreadable, match=r"\(StoredStateError: stored part"):
+        _load(ctx, held, held.decode())
 
 
 def test_a_batch_stores_only_the_periods_it_touched():
