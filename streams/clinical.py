@@ -138,13 +138,15 @@ def alert_points_delete(identities: Iterable[AlertPointIdentity]) -> str:
 
 class HistoryUnreadable(Exception):
     """The athlete's stored history holds what this worker cannot read: an event stored before the contract
-    refused its kind (a time InfluxDB cannot store, a label with a line break), or a format newer than this
-    worker. Its alerts are held rather than released from part of the history, and the agent goes on with the
-    other athletes: such a history stopped the whole worker at every restart."""
+    refused its kind (a time InfluxDB cannot store, a label with a line break), a format newer than this worker,
+    or what a bug in the restore trips on. Its alerts are held rather than released from part of the history, and
+    the agent goes on with the other athletes: such a history stopped the whole worker at every restart."""
 
-    def __init__(self, athlete_key: bytes, cause: ValueError) -> None:
-        # What went wrong, never the values (an EventError names its field first, then may quote values).
-        self.reason = f"{type(cause).__name__}: {str(cause).split(':')[0]}"
+    def __init__(self, athlete_key: bytes, cause: Exception) -> None:
+        # What went wrong, never the values: the field an EventError names first (its message may go on to quote
+        # values), the part a StoredStateError names; of any other error only its type.
+        named = f": {str(cause).split(':')[0]}" if isinstance(cause, ValueError) else ""
+        self.reason = f"{type(cause).__name__}{named}"
         # The athlete named by a digest, as other logs name workouts: an id may be a person's e-mail address.
         self.athlete = hashlib.sha256(athlete_key).hexdigest()[:12]
         super().__init__(f"the stored history of athlete {self.athlete} cannot be read ({self.reason}); its alerts "
@@ -159,7 +161,7 @@ def _load(ctx: Clinical, athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
         try:
             record = restore(athlete_id, lambda part: ctx.history_table.get(part_key(athlete_key, part)),
                              ctx.engine_settings)
-        except ValueError as exc:  # EventError, StoredStateError, a JSON error: the same hold for each
+        except Exception as exc:  # noqa: BLE001 - EventError, StoredStateError, a bug: the same hold for each
             raise HistoryUnreadable(athlete_key, exc) from None
         record = record or ClinicalRecord.new(athlete_id, ctx.engine_settings)
         ctx.records[athlete_key] = record
