@@ -136,6 +136,18 @@ def alert_points_delete(identities: Iterable[AlertPointIdentity]) -> str:
     return ";".join(statements)
 
 
+def _without_values(cause: Exception) -> str:
+    """What went wrong, never the values: the field an EventError names first (its message may go on to quote
+    values), the part a StoredStateError names; of any other error only its type."""
+    named = f": {str(cause).split(':')[0]}" if isinstance(cause, ValueError) else ""
+    return f"{type(cause).__name__}{named}"
+
+
+def _athlete_digest(athlete_key: bytes) -> str:
+    """The athlete as logs name it, as they name workouts: an id may be a person's e-mail address."""
+    return hashlib.sha256(athlete_key).hexdigest()[:12]
+
+
 class HistoryUnreadable(Exception):
     """The athlete's stored history holds what this worker cannot read: an event stored before the contract
     refused its kind (a time InfluxDB cannot store, a label with a line break), a format newer than this worker,
@@ -143,14 +155,31 @@ class HistoryUnreadable(Exception):
     the agent goes on with the other athletes: such a history stopped the whole worker at every restart."""
 
     def __init__(self, athlete_key: bytes, cause: Exception) -> None:
-        # What went wrong, never the values: the field an EventError names first (its message may go on to quote
-        # values), the part a StoredStateError names; of any other error only its type.
-        named = f": {str(cause).split(':')[0]}" if isinstance(cause, ValueError) else ""
-        self.reason = f"{type(cause).__name__}{named}"
-        # The athlete named by a digest, as other logs name workouts: an id may be a person's e-mail address.
-        self.athlete = hashlib.sha256(athlete_key).hexdigest()[:12]
-        super().__init__(f"the stored history of athlete {self.athlete} cannot be read ({self.reason}); its alerts "
-                         "are held until it is repaired")
+        self.reason = _without_values(cause)
+        super().__init__(f"the stored history of athlete {_athlete_digest(athlete_key)} cannot be read "
+                         f"({self.reason}); its alerts are held until it is repaired")
+
+
+@dataclass(frozen=True)
+class ReadyRelease:
+    """An athlete's folded record, its alerts with the clock run on to the release's time, and when its clock next
+    makes a recheck fall due (None: nothing is scheduled)."""
+
+    record: ClinicalRecord
+    alerts: dict[str, Alert]
+    next_due_s: float | None
+
+
+def _hold(ctx: Clinical, athlete_key: bytes, cause: Exception) -> None:
+    """Leave an athlete out of a release whose history cannot be read or folded: its alerts are held, not released
+    from part of it, while the other athletes' go out. The record leaves memory; the table keeps every event and
+    the stored outbox still owes a release, so the athlete's next event, or a restart, tries again."""
+    ctx.records.pop(athlete_key, None)
+    if isinstance(cause, HistoryUnreadable):
+        log.error("%s", cause)
+    else:
+        log.error("the history of athlete %s cannot be folded (%s); its alerts are held until a worker can",
+                  _athlete_digest(athlete_key), _without_values(cause))
 
 
 def _load(ctx: Clinical, athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
@@ -257,31 +286,40 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
         for athlete_key in sorted(ctx.unreleased.pop(partition, set()))
     ]
     records: dict[bytes, ClinicalRecord] = {}
+    points: list[Point] = []
     for athlete_key in due:
         try:
-            records[athlete_key] = _load(ctx, athlete_key, athlete_key.decode())
-        except HistoryUnreadable as exc:
-            log.error("%s", exc)
-    if not records:
+            record = _load(ctx, athlete_key, athlete_key.decode())
+            points += record.timeline.fold()
+        except Exception as exc:  # noqa: BLE001 - one athlete's history must not stop every other's release
+            _hold(ctx, athlete_key, exc)
+            continue
+        records[athlete_key] = record
+    now = time.time()
+    ready: dict[bytes, ReadyRelease] = {}
+    for athlete_key, record in records.items():
+        try:
+            ready[athlete_key] = ReadyRelease(
+                record, record.timeline.alerts(as_of_s=now), record.timeline.next_due_s(now))
+        except Exception as exc:  # noqa: BLE001 - as above: the clock run on is the engine too
+            _hold(ctx, athlete_key, exc)
+    if not ready:
         return
-    points = [point for record in records.values() for point in record.timeline.fold()]
     sent: list[OutboxMessage] = []
     stale: list[AlertPointIdentity] = []
     restored: list[Alert] = []  # standing alerts whose point a stale point's removal takes with it
     released: set[int] = set()  # partitions with messages sent
     acks = []
-    now = time.time()
-    for athlete_key, record in records.items():
+    for athlete_key, release in ready.items():
+        record, current = release.record, release.alerts
         previous = {**record.outbox.in_flight, **record.outbox.sent}
-        current = record.timeline.alerts(as_of_s=now)
         messages = record.outbox.release(
             current, lambda alert: engine.is_historical(alert.time, now, ctx.engine_settings))
         athlete_stale = stale_alert_points(previous, messages)
         stale += athlete_stale
         restored += standing_alerts_sharing(athlete_stale, current, record.outbox.sent, messages)
-        next_due = record.timeline.next_due_s(now)
-        if next_due is not None:
-            ctx.next_due[athlete_key] = next_due
+        if release.next_due_s is not None:
+            ctx.next_due[athlete_key] = release.next_due_s
         if len(record.timeline) > ctx.timeline_events:
             record.timeline.settle(ctx.timeline_events // 3)
         if messages:
@@ -298,9 +336,9 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
     # The fold's points after the alerts are on their way (a bulk import's are thousands: the write is not in the
     # alerts' way), before the release is confirmed: a crash before the confirmation releases and writes again.
     await fencing.write_owned(ctx.history_table, ctx.streams.influx(), points)
-    for athlete_key, record in records.items():
-        record.outbox.confirm()
-        _store(ctx, athlete_key, [outbox_write(record)])
+    for athlete_key, release in ready.items():
+        release.record.outbox.confirm()
+        _store(ctx, athlete_key, [outbox_write(release.record)])
     # The alert points mirror what was sent and confirmed: only once that is committed (a fenced worker stops here).
     await fencing.commit_now(ctx.streams.app, released)
     # Stale points go before the new points are written: a new point can share a stale one's identity.

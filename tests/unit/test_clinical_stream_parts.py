@@ -2,6 +2,7 @@
 the watermark, and all of them together against `engine.evaluate` for random arrival orders, late events,
 releases and crashes."""
 
+import asyncio
 import json
 import random
 from datetime import datetime, timezone
@@ -24,7 +25,7 @@ from aromatrack.streams import clinical_codec as codec
 from aromatrack.streams.alert_outbox import AlertPointIdentity, Outbox, stale_alert_points, standing_alerts_sharing
 from aromatrack.domain.engine import EngineSettings
 from aromatrack.streams.app import part_key
-from aromatrack.streams.clinical import Clinical, HistoryUnreadable, _load
+from aromatrack.streams.clinical import Clinical, HistoryUnreadable, _load, _release
 from aromatrack.streams.clinical_codec import ClinicalRecord
 from aromatrack.streams.clinical_timeline import CHECKPOINT_EVERY, AthleteTimeline, OrderKey, SettledHistoryError
 from aromatrack.streams.input_progress import (
@@ -279,6 +280,30 @@ def test_a_stored_history_this_worker_cannot_read_holds_that_athlete_and_nothing
     ctx.history_table[last_period] = json.dumps({"v": 99, "events": []}).encode()
     with pytest.raises(HistoryUnreadable, match=r"\(StoredStateError: stored part"):
         _load(ctx, held, held.decode())
+
+
+def test_a_history_the_engine_fails_to_fold_holds_that_athlete_and_leaves_its_release_owed(monkeypatch, caplog):
+    """A bug in the fold (as the boundary TypeError of fb853c3 was) is kept to its athlete: nothing is released for
+    it, its record leaves memory, its stored outbox still owes a release (the next event or a restart tries again),
+    and the log names it by a digest and the error's type only."""
+    ctx = Clinical(None, {}, {}, None, EngineSettings())
+    events = EVENTS["fat_loss_unchanged_ai"]
+    athlete_key = events[0].athlete_id.encode()
+    record = ClinicalRecord.new(events[0].athlete_id)
+    for part, value in codec.placement_writes(record, record.timeline.add(events)):
+        ctx.history_table[part_key(athlete_key, part)] = value
+    ctx.progress[0] = PartitionProgress(caught_up={path: True for path in PartitionProgress.expected})
+    ctx.unreleased[0] = {athlete_key}
+
+    def broken_fold(self):
+        raise TypeError("'<' not supported between instances of 'int' and 'tuple'")
+
+    monkeypatch.setattr(AthleteTimeline, "fold", broken_fold)
+    asyncio.run(_release(ctx, {0}))
+    assert athlete_key not in ctx.records and not ctx.unreleased.get(0)
+    assert codec.decode_outbox(events[0].athlete_id, ctx.history_table[part_key(athlete_key, codec.OUTBOX_PART)]).unreleased
+    [held] = [r.getMessage() for r in caplog.records if "held" in r.getMessage()]
+    assert "cannot be folded (TypeError)" in held and events[0].athlete_id not in held
 
 
 def test_a_batch_stores_only_the_periods_it_touched():
