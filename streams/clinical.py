@@ -67,8 +67,8 @@ from aromatrack.streams.alert_outbox import (
 from aromatrack.streams.app import PART_SEPARATOR, AthleteKeyedTable, Streams, part_key
 from aromatrack.streams.delivery import DeliveryGaps
 from aromatrack.streams.clinical_codec import (
-    OUTBOX_PART, ClinicalRecord, decode_outbox, encode_imports, holds, outbox_write, placement_writes, restore,
-    resume_progress,
+    OUTBOX_PART, PENDING_PART, ClinicalRecord, decode_outbox, encode_imports, holds, outbox_write, pending_write,
+    placement_writes, restore, resume_progress,
 )
 from aromatrack.streams.input_progress import PartitionProgress
 
@@ -182,6 +182,21 @@ def _hold(ctx: Clinical, athlete_key: bytes, cause: Exception) -> None:
                   _athlete_digest(athlete_key), _without_values(cause))
 
 
+def _keep_pending(ctx: Clinical, athlete_key: bytes, events: list[EventBase], cause: Exception) -> None:
+    """Events that could not be placed (the athlete's stored history cannot be read, or a bug while placing):
+    stored in the athlete's pending part, which every restore places among its history (and fails on, holding
+    the athlete, while the cause lasts), so nothing is lost and nothing is released from part of the history."""
+    key = part_key(athlete_key, PENDING_PART)
+    _, value = pending_write(ctx.history_table.get(key), events)
+    ctx.history_table[key] = value
+    ctx.records.pop(athlete_key, None)  # its timeline in memory may be half changed
+    if isinstance(cause, HistoryUnreadable):
+        log.error("%s; %d new events are kept until it is", cause, len(events))
+    else:
+        log.error("events of athlete %s could not be placed (%s); they are kept, and its alerts held until a worker "
+                  "places them", _athlete_digest(athlete_key), _without_values(cause))
+
+
 def _load(ctx: Clinical, athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
     """The athlete's record, from memory or restored from the table (`clinical_codec.restore`); HistoryUnreadable
     when the stored history cannot be read."""
@@ -193,6 +208,11 @@ def _load(ctx: Clinical, athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
         except Exception as exc:  # noqa: BLE001 - EventError, StoredStateError, a bug: the same hold for each
             raise HistoryUnreadable(athlete_key, exc) from None
         record = record or ClinicalRecord.new(athlete_id, ctx.engine_settings)
+        if record.pending:  # placed at last (a worker without the bug): into their periods, with a release owed
+            _store(ctx, athlete_key, placement_writes(record, record.pending))
+            ctx.history_table.pop(part_key(athlete_key, PENDING_PART), None)
+            ctx.unreleased.setdefault(_partition_of(ctx, athlete_key), set()).add(athlete_key)
+            record.pending = ()
         ctx.records[athlete_key] = record
         while len(ctx.records) > MAX_RECORDS:
             ctx.records.popitem(last=False)
@@ -356,6 +376,21 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
         await fencing.write_owned(ctx.history_table, ctx.streams.influx(), [alert_point(alert) for alert in alerts])
 
 
+def _place(ctx: Clinical, partition: int, athlete_key: bytes, events: list[EventBase]) -> None:
+    """Place a batch's events in their athlete's timeline and store the periods they changed, with a release owed;
+    events that cannot be placed are kept pending (`_keep_pending`)."""
+    try:
+        record = _load_holding(ctx, athlete_key, events)
+        added = record.timeline.add(events)
+        writes = placement_writes(record, added) if added else []
+    except Exception as exc:  # noqa: BLE001 - one athlete's events must not stop every other's
+        _keep_pending(ctx, athlete_key, events, exc)
+        return
+    if added:
+        _store(ctx, athlete_key, writes)
+        ctx.unreleased.setdefault(partition, set()).add(athlete_key)
+
+
 async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
     async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WINDOW_S):
         by_athlete: dict[tuple[int, bytes], list[EventBase]] = {}
@@ -388,18 +423,7 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                 progress.on_event(header(message.headers, INPUT_HEADER))
         async with ctx.lock:
             for (partition, athlete_key), events in by_athlete.items():
-                try:
-                    record = _load_holding(ctx, athlete_key, events)
-                except HistoryUnreadable as exc:
-                    log.error("%s", exc)
-                    for event in events:  # not placed: kept on the dead-letter topic to be sent again once repaired
-                        await ctx.streams.dead_letter(dump_event(event), f"not placed: {exc}", topics.TIMELINE_TOPIC,
-                                                      athlete_key)
-                    continue
-                added = record.timeline.add(events)
-                if added:
-                    _store(ctx, athlete_key, placement_writes(record, added))
-                    ctx.unreleased.setdefault(partition, set()).add(athlete_key)
+                _place(ctx, partition, athlete_key, events)
             if ctx.on_summaries is not None:
                 await ctx.on_summaries(summaries)
             await _release(ctx, partitions)

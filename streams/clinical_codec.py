@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable
 
 from aromatrack.domain.engine import EngineSettings
-from aromatrack.schemas.events import EventBase, parse_event
+from aromatrack.schemas.events import EventBase, dump_event, parse_event
 from aromatrack.streams.alert_outbox import Outbox, SentAlert
 from aromatrack.streams.clinical_timeline import AthleteTimeline, OrderKey
 from aromatrack.streams.input_progress import OpenImport, PartitionProgress
@@ -40,6 +40,8 @@ PERIOD_DAYS = 7
 PERIOD_S = PERIOD_DAYS * 86400
 PERIODS_PART = b"periods"
 OUTBOX_PART = b"outbox"
+# Events a batch could not place (a bug): kept for the restore to place, and the athlete held until one can.
+PENDING_PART = b"pending"
 IMPORTS_PART = b"imports"
 
 
@@ -49,11 +51,13 @@ class StoredStateError(ValueError):
 
 @dataclass(repr=False)
 class ClinicalRecord:
-    """One athlete's clinical state: the timeline (all events, folded), the outbox, the periods stored."""
+    """One athlete's clinical state: the timeline (all events, folded), the outbox, the periods stored, and the
+    events the restore placed from the pending part (not stored in their periods yet)."""
 
     timeline: AthleteTimeline
     outbox: Outbox
     periods: set[int]
+    pending: tuple[EventBase, ...] = ()
 
     @classmethod
     def new(cls, athlete_id: str, settings: EngineSettings | None = None) -> "ClinicalRecord":
@@ -170,6 +174,13 @@ def event_writes(record: ClinicalRecord, added: Iterable[EventBase]) -> list[tup
     return writes
 
 
+def pending_write(stored: bytes | None, events: Iterable[EventBase]) -> tuple[bytes, bytes]:
+    """The pending part with the events added to what it held."""
+    kept = [json.dumps(item, separators=(",", ":")).encode() for item in _decode(PENDING_PART, stored)["events"]] \
+        if stored else []
+    return PENDING_PART, encode_events([*kept, *(dump_event(event) for event in events)])
+
+
 def outbox_write(record: ClinicalRecord) -> tuple[bytes, bytes]:
     return OUTBOX_PART, encode_outbox(record.outbox)
 
@@ -201,11 +212,12 @@ def restore(
 def read_record(
     athlete_id: str, read: Callable[[bytes], bytes | None], settings: EngineSettings | None = None
 ) -> ClinicalRecord | None:
-    """The athlete's record rebuilt from `read(part)` (the events re-folded with `settings`), or None for an
-    athlete never stored."""
+    """The athlete's record rebuilt from `read(part)` (the events re-folded with `settings`; the pending part's
+    events placed among them), or None for an athlete never stored."""
     periods_raw = read(PERIODS_PART)
     outbox_raw = read(OUTBOX_PART)
-    if periods_raw is None and outbox_raw is None:
+    pending_raw = read(PENDING_PART)
+    if periods_raw is None and outbox_raw is None and pending_raw is None:
         return None
     events: list[EventBase] = []
     periods = set(_decode(PERIODS_PART, periods_raw)["periods"]) if periods_raw else set()
@@ -213,5 +225,6 @@ def read_record(
         raw = read(period_part(period))
         if raw is not None:
             events.extend(parse_event(item) for item in _decode(period_part(period), raw)["events"])
+    pending = [parse_event(item) for item in _decode(PENDING_PART, pending_raw)["events"]] if pending_raw else []
     outbox = decode_outbox(athlete_id, outbox_raw) if outbox_raw else Outbox(athlete_id)
-    return ClinicalRecord(AthleteTimeline.of(athlete_id, events, settings), outbox, periods)
+    return ClinicalRecord(AthleteTimeline.of(athlete_id, [*events, *pending], settings), outbox, periods, tuple(pending))

@@ -25,7 +25,7 @@ from aromatrack.streams import clinical_codec as codec
 from aromatrack.streams.alert_outbox import AlertPointIdentity, Outbox, stale_alert_points, standing_alerts_sharing
 from aromatrack.domain.engine import EngineSettings
 from aromatrack.streams.app import part_key
-from aromatrack.streams.clinical import Clinical, HistoryUnreadable, _load, _release
+from aromatrack.streams.clinical import Clinical, HistoryUnreadable, _load, _place, _release
 from aromatrack.streams.clinical_codec import ClinicalRecord
 from aromatrack.streams.clinical_timeline import CHECKPOINT_EVERY, AthleteTimeline, OrderKey, SettledHistoryError
 from aromatrack.streams.input_progress import (
@@ -304,6 +304,47 @@ def test_a_history_the_engine_fails_to_fold_holds_that_athlete_and_leaves_its_re
     assert codec.decode_outbox(events[0].athlete_id, ctx.history_table[part_key(athlete_key, codec.OUTBOX_PART)]).unreleased
     [held] = [r.getMessage() for r in caplog.records if "held" in r.getMessage()]
     assert "cannot be folded (TypeError)" in held and events[0].athlete_id not in held
+
+
+class OnePartitionTable(dict):
+    """A plain mapping for the clinical table, every key in partition 0."""
+
+    def partition_for_key(self, key):
+        return 0
+
+
+def test_events_a_bug_keeps_from_being_placed_wait_in_the_table_until_a_worker_without_it_places_them(monkeypatch):
+    """A bug while placing (raised here for one event's id): the batch's events are kept in the athlete's pending
+    part, nothing is released, and while the bug lasts every restore fails on them (the athlete stays held). A
+    worker without the bug places them among the history, stores them in their periods, owes a release, and the
+    alerts are evaluate's for every event."""
+    events = EVENTS["fat_loss_unchanged_ai"]
+    athlete_key = events[0].athlete_id.encode()
+    ctx = Clinical(None, OnePartitionTable(), {}, None, EngineSettings())
+    first, rest = events[: len(events) // 2], events[len(events) // 2:]
+    _place(ctx, 0, athlete_key, first)
+    ctx.unreleased.clear()
+    placing = AthleteTimeline.add
+
+    def add_with_a_bug(self, batch):
+        if any(event.event_id == rest[0].event_id for event in batch):
+            raise TypeError("'<' not supported between instances of 'int' and 'tuple'")
+        return placing(self, batch)
+
+    monkeypatch.setattr(AthleteTimeline, "add", add_with_a_bug)
+    _place(ctx, 0, athlete_key, rest)
+    assert part_key(athlete_key, codec.PENDING_PART) in ctx.history_table
+    assert athlete_key not in ctx.records and not ctx.unreleased.get(0)
+    with pytest.raises(HistoryUnreadable, match=r"\(TypeError\)"):
+        _load(ctx, athlete_key, events[0].athlete_id)
+    _place(ctx, 0, athlete_key, rest[1:2])  # later events of a held athlete wait too
+    monkeypatch.setattr(AthleteTimeline, "add", placing)
+    record = _load(ctx, athlete_key, events[0].athlete_id)
+    assert part_key(athlete_key, codec.PENDING_PART) not in ctx.history_table
+    assert ctx.unreleased[0] == {athlete_key}
+    assert as_json(record.timeline.alerts().values()) == evaluated(events)
+    restored = codec.read_record(events[0].athlete_id, lambda part: ctx.history_table.get(part_key(athlete_key, part)))
+    assert restored.timeline.encoded == [dump_event(event) for event in events] and restored.pending == ()
 
 
 def test_a_batch_stores_only_the_periods_it_touched():
