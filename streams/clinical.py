@@ -39,6 +39,12 @@ the stages' markers (repeated every heartbeat) complete its partition, and that 
 history rewrites all of its points. What each partition knows of bulk imports is stored with its batches too (the
 `timeline_imports` table), so a worker that takes the partition over, or keeps it through a rebalance, still
 knows which imports are open and which paths have closed them.
+
+Holds: one athlete's history must not stop every other's. When an athlete's stored history cannot be read (an
+event stored before the contract refused its kind, a newer format) or folded, or its new events cannot be placed (a
+bug), that athlete is held: nothing is released for it, its record leaves memory, its unplaced events wait in its
+`pending` part (placed by every restore, so the hold lasts as long as the cause), and the log names it by a digest
+and the error's type, never its id or values. A worker without the cause places and releases it.
 """
 
 from __future__ import annotations
