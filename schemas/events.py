@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from aromatrack.domain.training_load import zone
+from aromatrack.schemas.series import NOT_IN_A_TAG
 
 SCHEMA_VERSION = 1
 # No event but a FIT upload needs more than a few hundred bytes; the cap stops a huge payload (allowed extra
@@ -44,7 +45,7 @@ _MAX_INT_DIGITS = len(str(MAX_JSON_INT)) + 1  # a sign
 # backslash cannot be written at all (InfluxDB 1.x and 2.x also read a backslash before other characters
 # differently): one such label had InfluxDB refuse its whole batch, and the ingest consumer stopped on it again at
 # every restart.
-ONE_LINE_PATTERN = r"^[^\x00-\x1f\x7f\\]*$"  # matched by pydantic's core; `_describe` words the refusal
+ONE_LINE_PATTERN = f"^[^{NOT_IN_A_TAG}]*$"  # matched by pydantic's core; `_describe` words the refusal
 LABEL_REFUSAL = ("must be one line of text without backslashes: control characters (a line break, a tab) and "
                  "backslashes are not allowed")
 Label = Annotated[str, Field(pattern=ONE_LINE_PATTERN)]

@@ -22,6 +22,13 @@ from typing import Iterable, Mapping
 FieldValue = float | int | str | bool
 
 
+# What an InfluxDB tag, tag key or field key cannot hold, as a regular expression's character class: line protocol
+# has no escape for a line break there, a trailing backslash cannot be written, and InfluxDB 1.x and 2.x read a
+# backslash before other characters differently. The event contract keeps its labels clear of it
+# (schemas/events.py `Label`); the storage adapter refuses it (streams/influx.py `to_line`).
+NOT_IN_A_TAG = r"\x00-\x1f\x7f\\"
+
+
 @dataclass(frozen=True)
 class Point:
     """One InfluxDB point as plain data; encoding to line protocol is the storage adapter's job."""

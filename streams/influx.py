@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import httpx
 
-from aromatrack.schemas.series import Audience, Point, by_database, database_name
+from aromatrack.schemas.series import NOT_IN_A_TAG, Audience, Point, by_database, database_name
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NAME_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 _MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
 _STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
-# What a tag or a name cannot hold: line protocol has no escape for a line break there, a trailing backslash
-# cannot be written, and InfluxDB 1.x and 2.x read a backslash before other characters differently. The event
-# contract's labels (schemas/events.py `Label`) hold none of them.
-_UNWRITABLE_IN_A_NAME = re.compile(r"[\x00-\x1f\x7f\\]")
+_UNWRITABLE_IN_A_NAME = re.compile(f"[{NOT_IN_A_TAG}]")
 ESCAPED_NAMES_KEPT = 4096
 
 
