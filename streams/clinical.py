@@ -176,16 +176,20 @@ class ReadyRelease:
     next_due_s: float | None
 
 
+def _log_hold(athlete_key: bytes, cause: Exception, failed: str, kept: str = "") -> None:
+    """The hold in the log: the athlete by a digest, what failed and why without the values, and what is kept."""
+    held = str(cause) if isinstance(cause, HistoryUnreadable) else (
+        f"athlete {_athlete_digest(athlete_key)}: {failed} ({_without_values(cause)}); its alerts are held until a "
+        "worker can")
+    log.error("%s%s", held, f"; {kept}" if kept else "")
+
+
 def _hold(ctx: Clinical, athlete_key: bytes, cause: Exception) -> None:
     """Leave an athlete out of a release whose history cannot be read or folded: its alerts are held, not released
     from part of it, while the other athletes' go out. The record leaves memory; the table keeps every event and
     the stored outbox still owes a release, so the athlete's next event, or a restart, tries again."""
     ctx.records.pop(athlete_key, None)
-    if isinstance(cause, HistoryUnreadable):
-        log.error("%s", cause)
-    else:
-        log.error("the history of athlete %s cannot be folded (%s); its alerts are held until a worker can",
-                  _athlete_digest(athlete_key), _without_values(cause))
+    _log_hold(athlete_key, cause, "the history cannot be folded")
 
 
 def _keep_pending(ctx: Clinical, athlete_key: bytes, events: list[EventBase], cause: Exception) -> None:
@@ -196,11 +200,7 @@ def _keep_pending(ctx: Clinical, athlete_key: bytes, events: list[EventBase], ca
     _, value = pending_write(ctx.history_table.get(key), events)
     ctx.history_table[key] = value
     ctx.records.pop(athlete_key, None)  # its timeline in memory may be half changed
-    if isinstance(cause, HistoryUnreadable):
-        log.error("%s; %d new events are kept until it is", cause, len(events))
-    else:
-        log.error("events of athlete %s could not be placed (%s); they are kept, and its alerts held until a worker "
-                  "places them", _athlete_digest(athlete_key), _without_values(cause))
+    _log_hold(athlete_key, cause, "new events cannot be placed", f"{len(events)} new events are kept pending")
 
 
 def _load(ctx: Clinical, athlete_key: bytes, athlete_id: str) -> ClinicalRecord:
