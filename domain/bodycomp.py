@@ -32,12 +32,16 @@ class TrendSettings:
 class BodyFatTrend:
     """Accepted readings in the smoothing window, the smoothed trend points (time_s, pct) and the recent slope.
 
-    The slope is kept with the points it comes from: the engine reads it on every event, and recomputing a
-    Theil-Sen estimate (quadratic in the points) each time was the largest cost of a backfill."""
+    The slope is kept with the points it comes from, and so are the points of its window (`slope_window`) and
+    their pairwise slopes, sorted (`slopes`): the engine reads the slope on every event, and a Theil-Sen estimate
+    is quadratic in the window's points. Recomputed whole at each reading, it was the largest cost of a backfill,
+    and then still a fifth of a fold; slid by one point, each reading adds and drops only that point's pairs."""
 
     readings: list[tuple[float, float]] = field(default_factory=list)
     points: list[tuple[float, float]] = field(default_factory=list)
     slope_per_week: float | None = None
+    slope_window: list[tuple[float, float]] = field(default_factory=list)
+    slopes: list[float] = field(default_factory=list)
 
 
 def rejection_reason(trend: BodyFatTrend, time_s: float, pct: float, settings: TrendSettings) -> str | None:
@@ -67,28 +71,76 @@ def add_reading(trend: BodyFatTrend, time_s: float, pct: float, settings: TrendS
     keep_start = time_s - settings.keep_days * DAY_S
     del trend.points[: bisect.bisect_right(trend.points, (keep_start, float("inf")))]
     trend.points.append((time_s, smoothed))
-    trend.slope_per_week = recent_slope_per_week(trend.points, settings)
+    _slide_slope_window(trend, settings)
     return None
+
+
+def _pair_slope(earlier: tuple[float, float], later: tuple[float, float]) -> float:
+    (t1, v1), (t2, v2) = earlier, later
+    return (v2 - v1) / (t2 - t1)
+
+
+def _pair_slopes(points: list[tuple[float, float]]) -> list[float]:
+    """The slopes of every pair of points at distinct times (value per second), earlier point first."""
+    return [_pair_slope(first, second) for i, first in enumerate(points) for second in points[i + 1:]
+            if second[0] != first[0]]
+
+
+def _median_of_sorted(values: list[float]) -> float | None:
+    """`statistics.median` of an already sorted list (the same value, without sorting it again)."""
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
 def theil_sen_slope(points: list[tuple[float, float]]) -> float | None:
     """Median of pairwise slopes (value per second); None with fewer than two distinct times."""
-    slopes = [
-        (v2 - v1) / (t2 - t1)
-        for i, (t1, v1) in enumerate(points)
-        for t2, v2 in points[i + 1 :]
-        if t2 != t1
-    ]
-    return statistics.median(slopes) if slopes else None
+    return _median_of_sorted(sorted(_pair_slopes(points)))
+
+
+def slope_window(points: list[tuple[float, float]], settings: TrendSettings) -> list[tuple[float, float]]:
+    """The trend points the slope is taken over: those of the last `slope_days`."""
+    if not points:
+        return []
+    start = points[-1][0] - settings.slope_days * DAY_S
+    return points[bisect.bisect_left(points, (start, float("-inf"))):]
 
 
 def recent_slope_per_week(points: list[tuple[float, float]], settings: TrendSettings) -> float | None:
     """Trend slope over the last `slope_days` of trend points, in body-fat points per week."""
-    if not points:
-        return None
-    start = points[-1][0] - settings.slope_days * DAY_S
-    slope = theil_sen_slope(points[bisect.bisect_left(points, (start, float("-inf"))):])
+    slope = theil_sen_slope(slope_window(points, settings))
     return None if slope is None else slope * WEEK_S
+
+
+def _slide_slope_window(trend: BodyFatTrend, settings: TrendSettings) -> None:
+    """Update the slope for the trend point just appended: the window's points that left it (older than
+    `slope_days`, or dropped from the trend) take their pairs' slopes out of the sorted list and the new point
+    brings its pairs', so the slope is exactly `recent_slope_per_week` of the trend's points. A point earlier than
+    the window's last (readings out of time order) rebuilds the window whole."""
+    newest = trend.points[-1]
+    window, slopes = trend.slope_window, trend.slopes
+    if window and newest[0] < window[-1][0]:
+        trend.slope_window = window = list(slope_window(trend.points, settings))
+        trend.slopes = slopes = sorted(_pair_slopes(window))
+    else:
+        start = newest[0] - settings.slope_days * DAY_S
+        first_kept = trend.points[0][0]
+        leaving = 0
+        while leaving < len(window) and (window[leaving][0] < start or window[leaving][0] < first_kept):
+            leaving += 1
+        for index in range(leaving):
+            earlier = window[index]
+            for later in window[index + 1:]:
+                if later[0] != earlier[0]:
+                    del slopes[bisect.bisect_left(slopes, _pair_slope(earlier, later))]
+        del window[:leaving]
+        for earlier in window:
+            if earlier[0] != newest[0]:
+                bisect.insort(slopes, _pair_slope(earlier, newest))
+        window.append(newest)
+    slope = _median_of_sorted(slopes)
+    trend.slope_per_week = None if slope is None else slope * WEEK_S
 
 
 def trend_at(trend: BodyFatTrend, time_s: float, settings: TrendSettings) -> float | None:

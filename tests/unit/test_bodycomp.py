@@ -5,7 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aromatrack.domain.rules import RuleSettings
-from aromatrack.domain.bodycomp import DAY_S, BodyFatTrend, TrendSettings, add_reading, trend_at
+from aromatrack.domain.bodycomp import (
+    DAY_S, BodyFatTrend, TrendSettings, add_reading, recent_slope_per_week, trend_at,
+)
 
 SETTINGS = TrendSettings()
 
@@ -59,3 +61,28 @@ def test_smoothed_value_stays_within_accepted_readings(values):
     bad = {i for i, _ in rejected}
     accepted = [v for i, v in enumerate(values) if i not in bad]
     assert all(min(accepted) <= v <= max(accepted) for _, v in trend.points)
+
+
+readings_in_time_order = st.lists(
+    st.tuples(st.sampled_from([0.0, 0.0, 0.25, 1.0, 1.5, 3.0, 9.0, 40.0]), st.floats(15, 25)), min_size=1, max_size=80)
+
+
+@settings(max_examples=200)
+@given(readings_in_time_order, st.sampled_from([1.0, 7.0, 28.0]), st.sampled_from([3.0, 30.0, 400.0]))
+def test_slid_slope_is_exactly_the_slope_recomputed_over_the_window(readings, slope_days, keep_days):
+    """The slope kept as points come and go equals the Theil-Sen slope computed whole over the window's points
+    after every reading (the same float, not nearly), whatever the gaps, repeated times and window lengths."""
+    trend_settings = TrendSettings(slope_days=slope_days, keep_days=keep_days, max_jump_pct=100.0)
+    trend, time_s = BodyFatTrend(), 0.0
+    for gap_days, pct in readings:
+        time_s += gap_days * DAY_S
+        assert add_reading(trend, time_s, pct, trend_settings) is None
+        assert trend.slope_per_week == recent_slope_per_week(trend.points, trend_settings)
+        assert trend.slopes == sorted(trend.slopes)
+
+
+def test_a_reading_out_of_time_order_rebuilds_the_window():
+    trend = BodyFatTrend()
+    for time_s, pct in [(0.0, 20.0), (2 * DAY_S, 20.5), (4 * DAY_S, 21.0), (1 * DAY_S, 20.2), (5 * DAY_S, 21.1)]:
+        add_reading(trend, time_s, pct, SETTINGS)
+        assert trend.slope_per_week == recent_slope_per_week(trend.points, SETTINGS)
