@@ -107,21 +107,15 @@ def slope_window(points: list[tuple[float, float]], settings: TrendSettings) -> 
     return points[bisect.bisect_left(points, (start, float("-inf"))):]
 
 
-def recent_slope_per_week(points: list[tuple[float, float]], settings: TrendSettings) -> float | None:
-    """Trend slope over the last `slope_days` of trend points, in body-fat points per week."""
-    slope = theil_sen_slope(slope_window(points, settings))
-    return None if slope is None else slope * WEEK_S
-
-
 def _slide_slope_window(trend: BodyFatTrend, settings: TrendSettings) -> None:
     """Update the slope for the trend point just appended: the window's points that left it (older than
     `slope_days`, or dropped from the trend) take their pairs' slopes out of the sorted list and the new point
-    brings its pairs', so the slope is exactly `recent_slope_per_week` of the trend's points. A point earlier than
-    the window's last (readings out of time order) rebuilds the window whole."""
+    brings its pairs', so the slope is exactly `theil_sen_slope` over `slope_window` of the trend's points. A point
+    earlier than the window's last (readings out of time order) rebuilds the window whole."""
     newest = trend.points[-1]
     window, slopes = trend.slope_window, trend.slopes
     if window and newest[0] < window[-1][0]:
-        trend.slope_window = window = list(slope_window(trend.points, settings))
+        trend.slope_window = window = slope_window(trend.points, settings)
         trend.slopes = slopes = sorted(_pair_slopes(window))
     else:
         start = newest[0] - settings.slope_days * DAY_S

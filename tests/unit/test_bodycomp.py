@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from aromatrack.domain.rules import RuleSettings
 from aromatrack.domain.bodycomp import (
-    DAY_S, BodyFatTrend, TrendSettings, add_reading, recent_slope_per_week, trend_at,
+    DAY_S, BodyFatTrend, TrendSettings, WEEK_S, add_reading, slope_window, theil_sen_slope, trend_at,
 )
 
 SETTINGS = TrendSettings()
@@ -63,6 +63,11 @@ def test_smoothed_value_stays_within_accepted_readings(values):
     assert all(min(accepted) <= v <= max(accepted) for _, v in trend.points)
 
 
+def slope_computed_whole(trend: BodyFatTrend, trend_settings: TrendSettings) -> float | None:
+    slope = theil_sen_slope(slope_window(trend.points, trend_settings))
+    return None if slope is None else slope * WEEK_S
+
+
 readings_in_time_order = st.lists(
     st.tuples(st.sampled_from([0.0, 0.0, 0.25, 1.0, 1.5, 3.0, 9.0, 40.0]), st.floats(15, 25)), min_size=1, max_size=80)
 
@@ -77,7 +82,7 @@ def test_slid_slope_is_exactly_the_slope_recomputed_over_the_window(readings, sl
     for gap_days, pct in readings:
         time_s += gap_days * DAY_S
         assert add_reading(trend, time_s, pct, trend_settings) is None
-        assert trend.slope_per_week == recent_slope_per_week(trend.points, trend_settings)
+        assert trend.slope_per_week == slope_computed_whole(trend, trend_settings)
         assert trend.slopes == sorted(trend.slopes)
 
 
@@ -85,4 +90,4 @@ def test_a_reading_out_of_time_order_rebuilds_the_window():
     trend = BodyFatTrend()
     for time_s, pct in [(0.0, 20.0), (2 * DAY_S, 20.5), (4 * DAY_S, 21.0), (1 * DAY_S, 20.2), (5 * DAY_S, 21.1)]:
         add_reading(trend, time_s, pct, SETTINGS)
-        assert trend.slope_per_week == recent_slope_per_week(trend.points, SETTINGS)
+        assert trend.slope_per_week == slope_computed_whole(trend, SETTINGS)
