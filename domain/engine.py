@@ -184,12 +184,8 @@ def order_key(event: Event) -> tuple:
     return (event.time, type_rank(event), event.event_id)
 
 
-def _ts(event: Event) -> float:
-    return event.time.timestamp()
-
-
 def _ref(event: Event) -> EventRef:
-    return EventRef(_ts(event), event.event_id)
+    return EventRef(event.time_s, event.event_id)
 
 
 def _apply_dose(state: AthleteState, event: DoseChange) -> None:
@@ -207,13 +203,13 @@ def _apply_dose(state: AthleteState, event: DoseChange) -> None:
 
 def _apply_scale(state: AthleteState, event: ScaleReading, settings: EngineSettings, outcome: Outcome) -> None:
     previous_time = state.trend.points[-1][0] if state.trend.points else None
-    reason = bodycomp.add_reading(state.trend, _ts(event), event.body_fat_pct, settings.trend)
+    reason = bodycomp.add_reading(state.trend, event.time_s, event.body_fat_pct, settings.trend)
     if reason is not None:
         outcome.rejection = reason
         return
     state.last_scale = _ref(event)
-    e2_time = state.last_e2.time.timestamp() if state.last_e2 else None
-    if e2_time is not None and previous_time is not None and previous_time <= e2_time <= _ts(event):
+    e2_time = state.last_e2.time_s if state.last_e2 else None
+    if e2_time is not None and previous_time is not None and previous_time <= e2_time <= event.time_s:
         # the first reading after the draw: interpolate the fat at the draw instead of carrying it forward
         _set_fat_at_last_e2(state, bodycomp.trend_at(state.trend, e2_time, settings.trend))
     smoothed = state.trend.points[-1][1]
@@ -237,14 +233,14 @@ def _apply_lab(state: AthleteState, event: LabResult, settings: EngineSettings, 
         return
     low = lab.comparator in ("<", "<=") or rules.e2_is_low(lab, settings.rules)
     state.unconfirmed_low_e2 = state.unconfirmed_low_e2 + 1 if low and lab.method != "lc_msms" else 0
-    draw_s = _ts(event)
+    draw_s = event.time_s
     fat = bodycomp.trend_at(state.trend, draw_s, settings.trend)
     previous_fat = state.fat_at_last_e2
     last_pair = state.pairs[-1] if state.pairs else None
     predicted = None
     if last_pair is not None and fat is not None:
         predicted = correlation.predict_e2(state.pairs, last_pair, fat, settings.correlation).predicted_e2_pg_ml
-    weeks = (draw_s - state.last_e2.time.timestamp()) / (7 * DAY_S) if state.last_e2 else None
+    weeks = (draw_s - state.last_e2.time_s) / (7 * DAY_S) if state.last_e2 else None
     total_minutes = sum(state.modality_minutes_since_e2.values())
     outcome.e2 = E2Context(
         e2_pg_ml=lab.value,
@@ -341,7 +337,7 @@ def _apply_workout(state: AthleteState, event: WorkoutSummary) -> None:
     """A workout's load (TSS scale) and modality, as a FIT-derived summary carries them or else computed with the
     athlete's profile (`training_load.summary_load`, as the workouts agent does), counted on its day."""
     loaded = training_load.summary_load(event, state.athlete)
-    day = _day(_ts(event))
+    day = _day(event.time_s)
     state.load.open_days[day] = state.load.open_days.get(day, 0.0) + loaded.load
     state.load.first_workouts.setdefault(day, _ref(event))
     state.load_since_e2 += loaded.load
@@ -351,7 +347,7 @@ def _apply_workout(state: AthleteState, event: WorkoutSummary) -> None:
 
 def _apply(state: AthleteState, event: Event, settings: EngineSettings, outcome: Outcome) -> None:
     """The event's effect on the state (a FIT upload not decoded, `WorkoutFile`, has none: only the clock moves)."""
-    _fold_days(state, _day(_ts(event)) - 1, settings)
+    _fold_days(state, _day(event.time_s) - 1, settings)
     if isinstance(event, Profile):
         state.athlete = event.athlete
     elif isinstance(event, PhaseChange):
@@ -367,7 +363,7 @@ def _apply(state: AthleteState, event: Event, settings: EngineSettings, outcome:
     elif isinstance(event, WorkoutSummary):
         _apply_workout(state, event)
     elif isinstance(event, SymptomLog):
-        state.symptoms.append(Symptoms(_ts(event), event.symptoms, event.event_id))
+        state.symptoms.append(Symptoms(event.time_s, event.symptoms, event.event_id))
     elif isinstance(event, LabResult):
         _apply_lab(state, event, settings, outcome)
 
@@ -389,9 +385,9 @@ def situation(state: AthleteState, now_s: float, settings: EngineSettings) -> ru
         last_dose_event=state.last_dose_event,
         last_e2=state.last_e2,
         unconfirmed_low_e2=state.unconfirmed_low_e2,
-        last_e2_time_s=state.last_e2.time.timestamp() if state.last_e2 else None,
+        last_e2_time_s=state.last_e2.time_s if state.last_e2 else None,
         last_t=state.last_t,
-        last_t_time_s=state.last_t.time.timestamp() if state.last_t else None,
+        last_t_time_s=state.last_t.time_s if state.last_t else None,
         body_fat_now=fat_now,
         body_fat_slope=state.trend.slope_per_week,
         body_fat_at_last_e2=state.fat_at_last_e2,
@@ -510,7 +506,7 @@ def step(state: AthleteState, event: Event, settings: EngineSettings = EngineSet
     on every event would cost more than it protects.
     """
     outcome = Outcome()
-    now_s = _ts(event)
+    now_s = event.time_s
     due_alerts = _tick(state, now_s, settings, inclusive=False)
     _apply(state, event, settings, outcome)
     state.last_time_s = now_s if state.last_time_s is None else max(state.last_time_s, now_s)

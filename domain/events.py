@@ -28,7 +28,7 @@ Public API:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from aromatrack.domain.training_load import Athlete, WorkoutInput
@@ -39,6 +39,11 @@ class Event:
     athlete_id: str
     time: datetime
     event_id: str
+    # `time` in epoch seconds, computed once: the fold reads it several times an event.
+    time_s: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "time_s", self.time.timestamp())
 
 
 @dataclass(frozen=True)

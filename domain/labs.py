@@ -11,7 +11,7 @@ the lumbar-spine bone mineral density is a DXA areal density in g/cm2 (LOINC 249
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from aromatrack.domain.events import LabResult
@@ -90,6 +90,11 @@ class Lab:
     reference_low: float | None = None
     reference_high: float | None = None
     lab_id: str | None = None
+    # `time` in epoch seconds, computed once: the rules read it on every event.
+    time_s: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "time_s", self.time.timestamp())
 
     @property
     def censored(self) -> bool:

@@ -653,9 +653,9 @@ def _ai_result_change(
     previous, latest = history[-2], history[-1]
     if previous.censored or latest.censored or previous.value <= 0:
         return None
-    if not s.on_ai or s.anastrozole_since is None or s.anastrozole_since.time_s > latest.time.timestamp():
+    if not s.on_ai or s.anastrozole_since is None or s.anastrozole_since.time_s > latest.time_s:
         return None
-    if s.last_dose_event is not None and s.last_dose_event.time_s >= latest.time.timestamp():
+    if s.last_dose_event is not None and s.last_dose_event.time_s >= latest.time_s:
         return None
     change_pct = (latest.value - previous.value) / previous.value * 100
     return (previous, latest, change_pct) if sign * change_pct >= limit_pct else None

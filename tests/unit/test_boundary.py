@@ -62,8 +62,9 @@ EXAMPLES = {
 def test_each_event_becomes_the_cores_value_with_what_the_core_reads(event_type):
     body, expected = EXAMPLES[event_type]
     value = translated(event_type, **body)
-    names = {field.name for field in fields(value)} - {"athlete_id", "time", "event_id"}
+    names = {field.name for field in fields(value)} - {"athlete_id", "time", "event_id", "time_s"}
     assert names == set(expected) and all(getattr(value, name) == expected[name] for name in names)
+    assert value.time_s == value.time.timestamp()
 
 
 def test_a_summary_keeps_its_numbers_and_its_load_and_leaves_the_rest():
