@@ -10,6 +10,10 @@
   consumer can rejoin at once, moments before it finds itself fenced; a worker that crashed can rejoin its group
   for a moment on its way out. Neither is ready. A worker beyond the partition count holds nothing and
   stays unready, which is why the Helm chart caps the replicas at the partition count.
+  The answer also counts the athletes whose alerts this worker holds (`held_athletes`: a stored history it cannot
+  read or fold, or events it cannot place; streams/clinical.py), which does not make it unready: it does its share
+  for every other athlete, and the log names each held one by a digest. Above zero, an operator has a history to
+  look at.
 
 Both answer counts and flags only, never a key or a value of a table (faust's table and router views, which
 would, are switched off in streams/app.py). `register` adds the routes to a worker's app.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import faust
 from faust.web import Request, Response, View
@@ -34,6 +39,7 @@ class Readiness:
     recovering: bool
     stopping: bool
     session_current: bool
+    held_athletes: int  # not part of `ready`: see the module's docstring
 
     @property
     def ready(self) -> bool:
@@ -41,7 +47,7 @@ class Readiness:
                 and not self.recovering and not self.stopping and self.session_current)
 
 
-def readiness(app: faust.App, ingest: IngestConsumer) -> Readiness:
+def readiness(app: faust.App, ingest: IngestConsumer, held_athletes: Callable[[], int]) -> Readiness:
     recovery = app.tables.recovery
     return Readiness(
         agent_partitions=len(app.assignor.assigned_actives()),
@@ -50,14 +56,15 @@ def readiness(app: faust.App, ingest: IngestConsumer) -> Readiness:
         recovering=bool(recovery.in_recovery or not recovery.completed.is_set()),
         stopping=app.crash_reason is not None or app.should_stop,
         session_current=app.session_lease.covers(time.monotonic()),
+        held_athletes=held_athletes(),
     )
 
 
-def register(app: faust.App, ingest: IngestConsumer) -> None:
+def register(app: faust.App, ingest: IngestConsumer, held_athletes: Callable[[], int]) -> None:
     @app.page("/readyz")
     class ReadyView(View):
         async def get(self, request: Request) -> Response:
-            state = readiness(app, ingest)
+            state = readiness(app, ingest, held_athletes)
             return self.json({"ready": state.ready, **asdict(state)}, status=200 if state.ready else 503)
 
     @app.page("/livez")

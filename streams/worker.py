@@ -17,12 +17,12 @@ def create_app(settings: Settings) -> faust.App:
     streams = Streams(settings, faust_app(settings))
     consumer = ingest.register(streams)
     workout_agents = workouts.register(streams)
-    clinical.register(streams, on_summaries=partial(workouts.count_summaries, workout_agents))
-    health.register(streams.app, consumer)
+    clinical_ctx = clinical.register(streams, on_summaries=partial(workouts.count_summaries, workout_agents))
+    health.register(streams.app, consumer, held_athletes=lambda: len(clinical_ctx.held))
 
     @streams.app.task
     async def open_influx_writer() -> None:
-        streams.influx()  # its clients' TLS set-up (~0.1 s of CPU) at start, not in the first batch's way
+        streams.influx()  # its clients built at start, not in the first batch's way
 
     @streams.app.task
     async def set_start_up_objects_aside() -> None:

@@ -5,8 +5,10 @@ releases and crashes."""
 import asyncio
 import json
 import random
+import time
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
@@ -300,7 +302,7 @@ def test_a_history_the_engine_fails_to_fold_holds_that_athlete_and_leaves_its_re
 
     monkeypatch.setattr(AthleteTimeline, "fold", broken_fold)
     asyncio.run(_release(ctx, {0}))
-    assert athlete_key not in ctx.records and not ctx.unreleased.get(0)
+    assert athlete_key not in ctx.records and not ctx.unreleased.get(0) and ctx.held == {athlete_key}
     assert codec.decode_outbox(events[0].athlete_id, ctx.history_table[part_key(athlete_key, codec.OUTBOX_PART)]).unreleased
     [held] = [r.getMessage() for r in caplog.records if "held" in r.getMessage()]
     assert "cannot be folded (TypeError)" in held and events[0].athlete_id not in held
@@ -311,6 +313,68 @@ class OnePartitionTable(dict):
 
     def partition_for_key(self, key):
         return 0
+
+
+class RecordingProducer:
+    """What a release sends, kept in order (at least once: no transaction), each delivery already acknowledged."""
+
+    def __init__(self):
+        self.sent = []
+
+    async def send(self, topic, key, value, partition, timestamp, headers, transactional_id=None):
+        self.sent.append(value)
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
+
+
+class RecordingStore:
+    def __init__(self):
+        self.points = []
+
+    async def write(self, points, before_attempt=None):
+        self.points += points
+        return len(points)
+
+
+class RecordingStreams:
+    """The release's view of the worker, recording instead of reaching a broker and InfluxDB: these tests are of
+    the release's bookkeeping (the real path is tests/integration/test_clinical_stream.py)."""
+
+    def __init__(self):
+        self.app = SimpleNamespace(in_transaction=False, producer=RecordingProducer())
+        self.store = RecordingStore()
+
+    def influx(self):
+        return self.store
+
+
+def test_a_hold_lasts_until_a_release_of_that_athlete_succeeds_and_its_alerts_go_out_then(monkeypatch):
+    """Held while its fold fails (counted in `held`, nothing sent), released whole once a fold succeeds: the hold
+    is lifted and what is sent is `evaluate --as-of now`'s alerts for its history."""
+    events = EVENTS["fat_loss_unchanged_ai"]
+    athlete_key = events[0].athlete_id.encode()
+    streams = RecordingStreams()
+    table = OnePartitionTable()
+    table.app = streams.app
+    ctx = Clinical(streams, table, {}, SimpleNamespace(get_topic_name=lambda: "alerts"), EngineSettings())
+    _place(ctx, 0, athlete_key, events)
+    ctx.progress[0] = PartitionProgress(caught_up={path: True for path in PartitionProgress.expected})
+    folding = AthleteTimeline.fold
+
+    def broken_fold(self):
+        raise TypeError("'<' not supported between instances of 'int' and 'tuple'")
+
+    monkeypatch.setattr(AthleteTimeline, "fold", broken_fold)
+    asyncio.run(_release(ctx, {0}))
+    assert ctx.held == {athlete_key} and streams.app.producer.sent == []
+    monkeypatch.setattr(AthleteTimeline, "fold", folding)
+    ctx.unreleased[0] = {athlete_key}  # as the stored outbox still owes it: its next event or a restart
+    asyncio.run(_release(ctx, {0}))
+    assert ctx.held == set()
+    sent = [Alert.model_validate_json(value) for value in streams.app.producer.sent
+            if json.loads(value)["type"] == "alert"]
+    assert sent and as_json(sent) == as_json(boundary.evaluate(events, as_of_s=time.time()))  # the clock run on
 
 
 def test_events_a_bug_keeps_from_being_placed_wait_in_the_table_until_a_worker_without_it_places_them(monkeypatch):
@@ -334,7 +398,7 @@ def test_events_a_bug_keeps_from_being_placed_wait_in_the_table_until_a_worker_w
     monkeypatch.setattr(AthleteTimeline, "add", add_with_a_bug)
     _place(ctx, 0, athlete_key, rest)
     assert part_key(athlete_key, codec.PENDING_PART) in ctx.history_table
-    assert athlete_key not in ctx.records and not ctx.unreleased.get(0)
+    assert athlete_key not in ctx.records and not ctx.unreleased.get(0) and ctx.held == {athlete_key}
     with pytest.raises(HistoryUnreadable, match=r"\(TypeError\)"):
         _load(ctx, athlete_key, events[0].athlete_id)
     _place(ctx, 0, athlete_key, rest[1:2])  # later events of a held athlete wait too

@@ -28,11 +28,12 @@ def test_the_notifier_is_ready_only_while_its_loop_goes_round_holding_partitions
 
 
 def test_a_worker_is_ready_only_holding_partitions_in_both_groups_in_a_current_session_and_not_stopping() -> None:
+    """Held athletes are counted, not a reason to be unready: the worker does its share for every other one."""
     from aromatrack.streams.health import Readiness
 
     ready = dict(agent_partitions=8, ingest_partitions=12, rebalancing=False, recovering=False, stopping=False,
-                 session_current=True)
-    assert Readiness(**ready).ready
+                 session_current=True, held_athletes=0)
+    assert Readiness(**ready).ready and Readiness(**{**ready, "held_athletes": 2}).ready
     for unready in (
         Readiness(**{**ready, "agent_partitions": 0}),  # beyond the partitions
         Readiness(**{**ready, "ingest_partitions": 0}),  # ingest not joined
