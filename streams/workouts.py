@@ -67,6 +67,7 @@ from aromatrack.streams.delivery import Delivered, DeliveryGaps
 from aromatrack.streams.input_progress import InputPartition, StageProgress
 from aromatrack.streams import admin, fencing, fit
 from aromatrack.streams.fit import FitDecodeError, Samples, decode_fit, fit_payload
+from aromatrack.streams.influx import write_storable
 
 # How often the FIT stage measures its progress (a marker is sent only when a partition's state changed, or every
 # input_progress.HEARTBEAT_S): within this time of uploads arriving, the FIT paths are reported busy.
@@ -390,12 +391,15 @@ class UploadBatch:
     pending: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # (key, raw) of the uploads counted
 
     async def flush(self) -> None:
-        """Write the points, await the forwards, remember the uploads. On a failure the batch's uploads are
-        dead-lettered with the error's type, as one failing upload is (`_dead_letter_bug`)."""
+        """Write the points, await the forwards, remember the uploads. Sample points InfluxDB refuses (older than
+        the retention policy, a field stored with another type) are left out and counted in the log, as derived
+        points are (`influx.write_storable`): they come from the upload, whose summaries went on, and a refusal
+        dead-lettered every upload of the batch as an internal error. On any other failure the batch's uploads
+        are dead-lettered with the error's type, as one failing upload is (`_dead_letter_bug`)."""
         if not self.pending:
             return
         try:
-            await self.ctx.streams.influx().write(self.points)
+            refused = await write_storable(self.ctx.streams.influx().write, self.points)
             for delivery in self.sent:
                 await delivery
         except Exception as exc:  # noqa: BLE001 - the worker must keep going; the reason goes with each upload
@@ -403,6 +407,8 @@ class UploadBatch:
                 await _dead_letter_bug(self.ctx, exc, raw, FIT_TOPIC, athlete_key)
             self.seen = SeenIds(self.ctx.tables.seen, "fit")  # forget what the failed batch added
         else:
+            if refused:
+                log.warning("%d workout sample points refused by InfluxDB were not written", refused)
             self.seen.save()
         self.points, self.sent, self.pending = [], [], []
 
