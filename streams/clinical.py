@@ -105,7 +105,7 @@ class Clinical:
     progress: dict[int, PartitionProgress] = field(default_factory=dict)
     unreleased: dict[int, set[bytes]] = field(default_factory=dict)  # timeline partition -> athletes with a release due
     next_due: dict[bytes, float] = field(default_factory=dict)  # athlete -> when its clock makes a recheck fall due
-    # Athletes whose alerts are held now (`_mark_held`) until a release of theirs succeeds: counted on /readyz.
+    # Athletes whose alerts are held now (`_hold`) until a release of theirs succeeds: counted on /readyz.
     held: set[bytes] = field(default_factory=set)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     gaps: DeliveryGaps | None = None  # what faust skipped around a rebalance (streams/delivery.py); set by `register`
@@ -178,23 +178,19 @@ class ReadyRelease:
     next_due_s: float | None
 
 
-def _mark_held(ctx: Clinical, athlete_key: bytes, cause: Exception, failed: str, kept: str = "") -> None:
-    """Hold the athlete: its record leaves memory (its timeline may be half changed), it is counted among the held
-    (`Clinical.held`, on /readyz) until one of its releases succeeds, and the log names it by a digest, with what
-    failed and why without the values, and what is kept."""
+def _hold(ctx: Clinical, athlete_key: bytes, cause: Exception, failed: str = "the history cannot be folded",
+          kept: str = "") -> None:
+    """Hold the athlete: its alerts are not released from part of its history while the other athletes' go out. Its
+    record leaves memory (its timeline may be half changed), it is counted among the held (`Clinical.held`, on
+    /readyz) until one of its releases succeeds, and the log names it by a digest, with what failed and why without
+    the values, and what is kept. The table keeps every event and the stored outbox still owes a release, so the
+    athlete's next event, or a restart, tries again."""
     ctx.records.pop(athlete_key, None)
     ctx.held.add(athlete_key)
     held = str(cause) if isinstance(cause, HistoryUnreadable) else (
         f"athlete {_athlete_digest(athlete_key)}: {failed} ({_without_values(cause)}); its alerts are held until a "
         "worker can")
     log.error("%s%s", held, f"; {kept}" if kept else "")
-
-
-def _hold(ctx: Clinical, athlete_key: bytes, cause: Exception) -> None:
-    """Leave an athlete out of a release whose history cannot be read or folded: its alerts are held, not released
-    from part of it, while the other athletes' go out. The record leaves memory; the table keeps every event and
-    the stored outbox still owes a release, so the athlete's next event, or a restart, tries again."""
-    _mark_held(ctx, athlete_key, cause, "the history cannot be folded")
 
 
 def _keep_pending(ctx: Clinical, athlete_key: bytes, events: list[EventBase], cause: Exception) -> None:
@@ -204,7 +200,7 @@ def _keep_pending(ctx: Clinical, athlete_key: bytes, events: list[EventBase], ca
     key = part_key(athlete_key, PENDING_PART)
     _, value = pending_write(ctx.history_table.get(key), events)
     ctx.history_table[key] = value
-    _mark_held(ctx, athlete_key, cause, "new events cannot be placed", f"{len(events)} new events are kept pending")
+    _hold(ctx, athlete_key, cause, "new events cannot be placed", f"{len(events)} new events are kept pending")
 
 
 def _load(ctx: Clinical, athlete_key: bytes, athlete_id: str) -> ClinicalRecord:

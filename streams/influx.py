@@ -139,8 +139,8 @@ BeforeAttempt = Callable[[], Awaitable[None]]
 
 def tls_for(url: str) -> ssl.SSLContext | bool:
     """What a client of `url` verifies the server with: the default certificate authorities for https, loaded
-    once and shared by a store's clients (loading them took ~34 ms a client, at a worker's first write); nothing
-    for plain http, where no handshake ever happens."""
+    once and shared by a store's clients (loading them took ~34 ms a client, 70-100 ms of a worker's start);
+    nothing for plain http, where no handshake ever happens."""
     return httpx.create_ssl_context() if url.startswith("https:") else False
 
 
