@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -99,20 +100,46 @@ class LagProbe:
         await self._consumer.stop()
         await self._admin.close()
 
-    async def lag(self, group: str, topic_names: tuple[str, ...]) -> int:
-        """Messages on `topic_names` that `group` has not committed yet (uncommitted partitions count fully)."""
+    async def lagging(self, group: str, topic_names: tuple[str, ...]) -> dict[TopicPartition, int]:
+        """Each partition of `topic_names` with messages `group` has not committed yet, and how many (an uncommitted
+        partition counts fully)."""
         committed = await committed_offsets(self._admin, group)
         ends = await self._consumer.end_offsets(await topic_partitions(self._admin, list(topic_names)))
-        return sum(end - committed.get(tp, 0) for tp, end in ends.items())
+        return {tp: end - committed.get(tp, 0) for tp, end in ends.items() if end > committed.get(tp, 0)}
+
+    async def lag(self, group: str, topic_names: tuple[str, ...]) -> int:
+        """Messages on `topic_names` that `group` has not committed yet."""
+        return sum((await self.lagging(group, topic_names)).values())
+
+    async def worker_lagging(self, app_id: str) -> dict[str, dict[TopicPartition, int]]:
+        """What a worker of `app_id` has not consumed yet, by consumer group: its ingest consumer's and its agents'."""
+        found = {
+            topics.ingest_group(app_id): await self.lagging(topics.ingest_group(app_id), topics.INGEST_TOPICS),
+            app_id: await self.lagging(app_id, topics.AGENT_TOPICS),
+        }
+        return {group: partitions for group, partitions in found.items() if partitions}
 
     async def worker_lag(self, app_id: str) -> int:
-        """What a worker of `app_id` has not consumed yet: its ingest consumer's and its agents' topics."""
-        return await self.lag(topics.ingest_group(app_id), topics.INGEST_TOPICS) + await self.lag(
-            app_id, topics.AGENT_TOPICS
-        )
+        """Messages a worker of `app_id` has not consumed yet, over both of its consumer groups."""
+        return sum(sum(partitions.values()) for partitions in (await self.worker_lagging(app_id)).values())
 
 
-async def wait_until_consumed(probe: LagProbe, app_id: str, every_s: float = 0.1) -> None:
-    """Until the worker has committed everything on the topics it consumes (both of its consumer groups)."""
-    while await probe.worker_lag(app_id) > 0:
+class NotConsumed(Exception):
+    """The workers left messages uncommitted past a deadline; the message names each group's lagging partitions."""
+
+
+async def wait_until_consumed(
+    probe: LagProbe, app_id: str, within_s: float | None = None, every_s: float = 0.1,
+) -> None:
+    """Until the worker has committed everything on the topics it consumes (both of its consumer groups); with
+    `within_s`, NotConsumed after that long, naming the partitions still behind (a worker that stopped committing
+    fails a caller instead of hanging it)."""
+    deadline = None if within_s is None else time.monotonic() + within_s
+    while lagging := await probe.worker_lagging(app_id):
+        if deadline is not None and time.monotonic() > deadline:
+            behind = "; ".join(
+                f"{group}: " + ", ".join(f"{tp.topic}[{tp.partition}] {n}" for tp, n in sorted(partitions.items()))
+                for group, partitions in lagging.items()
+            )
+            raise NotConsumed(f"not committed after {within_s:.0f}s: {behind}")
         await asyncio.sleep(every_s)

@@ -175,7 +175,7 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
                 async with EventProducer(settings.kafka_bootstrap) as producer, LagProbe(settings.kafka_bootstrap) as probe, \
                         httpx.AsyncClient(base_url=f"http://{net['api'].address}:{API_PORT}", timeout=60) as client:
                     await producer.send_all(profiles)
-                    await asyncio.wait_for(wait_until_consumed(probe, settings.app_id), CONSUMED_WITHIN_S)
+                    await wait_until_consumed(probe, settings.app_id, within_s=CONSUMED_WITHIN_S)
                     for index, part in enumerate(slices(history, SLICES), start=1):
                         await post_slice(client, tokens, part)
                         if index == CUT_AFTER:
@@ -198,7 +198,7 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
                                 return await both_hold_half()
 
                             await eventually(rejoined, timeout_s=180, every_s=0.5)
-                    await asyncio.wait_for(wait_until_consumed(probe, settings.app_id), CONSUMED_WITHIN_S)
+                    await wait_until_consumed(probe, settings.app_id, within_s=CONSUMED_WITHIN_S)
                 await asyncio.sleep(2 * HEARTBEAT_S + 1)  # the last progress markers complete the watermark
                 alerts = await alerts_on_topic(settings.kafka_bootstrap, set(athletes), expected=10**6, timeout_s=10)
                 dump = await influx_dump(settings, "hosts")
@@ -249,10 +249,10 @@ async def streamed_on_one_worker(tmp_path: Path, profiles: list, history: list, 
         try:
             async with EventProducer(settings.kafka_bootstrap) as producer, LagProbe(settings.kafka_bootstrap) as probe:
                 await producer.send_all(profiles)
-                await asyncio.wait_for(wait_until_consumed(probe, settings.app_id), CONSUMED_WITHIN_S)
+                await wait_until_consumed(probe, settings.app_id, within_s=CONSUMED_WITHIN_S)
                 for part in slices(history, SLICES):
                     await producer.send_all(part)
-                await asyncio.wait_for(wait_until_consumed(probe, settings.app_id), CONSUMED_WITHIN_S)
+                await wait_until_consumed(probe, settings.app_id, within_s=CONSUMED_WITHIN_S)
             await asyncio.sleep(2 * HEARTBEAT_S + 1)
             alerts = await alerts_on_topic(settings.kafka_bootstrap, set(athletes), expected=10**6, timeout_s=10)
             return alerts, await influx_dump(settings, "reference")

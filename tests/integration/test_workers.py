@@ -68,9 +68,9 @@ async def run_cohort(tmp_path: Path, name: str, worker_count: int, kafka_port: i
                 # Profiles first: the workouts agent's own series (loads, modality mix) use the profile it holds
                 # when a workout is processed (README, Known limits); the clinical alerts need no such order.
                 await producer.send_all([event for event in events if event.type == "athlete.profile"])
-                await asyncio.wait_for(wait_until_consumed(probe, settings.app_id), CONSUMED_WITHIN_S)
+                await wait_until_consumed(probe, settings.app_id, within_s=CONSUMED_WITHIN_S)
                 await producer.send_all([event for event in events if event.type != "athlete.profile"])
-                await asyncio.wait_for(wait_until_consumed(probe, settings.app_id), CONSUMED_WITHIN_S)
+                await wait_until_consumed(probe, settings.app_id, within_s=CONSUMED_WITHIN_S)
             spread = {
                 topics.AGENT_TOPICS: await group_assignments(settings, settings.app_id),
                 topics.INGEST_TOPICS: await group_assignments(settings, topics.ingest_group(settings.app_id)),
