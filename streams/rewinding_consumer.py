@@ -1,7 +1,8 @@
-"""faust's Kafka consumer with three additions: after a rebalance, a stream partition with no committed offset is read
-again from its beginning, so the messages the rebalance dropped are fetched again; the heartbeats the group
-accepts are recorded as the worker's session lease (`fencing.SessionLease`), which its InfluxDB writes check; and the
-broker is asked to hold a fetch that finds nothing for FETCH_MAX_WAIT_MS only.
+"""faust's Kafka consumer with four additions: after a rebalance, a stream partition with no committed offset is read
+again from its beginning, so the messages the rebalance dropped are fetched again; after a failed commit, the
+consumer takes the group's committed offsets for committed, not the ones it tried; the heartbeats the group accepts
+are recorded as the worker's session lease (`fencing.SessionLease`), which its InfluxDB writes check; and the broker
+is asked to hold a fetch that finds nothing for FETCH_MAX_WAIT_MS only.
 
 When partitions are revoked, faust clears its agents' incoming queues (messages fetched but not yet handled) and,
 once the new assignment is recovered, seeks every partition to the group's committed offset, so that what it cleared
@@ -13,6 +14,14 @@ test waited forever for a profile partition to be committed. Seeking such a part
 them again, through faust, which then acknowledges and commits them. What was handled before comes again too (at
 least once), which the agents already expect of a re-delivery. The table changelogs are left alone: faust positions
 those itself when it recovers and follows them.
+
+faust records the offsets of every commit it tries as committed, also of one that failed: a commit in flight when a
+rebalance begins fails ("the group has already rebalanced"), and faust records its offsets after the rebalance has
+revoked the partitions and forgotten their offsets. If the partition comes back to this worker with nothing
+committed by the group, faust took it for committed up to the failed commit: it did not read it again, and when
+aiokafka fetched it again from the start anyway, faust did not commit what it handled, never past the offsets it
+thought committed. The group's commit stayed behind for good (a two-worker CI run waited 300 s for a profile
+partition; tests/integration/test_failed_commit.py). After a failed commit the consumer asks the group what it holds.
 
 aiokafka keeps no record of its last accepted heartbeat that others can read; the consumer's thread wraps its group
 coordinator's heartbeat request to note the send time of each one the coordinator accepts (aiokafka counts a
@@ -30,11 +39,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Mapping
 
 import faust
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TransportT
+from faust.types import TP, TransportT
 
 from aromatrack.streams.fencing import SessionLease
 
@@ -68,8 +79,19 @@ class LeaseRecordingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
         coordinator._do_heartbeat = heartbeat_recording_acceptance
 
+    async def group_committed(self, partitions: list[TP]) -> dict[TP, int | None]:
+        """The group's committed offset of each partition (None where it holds none), asked of the broker."""
+        consumer = self._ensure_consumer()
+
+        async def ask() -> dict[TP, int | None]:
+            return {tp: await consumer.committed(faust_aiokafka.ensure_aiokafka_TP(tp)) for tp in partitions}
+
+        return await self.call_thread(ask)
+
 
 class RewindingConsumer(faust_aiokafka.Consumer):
+    _thread: LeaseRecordingConsumerThread
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return LeaseRecordingConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -84,6 +106,17 @@ class RewindingConsumer(faust_aiokafka.Consumer):
             log.info("%d partitions with no committed offset are read again from their first offset", len(uncommitted))
             for tp, offset in (await self.earliest_offsets(*uncommitted)).items():
                 await self.seek(tp, offset)
+
+    async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        did_commit = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+        if not did_commit and offsets:
+            try:
+                held = await self._thread.group_committed(list(offsets))
+            except KafkaError:  # unknown: taken for nothing committed, read again from the start at the next rebalance
+                held = {tp: None for tp in offsets}
+            self._committed_offset.update({tp: offset or None for tp, offset in held.items()})
+            log.info("a commit failed; the group's committed offsets of its %d partitions are used", len(offsets))
+        return did_commit
 
 
 class RewindingTransport(faust_aiokafka.Transport):
