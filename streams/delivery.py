@@ -26,6 +26,7 @@ stay put while its agent went on handling, exactly once, where every transaction
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, MutableMapping
 
@@ -37,7 +38,9 @@ from aromatrack.streams.admin import committed_offsets
 
 log = logging.getLogger(__name__)
 
+# One fetch's wait for records, and the longest a read of skipped messages may take (streams' `DeliveryGaps._read`).
 READ_TIMEOUT_MS = 2000
+READ_DEADLINE_S = 60.0
 COMMITTED_ATTEMPTS = 10
 
 
@@ -64,6 +67,10 @@ Acknowledge = Callable[[TopicPartition, int, int], Awaitable[None]]
 
 
 KEY_SEPARATOR = b"\x1f"
+
+
+class SkippedNotRead(RuntimeError):
+    """Messages the consumer skipped could not be read from the broker in time."""
 
 
 class PartitionKeyedTable(faust.Table):
@@ -188,15 +195,24 @@ class DeliveryGaps:
         return starts
 
     async def _read(self, tp: TopicPartition, start: int, end: int) -> list[Delivered]:
-        """The messages of `tp` from `start` up to `end` (exclusive), read directly from the broker."""
+        """The messages of `tp` from `start` up to `end` (exclusive), read directly from the broker.
+
+        Every offset below `end` is decided (a message or a transaction's marker, committed or aborted): the agent
+        was given `end` or later, reading committed records only. So the read goes on until the reader's position
+        reaches `end`, and a fetch that brings nothing is a slow broker, not an empty range: taking it for one
+        (a single 2 s wait did) dropped the skipped messages for good when a loaded worker took partitions over.
+        Records deleted by retention move the reader to the log's first offset. Past READ_DEADLINE_S,
+        SkippedNotRead: the batch fails and is delivered again, instead of going on without them."""
         reader = await self._started_reader()
         reader.assign([tp])
         reader.seek(tp, start)
         found: list[Delivered] = []
-        while await reader.position(tp) < end:
+        deadline = time.monotonic() + READ_DEADLINE_S
+        while (position := await reader.position(tp)) < end:
+            if time.monotonic() > deadline:
+                raise SkippedNotRead(f"{tp.topic}[{tp.partition}]: offsets {position}-{end - 1} not read in "
+                                     f"{READ_DEADLINE_S:.0f}s")
             records = (await reader.getmany(tp, timeout_ms=READ_TIMEOUT_MS)).get(tp, [])
-            if not records:
-                break  # the broker has nothing more before `end` (deleted by retention): nothing left to read
             found += [
                 Delivered(tp.topic, tp.partition, record.offset, record.key, record.value, record.headers)
                 for record in records if record.offset < end
@@ -216,7 +232,8 @@ class DeliveryGaps:
     async def _started_reader(self) -> AIOKafkaConsumer:
         if self._reader is None:
             # Committed records only, as the agents read them (a fenced worker's aborted writes: streams/fencing.py).
+            # From the log's first offset when the skipped ones were deleted by retention (not from its end).
             self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                            isolation_level="read_committed")
+                                            isolation_level="read_committed", auto_offset_reset="earliest")
             await self._reader.start()
         return self._reader
