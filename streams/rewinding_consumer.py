@@ -43,7 +43,7 @@ from typing import Mapping
 
 import faust
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, TransportT
 
@@ -112,7 +112,7 @@ class RewindingConsumer(faust_aiokafka.Consumer):
         if not did_commit and offsets:
             try:
                 held = await self._thread.group_committed(list(offsets))
-            except KafkaError:  # unknown: taken for nothing committed, read again from the start at the next rebalance
+            except (KafkaError, ConsumerStoppedError):  # unknown: nothing committed, read again at the next rebalance
                 held = {tp: None for tp in offsets}
             self._committed_offset.update({tp: offset or None for tp, offset in held.items()})
             log.info("a commit failed; the group's committed offsets of its %d partitions are used", len(offsets))
