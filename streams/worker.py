@@ -13,9 +13,9 @@ from aromatrack.streams.app import Streams, faust_app
 
 # The collector's thresholds once the worker runs (Python's default: 700, 10, 10). A bulk import allocates millions
 # of short-lived objects that reference counting frees; at the default a young collection ran every 700 of them and
-# a full one (every object alive walked) several times a send. Measured on a one-worker bulk send of the demo cohort:
-# 0.18 s of collections at the default (three full ones) against 0.04-0.05 s at these (BENCHMARKS.md); the young generation holds at most
-# this many objects before a collection, a few MB.
+# a full one (every object alive walked) three times a send. Measured on a one-worker bulk send of the demo cohort:
+# 0.18 s of collections at the default against 0.04-0.05 s at these (BENCHMARKS.md). The young generation holds at
+# most this many objects before a collection, a few MB.
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
