@@ -52,6 +52,12 @@ def database_name(base: str, audience: Audience) -> str:
 
 
 @dataclass(frozen=True)
+class _SeriesNames:
+    tags: frozenset[str]
+    fields: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Series:
     measurement: str
     tags: tuple[str, ...]
@@ -72,6 +78,11 @@ class Series:
         return self._fields_by_audience[audience]
 
     @cached_property
+    def _names(self) -> "_SeriesNames":
+        # Computed once: every point built checks its names against them (`point`).
+        return _SeriesNames(frozenset(self.tags), frozenset(self.fields))
+
+    @cached_property
     def _fields_by_audience(self) -> dict[Audience, tuple[str, ...]]:
         # Computed once: every write routes each point by it (`by_database`).
         return {
@@ -82,9 +93,9 @@ class Series:
 
     def point(self, time: datetime, tags: Mapping[str, str], fields: Mapping[str, FieldValue | None]) -> Point:
         """Build a point, dropping None fields; ValueError names any tag or field not in the contract."""
-        unknown_tags = set(tags) - set(self.tags)
-        unknown_fields = set(fields) - set(self.fields)
-        if unknown_tags or unknown_fields:
+        if not (tags.keys() <= self._names.tags and fields.keys() <= self._names.fields):
+            unknown_tags = set(tags) - set(self.tags)
+            unknown_fields = set(fields) - set(self.fields)
             raise ValueError(
                 f"{self.measurement}: not in the series contract: "
                 f"tags {sorted(unknown_tags)}, fields {sorted(unknown_fields)}"

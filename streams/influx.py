@@ -36,6 +36,9 @@ _MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
 _STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
 _UNWRITABLE_IN_A_NAME = re.compile(f"[{NOT_IN_A_TAG}]")
 ESCAPED_NAMES_KEPT = 4096
+# A line's measurement and tags are escaped and joined once per series (an athlete's weigh-ins, one lab analyte):
+# thousands of athletes' series, a few MB.
+SERIES_KEYS_KEPT = 16384
 
 
 @lru_cache(maxsize=ESCAPED_NAMES_KEPT)
@@ -72,17 +75,31 @@ def time_ns(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
+@lru_cache(maxsize=SERIES_KEYS_KEPT)
+def _series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """A line's measurement and tags, escaped, the tags sorted and the empty ones left out."""
+    head = _escape_measurement(measurement)
+    for key, value in sorted(tags):
+        if value != "":
+            head += f",{_escape_name(key)}={_escape_name(value)}"
+    return head
+
+
+@lru_cache(maxsize=ESCAPED_NAMES_KEPT)
+def _field_keys(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Each field's name and its escaped `name=`, sorted by name."""
+    return tuple((name, f"{_escape_name(name)}=") for name in sorted(names))
+
+
 def to_line(point: Point) -> str:
     """Encode one point as InfluxDB line protocol (nanosecond precision, tags sorted, empty tags left out).
     PointsRefused when a tag or a name holds text line protocol cannot carry."""
-    head = _escape_measurement(point.measurement)
-    tags = point.tags
-    for key in sorted(tags):
-        value = tags[key]
-        if value != "":
-            head += f",{_escape_name(key)}={_escape_name(value)}"
-    fields = ",".join([f"{_escape_name(k)}={_field_value(v)}" for k, v in sorted(point.fields.items())])
-    return f"{head} {fields} {time_ns(point.time)}"
+    fields = point.fields
+    values = ",".join([
+        key + (repr(value) if type(value := fields[name]) is float else _field_value(value))
+        for name, key in _field_keys(tuple(fields))
+    ])
+    return f"{_series_key(point.measurement, tuple(point.tags.items()))} {values} {time_ns(point.time)}"
 
 
 class InfluxError(RuntimeError):
