@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -514,16 +515,26 @@ def _validated_at_once(raw: bytes) -> EventBase | None:
     return event if _certainly_within_limits(event) else None
 
 
-def certainly_as_sent_alone(event: EventBase) -> EventBase | None:
+@dataclass(frozen=True)
+class CanonicalEvent:
+    """A validated event with its canonical JSON (`dump_event`), computed once where it was needed anyway."""
+
+    event: EventBase
+    canonical: bytes
+
+
+def certainly_as_sent_alone(event: EventBase) -> CanonicalEvent | None:
     """An event pydantic read from JSON inside a larger message (a timeline batch), with its stable id: what
     `parse_event` gives for the event's own JSON, or None when that is not certain (its values may break the
-    limits, or its canonical form is over the size limit) and the event must be read alone the long way."""
+    limits, or its canonical form is over the size limit) and the event must be read alone the long way. Its
+    canonical form comes with it: the size check made it, and the clinical timeline keeps events as those bytes."""
     if not _certainly_within_limits(event):
         return None
     event = _with_event_id(event)
-    if event.type != "workout.fit" and len(dump_event(event)) > MAX_EVENT_BYTES:
+    canonical = dump_event(event)
+    if event.type != "workout.fit" and len(canonical) > MAX_EVENT_BYTES:
         return None
-    return event
+    return CanonicalEvent(event, canonical)
 
 
 def parse_event(raw: bytes | str | dict[str, Any]) -> EventBase:

@@ -58,6 +58,7 @@ class TimelineItem:
     original: bytes
     event: EventBase | None = None
     error: EventError | None = None
+    canonical: bytes | None = None  # the event's `dump_event` bytes, when the read made them
 
 
 class _Batch(BaseModel):
@@ -85,7 +86,9 @@ def _read_at_once(raw: bytes) -> list[TimelineItem] | None:
     except ValidationError:
         return None
     read = [certainly_as_sent_alone(event) for event in events]
-    return None if None in read else [TimelineItem(b"", event=event) for event in read]
+    if None in read:
+        return None
+    return [TimelineItem(b"", event=item.event, canonical=item.canonical) for item in read]
 
 
 def _read_event_by_event(raw: bytes) -> list[TimelineItem]:

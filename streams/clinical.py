@@ -56,7 +56,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timezone
-from typing import Awaitable, Callable, Iterable, MutableMapping
+from typing import Awaitable, Callable, Iterable, Mapping, MutableMapping
 
 import faust
 
@@ -385,12 +385,14 @@ async def _release(ctx: Clinical, partitions: set[int]) -> None:
         await fencing.write_owned(ctx.history_table, ctx.streams.influx(), [alert_point(alert) for alert in alerts])
 
 
-def _place(ctx: Clinical, partition: int, athlete_key: bytes, events: list[EventBase]) -> None:
+def _place(ctx: Clinical, partition: int, athlete_key: bytes, events: list[EventBase],
+           canonical: Mapping[str, bytes | None] | None = None) -> None:
     """Place a batch's events in their athlete's timeline and store the periods they changed, with a release owed;
-    events that cannot be placed are kept pending (`_keep_pending`)."""
+    events that cannot be placed are kept pending (`_keep_pending`). `canonical`: the events' bytes the timeline's
+    reader made, by event id."""
     try:
         record = _load_holding(ctx, athlete_key, events)
-        added = record.timeline.add(events)
+        added = record.timeline.add(events, canonical)
         writes = placement_writes(record, added) if added else []
     except Exception as exc:  # noqa: BLE001 - one athlete's events must not stop every other's
         _keep_pending(ctx, athlete_key, events, exc)
@@ -403,6 +405,8 @@ def _place(ctx: Clinical, partition: int, athlete_key: bytes, events: list[Event
 async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
     async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WINDOW_S):
         by_athlete: dict[tuple[int, bytes], list[EventBase]] = {}
+        # Per athlete, the bytes the reader made of each event id's first event (the one a timeline places).
+        canonical: dict[tuple[int, bytes], dict[str, bytes | None]] = {}
         summaries: list[WorkoutSummary] = []
         partitions: set[int] = set()
         for message in await ctx.streams.delivered(ctx.gaps, batch):
@@ -425,14 +429,16 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                     await ctx.streams.dead_letter(item.original, str(item.error), topics.TIMELINE_TOPIC)
                     continue
                 event = item.event
-                by_athlete.setdefault((partition, event.athlete_id.encode()), []).append(event)
+                athlete = (partition, event.athlete_id.encode())
+                by_athlete.setdefault(athlete, []).append(event)
+                canonical.setdefault(athlete, {}).setdefault(event.event_id, item.canonical)
                 if isinstance(event, WorkoutSummary):
                     summaries.append(event)
             if any(item.event is not None for item in items):
                 progress.on_event(header(message.headers, INPUT_HEADER))
         async with ctx.lock:
             for (partition, athlete_key), events in by_athlete.items():
-                _place(ctx, partition, athlete_key, events)
+                _place(ctx, partition, athlete_key, events, canonical[partition, athlete_key])
             if ctx.on_summaries is not None:
                 await ctx.on_summaries(summaries)
             await _release(ctx, partitions)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import pickle
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple
+from typing import Iterable, Mapping, NamedTuple
 
 from aromatrack.domain import engine, rules
 from aromatrack.domain import events as domain
@@ -142,9 +142,14 @@ class AthleteTimeline:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def add(self, events: Iterable[EventBase]) -> tuple[EventBase, ...]:
+    def add(
+        self, events: Iterable[EventBase], canonical: Mapping[str, bytes | None] | None = None
+    ) -> tuple[EventBase, ...]:
         """Place this athlete's events in event-time order; returns those newly placed (repeats of placed ids,
-        whatever their age, are skipped)."""
+        whatever their age, are skipped: the first event of an id is the one placed). `canonical`: the first
+        event's `dump_event` bytes of ids that have them at hand (the timeline's reader makes them), so they are
+        not dumped a second time."""
+        canonical = canonical or {}
         fresh: dict[str, EventBase] = {}
         for event in events:
             if event.event_id and event.event_id not in self.ids and event.event_id not in fresh:
@@ -163,11 +168,11 @@ class AthleteTimeline:
             if self.keys and key < self.keys[-1]:
                 position = bisect.bisect_left(self.keys, key)
                 self.keys.insert(position, key)
-                self.encoded.insert(position, dump_event(event))
+                self.encoded.insert(position, canonical.get(key.event_id) or dump_event(event))
                 self.core_events.insert(position, core)
             else:
                 self.keys.append(key)
-                self.encoded.append(dump_event(event))
+                self.encoded.append(canonical.get(key.event_id) or dump_event(event))
                 self.core_events.append(core)
         first = placed[0][0]
         self.unfolded_from = first if self.unfolded_from is None else min(self.unfolded_from, first)

@@ -86,6 +86,19 @@ def test_repeated_ids_are_placed_once_whatever_their_age():
     assert len(timeline) == len(events) and as_json(timeline.alerts().values()) == evaluated(events)
 
 
+def test_a_timeline_keeps_the_bytes_the_reader_made_of_the_events_it_places():
+    events = COHORT[1][:60]
+    read = {event.event_id: dump_event(event) for event in events}
+    timeline = AthleteTimeline(events[0].athlete_id)
+    assert timeline.add(events[30:], read) + timeline.add(events[:30], read) == (*events[30:], *events[:30])
+    dumped = AthleteTimeline.of(events[0].athlete_id, events)
+    assert timeline.encoded == dumped.encoded == [read[event.event_id] for event in events]
+    first, twin = events[0], events[1].model_copy(update={"event_id": events[0].event_id})
+    once = AthleteTimeline(first.athlete_id)
+    assert once.add([first, twin], {first.event_id: None}) == (first,)  # no bytes at hand: dumped
+    assert once.encoded == [dump_event(first)]
+
+
 def test_an_event_inside_the_history_refolds_from_the_checkpoint_before_it():
     events = COHORT[2]
     late = events[len(events) // 2]

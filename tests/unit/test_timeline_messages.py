@@ -30,6 +30,7 @@ def test_a_batch_gives_back_its_events_in_order(minutes: list[int]) -> None:
     [message] = batch_messages(events)
     items = parse_timeline_message(message)
     assert [dump_event(item.event) for item in items] == events
+    assert [item.canonical for item in items] == events  # the reader's own dump, kept for the clinical timeline
     assert all(item.error is None for item in items)
 
 
