@@ -480,7 +480,7 @@ def summary_step(batch: "SummaryBatch", event: WorkoutSummary) -> AcceptedSummar
     `SummaryBatch.count`, once per athlete."""
     key = event.athlete_id.encode()
     history = batch.history(key)
-    athlete = tl.athlete_at(_profile_history(batch.tables, key), event.time.timestamp())
+    athlete = tl.athlete_at(batch.profiles(key), event.time.timestamp())
     first_time = batch.seen.add(key, event.time, event.event_id)
     if event.event_id in history.counted or event.event_id in batch.pending_ids(key):
         return None
@@ -503,6 +503,13 @@ class SummaryBatch:
         self.pending: dict[bytes, list[AcceptedSummary]] = {}
         self.changed: set[bytes] = set()  # athletes whose history `count` changed
         self.seen = SeenIds(tables.seen, "summary")
+        self._profiles: dict[bytes, list[list[Any]]] = {}
+
+    def profiles(self, athlete_key: bytes) -> list[list[Any]]:
+        """The athlete's profiles over time, read from the table once per batch (each summary needs them)."""
+        if athlete_key not in self._profiles:
+            self._profiles[athlete_key] = _profile_history(self.tables, athlete_key)
+        return self._profiles[athlete_key]
 
     def history(self, athlete_key: bytes) -> tl.LoadHistory:
         if athlete_key not in self.histories:
