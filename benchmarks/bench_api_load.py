@@ -33,6 +33,7 @@ from aromatrack.deploy import influx_access
 from aromatrack.deploy.influx_access import READER
 from aromatrack.deploy.settings import load_settings
 from aromatrack.schemas import topics
+from aromatrack.streams.admin import records_to_end
 from aromatrack.services.auth import Role
 from aromatrack.services.store import Store
 
@@ -90,15 +91,11 @@ async def count_on_kafka(bootstrap: str, athletes: set[str], start: dict[TopicPa
     await consumer.start()
     try:
         consumer.assign(list(start))
-        ends = await consumer.end_offsets(list(start))
-        ids: list[str] = []
         for partition, offset in start.items():
             consumer.seek(partition, offset)
-            while await consumer.position(partition) < ends[partition]:
-                for message in (await consumer.getmany(partition, timeout_ms=1000)).get(partition, []):
-                    event = json.loads(message.value)
-                    if event["athlete_id"] in athletes:
-                        ids.append(event["event_id"])
+        ids = [event["event_id"] for event in (json.loads(message.value) for message in
+                                               await records_to_end(consumer, list(start)))
+               if event["athlete_id"] in athletes]
         return len(ids), len(set(ids))
     finally:
         await consumer.stop()

@@ -43,7 +43,7 @@ from aromatrack.services.auth import Role
 from aromatrack.services.notifier import SUMMARY_RULE
 from aromatrack.services.webhooks import new_webhook_secret, verify
 from aromatrack.services.store import Store
-from aromatrack.streams.admin import LagProbe, NotConsumed, wait_until_consumed
+from aromatrack.streams.admin import LagProbe, NotConsumed, records_to_end, wait_until_consumed
 from aromatrack.streams.input_progress import HEARTBEAT_S
 from aromatrack.streams.influx import rows
 from aromatrack.streams.producer import EventProducer
@@ -302,8 +302,7 @@ async def wait_until_released(settings: Settings, timeout_s: float = 300.0, ever
 
 
 async def read_topic(settings: Settings, topic: str) -> list:
-    """Every committed record of `topic` up to its end when the read starts (a fetch that brings nothing within
-    its wait is a slow broker, not the end: taken for one, the report could count fewer alerts than were sent)."""
+    """Every committed record of `topic` up to its end when the read starts (`admin.records_to_end`)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
         isolation_level="read_committed",  # what the workers' transactions committed (streams/fencing.py)
@@ -312,12 +311,7 @@ async def read_topic(settings: Settings, topic: str) -> list:
     try:
         partitions = [TopicPartition(topic, index) for index in range(topics.PARTITIONS)]
         consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        records = []
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            for partition_records in (await consumer.getmany(timeout_ms=1000)).values():
-                records.extend(partition_records)
-        return records
+        return await records_to_end(consumer, partitions)
     finally:
         await consumer.stop()
 

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
@@ -62,6 +62,20 @@ async def topic_partitions(admin: AIOKafkaAdminClient, topic_names: list[str]) -
         for item in described
         for partition in item["partitions"]
     ]
+
+
+async def records_to_end(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
+                         fetch_ms: int = 1000) -> list[ConsumerRecord]:
+    """Every record of `partitions` (assigned to `consumer`, and sought where the read starts) from the consumer's
+    position up to each partition's end offset when the read starts, partition by partition. A fetch that brings
+    nothing within `fetch_ms` is a slow broker, not the end: taken for one, a report could count fewer alerts than
+    were sent, and a check could find fewer events than the API accepted."""
+    ends = await consumer.end_offsets(partitions)
+    records: list[ConsumerRecord] = []
+    for partition in partitions:
+        while await consumer.position(partition) < ends[partition]:
+            records += (await consumer.getmany(partition, timeout_ms=fetch_ms)).get(partition, [])
+    return records
 
 
 async def committed_offsets(

@@ -13,6 +13,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from aromatrack.schemas import topics
+from aromatrack.streams.admin import records_to_end
 from aromatrack.streams.workouts import history_from_json
 
 TABLES = ("workout_state", "workout_seen", "athlete_profiles", "clinical_history")
@@ -29,17 +30,15 @@ async def dump_changelogs(bootstrap: str, app_id: str, path: Path) -> int:
     try:
         partitions = [TopicPartition(name, partition) for name in names for partition in range(topics.PARTITIONS)]
         consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
         with path.open("w") as out:
-            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                    for record in records:
-                        out.write(json.dumps({
-                            "table": names[tp.topic], "partition": tp.partition, "offset": record.offset,
-                            "timestamp_ms": record.timestamp, "key": record.key.decode(errors="replace") if record.key else None,
-                            **summary(names[tp.topic], record.value),
-                        }) + "\n")
-                        count += 1
+            for record in await records_to_end(consumer, partitions, fetch_ms=500):
+                out.write(json.dumps({
+                    "table": names[record.topic], "partition": record.partition, "offset": record.offset,
+                    "timestamp_ms": record.timestamp,
+                    "key": record.key.decode(errors="replace") if record.key else None,
+                    **summary(names[record.topic], record.value),
+                }) + "\n")
+                count += 1
     finally:
         await consumer.stop()
     return count

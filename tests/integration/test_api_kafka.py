@@ -17,7 +17,7 @@ from aromatrack.schemas import topics
 from aromatrack.services.api import Services, create_app
 from aromatrack.services.auth import Role
 from aromatrack.services.store import Store
-from aromatrack.streams.admin import ensure_topics, topic_partitions
+from aromatrack.streams.admin import ensure_topics, records_to_end, topic_partitions
 
 from .conftest import unique_athlete
 
@@ -43,13 +43,9 @@ async def records_since(bootstrap: str, start: dict[TopicPartition, int]) -> lis
     await consumer.start()
     try:
         consumer.assign(list(start))
-        ends = await consumer.end_offsets(list(start))
-        found = []
         for partition, offset in start.items():
             consumer.seek(partition, offset)
-            while await consumer.position(partition) < ends[partition]:
-                found += (await consumer.getmany(partition, timeout_ms=1000)).get(partition, [])
-        return found
+        return await records_to_end(consumer, list(start))
     finally:
         await consumer.stop()
 
