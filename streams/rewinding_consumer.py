@@ -48,6 +48,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, TransportT
 
 from aromatrack.streams.fencing import SessionLease
+from aromatrack.streams.flushing_producer import FlushingProducer
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,10 @@ class RewindingConsumer(faust_aiokafka.Consumer):
 
 
 class RewindingTransport(faust_aiokafka.Transport):
+    """faust's aiokafka transport with this consumer and the producer of `streams.flushing_producer`."""
+
     Consumer = RewindingConsumer
+    Producer = FlushingProducer
 
 
 class RewindingApp(faust.App):
