@@ -64,18 +64,33 @@ async def topic_partitions(admin: AIOKafkaAdminClient, topic_names: list[str]) -
     ]
 
 
+class NotReadInTime(RuntimeError):
+    """A read up to given offsets that did not reach them within its time (`records_until`)."""
+
+
+async def records_until(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int], fetch_ms: int = 1000,
+                        within_s: float | None = None) -> list[ConsumerRecord]:
+    """Every record of each partition of `ends` (assigned to `consumer`, and sought where the read starts) from the
+    consumer's position up to its offset in `ends` (exclusive), partition by partition. A fetch that brings nothing
+    within `fetch_ms` is a slow broker, not the end: taken for one, a report could count fewer alerts than were sent,
+    a check could find fewer events than the API accepted, and a worker dropped the messages faust had skipped.
+    With `within_s`, NotReadInTime past that long, naming the partition and the offsets not read."""
+    deadline = None if within_s is None else time.monotonic() + within_s
+    records: list[ConsumerRecord] = []
+    for partition, end in ends.items():
+        while (position := await consumer.position(partition)) < end:
+            if deadline is not None and time.monotonic() > deadline:
+                raise NotReadInTime(f"{partition.topic}[{partition.partition}]: offsets {position}-{end - 1} not "
+                                    f"read in {within_s:.0f}s")
+            fetched = (await consumer.getmany(partition, timeout_ms=fetch_ms)).get(partition, [])
+            records += [record for record in fetched if record.offset < end]
+    return records
+
+
 async def records_to_end(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
                          fetch_ms: int = 1000) -> list[ConsumerRecord]:
-    """Every record of `partitions` (assigned to `consumer`, and sought where the read starts) from the consumer's
-    position up to each partition's end offset when the read starts, partition by partition. A fetch that brings
-    nothing within `fetch_ms` is a slow broker, not the end: taken for one, a report could count fewer alerts than
-    were sent, and a check could find fewer events than the API accepted."""
-    ends = await consumer.end_offsets(partitions)
-    records: list[ConsumerRecord] = []
-    for partition in partitions:
-        while await consumer.position(partition) < ends[partition]:
-            records += (await consumer.getmany(partition, timeout_ms=fetch_ms)).get(partition, [])
-    return records
+    """Every record of `partitions` up to each one's end offset when the read starts (`records_until`)."""
+    return await records_until(consumer, await consumer.end_offsets(partitions), fetch_ms)
 
 
 async def committed_offsets(

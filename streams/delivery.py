@@ -26,7 +26,6 @@ stay put while its agent went on handling, exactly once, where every transaction
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, MutableMapping
 
@@ -34,7 +33,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from aromatrack.streams.admin import committed_offsets
+from aromatrack.streams.admin import committed_offsets, records_until
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +66,6 @@ Acknowledge = Callable[[TopicPartition, int, int], Awaitable[None]]
 
 
 KEY_SEPARATOR = b"\x1f"
-
-
-class SkippedNotRead(RuntimeError):
-    """Messages the consumer skipped could not be read from the broker in time."""
 
 
 class PartitionKeyedTable(faust.Table):
@@ -202,23 +197,14 @@ class DeliveryGaps:
         reaches `end`, and a fetch that brings nothing is a slow broker, not an empty range: taking it for one
         (a single 2 s wait did) dropped the skipped messages for good when a loaded worker took partitions over.
         Records deleted by retention move the reader to the log's first offset. Past READ_DEADLINE_S,
-        SkippedNotRead: the batch fails and is delivered again, instead of going on without them."""
+        `admin.NotReadInTime`: the batch fails and is delivered again, instead of going on without them."""
         reader = await self._started_reader()
         reader.assign([tp])
         reader.seek(tp, start)
-        found: list[Delivered] = []
-        deadline = time.monotonic() + READ_DEADLINE_S
-        while (position := await reader.position(tp)) < end:
-            if time.monotonic() > deadline:
-                raise SkippedNotRead(f"{tp.topic}[{tp.partition}]: offsets {position}-{end - 1} not read in "
-                                     f"{READ_DEADLINE_S:.0f}s")
-            records = (await reader.getmany(tp, timeout_ms=READ_TIMEOUT_MS)).get(tp, [])
-            found += [
-                Delivered(tp.topic, tp.partition, record.offset, record.key, record.value, record.headers)
-                for record in records if record.offset < end
-            ]
+        records = await records_until(reader, {tp: end}, READ_TIMEOUT_MS, READ_DEADLINE_S)
         reader.pause(tp)  # no fetching ahead in the background until the next gap
-        return found
+        return [Delivered(tp.topic, tp.partition, record.offset, record.key, record.value, record.headers)
+                for record in records]
 
     async def close(self) -> None:
         """Stop the admin client and the reader, those started."""
