@@ -177,22 +177,22 @@ def main() -> None:
     stop_on_sigterm()
     raws = cohort.generate(athletes=args.athletes, days=args.days, seed=7)
     results: dict[str, list[RunResult]] = {}
-    history = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
-    with history:
-        history.writelines(json.dumps(raw) + "\n" for raw in raws)
-    for _ in range(args.runs):
-        # The best of three: evaluate's time moved by half from one run to the next on a shared machine, and the
-        # ratios are against the core at its fastest.
-        evaluate_s = min(evaluate_time(raws)[0] for _ in range(EVALUATE_RUNS))
-        command_s = min(command_time(Path(history.name)) for _ in range(EVALUATE_RUNS))
-        print(f"cohort {args.athletes} athletes x {args.days} days: {len(raws)} lines; evaluate {evaluate_s:.2f} s "
-              f"(best of {EVALUATE_RUNS}; the command `aromatrack evaluate FILE --as-of now` {command_s:.2f} s wall)")
-        for workers in args.workers:
-            for guarantee in args.guarantees:
-                result = run(workers, guarantee, raws, evaluate_s, command_s)
-                if result is not None:
-                    results.setdefault(f"{workers} worker(s), {guarantee}", []).append(result)
-    os.unlink(history.name)
+    with tempfile.TemporaryDirectory() as scratch:  # the history as a file, for the command
+        history = Path(scratch) / "history.jsonl"
+        history.write_text("".join(json.dumps(raw) + "\n" for raw in raws))
+        for _ in range(args.runs):
+            # The best of three: evaluate's time moved by half from one run to the next on a shared machine, and the
+            # ratios are against the core at its fastest.
+            evaluate_s = min(evaluate_time(raws)[0] for _ in range(EVALUATE_RUNS))
+            command_s = min(command_time(history) for _ in range(EVALUATE_RUNS))
+            print(f"cohort {args.athletes} athletes x {args.days} days: {len(raws)} lines; evaluate {evaluate_s:.2f} s "
+                  f"(best of {EVALUATE_RUNS}; the command `aromatrack evaluate FILE --as-of now` {command_s:.2f} s "
+                  "wall)")
+            for workers in args.workers:
+                for guarantee in args.guarantees:
+                    result = run(workers, guarantee, raws, evaluate_s, command_s)
+                    if result is not None:
+                        results.setdefault(f"{workers} worker(s), {guarantee}", []).append(result)
     if args.runs > 1:
         for label, runs in results.items():
             print(summary(label, runs))
