@@ -12,10 +12,8 @@ import logging
 from dataclasses import dataclass, field
 
 import faust
-from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
-from faust.types import TP
 
 from aromatrack.deploy import influx_access
 from aromatrack.deploy.settings import Settings
@@ -170,12 +168,9 @@ class Streams:
             # Per agent and input partition, the next offset the agent has to handle (`delivery.offsets_key`).
             self._delivered_offsets = self.partition_keyed_table("delivered_offsets")
 
-        async def acknowledge(tp: TopicPartition, start: int, end: int) -> None:
-            # faust's consumer commits past offsets it acknowledged or never fetched (its "gaps", ends inclusive).
-            await self.app.consumer._add_gap(TP(tp.topic, tp.partition), start, end - 1)
-
         gaps = DeliveryGaps(self.settings.kafka_bootstrap, self.settings.app_id, agent, self._delivered_offsets,
-                            held=lambda: self.app.consumer.assignment(), acknowledge=acknowledge)
+                            held=lambda: self.app.consumer.assignment(),
+                            vouch=lambda tp, offset: self.app.consumer.handled_up_to(tp, offset))
 
         async def on_assigned(app: faust.App, assigned: set, **kwargs: object) -> None:
             gaps.on_assigned(assigned)

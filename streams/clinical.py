@@ -443,8 +443,9 @@ async def clinical(ctx: Clinical, stream: faust.StreamT) -> None:
                 await ctx.on_summaries(summaries)
             await _release(ctx, partitions)
             _store_imports(ctx, partitions)
-            await ctx.gaps.record()
+            ctx.gaps.record()
             await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the batch's offsets
+            ctx.gaps.vouch()
 
 
 def register(

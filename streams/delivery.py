@@ -17,17 +17,21 @@ a gap with nothing in it) before the worker was killed. A partition never handle
 offset, else at its first. Messages handled twice (faust re-reading some after all, a batch handled but not yet
 recorded) are what the agents already expect of a re-delivery: repeated event and workout ids are skipped.
 
-Once a batch with messages read again is handled, faust's consumer is told they are done (`acknowledge`): it commits
-a partition only up to the first offset it fetched and was not acknowledged, so a message it fetched and then
-dropped held the group's commit there for good (the multi-host test's final wait saw a timeline partition's commit
-stay put while its agent went on handling, exactly once, where every transaction leaves such a hole).
+Where the consumer commits an agent's partition is what this check vouches for, not faust's own record of the
+messages it acknowledged (`vouch`, after the batch's writes are flushed: `RewindingConsumer.handled_up_to`). faust
+commits a partition only up to the first offset it fetched and did not see acknowledged, and its record of them
+broke in ways the agents cannot mend: a message it fetched and then dropped held the group's commit there for good
+(a multi-host run's timeline partition stayed at 518 of 2,825 while its agent went on handling), and after a
+rebalance that left a partition where it was, the same offsets could be acknowledged twice, so each commit moved one
+offset on (seen, 282 to 289 in six commits) or none (a CI run's timeline partition stayed 2,046 behind for five
+minutes while its agent went on; in the same stall here, the transaction left open timed out and was fenced).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Callable, Iterable, MutableMapping
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -61,8 +65,8 @@ class Delivered:
         return cls(message.topic, message.partition, message.offset, event.key, event.value, event.headers)
 
 
-# Tells the consumer that the offsets [start, end) of a partition are handled.
-Acknowledge = Callable[[TopicPartition, int, int], Awaitable[None]]
+# Tells the consumer that every message of a partition before an offset is handled, its writes flushed.
+Vouch = Callable[[TopicPartition, int], None]
 
 
 KEY_SEPARATOR = b"\x1f"
@@ -94,27 +98,31 @@ def skipped_ranges(expected: int, offsets: Iterable[int]) -> list[tuple[int, int
 
 class DeliveryGaps:
     """One agent's expected offsets per partition and the reader of what was skipped (see the module's docstring).
-    `complete` before handling a batch, `record` after."""
+    `complete` before handling a batch, `record` after it (its table write joins the batch's), `vouch` once the
+    batch's writes are flushed."""
 
     def __init__(
         self, bootstrap: str, group_id: str, agent: str, table: MutableMapping[bytes, bytes],
-        held: Callable[[], Iterable[Any]], acknowledge: Acknowledge | None = None,
+        held: Callable[[], Iterable[Any]], vouch: Vouch | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.agent = agent
         self.table = table
         self.held = held  # the partitions this worker holds now (its consumer's assignment)
-        self.acknowledge = acknowledge  # the consumer's, for the messages read again once handled
+        self._vouch = vouch  # the consumer's: where it commits the partitions
         self.expected: dict[TopicPartition, int] = {}
         self._handling: list[Delivered] = []  # the batch `complete` gave, until `record`
-        self._read_again: list[tuple[TopicPartition, int, int]] = []  # its ranges read from the broker
+        self._recorded: set[TopicPartition] = set()  # the partitions `record` moved on, until `vouch`
+        self._assignments = 0  # assignments seen; a batch begun before the last one is not vouched for
+        self._batch_begun_in = 0
         self._admin: AIOKafkaAdminClient | None = None
         self._reader: AIOKafkaConsumer | None = None
 
     def on_assigned(self, assigned: Iterable[Any]) -> None:
         """After a rebalance: keep what this worker still holds (its next offset is exact), forget the rest."""
         held = {TopicPartition(tp.topic, tp.partition) for tp in assigned}
+        self._assignments += 1
         self.expected = {tp: offset for tp, offset in self.expected.items() if tp in held}
 
     async def complete(self, batch: list[Delivered]) -> list[Delivered]:
@@ -129,7 +137,6 @@ class DeliveryGaps:
         if unknown:
             self.expected.update(await self._starts(unknown))
         missing: list[Delivered] = []
-        self._read_again = []
         for tp, offsets in given.items():
             if tp not in held_now or tp not in self.expected:
                 continue
@@ -141,28 +148,35 @@ class DeliveryGaps:
                 else:  # a transaction's commit marker takes an offset (exactly once: one per batch); nothing skipped
                     log.debug("%s[%d]: offsets %d-%d hold no message", tp.topic, tp.partition, start, end - 1)
                 missing += found
-                self._read_again.append((tp, start, end))
         self._handling = [*missing, *batch]
+        self._recorded = set()
+        self._batch_begun_in = self._assignments
         return self._handling
 
-    async def record(self) -> None:
+    def record(self) -> None:
         """Once the batch `complete` gave is handled: the next offsets of its partitions, here and in the table for
-        whoever holds them next (not before: a batch whose handling failed is not vouched for), and the messages
-        read again acknowledged to the consumer."""
-        held_now, changed = self._held(), set()
+        whoever holds them next (not before: a batch whose handling failed is not vouched for). A partition a
+        rebalance took away meanwhile is left alone, also when it came back (where it starts is then the table's
+        or the group's, `_starts`)."""
+        held_now = self._held()
         for message in self._handling:
             tp = TopicPartition(message.topic, message.partition)
-            if tp in held_now:
-                self.expected[tp] = max(self.expected.get(tp, 0), message.offset + 1)
-                changed.add(tp)
-        for tp in changed:
+            if tp in held_now and tp in self.expected:
+                self.expected[tp] = max(self.expected[tp], message.offset + 1)
+                self._recorded.add(tp)
+        for tp in self._recorded:
             self.table[offsets_key(self.agent, tp)] = str(self.expected[tp]).encode()
-        if self.acknowledge is not None:
-            for tp, start, end in self._read_again:
-                if tp in held_now:
-                    await self.acknowledge(tp, start, end)
         self._handling = []
-        self._read_again = []
+
+    def vouch(self) -> None:
+        """Once the recorded batch's writes are flushed: the consumer may commit its partitions up to their next
+        offsets, every message before them handled. Not when a rebalance came after the batch began: faust may have
+        stopped the producer some of its writes went to (the next batch vouches for the partitions it still holds).
+        """
+        if self._vouch is not None and self._batch_begun_in == self._assignments:
+            for tp in self._recorded & self._held():
+                self._vouch(tp, self.expected[tp])
+        self._recorded = set()
 
     def _held(self) -> set[TopicPartition]:
         return {TopicPartition(tp.topic, tp.partition) for tp in self.held()}

@@ -21,6 +21,7 @@ events wrote. The writes of timers (the clinical agent's clock releases) join th
 committed with the next one, at the latest one heartbeat later (every stage reports progress on every timeline
 partition each `HEARTBEAT_S`); a release's alert points wait for its commit (`commit_now`). Not in the
 transactions: the progress markers and dead letters (faust's plain producer) and the stateless ingest path.
+A write the broker refuses as fenced stops the worker (`StopWhenFenced`), as a fenced commit does in faust.
 
 InfluxDB cannot fence: a point's last write wins, whoever sent it. So a worker writes a partition's derived
 points (loads, trends, alerts; `write_owned`) only while it can be sure no other worker owns the partition yet:
@@ -51,7 +52,8 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from faust import Sensor
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 
@@ -276,6 +278,31 @@ async def within_ownership(app, write: Awaitable):
     except asyncio.TimeoutError:
         await _stop(app, OwnershipLost(f"a write did not complete within {window_s:.1f} s (the session timeout less "
                                        "two heartbeats): the partitions may have another owner by now"))
+
+
+class StopWhenFenced(Sensor):
+    """Stops the worker (OwnershipLost) when the broker refuses one of its writes as fenced: its partition's
+    transactional producer has a successor, or its transaction outlived the transaction timeout and was aborted.
+    faust stops only when a commit is refused, and logs a refused write and goes on: a worker whose partition's
+    commit had stalled (a CI run) went on handling the partition for minutes after its transaction timed out,
+    every write of it refused and the group's offset never moving, so nothing else took the partition over.
+    Stopped, its supervisor restarts it and whoever holds the partition next goes on from the last commit."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__()
+        self.app = app
+        self._stopping: asyncio.Task | None = None
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        if isinstance(exc, (ProducerFenced, InvalidProducerEpoch)) and self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(exc))
+
+    async def _stop(self, exc: BaseException) -> None:
+        try:
+            await _stop(self.app, OwnershipLost(f"a write was refused ({type(exc).__name__}): the partition's "
+                                                "transaction was aborted and it may have another owner"))
+        except OwnershipLost:
+            pass  # the worker is crashed; nothing awaits this task
 
 
 async def _stop(app, error: OwnershipLost) -> None:

@@ -1,8 +1,10 @@
-"""faust's Kafka consumer with four additions: after a rebalance, a stream partition with no committed offset is read
+"""faust's Kafka consumer with five additions: after a rebalance, a stream partition with no committed offset is read
 again from its beginning, so the messages the rebalance dropped are fetched again; after a failed commit, the
-consumer takes the group's committed offsets for committed, not the ones it tried; the heartbeats the group accepts
-are recorded as the worker's session lease (`fencing.SessionLease`), which its InfluxDB writes check; and the broker
-is asked to hold a fetch that finds nothing for FETCH_MAX_WAIT_MS only.
+consumer takes the group's committed offsets for committed, not the ones it tried; an agent's partition is committed
+where its delivery check vouches that every message before is handled (`handled_up_to`), not where faust's record of
+acknowledged offsets says; the heartbeats the group accepts are recorded as the worker's session lease
+(`fencing.SessionLease`), which its InfluxDB writes check; and the broker is asked to hold a fetch that finds nothing
+for FETCH_MAX_WAIT_MS only.
 
 When partitions are revoked, faust clears its agents' incoming queues (messages fetched but not yet handled) and,
 once the new assignment is recovered, seeks every partition to the group's committed offset, so that what it cleared
@@ -27,6 +29,13 @@ aiokafka keeps no record of its last accepted heartbeat that others can read; th
 coordinator's heartbeat request to note the send time of each one the coordinator accepts (aiokafka counts a
 "rebalance in progress" answer as accepted: the member stays in the group while it rejoins).
 
+Where an agent's partition is committed: faust commits up to the first offset it fetched and has not seen
+acknowledged, from a list of acknowledged offsets and ranges it merges at each commit, and that record broke after
+rebalances (streams/delivery.py says how: commits that stopped for good, or moved one offset at a time). The agents
+with a delivery check know exactly how far they have handled each partition, every message before it included, and
+vouch for it once the batch's writes are flushed; for those partitions that position is what is committed, and
+faust's record below it is dropped. A revoked partition's position is forgotten with faust's own record of it.
+
 The fetch's hold: FETCH_MAX_WAIT_MS instead of faust's fixed 1.5 s. aiokafka keeps one
 fetch in flight per broker and leaves out of it the partitions whose fetched records the worker has not taken yet.
 In a bulk import the timeline's partitions often have such records when a fetch goes out, so the fetch asks only for
@@ -39,7 +48,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Mapping
+from typing import Any, Iterator, Mapping
 
 import faust
 from aiokafka import AIOKafkaConsumer
@@ -47,7 +56,7 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, TransportT
 
-from aromatrack.streams.fencing import SessionLease
+from aromatrack.streams.fencing import SessionLease, StopWhenFenced
 from aromatrack.streams.flushing_producer import FlushingProducer
 
 log = logging.getLogger(__name__)
@@ -96,6 +105,39 @@ class RewindingConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return LeaseRecordingConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._handled: dict[TP, int] = {}  # per agent partition: every message before this offset handled
+
+    def handled_up_to(self, tp: TP, offset: int) -> None:
+        """An agent has handled every message of `tp` before `offset`, its writes flushed: commit up to there."""
+        tp = faust_aiokafka.ensure_aiokafka_TP(tp)  # as faust's own keys: what the commit hands aiokafka
+        if offset > self._handled.get(tp, -1):
+            self._handled[tp] = offset
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        vouched = (tp for tp in self._handled if topics is None or tp in topics or tp.topic in topics)
+        return iter({*super()._filter_tps_with_pending_acks(topics), *vouched})
+
+    def _new_offset(self, tp: TP) -> int | None:
+        handled = self._handled.get(tp)
+        if handled is None:
+            return super()._new_offset(tp)
+        acked = self._acked.get(tp)
+        if acked:
+            acked[:] = [offset for offset in acked if offset >= handled]
+            index = self._acked_index[tp]
+            index.difference_update([offset for offset in index if offset < handled])
+        gap = self._gap.get(tp)
+        if gap:
+            gap.chop(0, handled)
+        return handled
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await super().on_partitions_revoked(revoked)
+        for tp in revoked:
+            self._handled.pop(tp, None)
+
     async def perform_seek(self) -> None:
         await super().perform_seek()
         changelogs = self.app.tables.changelog_topics
@@ -129,11 +171,13 @@ class RewindingTransport(faust_aiokafka.Transport):
 
 class RewindingApp(faust.App):
     """A faust App whose consumer is `RewindingConsumer` (faust picks a transport by the broker URL's scheme and
-    offers no setting for the consumer class), with the session lease that consumer records."""
+    offers no setting for the consumer class), with the session lease that consumer records, and stopped when the
+    broker refuses a write of it as fenced (`fencing.StopWhenFenced`)."""
 
     def __init__(self, id: str, **options) -> None:
         super().__init__(id, **options)
         self.session_lease = SessionLease(self.conf.broker_session_timeout)
+        self.sensors.add(StopWhenFenced(self))
 
     def _new_transport(self) -> TransportT:
         return RewindingTransport(self.conf.broker_consumer, self)

@@ -588,8 +588,9 @@ async def workouts_profiles(ctx: Workouts, stream: faust.StreamT) -> None:
         for message in await ctx.streams.delivered(ctx.profile_gaps, [event]):
             await _guarded(ctx, handle_profile(ctx, message.key, message.value), message.key, message.value,
                            topics.topic_for("athlete.profile"))
-        await ctx.profile_gaps.record()
+        ctx.profile_gaps.record()
         await fencing.flush_writes(ctx.streams.app)  # in the transaction that commits the event's offset
+        ctx.profile_gaps.vouch()
 
 
 async def forward_import_marker(ctx: Workouts, message: Delivered) -> None:
@@ -622,8 +623,9 @@ async def workouts_fit(ctx: Workouts, stream: faust.StreamT) -> None:
                                    FIT_TOPIC)
                 ctx.fit_progress.handle(message.topic, message.partition, message.offset)
             await batch.flush()
-            await ctx.fit_gaps.record()
+            ctx.fit_gaps.record()
             await fencing.flush_writes(ctx.streams.app)
+            ctx.fit_gaps.vouch()
 
 
 def rest_day_points(

@@ -51,18 +51,19 @@ async def commit(stack, group: str, tp: TopicPartition, offset: int) -> None:
 
 
 async def test_a_new_partition_starts_at_its_first_offset_and_a_gap_inside_is_read_again(stack, partition):
-    acknowledged: list[tuple[int, int]] = []
+    vouched: list[int] = []
 
-    async def acknowledge(tp: TopicPartition, start: int, end: int) -> None:
+    def vouch(tp: TopicPartition, offset: int) -> None:
         assert tp == partition
-        acknowledged.append((start, end))
+        vouched.append(offset)
 
     gaps = DeliveryGaps(stack.kafka_bootstrap, f"group-{uuid.uuid4().hex[:8]}", "agent", {}, held=lambda: {partition},
-                        acknowledge=acknowledge)
+                        vouch=vouch)
 
     async def handled(offsets_given: Iterable[int]) -> list[int]:
         given = offsets(await gaps.complete(batch(partition, offsets_given)))
-        await gaps.record()
+        gaps.record()
+        gaps.vouch()
         return given
 
     # Nothing committed: the agent should have started at 0, so 0-4 come in front of a batch that starts at 5.
@@ -71,18 +72,48 @@ async def test_a_new_partition_starts_at_its_first_offset_and_a_gap_inside_is_re
     # 12-14 skipped: read again; a batch that repeats what was handled gets nothing added.
     assert await handled(range(15, 18)) == list(range(12, 18))
     assert await handled(range(16, 20)) == list(range(16, 20))
-    # What was read again is acknowledged to the consumer once handled, so its commit can pass it.
-    assert acknowledged == [(0, 5), (12, 15)]
+    # The consumer is told, batch by batch, that every message before the next offset is handled: where it commits.
+    assert vouched == [10, 12, 18, 20]
     # A batch whose handling failed (no `record`) is not vouched for: the next batch gets it in front again, and
-    # what was read again for it is acknowledged only with the batch that was handled.
+    # the position moves on only with the batch that was handled.
     assert offsets(await gaps.complete(batch(partition, [20, 22]))) == [21, 20, 22]
-    assert acknowledged == [(0, 5), (12, 15)]
+    gaps.vouch()
+    assert vouched == [10, 12, 18, 20]
     assert sorted(await handled(range(23, 25))) == list(range(20, 25))
-    assert acknowledged == [(0, 5), (12, 15), (20, 23)]
+    assert vouched[-1] == 25
     # Messages missing between those of a batch, and the last messages of the partition.
     assert sorted(await handled([25, 26, 28])) == [25, 26, 27, 28]
     assert await handled(range(29, 30)) == [29]
-    assert acknowledged[-1] == (27, 28)
+    assert vouched[-1] == 30
+
+
+async def test_a_batch_that_a_rebalance_came_into_is_not_vouched_for(stack, partition):
+    """The rebalance may have stopped the producer some of the batch's writes went to; a partition it took away
+    is not moved on, also when it came back (the table or the group says where it starts again)."""
+    vouched: list[int] = []
+    table: dict[bytes, bytes] = {}
+    gaps = DeliveryGaps(stack.kafka_bootstrap, f"group-{uuid.uuid4().hex[:8]}", "agent", table,
+                        held=lambda: {partition}, vouch=lambda tp, offset: vouched.append(offset))
+    await gaps.complete(batch(partition, range(0, 5)))
+    gaps.record()
+    gaps.vouch()
+    assert vouched == [5]
+    await gaps.complete(batch(partition, range(5, 8)))
+    gaps.on_assigned({partition})  # kept through the rebalance
+    gaps.record()
+    gaps.vouch()
+    assert vouched == [5] and table[offsets_key("agent", partition)] == b"8"
+    assert offsets(await gaps.complete(batch(partition, range(8, 10)))) == [8, 9]
+    gaps.record()
+    gaps.vouch()
+    assert vouched == [5, 10]
+    await gaps.complete(batch(partition, range(10, 12)))
+    gaps.on_assigned(set())  # taken away, then back
+    gaps.on_assigned({partition})
+    gaps.record()
+    gaps.vouch()
+    assert vouched == [5, 10] and table[offsets_key("agent", partition)] == b"10"
+    await gaps.close()
 
 
 async def test_a_partition_newly_held_starts_at_the_committed_offset_and_one_not_held_is_left_alone(stack, partition):
@@ -91,13 +122,13 @@ async def test_a_partition_newly_held_starts_at_the_committed_offset_and_one_not
     table: dict[bytes, bytes] = {}
     gaps = DeliveryGaps(stack.kafka_bootstrap, group, "agent", table, held=lambda: held)
     assert offsets(await gaps.complete(batch(partition, range(3, 6)))) == [3, 4, 5]  # left from before a rebalance
-    await gaps.record()
+    gaps.record()
     await commit(stack, group, partition, 12)  # another worker handled the partition up to 11
     held.add(partition)
     gaps.on_assigned({partition})
     assert offsets(await gaps.complete(batch(partition, range(15, 17)))) == list(range(12, 17))
     # Moved away and back: where the last holder stopped counts, not what this worker saw before.
-    await gaps.record()
+    gaps.record()
     held.clear()
     gaps.on_assigned(set())
     table[offsets_key("agent", partition)] = b"25"  # the other worker handled up to 24, and committed that
@@ -114,7 +145,7 @@ async def test_a_partition_taken_over_starts_where_the_last_holder_stopped_when_
     table: dict[bytes, bytes] = {}
     last_holder = DeliveryGaps(stack.kafka_bootstrap, group, "agent", table, held=lambda: {partition})
     await last_holder.complete(batch(partition, range(0, 8)))
-    await last_holder.record()
+    last_holder.record()
     assert table == {offsets_key("agent", partition): b"8"}
     await commit(stack, group, partition, 12)  # committed past 8-11, which its agent never handled
     taking_over = DeliveryGaps(stack.kafka_bootstrap, group, "agent", table, held=lambda: {partition})
@@ -139,7 +170,7 @@ async def test_an_offset_taken_by_a_transactions_commit_marker_is_read_but_not_r
     tp = TopicPartition(name, 0)
     gaps = DeliveryGaps(stack.kafka_bootstrap, f"group-{uuid.uuid4().hex[:8]}", "agent", {}, held=lambda: {tp})
     assert offsets(await gaps.complete(batch(tp, [0]))) == [0]
-    await gaps.record()
+    gaps.record()
     with caplog.at_level("WARNING", logger="aromatrack.streams.delivery"):
         assert offsets(await gaps.complete(batch(tp, [2]))) == [2]
     assert caplog.records == []

@@ -1,0 +1,79 @@
+"""The worker's consumer and app: an agent's partition is committed where the agent's delivery check vouches that
+every message before is handled, whatever faust's own record of acknowledged offsets holds; a write refused as
+fenced stops the worker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaTimeoutError, ProducerFenced
+from faust.types import TP
+
+from aromatrack.streams.fencing import OwnershipLost, StopWhenFenced
+from aromatrack.streams.rewinding_consumer import RewindingApp, RewindingConsumer
+
+PARTITION = TP("aromatrack.v1.timeline", 3)
+
+
+@pytest.fixture
+def consumer() -> RewindingConsumer:
+    """The worker's consumer, not started (no broker is reached)."""
+    return RewindingApp("test-consumer", broker="kafka://127.0.0.1:1").consumer
+
+
+def acknowledged(consumer: RewindingConsumer, committed: int, offsets: list[int]) -> None:
+    """faust's record as a multi-host run left it after a rebalance: an offset acknowledged twice."""
+    consumer._committed_offset[PARTITION] = committed
+    consumer._acked[PARTITION] = sorted(offsets)
+    consumer._acked_index[PARTITION] = set(offsets)
+
+
+def test_fausts_record_moves_one_offset_per_commit_or_none_and_the_vouched_position_is_committed(consumer):
+    acknowledged(consumer, 288, [287, 288, 288, *range(289, 472)])
+    assert consumer._new_offset(PARTITION) == 289  # faust's: one offset on, 183 handled behind it
+
+    acknowledged(consumer, 288, list(range(300, 472)))  # 289-299 never acknowledged (fetched, then dropped)
+    assert consumer._new_offset(PARTITION) is None  # faust's: never again
+
+    consumer.handled_up_to(PARTITION, 472)
+    assert consumer._new_offset(PARTITION) == 472
+    assert consumer._acked[PARTITION] == [] and not consumer._acked_index[PARTITION]  # its record below is dropped
+    assert PARTITION in set(consumer._filter_tps_with_pending_acks())
+
+
+def test_a_vouched_position_never_moves_back_and_faust_keeps_what_was_acknowledged_past_it(consumer):
+    consumer.handled_up_to(PARTITION, 500)
+    consumer.handled_up_to(PARTITION, 480)  # an older batch's, vouched late
+    acknowledged(consumer, 450, [499, 500, 501])
+    assert consumer._new_offset(PARTITION) == 500
+    assert consumer._acked[PARTITION] == [500, 501]
+
+
+def test_a_partition_only_vouched_for_is_committed_under_the_key_type_aiokafka_requires(consumer):
+    """aiokafka's transactional commit refuses faust's TP ("Key should be TopicPartition instance"): a worker
+    crashed at its first commit."""
+    consumer.handled_up_to(PARTITION, 7)
+    (tp,) = consumer._filter_tps_with_pending_acks()
+    assert type(tp) is TopicPartition and tp == PARTITION
+
+
+def test_a_partition_no_agent_vouches_for_is_committed_as_faust_does(consumer):
+    other = TP("aromatrack.v1.summary", 0)
+    consumer._committed_offset[other] = 10
+    consumer._acked[other] = [10, 11, 12]
+    assert consumer._new_offset(other) == 13
+
+
+async def test_a_write_refused_as_fenced_stops_the_worker_and_other_send_errors_do_not():
+    """faust logs a refused write and goes on; a worker whose transaction timed out went on for minutes."""
+    app = RewindingApp("test-fenced", broker="kafka://127.0.0.1:1")
+    sensor = next(sensor for sensor in app.sensors if isinstance(sensor, StopWhenFenced))
+    sensor.on_send_error(None, KafkaTimeoutError(), None)
+    await asyncio.sleep(0)
+    assert not app._crashed.is_set()
+    sensor.on_send_error(None, ProducerFenced(), None)
+    sensor.on_send_error(None, ProducerFenced(), None)  # every later write of the partition is refused too
+    await sensor._stopping
+    assert app._crashed.is_set() and isinstance(app.crash_reason, OwnershipLost)
