@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import httpx
@@ -41,7 +41,7 @@ from aromatrack.deploy.settings import load_settings
 from aromatrack.schemas import boundary, series, topics
 from aromatrack.schemas.events import dump_event
 from aromatrack.services.api import EVENT_ROUTES
-from aromatrack.streams.admin import LagProbe, wait_until_consumed
+from aromatrack.streams.admin import LagProbe, NotConsumed, wait_until_consumed
 from aromatrack.streams.input_progress import HEARTBEAT_S
 from aromatrack.streams.producer import EventProducer
 
@@ -91,6 +91,26 @@ def running_or_fenced(worker: Worker) -> None:
         return
     log = worker.log_path.read_bytes()
     assert b"ProducerFenced" in log or b"OwnershipLost" in log, f"the cut-off worker stopped; see {worker.log_path}"
+
+
+async def consumed(probe: LagProbe, app_id: str, workers: dict[str, Worker]) -> None:
+    """`wait_until_consumed`; when it gives up, its message also counts each worker's warnings and errors (the
+    worker logs name no athlete and no value), so that a CI run's output says where to look."""
+    try:
+        await wait_until_consumed(probe, app_id, within_s=CONSUMED_WITHIN_S)
+    except NotConsumed as exc:
+        raise NotConsumed(f"{exc}; " + "; ".join(f"{name}: {log_digest(worker.log_path)}"
+                                                   for name, worker in workers.items())) from exc
+
+
+def log_digest(path: Path, kinds: int = 6) -> str:
+    """The most frequent warnings and errors of a worker log, each as its first words, with its count."""
+    found: Counter[str] = Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        message = line.partition("] [WARNING] " if "] [WARNING] " in line else "] [ERROR] ")[2]
+        if message:
+            found[" ".join(message.split()[:8])] += 1
+    return ", ".join(f"{count}x {message}" for message, count in found.most_common(kinds)) or "no warnings"
 
 
 def cli(env: dict, *args: str) -> str:
@@ -175,7 +195,7 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
                 async with EventProducer(settings.kafka_bootstrap) as producer, LagProbe(settings.kafka_bootstrap) as probe, \
                         httpx.AsyncClient(base_url=f"http://{net['api'].address}:{API_PORT}", timeout=60) as client:
                     await producer.send_all(profiles)
-                    await wait_until_consumed(probe, settings.app_id, within_s=CONSUMED_WITHIN_S)
+                    await consumed(probe, settings.app_id, workers)
                     for index, part in enumerate(slices(history, SLICES), start=1):
                         await post_slice(client, tokens, part)
                         if index == CUT_AFTER:
@@ -198,7 +218,7 @@ async def test_a_worker_host_cut_off_mid_stream_is_taken_over_and_rejoins_withou
                                 return await both_hold_half()
 
                             await eventually(rejoined, timeout_s=180, every_s=0.5)
-                    await wait_until_consumed(probe, settings.app_id, within_s=CONSUMED_WITHIN_S)
+                    await consumed(probe, settings.app_id, workers)
                 await asyncio.sleep(2 * HEARTBEAT_S + 1)  # the last progress markers complete the watermark
                 alerts = await alerts_on_topic(settings.kafka_bootstrap, set(athletes), expected=10**6, timeout_s=10)
                 dump = await influx_dump(settings, "hosts")
