@@ -1,5 +1,6 @@
-"""faust's Kafka consumer with five additions: after a rebalance, a stream partition with no committed offset is read
-again from its beginning, so the messages the rebalance dropped are fetched again; after a failed commit, the
+"""faust's Kafka consumer with six additions: after a rebalance, a stream partition with no committed offset is read
+again from its beginning, so the messages the rebalance dropped are fetched again; table changelog records that
+faust's fetch drops as a rebalance begins are fetched again too; after a failed commit, the
 consumer takes the group's committed offsets for committed, not the ones it tried; an agent's partition is committed
 where its delivery check vouches that every message before is handled (`handled_up_to`), not where faust's record of
 acknowledged offsets says; the heartbeats the group accepts are recorded as the worker's session lease
@@ -16,6 +17,15 @@ test waited forever for a profile partition to be committed. Seeking such a part
 them again, through faust, which then acknowledges and commits them. What was handled before comes again too (at
 least once), which the agents already expect of a re-delivery. The table changelogs are left alone: faust positions
 those itself when it recovers and follows them.
+
+A fetch in flight when a rebalance stops the flow can come back after the new assignment's recovery has positioned
+the table changelogs: faust drops such a fetch and seeks the stream partitions back to their committed offsets, but
+a changelog partition has no committed offset, and its position stays past the dropped records. Recovery then waited
+for records it would never be given (a health-test worker stayed unready for good after its peer was killed: in CI,
+and here in 1 of 10 runs beside four busy-looping processes), or, when later records came, ended without the dropped
+ones: a key whose latest value was among them was restored to an older one, or not at all (such a drop came in 4 of 7
+runs of a diagnostic build; in those, later records let recovery end). The consumer seeks those partitions back to
+the dropped fetch's first record, unless something else has moved them meanwhile.
 
 faust records the offsets of every commit it tries as committed, also of one that failed: a commit in flight when a
 rebalance begins fails ("the group has already rebalanced"), and faust records its offsets after the rebalance has
@@ -51,7 +61,7 @@ import time
 from typing import Any, Iterator, Mapping
 
 import faust
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, TransportT
@@ -88,6 +98,15 @@ class LeaseRecordingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             return accepted
 
         coordinator._do_heartbeat = heartbeat_recording_acceptance
+
+    def position_now(self, tp: TopicPartition) -> int | None:
+        """The partition's fetch position as the fetcher holds it, without waiting for a valid one (None then, or
+        when the partition is not assigned)."""
+        subscription = self._ensure_consumer()._subscription.subscription
+        if subscription is None or subscription.assignment is None or tp not in subscription.assignment.tps:
+            return None
+        state = subscription.assignment.state_value(tp)
+        return state.position if state.has_valid_position else None
 
     async def group_committed(self, partitions: list[TP]) -> dict[TP, int | None]:
         """The group's committed offset of each partition (None where it holds none), asked of the broker."""
@@ -132,6 +151,24 @@ class RewindingConsumer(faust_aiokafka.Consumer):
         if gap:
             gap.chop(0, handled)
         return handled
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
+        records, active_partitions = await super()._wait_next_records(timeout)
+        if records and not self.flow_active:
+            await self._fetch_changelog_records_again(records)
+        return records, active_partitions
+
+    async def _fetch_changelog_records_again(self, records: Mapping[TopicPartition, list]) -> None:
+        """Seek each table changelog partition of a fetch that faust drops back to the fetch's first record, unless
+        something else has moved the partition since (then that seek stands)."""
+        changelogs = self.app.tables.changelog_topics
+        again = 0
+        for tp, fetched in records.items():
+            if tp.topic in changelogs and fetched and self._thread.position_now(tp) == fetched[-1].offset + 1:
+                await self.seek(tp, fetched[0].offset)
+                again += len(fetched)
+        if again:
+            log.info("%d table changelog records fetched as a rebalance began are fetched again", again)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         await super().on_partitions_revoked(revoked)

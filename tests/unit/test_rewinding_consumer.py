@@ -1,14 +1,16 @@
 """The worker's consumer and app: an agent's partition is committed where the agent's delivery check vouches that
-every message before is handled, whatever faust's own record of acknowledged offsets holds; a write refused as
-fenced stops the worker."""
+every message before is handled, whatever faust's own record of acknowledged offsets holds; table changelog records
+of a fetch that faust drops as a rebalance begins are fetched again; a write refused as fenced stops the worker."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError, ProducerFenced
+from faust.transport import consumer as faust_consumer
 from faust.types import TP
 
 from aromatrack.streams.fencing import OwnershipLost, StopWhenFenced
@@ -64,6 +66,50 @@ def test_a_partition_no_agent_vouches_for_is_committed_as_faust_does(consumer):
     consumer._committed_offset[other] = 10
     consumer._acked[other] = [10, 11, 12]
     assert consumer._new_offset(other) == 13
+
+
+class FetcherThread:
+    """The consumer thread's fetch positions and seeks, as the consumer sees them."""
+
+    def __init__(self, positions: dict[TopicPartition, int]) -> None:
+        self.positions = positions
+        self.seeks: dict[TopicPartition, int] = {}
+
+    def position_now(self, tp: TopicPartition) -> int | None:
+        return self.positions.get(tp)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks[tp] = self.positions[tp] = offset
+
+
+def fetched(tp: TopicPartition, first: int, last: int) -> list:
+    return [SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset) for offset in range(first, last + 1)]
+
+
+async def test_table_changelog_records_of_a_fetch_faust_drops_are_fetched_again_unless_moved_since(monkeypatch):
+    """A fetch that comes back while a rebalance has stopped the flow is dropped by faust (its `getmany`); a
+    changelog partition then stayed past the dropped records, and a recovering worker waited for them for good."""
+    app = RewindingApp("test-refetch", broker="kafka://127.0.0.1:1")
+    app.Table("histories")
+    consumer = app.consumer
+    changelog = TopicPartition("test-refetch-histories-changelog", 2)
+    moved = TopicPartition("test-refetch-histories-changelog", 3)  # recovery seeked it after the fetch came back
+    stream = TopicPartition(PARTITION.topic, PARTITION.partition)  # faust seeks it to its committed offset itself
+    records = {changelog: fetched(changelog, 0, 8), moved: fetched(moved, 4, 6), stream: fetched(stream, 10, 12)}
+    thread = FetcherThread({changelog: 9, moved: 0, stream: 13})
+    consumer._thread = thread
+
+    async def fetch(self, timeout: float):
+        return records, set(records)
+
+    monkeypatch.setattr(faust_consumer.Consumer, "_wait_next_records", fetch)
+    consumer.flow_active = True
+    assert await consumer._wait_next_records(1.0) == (records, set(records))
+    assert thread.seeks == {}  # faust hands the records on: nothing dropped
+
+    consumer.stop_flow()
+    assert await consumer._wait_next_records(1.0) == (records, set(records))
+    assert thread.seeks == {changelog: 0}
 
 
 async def test_a_write_refused_as_fenced_stops_the_worker_and_other_send_errors_do_not():
