@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Awaitable, Callable, Iterator
@@ -87,6 +88,16 @@ class Worker:
             time.sleep(0.2)
         self.stop()  # a worker left running would join the next one's consumer group and break later tests
         raise RuntimeError(f"worker not ready in {timeout_s}s; see {self.log_path}")
+
+    def log_digest(self, kinds: int = 6) -> str:
+        """The most frequent warnings and errors of the worker's log, each as its first words, with its count: what a
+        failed wait says of the worker (a CI run's output has the test's message only)."""
+        found: Counter[str] = Counter()
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            message = line.partition("] [WARNING] " if "] [WARNING] " in line else "] [ERROR] ")[2]
+            if message:
+                found[" ".join(message.split()[:8])] += 1
+        return ", ".join(f"{count}x {message}" for message, count in found.most_common(kinds)) or "no warnings"
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
         assert self.process is not None

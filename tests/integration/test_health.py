@@ -42,6 +42,18 @@ async def wait_ready(url: str, timeout_s: float = 90) -> dict:
     return seen
 
 
+def described(*workers: Worker) -> str:
+    """What each worker's /readyz answers now, whether it exited, and its log's warnings and errors: the message of
+    a wait that gave up (a CI run's output has only the test's)."""
+    answers = []
+    for worker in workers:
+        port = worker.extra_env["AROMATRACK_WEB_PORT"]
+        exit_code = worker.process.poll() if worker.process else None
+        answers.append(f"port {port}: {status(f'http://127.0.0.1:{port}/readyz')}, exit code {exit_code}, "
+                       f"{worker.log_digest()}")
+    return "; ".join(answers)
+
+
 async def test_worker_readiness_means_partitions_held_and_tables_recovered_and_follows_a_rebalance(tmp_path):
     ingest_partitions = len(topics.INGEST_TOPICS) * topics.PARTITIONS
     with local_stack.throwaway_stack(39721, 38721) as settings:
@@ -65,7 +77,7 @@ async def test_worker_readiness_means_partitions_held_and_tables_recovered_and_f
                 return all(code == 200 for code, _ in answers) and all(
                     body["ingest_partitions"] == ingest_partitions // 2 for _, body in answers)
 
-            await eventually(shared, timeout_s=120, every_s=0.5)
+            await eventually(shared, timeout_s=120, every_s=0.5, describe=lambda: described(first, second))
             halves = [status(f"http://127.0.0.1:{port}/readyz")[1] for port in (6301, 6302)]
             assert sum(body["agent_partitions"] for body in halves) == alone["agent_partitions"], halves
 
@@ -78,7 +90,7 @@ async def test_worker_readiness_means_partitions_held_and_tables_recovered_and_f
                 return code == 200 and body["ingest_partitions"] == ingest_partitions and (
                     body["agent_partitions"] == alone["agent_partitions"])
 
-            await eventually(whole_again, timeout_s=120, every_s=0.5)
+            await eventually(whole_again, timeout_s=120, every_s=0.5, describe=lambda: described(first))
         finally:
             for worker in (first, second):
                 if worker.process and worker.process.poll() is None:

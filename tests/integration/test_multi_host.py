@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import httpx
@@ -99,18 +99,8 @@ async def consumed(probe: LagProbe, app_id: str, workers: dict[str, Worker]) -> 
     try:
         await wait_until_consumed(probe, app_id, within_s=CONSUMED_WITHIN_S)
     except NotConsumed as exc:
-        raise NotConsumed(f"{exc}; " + "; ".join(f"{name}: {log_digest(worker.log_path)}"
+        raise NotConsumed(f"{exc}; " + "; ".join(f"{name}: {worker.log_digest()}"
                                                    for name, worker in workers.items())) from exc
-
-
-def log_digest(path: Path, kinds: int = 6) -> str:
-    """The most frequent warnings and errors of a worker log, each as its first words, with its count."""
-    found: Counter[str] = Counter()
-    for line in path.read_text(errors="replace").splitlines():
-        message = line.partition("] [WARNING] " if "] [WARNING] " in line else "] [ERROR] ")[2]
-        if message:
-            found[" ".join(message.split()[:8])] += 1
-    return ", ".join(f"{count}x {message}" for message, count in found.most_common(kinds)) or "no warnings"
 
 
 def cli(env: dict, *args: str) -> str:
