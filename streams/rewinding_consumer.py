@@ -25,7 +25,7 @@ for records it would never be given (a health-test worker stayed unready for goo
 and here in 1 of 10 runs beside four busy-looping processes), or, when later records came, ended without the dropped
 ones: a key whose latest value was among them was restored to an older one, or not at all (such a drop came in 4 of 7
 runs of a diagnostic build; in those, later records let recovery end). The consumer seeks those partitions back to
-the dropped fetch's first record, unless something else has moved them meanwhile.
+the dropped fetch's first record, unless something else has moved them back meanwhile.
 
 faust records the offsets of every commit it tries as committed, also of one that failed: a commit in flight when a
 rebalance begins fails ("the group has already rebalanced"), and faust records its offsets after the rebalance has
@@ -160,11 +160,13 @@ class RewindingConsumer(faust_aiokafka.Consumer):
 
     async def _fetch_changelog_records_again(self, records: Mapping[TopicPartition, list]) -> None:
         """Seek each table changelog partition of a fetch that faust drops back to the fetch's first record, unless
-        something else has moved the partition since (then that seek stands)."""
+        something else has moved the partition back since (then that seek stands). The position can be past the last
+        record by more than one: a transaction's commit marker follows the records under exactly-once."""
         changelogs = self.app.tables.changelog_topics
         again = 0
         for tp, fetched in records.items():
-            if tp.topic in changelogs and fetched and self._thread.position_now(tp) == fetched[-1].offset + 1:
+            position = self._thread.position_now(tp)
+            if tp.topic in changelogs and fetched and position is not None and position > fetched[-1].offset:
                 await self.seek(tp, fetched[0].offset)
                 again += len(fetched)
         if again:

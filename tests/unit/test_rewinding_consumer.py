@@ -93,10 +93,12 @@ async def test_table_changelog_records_of_a_fetch_faust_drops_are_fetched_again_
     app.Table("histories")
     consumer = app.consumer
     changelog = TopicPartition("test-refetch-histories-changelog", 2)
+    committed = TopicPartition("test-refetch-histories-changelog", 1)  # a transaction's commit marker after them
     moved = TopicPartition("test-refetch-histories-changelog", 3)  # recovery seeked it after the fetch came back
     stream = TopicPartition(PARTITION.topic, PARTITION.partition)  # faust seeks it to its committed offset itself
-    records = {changelog: fetched(changelog, 0, 8), moved: fetched(moved, 4, 6), stream: fetched(stream, 10, 12)}
-    thread = FetcherThread({changelog: 9, moved: 0, stream: 13})
+    records = {changelog: fetched(changelog, 0, 8), committed: fetched(committed, 3, 5), moved: fetched(moved, 4, 6),
+               stream: fetched(stream, 10, 12)}
+    thread = FetcherThread({changelog: 9, committed: 7, moved: 0, stream: 13})
     consumer._thread = thread
 
     async def fetch(self, timeout: float):
@@ -109,7 +111,7 @@ async def test_table_changelog_records_of_a_fetch_faust_drops_are_fetched_again_
 
     consumer.stop_flow()
     assert await consumer._wait_next_records(1.0) == (records, set(records))
-    assert thread.seeks == {changelog: 0}
+    assert thread.seeks == {changelog: 0, committed: 3}
 
 
 async def test_a_write_refused_as_fenced_stops_the_worker_and_other_send_errors_do_not():
