@@ -23,7 +23,7 @@ the table changelogs: faust drops such a fetch and seeks the stream partitions b
 a changelog partition has no committed offset, and its position stays past the dropped records. Recovery then waited
 for records it would never be given (a health-test worker stayed unready for good after its peer was killed: in CI,
 and here in 1 of 10 runs beside four busy-looping processes), or, when later records came, ended without the dropped
-ones: a key whose latest value was among them was restored to an older one, or not at all (such a drop came in 4 of 7
+ones: a key whose latest value was among them was restored to an older one, or not at all (such a drop came in 5 of 8
 runs of a diagnostic build; in those, later records let recovery end). The consumer seeks those partitions back to
 the dropped fetch's first record, unless something else has moved them back meanwhile.
 
